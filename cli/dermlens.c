@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* dermlens: command-line front end of the DermLens engine. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"classify", cmd_classify, "classify images (probabilities, top-k, JSON)"},
+    {"info", cmd_info, "show a model's graph, classes, preprocessing and provenance"},
+    {"import", cmd_import, "convert a TFLite model into a DermLens model file"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: dermlens COMMAND [OPTIONS...]\n\n"
+            "DermLens classifies dermoscopic skin-lesion images with a transfer-learned CNN.\n"
+            DL_DISCLAIMER "\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nRun 'dermlens COMMAND --help' for a command's options.\n"
+               "Environment: DERMLENS_MODEL (default model file), DERMLENS_THREADS.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("dermlens %s\n", DL_VERSION_STRING);
+        return 0;
+    }
+    const char *t = g_getenv("DERMLENS_THREADS");
+    cli_set_threads(t ? atoi(t) : 0);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dermlens: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

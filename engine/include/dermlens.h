@@ -1,0 +1,198 @@
+/* DermLens engine: public API.
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ *
+ * Conventions (stb / libvips style):
+ *  - Functions returning int return 0 on success and -1 on failure; functions
+ *    returning a pointer return NULL on failure. On failure the optional
+ *    dl_error* is filled with a code and a human-readable message.
+ *  - The library never prints, never exits, never calls abort() on bad input.
+ *  - Ownership is stated on every function: "caller frees with X" or
+ *    "borrowed, valid while the model lives".
+ *  - Thread safety: a dl_model holds its own workspace, so one model must not be
+ *    used from two threads at the same time. Two models can be used from two
+ *    threads concurrently.
+ *  - Images are 8-bit RGB, row-major, top row first, with an explicit stride in
+ *    bytes (>= 3 * width).
+ */
+#ifndef DERMLENS_H
+#define DERMLENS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DL_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum {
+    DL_OK = 0,
+    DL_ERR_IO,          /* file missing, unreadable, unwritable */
+    DL_ERR_FORMAT,      /* malformed or hostile file contents */
+    DL_ERR_NOMEM,       /* allocation failed */
+    DL_ERR_ARG,         /* invalid argument from the caller */
+    DL_ERR_UNSUPPORTED, /* valid input using a feature we do not support */
+    DL_ERR_LIMIT,       /* input exceeds a documented resource limit */
+    DL_ERR_CANCELLED,   /* a progress callback asked to stop */
+    DL_ERR_DATA         /* bad training/evaluation data (labels, classes) */
+} dl_status;
+
+typedef struct {
+    dl_status code;
+    char message[512];
+} dl_error;
+
+/* Human-readable name of a status code; static string. */
+const char *dl_status_name(dl_status code);
+
+/* Progress callback: fraction in [0,1] and a short stage name. Return nonzero
+ * to cancel (the operation then fails with DL_ERR_CANCELLED). */
+typedef int (*dl_progress_fn)(void *user, double fraction, const char *stage);
+
+/* ------------------------------------------------------------------ limits */
+
+/* Largest image (width*height) the decoders accept: 2^28 pixels (~268 MP,
+ * e.g. 16384 x 16384) to keep decoded RGB8 below 1 GiB. */
+#define DL_MAX_IMAGE_PIXELS ((int64_t)1 << 28)
+#define DL_MAX_IMAGE_SIDE 65535
+/* Largest model file / total tensor bytes the loader accepts. */
+#define DL_MAX_MODEL_BYTES ((int64_t)1 << 30)
+
+/* ------------------------------------------------------------------ threads */
+
+/* Number of threads the engine (and OpenBLAS under it) may use. The engine is
+ * the one owner of the cores: it sets OpenBLAS's thread count itself.
+ * n <= 0 means "all cores". Process-wide. */
+void dl_set_num_threads(int n);
+int dl_get_num_threads(void);
+
+/* ------------------------------------------------------------------ images */
+
+typedef struct {
+    int width;
+    int height;
+    size_t stride;    /* bytes per row, >= 3*width */
+    uint8_t *pixels;  /* RGB8; owned by the image, free with dl_image_free */
+} dl_image;
+
+/* Decode PNG (any bit depth, grey, palette, alpha; alpha is dropped as PIL's
+ * convert('RGB') does, 16-bit is reduced to 8) or JPEG (grey, RGB, CMYK) into
+ * RGB8. Size limits are checked before any pixel
+ * buffer is allocated. On success fills *out (caller frees with dl_image_free). */
+int dl_image_load(const char *path, dl_image *out, dl_error *err);
+int dl_image_load_memory(const void *data, size_t size, dl_image *out, dl_error *err);
+void dl_image_free(dl_image *img);
+
+/* Allocate a w x h RGB8 image (zeroed). Caller frees with dl_image_free. */
+int dl_image_alloc(dl_image *out, int width, int height, dl_error *err);
+
+/* Resize RGB8 src to w x h with a triangle (bilinear) filter whose support is
+ * widened when shrinking (antialiased, as PIL's BILINEAR). dst is allocated. */
+int dl_image_resize(const dl_image *src, int width, int height, dl_image *dst, dl_error *err);
+
+/* Write RGB8 (channels=3), RGBA8 (channels=4) or grey (channels=1) PNG,
+ * atomically (temp file + rename). bit_depth 8 or 16 (16: data is uint16
+ * host-endian). */
+int dl_png_write(const char *path, const void *data, int width, int height, size_t stride,
+                 int channels, int bit_depth, dl_error *err);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct dl_model dl_model;
+
+/* Load a DermLens model file (safetensors container, see weights/FORMAT.md).
+ * Everything is validated before use. Caller frees with dl_model_free. */
+dl_model *dl_model_load(const char *path, dl_error *err);
+dl_model *dl_model_load_memory(const void *data, size_t size, dl_error *err);
+void dl_model_free(dl_model *model);
+
+/* Borrowed strings, valid while the model lives. */
+const char *dl_model_name(const dl_model *m);
+int dl_model_num_classes(const dl_model *m);
+const char *dl_model_class_name(const dl_model *m, int i);      /* short code, e.g. "mel" */
+const char *dl_model_class_long_name(const dl_model *m, int i); /* e.g. "melanoma" */
+int dl_model_feature_dim(const dl_model *m);                    /* pooled feature length */
+int dl_model_input_size(const dl_model *m, int *width, int *height);
+float dl_model_temperature(const dl_model *m);
+/* sha256 of the model file as 64 hex chars. */
+const char *dl_model_sha256(const dl_model *m);
+/* The model's metadata as one JSON object (graph summary, classes,
+ * preprocessing, provenance). Borrowed. */
+const char *dl_model_info_json(const dl_model *m);
+
+/* ------------------------------------------------------------------ classify */
+
+typedef struct {
+    int num_classes;
+    float *probs;      /* num_classes, calibrated softmax (temperature applied) */
+    float *logits;     /* num_classes, raw logits */
+    int top_k;         /* number of valid entries in top_index */
+    int *top_index;    /* class indices sorted by decreasing probability */
+    int feature_dim;
+    float *features;   /* pooled backbone features (feature_dim) */
+    float ood_score;   /* out-of-distribution score, NAN if the model has none */
+    int ood_flag;      /* 1 if ood_score is above the model's threshold */
+} dl_result;
+
+typedef struct {
+    int top_k;             /* <= 0: all classes */
+    int tta;               /* 0 = off; 1 = average over flips and 90-degree turns */
+    dl_progress_fn progress;
+    void *progress_user;
+} dl_classify_options;
+
+/* Classify an RGB8 buffer. The model's recorded preprocessing (resize mode,
+ * size, scaling) is applied here. Fills *out; caller frees with dl_result_free.
+ * opts may be NULL (defaults: top_k 5, no TTA). */
+int dl_classify_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                     const dl_classify_options *opts, dl_result *out, dl_error *err);
+void dl_result_free(dl_result *r);
+
+/* ------------------------------------------------------------------ explain */
+
+typedef enum {
+    DL_SALIENCY_GRADCAM = 0,
+    DL_SALIENCY_GRADCAM_PP,
+    DL_SALIENCY_HIRESCAM,
+    DL_SALIENCY_LAYERCAM,
+    DL_SALIENCY_SCORECAM,
+    DL_SALIENCY_OCCLUSION
+} dl_saliency_method;
+
+/* Parse "gradcam", "gradcam++", "hirescam", "layercam", "scorecam",
+ * "occlusion"; returns -1 if unknown. */
+int dl_saliency_method_from_name(const char *name);
+const char *dl_saliency_method_name(dl_saliency_method m);
+
+typedef struct {
+    dl_saliency_method method;
+    int class_index;       /* < 0: the top class */
+    const char *layer;     /* NULL: the last convolution layer */
+    float smooth_sigma;    /* Gaussian smoothing in output pixels, 0 = none */
+    dl_progress_fn progress;
+    void *progress_user;
+} dl_explain_options;
+
+/* Saliency map for the image region, upsampled (bilinear) to width x height,
+ * normalised to [0,1]. *map_out is malloc'd (width*height floats), caller
+ * frees with free(). If result is non-NULL it is filled as dl_classify_rgb8
+ * would (caller frees with dl_result_free). */
+int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                    const dl_explain_options *opts, float **map_out, dl_result *result,
+                    dl_error *err);
+
+/* ------------------------------------------------------------------ import */
+
+/* Convert a TFLite flatbuffer (untrusted) into a DermLens model file written
+ * atomically to out_path. labels_path may be NULL (classes named class_N).
+ * name/provenance are stored in the model metadata (may be NULL). */
+int dl_import_tflite(const char *tflite_path, const char *labels_path, const char *out_path,
+                     const char *name, const char *provenance_json, dl_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Classification API: preprocessing, forward, calibrated softmax, top-k,
+ * pooled features, out-of-distribution score, optional test-time
+ * augmentation (mean of probabilities over flips and 90-degree turns). */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int dl_model_ensure_exec(dl_model *m, dl_error *err);
+
+int dl_model_ensure_exec(dl_model *m, dl_error *err)
+{
+    if (m->exec_ready) return 0;
+    if (dl_exec_init(&m->exec, &m->graph, 1, err)) return -1;
+    m->exec_ready = true;
+    return 0;
+}
+
+void dl_result_free(dl_result *r)
+{
+    if (!r) return;
+    free(r->probs);
+    free(r->logits);
+    free(r->top_index);
+    free(r->features);
+    memset(r, 0, sizeof *r);
+}
+
+/* In-place dihedral transform t (0..7) of an H x W x 3 square tensor. */
+static void dihedral(const float *src, float *dst, int n, int t)
+{
+    for (int y = 0; y < n; y++)
+        for (int x = 0; x < n; x++) {
+            int sx = x, sy = y;
+            if (t & 4) { int tmp = sx; sx = sy; sy = tmp; }
+            if (t & 1) sx = n - 1 - sx;
+            if (t & 2) sy = n - 1 - sy;
+            memcpy(dst + ((size_t)y * n + x) * 3, src + ((size_t)sy * n + sx) * 3, 3 * sizeof(float));
+        }
+}
+
+static float ood_score(const dl_model *m, const float *f)
+{
+    int d = m->ood_dim;
+    double s = 0;
+    float *c = malloc(sizeof(float) * d);
+    if (!c) return NAN;
+    for (int i = 0; i < d; i++) c[i] = f[i] - m->ood_mean[i];
+    for (int i = 0; i < d; i++) {
+        double r = 0;
+        const float *p = m->ood_precision + (size_t)i * d;
+        for (int j = 0; j < d; j++) r += p[j] * c[j];
+        s += r * c[i];
+    }
+    free(c);
+    return (float)s;
+}
+
+void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
+void dl_softmax_temperature(const float *logits, int n, float t, float *probs)
+{
+    float mx = logits[0];
+    for (int i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += probs[i] = expf((logits[i] - mx) / t);
+    for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
+}
+
+int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float *logits,
+                   const float *features, int top_k, dl_error *err);
+int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float *logits,
+                   const float *features, int top_k, dl_error *err)
+{
+    const int K = m->num_classes, F = dl_model_feature_dim(m);
+    memset(out, 0, sizeof *out);
+    out->num_classes = K;
+    out->probs = malloc(sizeof(float) * K);
+    out->logits = malloc(sizeof(float) * K);
+    out->top_index = malloc(sizeof(int) * K);
+    out->features = malloc(sizeof(float) * (F ? F : 1));
+    if (!out->probs || !out->logits || !out->top_index || !out->features) {
+        dl_result_free(out);
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    }
+    memcpy(out->probs, probs, sizeof(float) * K);
+    memcpy(out->logits, logits, sizeof(float) * K);
+    out->feature_dim = F;
+    if (F) memcpy(out->features, features, sizeof(float) * F);
+    /* top-k by insertion: stable for ties (lower index first) */
+    int k = top_k <= 0 || top_k > K ? K : top_k;
+    int *idx = out->top_index;
+    int have = 0;
+    for (int c = 0; c < K; c++) {
+        int pos = have < k ? have : k;
+        while (pos > 0 && probs[idx[pos - 1]] < probs[c]) pos--;
+        if (pos >= k) continue;
+        int last = have < k ? have : k - 1;
+        for (int j = last; j > pos; j--) idx[j] = idx[j - 1];
+        idx[pos] = c;
+        if (have < k) have++;
+    }
+    out->top_k = k;
+    out->ood_score = (m->ood_dim && F == m->ood_dim) ? ood_score(m, features) : NAN;
+    out->ood_flag = isfinite(out->ood_score) && out->ood_score > m->ood_threshold;
+    return 0;
+}
+
+int dl_classify_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                     const dl_classify_options *opts, dl_result *out, dl_error *err)
+{
+    if (!m || !out) return dl_fail(err, DL_ERR_ARG, "NULL model or result");
+    memset(out, 0, sizeof *out);
+    dl_classify_options def = {.top_k = 5};
+    if (!opts) opts = &def;
+    if (dl_model_ensure_exec(m, err)) return -1;
+    dl_exec *e = &m->exec;
+    const int K = m->num_classes, F = dl_model_feature_dim(m);
+    const int W = m->pre.width, H = m->pre.height;
+    size_t in_count = (size_t)W * H * 3;
+    if (opts->progress && opts->progress(opts->progress_user, 0.0, "preprocess")) 
+        return dl_fail(err, DL_ERR_CANCELLED, "cancelled");
+    if (dl_preprocess_rgb8(&m->pre, rgb, width, height, stride, e->act[0], err)) return -1;
+    int views = opts->tta && W == H ? 8 : 1; /* dihedral views need a square input */
+    float *base = NULL;
+    float *acc = calloc((size_t)K * 2 + (F ? F : 1), sizeof(float));
+    if (!acc) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    float *acc_logits = acc + K, *acc_feat = acc + 2 * K;
+    if (views > 1) {
+        base = malloc(sizeof(float) * in_count);
+        if (!base) { free(acc); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
+        memcpy(base, e->act[0], sizeof(float) * in_count);
+    }
+    float *probs = malloc(sizeof(float) * K);
+    int rc = -1;
+    if (!probs) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
+    for (int v = 0; v < views; v++) {
+        /* non-square inputs: only flips (t in 0..3) */
+        if (v > 0) dihedral(base, e->act[0], W, v);
+        if (views > 1 && v == 0) memcpy(e->act[0], base, sizeof(float) * in_count);
+        if (dl_exec_forward(e, e->act[0], -1, err)) goto out;
+        const float *logits = e->act[m->graph.output];
+        dl_softmax_temperature(logits, K, m->temperature, probs);
+        for (int c = 0; c < K; c++) { acc[c] += probs[c] / views; acc_logits[c] += logits[c] / views; }
+        if (F) for (int c = 0; c < F; c++) acc_feat[c] += e->act[m->graph.features][c] / views;
+        if (opts->progress && opts->progress(opts->progress_user, (v + 1.0) / views, "classify")) {
+            dl_fail(err, DL_ERR_CANCELLED, "cancelled");
+            goto out;
+        }
+    }
+    rc = dl_result_fill(m, out, acc, acc_logits, acc_feat, opts->top_k, err);
+out:
+    free(probs);
+    free(base);
+    free(acc);
+    return rc;
+}
+
+/* ------------------------------------------------------------ import */
+
+int dl_import_tflite(const char *tflite_path, const char *labels_path, const char *out_path,
+                     const char *name, const char *provenance_json, dl_error *err)
+{
+    uint8_t *data = NULL;
+    size_t size = 0;
+    dl_model m;
+    memset(&m, 0, sizeof m);
+    dl_graph_init(&m.graph);
+    int rc = -1;
+    if (dl_read_file(tflite_path, 256u << 20, &data, &size, err)) return -1;
+    if (dl_tflite_to_graph(data, size, &m.graph, &m.pre, err)) {
+        dl_fail_prefix(err, "%s", tflite_path);
+        goto out;
+    }
+    const dl_node *o = &m.graph.nodes[m.graph.output];
+    m.num_classes = o->c;
+    m.class_names = calloc(o->c, sizeof(char *));
+    m.class_long_names = calloc(o->c, sizeof(char *));
+    if (!m.class_names || !m.class_long_names) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
+    uint8_t *lab = NULL;
+    size_t lsize = 0;
+    if (labels_path && dl_read_file(labels_path, 16u << 20, &lab, &lsize, err)) goto out;
+    size_t pos = 0;
+    for (int i = 0; i < o->c; i++) {
+        char buf[256];
+        buf[0] = 0;
+        if (lab && pos < lsize) {
+            size_t end = pos;
+            while (end < lsize && lab[end] != '\n') end++;
+            size_t len = end - pos;
+            if (len && lab[pos + len - 1] == '\r') len--;
+            if (len >= sizeof buf) len = sizeof buf - 1;
+            memcpy(buf, lab + pos, len);
+            buf[len] = 0;
+            pos = end + 1;
+        }
+        if (!buf[0]) snprintf(buf, sizeof buf, "class_%d", i);
+        /* "German shepherd, German police dog" -> short name "German shepherd" */
+        char *comma = strchr(buf, ',');
+        m.class_long_names[i] = strdup(buf);
+        if (comma) *comma = 0;
+        m.class_names[i] = strdup(buf);
+    }
+    free(lab);
+    snprintf(m.name, sizeof m.name, "%s", name ? name : "imported");
+    m.temperature = 1.f;
+    m.provenance_json = provenance_json ? strdup(provenance_json) : NULL;
+    if (dl_model_save(&m, out_path, err)) goto out;
+    /* prove the written file loads */
+    dl_model *check = dl_model_load(out_path, err);
+    if (!check) { dl_fail_prefix(err, "re-reading the imported model"); goto out; }
+    dl_model_free(check);
+    rc = 0;
+out:
+    free(data);
+    for (int i = 0; i < m.num_classes; i++) {
+        if (m.class_names) free(m.class_names[i]);
+        if (m.class_long_names) free(m.class_long_names[i]);
+    }
+    free(m.class_names);
+    free(m.class_long_names);
+    free(m.provenance_json);
+    dl_graph_free(&m.graph);
+    return rc;
+}

@@ -1,0 +1,664 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* The model container: a safetensors file (u64 LE header length, JSON header,
+ * little-endian tensor data) whose __metadata__ holds the graph, classes,
+ * preprocessing and provenance as JSON strings. See weights/FORMAT.md.
+ * Everything in the file is untrusted and validated before use. */
+#include "internal.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FORMAT_NAME "dermlens"
+#define FORMAT_VERSION 1
+#define MAX_HEADER_BYTES (64u << 20)
+#define MAX_CLASSES 100000
+
+typedef struct {
+    const char *name;
+    size_t begin, end;
+    int64_t dims[4];
+    int ndim;
+} st_entry;
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const st_entry *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+static const char *meta_string(const cJSON *meta, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(meta, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool json_int(const cJSON *obj, const char *key, int lo, int hi, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
+        v->valuedouble > hi)
+        return false;
+    *out = (int)v->valuedouble;
+    return true;
+}
+
+static bool json_pair(const cJSON *obj, const char *key, int lo, int hi, int *a, int *b)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2) return false;
+    const cJSON *x = cJSON_GetArrayItem(v, 0), *y = cJSON_GetArrayItem(v, 1);
+    if (!cJSON_IsNumber(x) || !cJSON_IsNumber(y)) return false;
+    if (x->valuedouble < lo || x->valuedouble > hi || y->valuedouble < lo || y->valuedouble > hi) return false;
+    *a = (int)x->valuedouble;
+    *b = (int)y->valuedouble;
+    return true;
+}
+
+/* ------------------------------------------------------------ graph JSON */
+
+static int parse_graph(dl_graph *g, const cJSON *gj, dl_error *err)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(gj, "input");
+    const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(gj, "nodes");
+    if (!cJSON_IsObject(in)) return dl_fail(err, DL_ERR_FORMAT, "graph.input: missing or not an object");
+    if (!cJSON_IsArray(nodes)) return dl_fail(err, DL_ERR_FORMAT, "graph.nodes: missing or not an array");
+    const char *in_name = meta_string(in, "name");
+    dl_node n0 = dl_node_make(DL_OP_INPUT, in_name ? in_name : "input");
+    if (!json_int(in, "height", 1, 65536, &n0.h) || !json_int(in, "width", 1, 65536, &n0.w) ||
+        !json_int(in, "channels", 1, 4096, &n0.c))
+        return dl_fail(err, DL_ERR_FORMAT, "graph.input: height/width/channels missing or out of range");
+    if (dl_graph_add_node(g, &n0, err) < 0) return -1;
+    int idx = 0;
+    const cJSON *nj;
+    cJSON_ArrayForEach(nj, nodes) {
+        idx++;
+        const char *name = meta_string(nj, "name");
+        const char *op = meta_string(nj, "op");
+        if (!name || !name[0]) return dl_fail(err, DL_ERR_FORMAT, "graph.nodes[%d].name: missing", idx - 1);
+        if (strlen(name) >= DL_NAME_MAX) return dl_fail(err, DL_ERR_FORMAT, "graph.nodes[%d].name: too long", idx - 1);
+        int opi = op ? dl_op_from_name(op) : -1;
+        if (opi <= 0)
+            return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: unknown op \"%s\"", name, op ? op : "(missing)");
+        dl_node n = dl_node_make((dl_op)opi, name);
+        const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(nj, "inputs");
+        if (!cJSON_IsArray(inputs) || cJSON_GetArraySize(inputs) < 1 || cJSON_GetArraySize(inputs) > 2)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: inputs must be an array of 1 or 2 names", name);
+        const cJSON *ij;
+        cJSON_ArrayForEach(ij, inputs) {
+            if (!cJSON_IsString(ij)) return dl_fail(err, DL_ERR_FORMAT, "node %s: input is not a name", name);
+            int k = dl_graph_find_node(g, ij->valuestring);
+            if (k < 0)
+                return dl_fail(err, DL_ERR_FORMAT,
+                               "node %s: input \"%s\" is not an earlier node (unknown name or cycle)", name,
+                               ij->valuestring);
+            n.inputs[n.n_inputs++] = k;
+        }
+        if (cJSON_GetObjectItemCaseSensitive(nj, "kernel") &&
+            !json_pair(nj, "kernel", 1, 64, &n.kh, &n.kw))
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: kernel must be [h,w] in 1..64", name);
+        if (cJSON_GetObjectItemCaseSensitive(nj, "stride") &&
+            !json_pair(nj, "stride", 1, 64, &n.sh, &n.sw))
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: stride must be [h,w] in 1..64", name);
+        const cJSON *pad = cJSON_GetObjectItemCaseSensitive(nj, "padding");
+        if (cJSON_IsString(pad)) {
+            if (strcmp(pad->valuestring, "same") == 0) n.pad_mode = DL_PAD_SAME;
+            else if (strcmp(pad->valuestring, "valid") == 0) n.pad_mode = DL_PAD_VALID;
+            else return dl_fail(err, DL_ERR_FORMAT, "node %s: padding \"%s\" unknown", name, pad->valuestring);
+        } else if (cJSON_IsArray(pad) && cJSON_GetArraySize(pad) == 4) {
+            int p[4];
+            for (int k = 0; k < 4; k++) {
+                const cJSON *v = cJSON_GetArrayItem(pad, k);
+                if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 4096)
+                    return dl_fail(err, DL_ERR_FORMAT, "node %s: padding[%d] out of range", name, k);
+                p[k] = (int)v->valuedouble;
+            }
+            n.pad_mode = DL_PAD_EXPLICIT;
+            n.pad_t = p[0]; n.pad_b = p[1]; n.pad_l = p[2]; n.pad_r = p[3];
+        } else if (pad) {
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: padding must be \"same\", \"valid\" or [t,b,l,r]", name);
+        }
+        if (cJSON_GetObjectItemCaseSensitive(nj, "groups") && !json_int(nj, "groups", 1, 65536, &n.groups))
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: groups out of range", name);
+        if (cJSON_GetObjectItemCaseSensitive(nj, "units") && !json_int(nj, "units", 1, 1 << 20, &n.units))
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: units out of range", name);
+        const char *act = meta_string(nj, "activation");
+        if (act) {
+            int a = dl_act_from_name(act);
+            if (a < 0) return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: activation \"%s\" unknown", name, act);
+            n.act = (dl_act)a;
+        }
+        const cJSON *rate = cJSON_GetObjectItemCaseSensitive(nj, "rate");
+        if (rate) {
+            if (!cJSON_IsNumber(rate)) return dl_fail(err, DL_ERR_FORMAT, "node %s: rate not a number", name);
+            n.rate = (float)rate->valuedouble;
+        }
+        const char *w = meta_string(nj, "weight"), *b = meta_string(nj, "bias");
+        if (w && (n.weight = dl_graph_find_tensor(g, w)) < 0)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: weight tensor \"%s\" not in the file", name, w);
+        if (b && (n.bias = dl_graph_find_tensor(g, b)) < 0)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: bias tensor \"%s\" not in the file", name, b);
+        if ((n.op == DL_OP_CONV2D || n.op == DL_OP_DENSE) && n.weight < 0)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: op %s needs a weight", name, op);
+        if (dl_graph_add_node(g, &n, err) < 0) return -1;
+    }
+    const char *out = meta_string(gj, "output"), *feat = meta_string(gj, "features");
+    if (!out) return dl_fail(err, DL_ERR_FORMAT, "graph.output: missing");
+    if ((g->output = dl_graph_find_node(g, out)) < 0)
+        return dl_fail(err, DL_ERR_FORMAT, "graph.output: node \"%s\" not found", out);
+    if (feat && (g->features = dl_graph_find_node(g, feat)) < 0)
+        return dl_fail(err, DL_ERR_FORMAT, "graph.features: node \"%s\" not found", feat);
+    return dl_graph_infer(g, err);
+}
+
+static cJSON *graph_to_json(const dl_graph *g)
+{
+    cJSON *gj = cJSON_CreateObject();
+    const dl_node *n0 = &g->nodes[0];
+    cJSON *in = cJSON_AddObjectToObject(gj, "input");
+    cJSON_AddStringToObject(in, "name", n0->name);
+    cJSON_AddNumberToObject(in, "height", n0->h);
+    cJSON_AddNumberToObject(in, "width", n0->w);
+    cJSON_AddNumberToObject(in, "channels", n0->c);
+    cJSON *nodes = cJSON_AddArrayToObject(gj, "nodes");
+    for (int i = 1; i < g->n_nodes; i++) {
+        const dl_node *n = &g->nodes[i];
+        cJSON *nj = cJSON_CreateObject();
+        cJSON_AddStringToObject(nj, "name", n->name);
+        cJSON_AddStringToObject(nj, "op", dl_op_name(n->op));
+        cJSON *ins = cJSON_AddArrayToObject(nj, "inputs");
+        for (int k = 0; k < n->n_inputs; k++)
+            cJSON_AddItemToArray(ins, cJSON_CreateString(g->nodes[n->inputs[k]].name));
+        bool windowed = n->op == DL_OP_CONV2D || n->op == DL_OP_AVGPOOL || n->op == DL_OP_MAXPOOL;
+        if (windowed) {
+            int k2[2] = {n->kh, n->kw}, s2[2] = {n->sh, n->sw};
+            cJSON_AddItemToObject(nj, "kernel", cJSON_CreateIntArray(k2, 2));
+            cJSON_AddItemToObject(nj, "stride", cJSON_CreateIntArray(s2, 2));
+        }
+        if (windowed || n->op == DL_OP_PAD) {
+            if (n->pad_mode == DL_PAD_SAME && n->op != DL_OP_PAD) {
+                cJSON_AddStringToObject(nj, "padding", "same");
+            } else if (n->pad_mode == DL_PAD_VALID && n->op != DL_OP_PAD) {
+                cJSON_AddStringToObject(nj, "padding", "valid");
+            } else {
+                int p[4] = {n->pad_t, n->pad_b, n->pad_l, n->pad_r};
+                cJSON_AddItemToObject(nj, "padding", cJSON_CreateIntArray(p, 4));
+            }
+        }
+        if (n->op == DL_OP_CONV2D) cJSON_AddNumberToObject(nj, "groups", n->groups);
+        if (n->op == DL_OP_CONV2D || n->op == DL_OP_DENSE) cJSON_AddNumberToObject(nj, "units", n->units);
+        if (n->act != DL_ACT_NONE) cJSON_AddStringToObject(nj, "activation", dl_act_name(n->act));
+        if (n->op == DL_OP_DROPOUT) cJSON_AddNumberToObject(nj, "rate", n->rate);
+        if (n->weight >= 0) cJSON_AddStringToObject(nj, "weight", g->tensors[n->weight].name);
+        if (n->bias >= 0) cJSON_AddStringToObject(nj, "bias", g->tensors[n->bias].name);
+        cJSON_AddItemToArray(nodes, nj);
+    }
+    cJSON_AddStringToObject(gj, "output", g->nodes[g->output].name);
+    if (g->features >= 0) cJSON_AddStringToObject(gj, "features", g->nodes[g->features].name);
+    return gj;
+}
+
+/* ------------------------------------------------------------ metadata */
+
+static int parse_json_meta(const cJSON *meta, const char *key, bool required, cJSON **out, dl_error *err)
+{
+    *out = NULL;
+    const char *s = meta_string(meta, key);
+    if (!s) return required ? dl_fail(err, DL_ERR_FORMAT, "__metadata__.%s: missing", key) : 0;
+    *out = cJSON_Parse(s);
+    if (!*out) return dl_fail(err, DL_ERR_FORMAT, "__metadata__.%s: not valid JSON", key);
+    return 0;
+}
+
+static int parse_preprocess(dl_preprocess *p, const cJSON *pj, dl_error *err)
+{
+    memset(p, 0, sizeof *p);
+    if (!json_int(pj, "width", 1, 8192, &p->width) || !json_int(pj, "height", 1, 8192, &p->height))
+        return dl_fail(err, DL_ERR_FORMAT, "preprocess.width/height: missing or out of range");
+    const char *r = meta_string(pj, "resize");
+    if (!r || (strcmp(r, "squash") && strcmp(r, "center_crop")))
+        return dl_fail(err, DL_ERR_FORMAT, "preprocess.resize: must be \"squash\" or \"center_crop\"");
+    snprintf(p->resize, sizeof p->resize, "%s", r);
+    const char *keys[2] = {"mean", "std"};
+    float *dst[2] = {p->mean, p->std};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(pj, keys[k]);
+        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 3)
+            return dl_fail(err, DL_ERR_FORMAT, "preprocess.%s: must be an array of 3 numbers", keys[k]);
+        for (int c = 0; c < 3; c++) {
+            const cJSON *v = cJSON_GetArrayItem(a, c);
+            if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || fabs(v->valuedouble) > 1e6)
+                return dl_fail(err, DL_ERR_FORMAT, "preprocess.%s[%d]: not a finite number", keys[k], c);
+            dst[k][c] = (float)v->valuedouble;
+        }
+    }
+    for (int c = 0; c < 3; c++)
+        if (!(fabsf(p->std[c]) > 1e-6f)) return dl_fail(err, DL_ERR_FORMAT, "preprocess.std[%d]: zero", c);
+    return 0;
+}
+
+static cJSON *preprocess_to_json(const dl_preprocess *p)
+{
+    cJSON *pj = cJSON_CreateObject();
+    cJSON_AddNumberToObject(pj, "width", p->width);
+    cJSON_AddNumberToObject(pj, "height", p->height);
+    cJSON_AddStringToObject(pj, "resize", p->resize);
+    cJSON_AddItemToObject(pj, "mean", cJSON_CreateFloatArray(p->mean, 3));
+    cJSON_AddItemToObject(pj, "std", cJSON_CreateFloatArray(p->std, 3));
+    return pj;
+}
+
+static int parse_classes(dl_model *m, const cJSON *cj, int out_units, dl_error *err)
+{
+    if (!cJSON_IsArray(cj)) return dl_fail(err, DL_ERR_FORMAT, "__metadata__.classes: not an array");
+    int n = cJSON_GetArraySize(cj);
+    if (n < 1 || n > MAX_CLASSES) return dl_fail(err, DL_ERR_FORMAT, "__metadata__.classes: %d entries", n);
+    if (n != out_units)
+        return dl_fail(err, DL_ERR_FORMAT, "__metadata__.classes: %d names but the output has %d units", n,
+                       out_units);
+    m->class_names = calloc(n, sizeof(char *));
+    m->class_long_names = calloc(n, sizeof(char *));
+    if (!m->class_names || !m->class_long_names) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    m->num_classes = n;
+    for (int i = 0; i < n; i++) {
+        const cJSON *c = cJSON_GetArrayItem(cj, i);
+        const char *name = cJSON_IsString(c) ? c->valuestring : meta_string(c, "name");
+        const char *lname = cJSON_IsObject(c) ? meta_string(c, "long_name") : NULL;
+        if (!name) return dl_fail(err, DL_ERR_FORMAT, "__metadata__.classes[%d]: no name", i);
+        m->class_names[i] = strdup(name);
+        m->class_long_names[i] = strdup(lname ? lname : name);
+        if (!m->class_names[i] || !m->class_long_names[i]) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ load */
+
+static void model_release(dl_model *m)
+{
+    for (int i = 0; i < m->num_classes; i++) {
+        if (m->class_names) free(m->class_names[i]);
+        if (m->class_long_names) free(m->class_long_names[i]);
+    }
+    free(m->class_names);
+    free(m->class_long_names);
+    free(m->ood_mean);
+    free(m->ood_precision);
+    free(m->info_json);
+    free(m->provenance_json);
+    if (m->exec_ready) dl_exec_free(&m->exec);
+    dl_graph_free(&m->graph);
+}
+
+static int read_tensors(dl_graph *g, const cJSON *hdr, const uint8_t *data, size_t data_len, dl_error *err)
+{
+    int n = cJSON_GetArraySize(hdr);
+    st_entry *ents = calloc(n ? n : 1, sizeof *ents);
+    if (!ents) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    int ne = 0, rc = -1;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, hdr) {
+        if (strcmp(t->string, "__metadata__") == 0) continue;
+        st_entry *e = &ents[ne];
+        e->name = t->string;
+        if (strlen(e->name) >= DL_NAME_MAX) { dl_fail(err, DL_ERR_FORMAT, "tensor name too long"); goto out; }
+        const char *dtype = meta_string(t, "dtype");
+        if (!dtype) { dl_fail(err, DL_ERR_FORMAT, "tensor %s: dtype missing", e->name); goto out; }
+        if (strcmp(dtype, "F32") != 0) {
+            dl_fail(err, DL_ERR_UNSUPPORTED, "tensor %s: dtype %s not supported (F32 only)", e->name, dtype);
+            goto out;
+        }
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+        if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) < 1 || cJSON_GetArraySize(shape) > 4) {
+            dl_fail(err, DL_ERR_FORMAT, "tensor %s: shape must have 1 to 4 dimensions", e->name);
+            goto out;
+        }
+        size_t count = 1;
+        const cJSON *d;
+        cJSON_ArrayForEach(d, shape) {
+            if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble > 2147483648.0 ||
+                d->valuedouble != floor(d->valuedouble)) {
+                dl_fail(err, DL_ERR_FORMAT, "tensor %s: bad shape dimension", e->name);
+                goto out;
+            }
+            e->dims[e->ndim++] = (int64_t)d->valuedouble;
+            if (!dl_mul_size(count, (size_t)d->valuedouble, &count)) {
+                dl_fail(err, DL_ERR_FORMAT, "tensor %s: shape product overflows", e->name);
+                goto out;
+            }
+        }
+        size_t bytes;
+        if (!dl_mul_size(count, 4, &bytes)) {
+            dl_fail(err, DL_ERR_FORMAT, "tensor %s: byte size overflows", e->name);
+            goto out;
+        }
+        if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2) {
+            dl_fail(err, DL_ERR_FORMAT, "tensor %s: data_offsets must be [begin,end]", e->name);
+            goto out;
+        }
+        double b = cJSON_GetArrayItem(offs, 0)->valuedouble, en = cJSON_GetArrayItem(offs, 1)->valuedouble;
+        if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) ||
+            b < 0 || en < b || en > (double)data_len) {
+            dl_fail(err, DL_ERR_FORMAT, "tensor %s: data_offsets [%.0f,%.0f] outside the %zu data bytes",
+                    e->name, b, en, data_len);
+            goto out;
+        }
+        e->begin = (size_t)b;
+        e->end = (size_t)en;
+        if (e->end - e->begin != bytes) {
+            dl_fail(err, DL_ERR_FORMAT, "tensor %s: data_offsets span %zu bytes, shape needs %zu", e->name,
+                    e->end - e->begin, bytes);
+            goto out;
+        }
+        ne++;
+    }
+    qsort(ents, ne, sizeof *ents, cmp_entry);
+    for (int i = 1; i < ne; i++)
+        if (ents[i].begin < ents[i - 1].end) {
+            dl_fail(err, DL_ERR_FORMAT, "tensors %s and %s overlap", ents[i - 1].name, ents[i].name);
+            goto out;
+        }
+    for (int i = 0; i < ne; i++) {
+        int k = dl_graph_add_tensor(g, ents[i].name, ents[i].ndim, ents[i].dims, NULL, err);
+        if (k < 0) goto out;
+        float *dst = g->tensors[k].data;
+        const uint8_t *src = data + ents[i].begin;
+        for (size_t j = 0; j < g->tensors[k].count; j++) {
+            uint32_t u = (uint32_t)src[4 * j] | (uint32_t)src[4 * j + 1] << 8 | (uint32_t)src[4 * j + 2] << 16 |
+                         (uint32_t)src[4 * j + 3] << 24;
+            memcpy(&dst[j], &u, 4);
+            if (!isfinite(dst[j])) {
+                dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is not finite", ents[i].name, j);
+                goto out;
+            }
+        }
+    }
+    rc = 0;
+out:
+    free(ents);
+    return rc;
+}
+
+static int parse_ood(dl_model *m, const cJSON *meta, dl_error *err)
+{
+    int im = dl_graph_find_tensor(&m->graph, "ood.mean");
+    int ip = dl_graph_find_tensor(&m->graph, "ood.precision");
+    const char *thr = meta_string(meta, "ood_threshold");
+    if (im < 0 && ip < 0) return 0;
+    if (im < 0 || ip < 0 || !thr) return dl_fail(err, DL_ERR_FORMAT, "ood: needs ood.mean, ood.precision and ood_threshold");
+    const dl_tensor *tm = &m->graph.tensors[im], *tp = &m->graph.tensors[ip];
+    int d = (int)tm->count;
+    if (m->graph.features < 0 || d != m->graph.nodes[m->graph.features].c || tp->count != (size_t)d * d)
+        return dl_fail(err, DL_ERR_FORMAT, "ood: tensor sizes do not match the feature dimension");
+    m->ood_dim = d;
+    m->ood_mean = malloc(sizeof(float) * d);
+    m->ood_precision = malloc(sizeof(float) * d * d);
+    if (!m->ood_mean || !m->ood_precision) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    memcpy(m->ood_mean, tm->data, sizeof(float) * d);
+    memcpy(m->ood_precision, tp->data, sizeof(float) * d * d);
+    m->ood_threshold = strtof(thr, NULL);
+    return 0;
+}
+
+static char *build_info_json(const dl_model *m, const cJSON *meta)
+{
+    cJSON *info = cJSON_CreateObject();
+    cJSON_AddStringToObject(info, "name", m->name);
+    cJSON_AddStringToObject(info, "sha256", m->sha256);
+    const char *fv = meta_string(meta, "format_version");
+    cJSON_AddStringToObject(info, "format_version", fv ? fv : "?");
+    cJSON_AddNumberToObject(info, "temperature", m->temperature);
+    cJSON_AddItemToObject(info, "preprocess", preprocess_to_json(&m->pre));
+    cJSON *classes = cJSON_AddArrayToObject(info, "classes");
+    for (int i = 0; i < m->num_classes; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "name", m->class_names[i]);
+        cJSON_AddStringToObject(c, "long_name", m->class_long_names[i]);
+        cJSON_AddItemToArray(classes, c);
+    }
+    const dl_graph *g = &m->graph;
+    cJSON *gs = cJSON_AddObjectToObject(info, "graph");
+    cJSON_AddNumberToObject(gs, "nodes", g->n_nodes);
+    size_t params = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].weight >= 0) params += g->tensors[g->nodes[i].weight].count;
+        if (g->nodes[i].bias >= 0) params += g->tensors[g->nodes[i].bias].count;
+    }
+    cJSON_AddNumberToObject(gs, "parameters", (double)params);
+    cJSON_AddNumberToObject(gs, "gflops", dl_graph_flops(g) / 1e9);
+    cJSON *ops = cJSON_AddObjectToObject(gs, "ops");
+    for (int op = 1; op < DL_OP_COUNT; op++) {
+        int cnt = 0;
+        for (int i = 0; i < g->n_nodes; i++) cnt += g->nodes[i].op == (dl_op)op;
+        if (cnt) cJSON_AddNumberToObject(ops, dl_op_name((dl_op)op), cnt);
+    }
+    cJSON_AddStringToObject(gs, "output", g->nodes[g->output].name);
+    if (g->features >= 0) {
+        cJSON_AddStringToObject(gs, "features", g->nodes[g->features].name);
+        cJSON_AddNumberToObject(gs, "feature_dim", g->nodes[g->features].c);
+    }
+    int lc = dl_graph_last_spatial_conv(g);
+    if (lc >= 0) cJSON_AddStringToObject(gs, "last_conv", g->nodes[lc].name);
+    cJSON *layers = cJSON_AddArrayToObject(gs, "layers");
+    for (int i = 0; i < g->n_nodes; i++) {
+        const dl_node *n = &g->nodes[i];
+        char line[256];
+        snprintf(line, sizeof line, "%-48s %-15s %4dx%-4dx%5d%s%s", n->name, dl_op_name(n->op), n->h, n->w, n->c,
+                 n->act ? " " : "", n->act ? dl_act_name(n->act) : "");
+        cJSON_AddItemToArray(layers, cJSON_CreateString(line));
+    }
+    cJSON *prov = m->provenance_json ? cJSON_Parse(m->provenance_json) : NULL;
+    if (prov) cJSON_AddItemToObject(info, "provenance", prov);
+    if (m->ood_dim) {
+        cJSON *o = cJSON_AddObjectToObject(info, "ood");
+        cJSON_AddStringToObject(o, "method", "mahalanobis");
+        cJSON_AddNumberToObject(o, "dim", m->ood_dim);
+        cJSON_AddNumberToObject(o, "threshold", m->ood_threshold);
+    }
+    char *s = cJSON_Print(info);
+    cJSON_Delete(info);
+    return s;
+}
+
+int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
+{
+    memset(m, 0, sizeof *m);
+    dl_graph_init(&m->graph);
+    m->temperature = 1.f;
+    cJSON *hdr = NULL, *graph = NULL, *classes = NULL, *pre = NULL;
+    int rc = -1;
+    if (size > (size_t)DL_MAX_MODEL_BYTES) {
+        dl_fail(err, DL_ERR_LIMIT, "model file is %zu bytes, limit is %lld", size, (long long)DL_MAX_MODEL_BYTES);
+        goto out;
+    }
+    if (size < 8) { dl_fail(err, DL_ERR_FORMAT, "file too short for a safetensors header (%zu bytes)", size); goto out; }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | data[i];
+    if (hlen < 2 || hlen > MAX_HEADER_BYTES || hlen > size - 8) {
+        dl_fail(err, DL_ERR_FORMAT, "header length %llu does not fit in the %zu-byte file", (unsigned long long)hlen, size);
+        goto out;
+    }
+    if (data[8] != '{') { dl_fail(err, DL_ERR_FORMAT, "header does not start with '{' (wrong magic: not a safetensors file)"); goto out; }
+    hdr = cJSON_ParseWithLength((const char *)data + 8, (size_t)hlen);
+    if (!cJSON_IsObject(hdr)) { dl_fail(err, DL_ERR_FORMAT, "header is not a well-formed JSON object"); goto out; }
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(hdr, "__metadata__");
+    if (!cJSON_IsObject(meta)) { dl_fail(err, DL_ERR_FORMAT, "__metadata__: missing (not a DermLens model)"); goto out; }
+    const cJSON *mv;
+    cJSON_ArrayForEach(mv, meta) {
+        if (!cJSON_IsString(mv)) { dl_fail(err, DL_ERR_FORMAT, "__metadata__.%s: value is not a string", mv->string); goto out; }
+    }
+    const char *fmt = meta_string(meta, "format"), *ver = meta_string(meta, "format_version");
+    if (!fmt || strcmp(fmt, FORMAT_NAME) != 0) { dl_fail(err, DL_ERR_FORMAT, "__metadata__.format: not \"dermlens\""); goto out; }
+    if (!ver || atoi(ver) != FORMAT_VERSION) {
+        dl_fail(err, DL_ERR_UNSUPPORTED, "__metadata__.format_version: %s (this build reads %d)", ver ? ver : "missing", FORMAT_VERSION);
+        goto out;
+    }
+    if (read_tensors(&m->graph, hdr, data + 8 + hlen, size - 8 - (size_t)hlen, err)) goto out;
+    if (parse_json_meta(meta, "graph", true, &graph, err) || parse_json_meta(meta, "classes", true, &classes, err) ||
+        parse_json_meta(meta, "preprocess", true, &pre, err))
+        goto out;
+    if (parse_graph(&m->graph, graph, err)) { dl_fail_prefix(err, "graph"); goto out; }
+    const dl_node *in = &m->graph.nodes[0];
+    if (in->c != 3) { dl_fail(err, DL_ERR_UNSUPPORTED, "graph.input: %d channels, need 3 (RGB)", in->c); goto out; }
+    if (parse_preprocess(&m->pre, pre, err)) goto out;
+    if (m->pre.width != in->w || m->pre.height != in->h) {
+        dl_fail(err, DL_ERR_FORMAT, "preprocess size %dx%d differs from graph input %dx%d", m->pre.width,
+                m->pre.height, in->w, in->h);
+        goto out;
+    }
+    const dl_node *outn = &m->graph.nodes[m->graph.output];
+    if (outn->h != 1 || outn->w != 1) { dl_fail(err, DL_ERR_FORMAT, "graph.output: not a vector (%dx%dx%d)", outn->h, outn->w, outn->c); goto out; }
+    if (parse_classes(m, classes, outn->c, err)) goto out;
+    const char *name = meta_string(meta, "name");
+    snprintf(m->name, sizeof m->name, "%s", name ? name : "unnamed");
+    const char *temp = meta_string(meta, "temperature");
+    if (temp) {
+        m->temperature = strtof(temp, NULL);
+        if (!(m->temperature > 0.01f && m->temperature < 100.f)) {
+            dl_fail(err, DL_ERR_FORMAT, "__metadata__.temperature: %s out of (0.01, 100)", temp);
+            goto out;
+        }
+    }
+    const char *prov = meta_string(meta, "provenance");
+    if (prov) {
+        cJSON *pj = cJSON_Parse(prov);
+        if (!pj) { dl_fail(err, DL_ERR_FORMAT, "__metadata__.provenance: not valid JSON"); goto out; }
+        cJSON_Delete(pj);
+        m->provenance_json = strdup(prov);
+    }
+    if (parse_ood(m, meta, err)) goto out;
+    dl_sha256_hex(data, size, m->sha256);
+    m->info_json = build_info_json(m, meta);
+    if (!m->info_json) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
+    rc = 0;
+out:
+    cJSON_Delete(hdr);
+    cJSON_Delete(graph);
+    cJSON_Delete(classes);
+    cJSON_Delete(pre);
+    if (rc) model_release(m);
+    return rc;
+}
+
+dl_model *dl_model_load_memory(const void *data, size_t size, dl_error *err)
+{
+    dl_model *m = malloc(sizeof *m);
+    if (!m) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); return NULL; }
+    if (dl_model_parse(m, data, size, err)) { free(m); return NULL; }
+    return m;
+}
+
+dl_model *dl_model_load(const char *path, dl_error *err)
+{
+    uint8_t *data;
+    size_t size;
+    if (dl_read_file(path, (size_t)DL_MAX_MODEL_BYTES, &data, &size, err)) return NULL;
+    dl_model *m = dl_model_load_memory(data, size, err);
+    free(data);
+    if (!m) dl_fail_prefix(err, "%s", path);
+    return m;
+}
+
+void dl_model_free(dl_model *m)
+{
+    if (!m) return;
+    model_release(m);
+    free(m);
+}
+
+const char *dl_model_name(const dl_model *m) { return m->name; }
+int dl_model_num_classes(const dl_model *m) { return m->num_classes; }
+const char *dl_model_class_name(const dl_model *m, int i)
+{
+    return i >= 0 && i < m->num_classes ? m->class_names[i] : NULL;
+}
+const char *dl_model_class_long_name(const dl_model *m, int i)
+{
+    return i >= 0 && i < m->num_classes ? m->class_long_names[i] : NULL;
+}
+int dl_model_feature_dim(const dl_model *m)
+{
+    return m->graph.features >= 0 ? m->graph.nodes[m->graph.features].c : 0;
+}
+int dl_model_input_size(const dl_model *m, int *width, int *height)
+{
+    if (width) *width = m->pre.width;
+    if (height) *height = m->pre.height;
+    return 0;
+}
+float dl_model_temperature(const dl_model *m) { return m->temperature; }
+const char *dl_model_sha256(const dl_model *m) { return m->sha256; }
+const char *dl_model_info_json(const dl_model *m) { return m->info_json; }
+
+/* ------------------------------------------------------------ save */
+
+static void add_meta_json(cJSON *meta, const char *key, cJSON *value)
+{
+    char *s = cJSON_PrintUnformatted(value);
+    cJSON_AddStringToObject(meta, key, s ? s : "null");
+    free(s);
+    cJSON_Delete(value);
+}
+
+int dl_model_save(const dl_model *m, const char *path, dl_error *err)
+{
+    const dl_graph *g = &m->graph;
+    cJSON *hdr = cJSON_CreateObject();
+    cJSON *meta = cJSON_AddObjectToObject(hdr, "__metadata__");
+    cJSON_AddStringToObject(meta, "format", FORMAT_NAME);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%d", FORMAT_VERSION);
+    cJSON_AddStringToObject(meta, "format_version", buf);
+    cJSON_AddStringToObject(meta, "name", m->name);
+    snprintf(buf, sizeof buf, "%.9g", m->temperature);
+    cJSON_AddStringToObject(meta, "temperature", buf);
+    add_meta_json(meta, "graph", graph_to_json(g));
+    add_meta_json(meta, "preprocess", preprocess_to_json(&m->pre));
+    cJSON *classes = cJSON_CreateArray();
+    for (int i = 0; i < m->num_classes; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "name", m->class_names[i]);
+        cJSON_AddStringToObject(c, "long_name", m->class_long_names[i]);
+        cJSON_AddItemToArray(classes, c);
+    }
+    add_meta_json(meta, "classes", classes);
+    if (m->provenance_json) cJSON_AddStringToObject(meta, "provenance", m->provenance_json);
+    if (m->ood_dim) {
+        snprintf(buf, sizeof buf, "%.9g", m->ood_threshold);
+        cJSON_AddStringToObject(meta, "ood_threshold", buf);
+    }
+    /* Tensors in graph order; ood tensors travel in the graph's tensor list. */
+    size_t off = 0;
+    for (int i = 0; i < g->n_tensors; i++) {
+        const dl_tensor *t = &g->tensors[i];
+        cJSON *tj = cJSON_CreateObject();
+        cJSON_AddStringToObject(tj, "dtype", "F32");
+        cJSON *shape = cJSON_AddArrayToObject(tj, "shape");
+        for (int k = 0; k < t->ndim; k++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->dims[k]));
+        double o2[2] = {(double)off, (double)(off + t->count * 4)};
+        cJSON_AddItemToObject(tj, "data_offsets", cJSON_CreateDoubleArray(o2, 2));
+        cJSON_AddItemToObject(hdr, t->name, tj);
+        off += t->count * 4;
+    }
+    char *hs = cJSON_PrintUnformatted(hdr);
+    cJSON_Delete(hdr);
+    if (!hs) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    size_t hl = strlen(hs), padded = (hl + 7) & ~(size_t)7;
+    uint8_t lenb[8];
+    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    dl_atomic_file f;
+    if (dl_atomic_open(&f, path, err)) { free(hs); return -1; }
+    int rc = dl_atomic_write(&f, lenb, 8, err) || dl_atomic_write(&f, hs, hl, err) ||
+             dl_atomic_write(&f, "        ", padded - hl, err);
+    free(hs);
+    for (int i = 0; !rc && i < g->n_tensors; i++) {
+        const dl_tensor *t = &g->tensors[i];
+        /* little-endian on disk; x86/arm64 hosts are LE already */
+        rc = dl_atomic_write(&f, t->data, t->count * 4, err);
+    }
+    if (rc) { dl_atomic_abort(&f); return -1; }
+    return dl_atomic_commit(&f, err);
+}

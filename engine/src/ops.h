@@ -1,0 +1,97 @@
+/* DermLens engine: tensor kernels (NHWC float32), forward and backward.
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ *
+ * Every kernel takes explicit shapes and caller-owned buffers; none allocates.
+ * Scratch sizes are queried with the *_scratch_floats functions.
+ * Backward kernels ACCUMULATE (+=) into grad_in / grad_w / grad_b, so a value
+ * consumed by several nodes can sum its gradients; callers zero them first.
+ * Any grad pointer may be NULL when that gradient is not wanted.
+ */
+#ifndef DL_OPS_H
+#define DL_OPS_H
+
+#include <stddef.h>
+
+typedef enum { DL_ACT_NONE = 0, DL_ACT_RELU, DL_ACT_RELU6, DL_ACT_HSWISH, DL_ACT_SILU } dl_act;
+
+const char *dl_act_name(dl_act a);
+int dl_act_from_name(const char *name); /* -1 if unknown */
+
+/* Apply activation in place. */
+void dl_act_forward(dl_act a, float *x, size_t n);
+/* grad *= act'(.) in place. y is the activation OUTPUT (enough for relu/relu6);
+ * pre is the activation INPUT (needed for hswish/silu; may be NULL for
+ * relu/relu6/none). */
+void dl_act_backward(dl_act a, const float *y, const float *pre, float *grad, size_t n);
+
+/* TF "SAME": pad_total = max((ceil(in/s)-1)*s + k - in, 0); before = total/2. */
+void dl_same_padding(int in, int k, int s, int *out, int *pad_before, int *pad_after);
+
+typedef struct {
+    int n;              /* batch */
+    int ih, iw, ic;     /* input */
+    int oh, ow, oc;     /* output */
+    int kh, kw, sh, sw; /* kernel, stride */
+    int pt, pl;         /* top / left padding (bottom/right implied by oh/ow) */
+    int groups;         /* 1 = dense conv, ic = oc = groups: depthwise */
+    dl_act act;
+} dl_conv_shape;
+
+/* Weights: [oc][kh][kw][ic/groups] (OHWI, as TFLite CONV_2D), bias [oc] or NULL.
+ * 1x1 stride-1 unpadded groups=1 runs as one sgemm; other groups=1 convs use
+ * im2col + sgemm; depthwise has a direct kernel; other groups loop per group. */
+size_t dl_conv2d_scratch_floats(const dl_conv_shape *s);
+void dl_conv2d_forward(const dl_conv_shape *s, const float *in, const float *w, const float *bias,
+                       float *out, float *scratch);
+/* grad_out is dL/d(output AFTER activation); it is modified in place into
+ * dL/d(pre-activation). out is the forward output, pre the pre-activation
+ * (only needed for hswish/silu, else NULL). */
+size_t dl_conv2d_backward_scratch_floats(const dl_conv_shape *s);
+void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w, const float *out,
+                        const float *pre, float *grad_out, float *grad_in, float *grad_w,
+                        float *grad_b, float *scratch);
+
+/* Dense: in [n][k] (any NHWC flattened), w [m][k] (row = output unit), b [m]. */
+void dl_dense_forward(int n, int k, int m, const float *in, const float *w, const float *b, dl_act act,
+                      float *out);
+void dl_dense_backward(int n, int k, int m, const float *in, const float *w, const float *out,
+                       const float *pre, dl_act act, float *grad_out, float *grad_in, float *grad_w,
+                       float *grad_b);
+
+/* out = a + b, then activation. */
+void dl_add_forward(size_t count, const float *a, const float *b, dl_act act, float *out);
+void dl_add_backward(size_t count, const float *out, const float *pre, dl_act act, float *grad_out,
+                     float *grad_a, float *grad_b);
+
+typedef struct {
+    int n, ih, iw, c, oh, ow, kh, kw, sh, sw, pt, pl;
+} dl_pool_shape;
+
+/* Average pool counts only in-bounds elements (TF semantics for SAME). */
+void dl_avgpool_forward(const dl_pool_shape *s, const float *in, float *out);
+void dl_avgpool_backward(const dl_pool_shape *s, const float *grad_out, float *grad_in);
+void dl_maxpool_forward(const dl_pool_shape *s, const float *in, float *out);
+void dl_maxpool_backward(const dl_pool_shape *s, const float *in, const float *out,
+                         const float *grad_out, float *grad_in);
+
+/* Global average pool: [n][hw][c] -> [n][c]. */
+void dl_gap_forward(int n, int hw, int c, const float *in, float *out);
+void dl_gap_backward(int n, int hw, int c, const float *grad_out, float *grad_in);
+
+/* Zero padding [n][ih][iw][c] -> [n][ih+pt+pb][iw+pl+pr][c]. */
+void dl_pad_forward(int n, int ih, int iw, int c, int pt, int pb, int pl, int pr, const float *in,
+                    float *out);
+void dl_pad_backward(int n, int ih, int iw, int c, int pt, int pb, int pl, int pr,
+                     const float *grad_out, float *grad_in);
+
+/* Row-wise softmax over the last dim (numerically stable). */
+void dl_softmax_forward(int n, int c, const float *in, float *out);
+void dl_softmax_backward(int n, int c, const float *out, const float *grad_out, float *grad_in);
+
+/* Mean softmax cross-entropy with per-class weights (NULL = 1) and label
+ * smoothing eps. Returns the loss; writes dL/dlogits (not accumulated) into
+ * grad (may be NULL). labels[i] in [0,c). */
+float dl_softmax_xent(int n, int c, const float *logits, const int *labels, const float *class_w,
+                      float smoothing, float *grad);
+
+#endif

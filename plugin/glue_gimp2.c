@@ -1,0 +1,600 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* DermLens plug-in glue for GIMP 2.10 (libgimp 2.0, integer IDs, GTK 2). */
+#include <libgimp/gimp.h>
+#include <libgimp/gimpui.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "annotate.h"
+#include "glue_common.h"
+
+/* Last values, kept by GIMP between runs (gimp_set_data). */
+typedef struct {
+    char model_path[4096];
+    char method[32];
+    double opacity;
+    int top_k;
+    int add_labels;
+    int add_legend;
+} dlp_saved;
+
+typedef struct {
+    char input_dir[4096];
+    char csv_path[4096];
+    char output_dir[4096];
+    char model_path[4096];
+} dlp_saved_batch;
+
+static void query(void);
+static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals,
+                GimpParam **return_vals);
+
+const GimpPlugInInfo PLUG_IN_INFO = {NULL, NULL, query, run};
+
+static void query(void)
+{
+    static const GimpParamDef classify_args[] = {
+        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
+        {GIMP_PDB_IMAGE, "image", "Input image"},
+        {GIMP_PDB_DRAWABLE, "drawable", "Layer to classify"},
+        {GIMP_PDB_STRING, "model-path", "Model file (empty: the shipped model)"},
+        {GIMP_PDB_STRING, "saliency-method",
+         "gradcam, gradcam++, hirescam, layercam, scorecam or occlusion"},
+        {GIMP_PDB_FLOAT, "opacity", "Overlay opacity (0..100)"},
+        {GIMP_PDB_INT32, "top-k", "Number of classes in the label (1..50)"},
+        {GIMP_PDB_INT32, "add-labels", "Add the label text layer (TRUE/FALSE)"},
+        {GIMP_PDB_INT32, "add-legend", "Add the colour-scale legend (TRUE/FALSE)"},
+    };
+    static const GimpParamDef batch_args[] = {
+        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
+        {GIMP_PDB_STRING, "input-folder", "Folder of images to review (never written to)"},
+        {GIMP_PDB_STRING, "output-csv", "CSV file to write (atomically)"},
+        {GIMP_PDB_STRING, "output-folder", "Folder for annotated PNG copies (empty: none)"},
+        {GIMP_PDB_STRING, "model-path", "Model file (empty: the shipped model)"},
+        {GIMP_PDB_STRING, "saliency-method", "Saliency method for the annotated copies"},
+        {GIMP_PDB_FLOAT, "opacity", "Overlay opacity for the annotated copies (0..100)"},
+    };
+    static const GimpParamDef batch_ret[] = {
+        {GIMP_PDB_INT32, "classified", "Files classified"},
+        {GIMP_PDB_INT32, "failed", "Files that failed (listed in the CSV with their error)"},
+    };
+
+    gimp_install_procedure(DLP_PROC_CLASSIFY, "Classify a skin lesion and show where the model looked",
+                           "Classifies the active layer (or the selection's bounding box) with the "
+                           "DermLens CNN and adds a layer group with a saliency overlay, the top "
+                           "classes and a legend. Research/teaching aid - not a diagnosis.",
+                           "DermLens authors", "GPL-3.0-or-later", "2025", "Classify _Lesion...",
+                           "RGB*, GRAY*, INDEXED*", GIMP_PLUGIN, G_N_ELEMENTS(classify_args), 0,
+                           classify_args, NULL);
+    gimp_plugin_menu_register(DLP_PROC_CLASSIFY, DLP_MENU_PATH);
+
+    gimp_install_procedure(DLP_PROC_BATCH, "Classify every image in a folder into a CSV file",
+                           "Writes one CSV row per file (top class, every probability, OOD flag, "
+                           "error) and optionally annotated PNG copies. Input files are never "
+                           "changed.",
+                           "DermLens authors", "GPL-3.0-or-later", "2025", "_Batch Review...", "",
+                           GIMP_PLUGIN, G_N_ELEMENTS(batch_args), G_N_ELEMENTS(batch_ret),
+                           batch_args, batch_ret);
+    gimp_plugin_menu_register(DLP_PROC_BATCH, DLP_MENU_PATH);
+}
+
+/* ------------------------------------------------------------------ progress */
+
+typedef struct {
+    char last[128];
+} host_state;
+
+static void host_progress(void *host, double fraction, const char *text)
+{
+    host_state *h = host;
+    if (text && h && strncmp(h->last, text, sizeof h->last - 1) != 0) {
+        g_strlcpy(h->last, text, sizeof h->last);
+        gchar *t = g_strdup_printf("DermLens: %s", text);
+        gimp_progress_set_text(t);
+        g_free(t);
+    }
+    gimp_progress_update(fraction);
+}
+
+/* ------------------------------------------------------------------ dialogs */
+
+static void browse_clicked(GtkWidget *button, gpointer entry)
+{
+    GtkWidget *fc = gtk_file_chooser_dialog_new("Choose a DermLens model",
+                                                GTK_WINDOW(gtk_widget_get_toplevel(button)),
+                                                GTK_FILE_CHOOSER_ACTION_OPEN, "_Cancel",
+                                                GTK_RESPONSE_CANCEL, "_Open", GTK_RESPONSE_ACCEPT,
+                                                NULL);
+    if (gtk_dialog_run(GTK_DIALOG(fc)) == GTK_RESPONSE_ACCEPT) {
+        gchar *f = gtk_file_chooser_get_filename(GTK_FILE_CHOOSER(fc));
+        if (f)
+            gtk_entry_set_text(GTK_ENTRY(entry), f);
+        g_free(f);
+    }
+    gtk_widget_destroy(fc);
+}
+
+static const char *const method_names[] = {"gradcam", "gradcam++", "hirescam",
+                                           "layercam", "scorecam", "occlusion"};
+
+static GtkWidget *add_row(GtkWidget *table, int row, const char *label, GtkWidget *w)
+{
+    GtkWidget *l = gtk_label_new_with_mnemonic(label);
+    gtk_misc_set_alignment(GTK_MISC(l), 0.0, 0.5);
+    gtk_table_attach(GTK_TABLE(table), l, 0, 1, row, row + 1, GTK_FILL, GTK_FILL, 4, 2);
+    gtk_table_attach(GTK_TABLE(table), w, 1, 2, row, row + 1, GTK_EXPAND | GTK_FILL, GTK_FILL, 4, 2);
+    return w;
+}
+
+static gboolean classify_dialog(dlp_saved *s)
+{
+    gimp_ui_init("dermlens", FALSE);
+    GtkWidget *dlg = gimp_dialog_new("DermLens - Classify Lesion", "dermlens", NULL, 0,
+                                     gimp_standard_help_func, DLP_PROC_CLASSIFY, "_Cancel",
+                                     GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
+    GtkWidget *table = gtk_table_new(6, 2, FALSE);
+    gtk_container_set_border_width(GTK_CONTAINER(table), 8);
+    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), table, TRUE, TRUE, 0);
+
+    GtkWidget *hb = gtk_hbox_new(FALSE, 4);
+    GtkWidget *entry = gtk_entry_new();
+    gtk_entry_set_text(GTK_ENTRY(entry), s->model_path);
+    gtk_widget_set_tooltip_text(entry, "Empty: the shipped lesion model");
+    GtkWidget *browse = gtk_button_new_with_label("Browse...");
+    g_signal_connect(browse, "clicked", G_CALLBACK(browse_clicked), entry);
+    gtk_box_pack_start(GTK_BOX(hb), entry, TRUE, TRUE, 0);
+    gtk_box_pack_start(GTK_BOX(hb), browse, FALSE, FALSE, 0);
+    add_row(table, 0, "_Model file:", hb);
+
+    GtkWidget *combo = gtk_combo_box_text_new();
+    int active = 0;
+    for (unsigned i = 0; i < G_N_ELEMENTS(method_names); i++) {
+        gtk_combo_box_text_append_text(GTK_COMBO_BOX_TEXT(combo), method_names[i]);
+        if (strcmp(method_names[i], s->method) == 0)
+            active = (int)i;
+    }
+    gtk_combo_box_set_active(GTK_COMBO_BOX(combo), active);
+    add_row(table, 1, "_Saliency method:", combo);
+
+    GtkWidget *scale = gtk_hscale_new_with_range(0, 100, 1);
+    gtk_range_set_value(GTK_RANGE(scale), s->opacity);
+    add_row(table, 2, "Overlay _opacity:", scale);
+
+    GtkWidget *spin = gtk_spin_button_new_with_range(1, DLP_MAX_TOP_K, 1);
+    gtk_spin_button_set_value(GTK_SPIN_BUTTON(spin), s->top_k);
+    add_row(table, 3, "_Top-k classes:", spin);
+
+    GtkWidget *labels = gtk_check_button_new_with_mnemonic("Add _labels");
+    gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(labels), s->add_labels);
+    gtk_table_attach(GTK_TABLE(table), labels, 0, 2, 4, 5, GTK_FILL, GTK_FILL, 4, 2);
+    GtkWidget *legend = gtk_check_button_new_with_mnemonic("Add le_gend");
+    gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(legend), s->add_legend);
+    gtk_table_attach(GTK_TABLE(table), legend, 0, 2, 5, 6, GTK_FILL, GTK_FILL, 4, 2);
+
+    gtk_widget_show_all(dlg);
+    gboolean ok = gimp_dialog_run(GIMP_DIALOG(dlg)) == GTK_RESPONSE_OK;
+    if (ok) {
+        g_strlcpy(s->model_path, gtk_entry_get_text(GTK_ENTRY(entry)), sizeof s->model_path);
+        gchar *m = gtk_combo_box_text_get_active_text(GTK_COMBO_BOX_TEXT(combo));
+        g_strlcpy(s->method, m ? m : "gradcam", sizeof s->method);
+        g_free(m);
+        s->opacity = gtk_range_get_value(GTK_RANGE(scale));
+        s->top_k = gtk_spin_button_get_value_as_int(GTK_SPIN_BUTTON(spin));
+        s->add_labels = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(labels));
+        s->add_legend = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(legend));
+    }
+    gtk_widget_destroy(dlg);
+    return ok;
+}
+
+/* Probabilities as bars, after the run. */
+static void result_dialog(const dl_model *m, const dlp_analysis *an)
+{
+    GtkWidget *dlg = gimp_dialog_new("DermLens - Result", "dermlens-result", NULL, 0,
+                                     gimp_standard_help_func, DLP_PROC_CLASSIFY, "_Close",
+                                     GTK_RESPONSE_CLOSE, NULL);
+    GtkWidget *vb = gtk_vbox_new(FALSE, 4);
+    gtk_container_set_border_width(GTK_CONTAINER(vb), 8);
+    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), vb, TRUE, TRUE, 0);
+    const dl_result *r = &an->result;
+    for (int i = 0; i < r->top_k; i++) {
+        int c = r->top_index[i];
+        const char *name = dl_model_class_long_name(m, c);
+        GtkWidget *bar = gtk_progress_bar_new();
+        gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(bar), r->probs[c]);
+        gchar *t = g_strdup_printf("%s  %.1f%%", name ? name : "?", 100.0 * r->probs[c]);
+        gtk_progress_bar_set_text(GTK_PROGRESS_BAR(bar), t);
+        g_free(t);
+        gtk_box_pack_start(GTK_BOX(vb), bar, FALSE, FALSE, 0);
+    }
+    if (r->ood_flag)
+        gtk_box_pack_start(GTK_BOX(vb), gtk_label_new("Warning: this image is unlike the training images."),
+                           FALSE, FALSE, 0);
+    if (an->saliency_note[0])
+        gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(an->saliency_note), FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(DLP_DISCLAIMER), FALSE, FALSE, 4);
+    gtk_widget_show_all(dlg);
+    gimp_dialog_run(GIMP_DIALOG(dlg));
+    gtk_widget_destroy(dlg);
+}
+
+/* ------------------------------------------------------------------ classify */
+
+static gint32 new_pixel_layer(gint32 image, gint32 parent, const char *name, int w, int h,
+                              int x, int y, double opacity, int channels)
+{
+    GimpImageBaseType base = gimp_image_base_type(image);
+    GimpImageType type = channels == 2 ? GIMP_GRAYA_IMAGE
+                         : base == GIMP_INDEXED ? GIMP_INDEXEDA_IMAGE
+                                                : GIMP_RGBA_IMAGE;
+    gint32 layer = gimp_layer_new(image, name, w, h, type, opacity, GIMP_LAYER_MODE_NORMAL);
+    if (layer < 0)
+        return -1;
+    if (!gimp_image_insert_layer(image, layer, parent, 0))
+        return -1;
+    gimp_layer_set_offsets(layer, x, y);
+    return layer;
+}
+
+static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g, dl_model *m,
+                               const char *model_path, const dlp_params *p, const dlp_analysis *an,
+                               gchar **msg)
+{
+    dlp_region region = {g->ox + g->x, g->oy + g->y, g->w, g->h};
+    int channels = gimp_image_base_type(image) == GIMP_GRAY ? 2 : 4;
+    char name[512];
+    gboolean ok = FALSE;
+
+    gimp_image_undo_group_start(image);
+
+    /* Put the group right above the classified layer. */
+    gint32 parent = gimp_item_get_parent(drawable);
+    gint pos = gimp_image_get_item_position(image, drawable);
+    gint32 group = gimp_layer_group_new(image);
+    dlp_group_name(m, &an->result, name, sizeof name);
+    if (group < 0 || !gimp_image_insert_layer(image, group, parent > 0 ? parent : -1, pos)) {
+        *msg = g_strdup("Could not add the DermLens layer group");
+        goto out;
+    }
+    gimp_item_set_name(group, name);
+
+    if (an->map) {
+        g_snprintf(name, sizeof name, "DermLens saliency (%s)", dl_saliency_method_name(p->method));
+        gint32 ov = new_pixel_layer(image, group, name, g->w, g->h, region.x, region.y, p->opacity,
+                                    channels);
+        if (ov < 0) {
+            *msg = g_strdup("Could not add the saliency layer");
+            goto out;
+        }
+        GeglBuffer *buf = gimp_drawable_get_buffer(ov);
+        gboolean wok = dlp_write_overlay(buf, an, g->w, g->h, channels, msg);
+        g_object_unref(buf);
+        if (!wok)
+            goto out;
+        gimp_drawable_update(ov, 0, 0, g->w, g->h);
+    }
+    int lw = 0, lh = 0;
+    dlp_legend_size(g->w, g->h, &lw, &lh);
+    if (p->add_legend && an->map) {
+        gint32 lg = new_pixel_layer(image, group, "DermLens legend (saliency low to high)", lw, lh,
+                                    region.x + 4, region.y + g->h - lh - 4, 100.0, channels);
+        if (lg < 0) {
+            *msg = g_strdup("Could not add the legend layer");
+            goto out;
+        }
+        GeglBuffer *buf = gimp_drawable_get_buffer(lg);
+        gboolean wok = dlp_write_legend(buf, lw, lh, channels, msg);
+        g_object_unref(buf);
+        if (!wok)
+            goto out;
+        gimp_drawable_update(lg, 0, 0, lw, lh);
+    }
+    if (p->add_labels) {
+        char text[2048];
+        dlp_label_text(m, &an->result, p->top_k, text, sizeof text);
+        double size = g->h / 20.0;
+        size = size < 10.0 ? 10.0 : size > 64.0 ? 64.0 : size;
+        gint32 tl = gimp_text_layer_new(image, text, "Sans-serif", size, GIMP_UNIT_PIXEL);
+        if (tl < 0 || !gimp_image_insert_layer(image, tl, group, 0)) {
+            *msg = g_strdup("Could not add the label text layer");
+            goto out;
+        }
+        GimpRGB white;
+        gimp_rgba_set(&white, 1.0, 1.0, 1.0, 1.0);
+        gimp_text_layer_set_color(tl, &white);
+        gimp_layer_set_offsets(tl, region.x + 4, region.y + 4);
+        gimp_item_set_name(tl, "DermLens labels");
+    }
+
+    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, an->map != NULL,
+                                 an->saliency_note);
+    if (!json) {
+        *msg = g_strdup("Out of memory writing the result");
+        goto out;
+    }
+    GimpParasite *para = gimp_parasite_new(DLP_PARASITE_NAME,
+                                           GIMP_PARASITE_PERSISTENT | GIMP_PARASITE_UNDOABLE,
+                                           strlen(json), json);
+    free(json);
+    gboolean attached = gimp_image_attach_parasite(image, para);
+    gimp_parasite_free(para);
+    if (!attached) {
+        *msg = g_strdup("Could not attach the dermlens-result parasite");
+        goto out;
+    }
+    ok = TRUE;
+out:
+    gimp_image_undo_group_end(image);
+    /* Leave the user's layer active, as before. */
+    if (gimp_item_is_layer(drawable))
+        gimp_image_set_active_layer(image, drawable);
+    return ok;
+}
+
+static gboolean do_classify(gint32 image, gint32 drawable, const dlp_params *p,
+                            gboolean interactive, gchar **msg)
+{
+    if (!gimp_item_is_layer(drawable) || gimp_item_is_group(drawable)) {
+        *msg = g_strdup("DermLens classifies a pixel layer: select a layer (not a mask, channel "
+                        "or layer group)");
+        return FALSE;
+    }
+    gint x = 0, y = 0, w, h, ox = 0, oy = 0;
+    w = gimp_drawable_width(drawable);
+    h = gimp_drawable_height(drawable);
+    if (!gimp_selection_is_empty(image)) {
+        if (!gimp_drawable_mask_intersect(drawable, &x, &y, &w, &h) || w <= 0 || h <= 0) {
+            *msg = g_strdup("The selection does not overlap the active layer: nothing to classify");
+            return FALSE;
+        }
+    }
+    if (w < DLP_MIN_REGION || h < DLP_MIN_REGION) {
+        *msg = g_strdup_printf("The region to classify is %d x %d pixels; DermLens needs at least "
+                               "%d x %d. Select a larger area.", w, h, DLP_MIN_REGION, DLP_MIN_REGION);
+        return FALSE;
+    }
+    gimp_drawable_offsets(drawable, &ox, &oy);
+    dlp_geom g;
+    dlp_geom_init(&g, x, y, w, h, ox, oy);
+
+    gimp_progress_init("DermLens: reading pixels");
+    GeglBuffer *buf = gimp_drawable_get_buffer(drawable);
+    guint8 *rgb = dlp_read_rgb(buf, &g, msg);
+    g_object_unref(buf);
+    if (!rgb)
+        return FALSE;
+
+    gimp_progress_set_text("DermLens: loading model");
+    char model_path[4096];
+    dl_error err = {0};
+    dl_model *m = dlp_model_open(p->model_path, dlp_plugin_dir, model_path, sizeof model_path, &err);
+    if (!m) {
+        g_free(rgb);
+        *msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
+        return FALSE;
+    }
+    host_state hs = {{0}};
+    dlp_progress prog = {host_progress, &hs, 0.05, 0.9};
+    dlp_analysis an;
+    int rc = dlp_analyse(m, rgb, g.aw, g.ah, (size_t)g.aw * 3, p->method, 1, &prog, &an, &err);
+    g_free(rgb);
+    if (rc != 0) {
+        dl_model_free(m);
+        *msg = g_strdup_printf("Classification failed: %s", err.message);
+        return FALSE;
+    }
+    if (!an.map)
+        g_message("DermLens: no saliency overlay (%s). The classification is still added.",
+                  an.saliency_note);
+    gimp_progress_set_text("DermLens: adding layers");
+    gboolean ok = annotate_image(image, drawable, &g, m, model_path, p, &an, msg);
+    gimp_progress_update(1.0);
+    if (ok && interactive) {
+        gimp_displays_flush();
+        result_dialog(m, &an);
+    }
+    dlp_analysis_free(&an);
+    dl_model_free(m);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ batch */
+
+static gboolean batch_dialog(dlp_saved_batch *s)
+{
+    gimp_ui_init("dermlens", FALSE);
+    GtkWidget *dlg = gimp_dialog_new("DermLens - Batch Review", "dermlens-batch", NULL, 0,
+                                     gimp_standard_help_func, DLP_PROC_BATCH, "_Cancel",
+                                     GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
+    GtkWidget *table = gtk_table_new(4, 2, FALSE);
+    gtk_container_set_border_width(GTK_CONTAINER(table), 8);
+    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), table, TRUE, TRUE, 0);
+    GtkWidget *in = gtk_entry_new();
+    gtk_entry_set_text(GTK_ENTRY(in), s->input_dir);
+    add_row(table, 0, "_Input folder:", in);
+    GtkWidget *csv = gtk_entry_new();
+    gtk_entry_set_text(GTK_ENTRY(csv), s->csv_path);
+    add_row(table, 1, "Output _CSV file:", csv);
+    GtkWidget *out = gtk_entry_new();
+    gtk_entry_set_text(GTK_ENTRY(out), s->output_dir);
+    gtk_widget_set_tooltip_text(out, "Empty: no annotated copies");
+    add_row(table, 2, "Annotated copies _folder:", out);
+    GtkWidget *model = gtk_entry_new();
+    gtk_entry_set_text(GTK_ENTRY(model), s->model_path);
+    gtk_widget_set_tooltip_text(model, "Empty: the shipped lesion model");
+    add_row(table, 3, "_Model file:", model);
+    gtk_widget_show_all(dlg);
+    gboolean ok = gimp_dialog_run(GIMP_DIALOG(dlg)) == GTK_RESPONSE_OK;
+    if (ok) {
+        g_strlcpy(s->input_dir, gtk_entry_get_text(GTK_ENTRY(in)), sizeof s->input_dir);
+        g_strlcpy(s->csv_path, gtk_entry_get_text(GTK_ENTRY(csv)), sizeof s->csv_path);
+        g_strlcpy(s->output_dir, gtk_entry_get_text(GTK_ENTRY(out)), sizeof s->output_dir);
+        g_strlcpy(s->model_path, gtk_entry_get_text(GTK_ENTRY(model)), sizeof s->model_path);
+    }
+    gtk_widget_destroy(dlg);
+    return ok;
+}
+
+static gboolean do_batch(const char *in, const char *csv, const char *out, const dlp_params *p,
+                         int *classified, int *failed, gchar **msg)
+{
+    dl_error err = {0};
+    char model_path[4096];
+    dl_model *m = dlp_model_open(p->model_path, dlp_plugin_dir, model_path, sizeof model_path, &err);
+    if (!m) {
+        *msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
+        return FALSE;
+    }
+    gimp_progress_init("DermLens: batch review");
+    host_state hs = {{0}};
+    dlp_batch_opts o = {in, csv, out, p->method, p->opacity, host_progress, &hs};
+    dlp_batch_stats st;
+    int rc = dlp_batch_run(m, &o, &st, &err);
+    dl_model_free(m);
+    *classified = st.ok;
+    *failed = st.failed;
+    if (rc != 0) {
+        *msg = g_strdup_printf("Batch review failed: %s", err.message);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* ------------------------------------------------------------------ run */
+
+static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals,
+                GimpParam **return_vals)
+{
+    static GimpParam values[3];
+    GimpPDBStatusType status = GIMP_PDB_SUCCESS;
+    gchar *msg = NULL;
+    static gchar *ret_msg = NULL;
+    GimpRunMode mode = nparams > 0 ? (GimpRunMode)param[0].data.d_int32 : GIMP_RUN_NONINTERACTIVE;
+
+    gegl_init(NULL, NULL);
+    *nreturn_vals = 1;
+    *return_vals = values;
+    values[0].type = GIMP_PDB_STATUS;
+
+    if (strcmp(name, DLP_PROC_CLASSIFY) == 0) {
+        dlp_saved s;
+        memset(&s, 0, sizeof s);
+        g_strlcpy(s.method, "gradcam", sizeof s.method);
+        s.opacity = 60.0;
+        s.top_k = 3;
+        s.add_labels = s.add_legend = 1;
+        if (mode != GIMP_RUN_NONINTERACTIVE)
+            gimp_get_data(DLP_PROC_CLASSIFY, &s);
+        s.model_path[sizeof s.model_path - 1] = '\0';
+        s.method[sizeof s.method - 1] = '\0';
+        if (mode == GIMP_RUN_NONINTERACTIVE) {
+            if (nparams != 9) {
+                status = GIMP_PDB_CALLING_ERROR;
+                msg = g_strdup_printf("%s takes 9 arguments, got %d", name, nparams);
+            } else {
+                g_strlcpy(s.model_path, param[3].data.d_string ? param[3].data.d_string : "",
+                          sizeof s.model_path);
+                g_strlcpy(s.method, param[4].data.d_string ? param[4].data.d_string : "",
+                          sizeof s.method);
+                s.opacity = param[5].data.d_float;
+                s.top_k = param[6].data.d_int32;
+                s.add_labels = param[7].data.d_int32;
+                s.add_legend = param[8].data.d_int32;
+            }
+        } else if (mode == GIMP_RUN_INTERACTIVE) {
+            if (!classify_dialog(&s))
+                status = GIMP_PDB_CANCEL;
+        }
+        dlp_params p;
+        char perr[256];
+        if (status == GIMP_PDB_SUCCESS &&
+            dlp_params_set(&p, s.model_path, s.method, s.opacity, s.top_k, s.add_labels,
+                           s.add_legend, perr, sizeof perr) != 0) {
+            status = GIMP_PDB_CALLING_ERROR;
+            msg = g_strdup(perr);
+        }
+        if (status == GIMP_PDB_SUCCESS) {
+            if (!do_classify(param[1].data.d_image, param[2].data.d_drawable, &p,
+                             mode == GIMP_RUN_INTERACTIVE, &msg))
+                status = GIMP_PDB_EXECUTION_ERROR;
+            else if (mode != GIMP_RUN_NONINTERACTIVE)
+                gimp_set_data(DLP_PROC_CLASSIFY, &s, sizeof s);
+        }
+    } else if (strcmp(name, DLP_PROC_BATCH) == 0) {
+        dlp_saved_batch s;
+        memset(&s, 0, sizeof s);
+        const char *method = "gradcam";
+        double opacity = 60.0;
+        if (mode != GIMP_RUN_NONINTERACTIVE)
+            gimp_get_data(DLP_PROC_BATCH, &s);
+        s.input_dir[sizeof s.input_dir - 1] = s.csv_path[sizeof s.csv_path - 1] = '\0';
+        s.output_dir[sizeof s.output_dir - 1] = s.model_path[sizeof s.model_path - 1] = '\0';
+        if (mode == GIMP_RUN_NONINTERACTIVE) {
+            if (nparams != 7) {
+                status = GIMP_PDB_CALLING_ERROR;
+                msg = g_strdup_printf("%s takes 7 arguments, got %d", name, nparams);
+            } else {
+                g_strlcpy(s.input_dir, param[1].data.d_string ? param[1].data.d_string : "",
+                          sizeof s.input_dir);
+                g_strlcpy(s.csv_path, param[2].data.d_string ? param[2].data.d_string : "",
+                          sizeof s.csv_path);
+                g_strlcpy(s.output_dir, param[3].data.d_string ? param[3].data.d_string : "",
+                          sizeof s.output_dir);
+                g_strlcpy(s.model_path, param[4].data.d_string ? param[4].data.d_string : "",
+                          sizeof s.model_path);
+                if (param[5].data.d_string && param[5].data.d_string[0])
+                    method = param[5].data.d_string;
+                opacity = param[6].data.d_float;
+            }
+        } else if (mode == GIMP_RUN_INTERACTIVE) {
+            if (!batch_dialog(&s))
+                status = GIMP_PDB_CANCEL;
+        }
+        dlp_params p;
+        char perr[256];
+        int classified = 0, failed = 0;
+        if (status == GIMP_PDB_SUCCESS &&
+            dlp_params_set(&p, s.model_path, method, opacity, 3, 1, 1, perr, sizeof perr) != 0) {
+            status = GIMP_PDB_CALLING_ERROR;
+            msg = g_strdup(perr);
+        }
+        if (status == GIMP_PDB_SUCCESS) {
+            if (!do_batch(s.input_dir, s.csv_path, s.output_dir, &p, &classified, &failed, &msg))
+                status = GIMP_PDB_EXECUTION_ERROR;
+            else if (mode != GIMP_RUN_NONINTERACTIVE)
+                gimp_set_data(DLP_PROC_BATCH, &s, sizeof s);
+        }
+        if (status == GIMP_PDB_SUCCESS) {
+            *nreturn_vals = 3;
+            values[1].type = GIMP_PDB_INT32;
+            values[1].data.d_int32 = classified;
+            values[2].type = GIMP_PDB_INT32;
+            values[2].data.d_int32 = failed;
+            if (mode == GIMP_RUN_INTERACTIVE)
+                g_message("DermLens: %d files classified, %d failed; results in %s", classified,
+                          failed, s.csv_path);
+        }
+    } else {
+        status = GIMP_PDB_CALLING_ERROR;
+        msg = g_strdup_printf("Unknown procedure %s", name);
+    }
+
+    values[0].data.d_status = status;
+    if (msg) {
+        if (mode == GIMP_RUN_INTERACTIVE && status != GIMP_PDB_CANCEL)
+            g_message("DermLens: %s", msg);
+        g_free(ret_msg);
+        ret_msg = msg;
+        *nreturn_vals = 2;
+        values[1].type = GIMP_PDB_STRING;
+        values[1].data.d_string = ret_msg;
+    }
+}
+
+int main(int argc, char *argv[])
+{
+    if (argc > 0)
+        dlp_plugin_dir = dlp_plugin_dir_from_argv0(argv[0]);
+    return gimp_main(&PLUG_IN_INFO, argc, argv);
+}

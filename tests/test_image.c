@@ -1,0 +1,1102 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Unit tests for engine/src/image.c: PNG/JPEG decoding, PNG writing, resize,
+ * and rejection of broken or hostile inputs.
+ *
+ * Fixture images are generated here with libpng/libjpeg directly (an
+ * independent path from the code under test). `test_image --emit DIR` writes
+ * the generated files that are committed as fuzz seeds and broken samples
+ * (DIR/png, DIR/jpeg, DIR/images). */
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jpeglib.h>
+#include <png.h>
+
+static int g_failures;
+static int g_checks;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        g_checks++;                                                             \
+        if (!(cond)) {                                                          \
+            g_failures++;                                                       \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fputc('\n', stderr);                                                \
+        }                                                                       \
+    } while (0)
+
+/* ------------------------------------------------------------ helpers */
+
+typedef struct {
+    uint8_t *data;
+    size_t size, cap;
+} buf_t;
+
+static void buf_put(buf_t *b, const void *p, size_t n)
+{
+    if (b->size + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->size + n)
+            cap *= 2;
+        b->data = realloc(b->data, cap);
+        if (!b->data) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        b->cap = cap;
+    }
+    memcpy(b->data + b->size, p, n);
+    b->size += n;
+}
+
+static uint32_t rng_state = 12345u;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+
+static int write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return (fclose(f) == 0 && w == n) ? 0 : -1;
+}
+
+/* Expect a failure with a given code and a non-empty message. */
+static void expect_fail(int rc, const dl_error *e, dl_status code, const char *what)
+{
+    CHECK(rc == -1, "%s: expected failure, rc=%d", what, rc);
+    CHECK(e->code == code, "%s: code %s (%d), expected %s: %s", what, dl_status_name(e->code),
+          (int)e->code, dl_status_name(code), e->message);
+    CHECK(e->message[0] != '\0', "%s: empty message", what);
+}
+
+/* -------------------------------------------------- PNG fixture writer */
+
+typedef struct {
+    int width, height, color_type, bit_depth, interlace;
+    const png_color *palette;
+    int num_palette;
+    const uint8_t *trns;   /* palette alpha */
+    int num_trns;
+    const uint8_t *rows;   /* packed rows in PNG byte order */
+    size_t rowbytes;
+} png_spec;
+
+static void mem_png_write(png_structp png, png_bytep p, size_t n)
+{
+    buf_put(png_get_io_ptr(png), p, n);
+}
+static void mem_png_flush(png_structp png) { (void)png; }
+
+static buf_t make_png(const png_spec *s)
+{
+    buf_t b = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    if (setjmp(png_jmpbuf(png))) {
+        fprintf(stderr, "fixture PNG writer failed\n");
+        exit(1);
+    }
+    png_set_write_fn(png, &b, mem_png_write, mem_png_flush);
+    png_set_IHDR(png, info, (png_uint_32)s->width, (png_uint_32)s->height, s->bit_depth,
+                 s->color_type, s->interlace, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    if (s->palette)
+        png_set_PLTE(png, info, s->palette, s->num_palette);
+    if (s->trns)
+        png_set_tRNS(png, info, s->trns, s->num_trns, NULL);
+    png_write_info(png, info);
+    png_bytep *rows = malloc((size_t)s->height * sizeof *rows);
+    for (int y = 0; y < s->height; y++)
+        rows[y] = (png_bytep)(s->rows + (size_t)y * s->rowbytes);
+    png_write_image(png, rows);
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    free(rows);
+    return b;
+}
+
+/* CRC-32 (PNG chunks) and Adler-32 (zlib), written out so the test needs no zlib. */
+static uint32_t crc32_of(uint32_t crc, const uint8_t *p, size_t n)
+{
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static uint32_t adler32_of(const uint8_t *p, size_t n)
+{
+    uint32_t a = 1, b = 0;
+    for (size_t i = 0; i < n; i++) {
+        a = (a + p[i]) % 65521u;
+        b = (b + a) % 65521u;
+    }
+    return b << 16 | a;
+}
+
+/* Build a PNG from scratch with a given IHDR (and a tiny IDAT), computing
+ * correct CRCs, so hostile header values reach the decoder. */
+static void put_chunk(buf_t *b, const char *type, const uint8_t *data, uint32_t len)
+{
+    uint8_t hdr[8] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                      (uint8_t)len, (uint8_t)type[0], (uint8_t)type[1], (uint8_t)type[2],
+                      (uint8_t)type[3]};
+    buf_put(b, hdr, 8);
+    if (len)
+        buf_put(b, data, len);
+    uint8_t *tmp = malloc(4 + (size_t)len);
+    memcpy(tmp, type, 4);
+    if (len)
+        memcpy(tmp + 4, data, len);
+    uint32_t crc = crc32_of(0, tmp, 4 + (size_t)len);
+    free(tmp);
+    uint8_t c[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8),
+                    (uint8_t)crc};
+    buf_put(b, c, 4);
+}
+
+static buf_t make_png_header(uint32_t w, uint32_t h)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    buf_t b = {0};
+    buf_put(&b, sig, 8);
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
+                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h,
+                        8, 2, 0, 0, 0};
+    put_chunk(&b, "IHDR", ihdr, 13);
+    /* zlib stream with one stored block: a row of filter byte + 3 zero bytes */
+    uint8_t raw[4] = {0};
+    uint32_t ad = adler32_of(raw, sizeof raw);
+    uint8_t z[2 + 5 + 4 + 4] = {0x78, 0x01, 0x01, 4, 0, 0xfb, 0xff, 0, 0, 0, 0,
+                                (uint8_t)(ad >> 24), (uint8_t)(ad >> 16), (uint8_t)(ad >> 8),
+                                (uint8_t)ad};
+    put_chunk(&b, "IDAT", z, (uint32_t)sizeof z);
+    put_chunk(&b, "IEND", NULL, 0);
+    return b;
+}
+
+/* Raw read with libpng (no transforms) for checking written files. */
+typedef struct {
+    const uint8_t *p;
+    size_t n, pos;
+} rd_t;
+static void mem_png_read(png_structp png, png_bytep out, size_t n)
+{
+    rd_t *r = png_get_io_ptr(png);
+    if (n > r->n - r->pos)
+        png_error(png, "eof");
+    memcpy(out, r->p + r->pos, n);
+    r->pos += n;
+}
+
+/* Returns malloc'd raw rows (PNG byte order), fills geometry; NULL on error. */
+static uint8_t *read_png_raw(const uint8_t *data, size_t n, int *w, int *h, int *ctype,
+                             int *depth, size_t *rowbytes)
+{
+    rd_t r = {data, n, 0};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    uint8_t *volatile out = NULL;
+    png_bytep *volatile rows = NULL;
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_read_struct(&png, &info, NULL);
+        free(out);
+        free(rows);
+        return NULL;
+    }
+    png_set_read_fn(png, &r, mem_png_read);
+    png_read_info(png, info);
+    *w = (int)png_get_image_width(png, info);
+    *h = (int)png_get_image_height(png, info);
+    *ctype = png_get_color_type(png, info);
+    *depth = png_get_bit_depth(png, info);
+    *rowbytes = png_get_rowbytes(png, info);
+    out = malloc(*rowbytes * (size_t)*h);
+    rows = malloc((size_t)*h * sizeof *rows);
+    for (int y = 0; y < *h; y++)
+        rows[y] = out + (size_t)y * *rowbytes;
+    png_read_image(png, rows);
+    png_destroy_read_struct(&png, &info, NULL);
+    free(rows);
+    return out;
+}
+
+/* ------------------------------------------------- JPEG fixture writer */
+
+typedef struct {
+    int width, height, components;
+    J_COLOR_SPACE in_space;
+    int quality, progressive, restart, h_samp; /* h_samp: 2 = 4:2:0 luma */
+    const uint8_t *pixels;                     /* packed, width*components per row */
+} jpeg_spec;
+
+static buf_t make_jpeg(const jpeg_spec *s)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *mem = NULL;
+    unsigned long memsize = 0;
+    jpeg_mem_dest(&c, &mem, &memsize);
+    c.image_width = (JDIMENSION)s->width;
+    c.image_height = (JDIMENSION)s->height;
+    c.input_components = s->components;
+    c.in_color_space = s->in_space;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, s->quality, TRUE);
+    if (s->in_space == JCS_RGB && s->h_samp == 1) {
+        c.comp_info[0].h_samp_factor = 1;
+        c.comp_info[0].v_samp_factor = 1;
+    }
+    if (s->progressive)
+        jpeg_simple_progression(&c);
+    c.restart_interval = (unsigned)s->restart;
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = (JSAMPROW)(s->pixels + (size_t)c.next_scanline * s->width * s->components);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    buf_t b = {0};
+    buf_put(&b, mem, memsize);
+    free(mem);
+    return b;
+}
+
+/* Smooth test picture (compresses well, JPEG-friendly). */
+static uint8_t *smooth_rgb(int w, int h)
+{
+    uint8_t *p = malloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *q = p + ((size_t)y * w + x) * 3;
+            q[0] = (uint8_t)(x * 255 / (w > 1 ? w - 1 : 1));
+            q[1] = (uint8_t)(y * 255 / (h > 1 ? h - 1 : 1));
+            q[2] = (uint8_t)((x + y) * 127 / (w + h));
+        }
+    return p;
+}
+
+/* Direct libjpeg decode to RGB (reference for the engine's wrapper). */
+static uint8_t *ref_jpeg_rgb(const uint8_t *data, size_t n, int *w, int *h)
+{
+    struct jpeg_decompress_struct d;
+    struct jpeg_error_mgr e;
+    d.err = jpeg_std_error(&e);
+    jpeg_create_decompress(&d);
+    jpeg_mem_src(&d, data, (unsigned long)n);
+    jpeg_read_header(&d, TRUE);
+    d.out_color_space = JCS_RGB;
+    jpeg_start_decompress(&d);
+    *w = (int)d.output_width;
+    *h = (int)d.output_height;
+    uint8_t *out = malloc((size_t)*w * *h * 3);
+    while (d.output_scanline < d.output_height) {
+        JSAMPROW r = out + (size_t)d.output_scanline * *w * 3;
+        jpeg_read_scanlines(&d, &r, 1);
+    }
+    jpeg_finish_decompress(&d);
+    jpeg_destroy_decompress(&d);
+    return out;
+}
+
+/* -------------------------------------------------------- PNG tests */
+
+static void test_png_roundtrip(const char *dir)
+{
+    enum { W = 37, H = 23 };
+    for (int ci = 0; ci < 3; ci++) {
+        int ch = ci == 0 ? 1 : ci == 1 ? 3 : 4;
+        for (int depth = 8; depth <= 16; depth += 8) {
+            int bps = depth / 8;
+            size_t stride = (size_t)W * ch * bps + 6; /* padded rows */
+            uint8_t *src = malloc(stride * H);
+            for (size_t i = 0; i < stride * H; i++)
+                src[i] = (uint8_t)rnd();
+            char path[1024];
+            snprintf(path, sizeof path, "%s/rt_c%d_d%d.png", dir, ch, depth);
+            dl_error e = {0};
+            int rc = dl_png_write(path, src, W, H, stride, ch, depth, &e);
+            CHECK(rc == 0, "write %s: %s", path, e.message);
+
+            /* raw samples must match exactly (checks 16-bit byte order) */
+            uint8_t *file = NULL;
+            size_t fsize = 0;
+            CHECK(dl_read_file(path, 1 << 24, &file, &fsize, &e) == 0, "%s", e.message);
+            int w = 0, h = 0, ct = -1, bd = 0;
+            size_t rb = 0;
+            uint8_t *raw = file ? read_png_raw(file, fsize, &w, &h, &ct, &bd, &rb) : NULL;
+            int want_ct = ch == 1 ? PNG_COLOR_TYPE_GRAY
+                        : ch == 3 ? PNG_COLOR_TYPE_RGB
+                                  : PNG_COLOR_TYPE_RGB_ALPHA;
+            CHECK(raw && w == W && h == H && ct == want_ct && bd == depth,
+                  "c%d d%d: read back %dx%d type %d depth %d", ch, depth, w, h, ct, bd);
+            int mismatches = 0;
+            if (raw && w == W && h == H && bd == depth) {
+                for (int y = 0; y < H; y++)
+                    for (int i = 0; i < W * ch; i++) {
+                        unsigned want, got;
+                        if (depth == 8) {
+                            want = src[(size_t)y * stride + i];
+                            got = raw[(size_t)y * rb + i];
+                        } else {
+                            uint16_t v;
+                            memcpy(&v, src + (size_t)y * stride + 2 * (size_t)i, 2);
+                            want = v;
+                            const uint8_t *q = raw + (size_t)y * rb + 2 * (size_t)i;
+                            got = (unsigned)q[0] << 8 | q[1]; /* PNG is big-endian */
+                        }
+                        mismatches += want != got;
+                    }
+            }
+            CHECK(mismatches == 0, "c%d d%d: %d samples differ", ch, depth, mismatches);
+            free(raw);
+
+            /* engine decode: RGB8, alpha dropped, 16-bit reduced to the high byte */
+            dl_image img;
+            rc = dl_image_load(path, &img, &e);
+            CHECK(rc == 0, "load %s: %s", path, e.message);
+            mismatches = 0;
+            if (rc == 0) {
+                CHECK(img.width == W && img.height == H && img.stride >= 3 * (size_t)W,
+                      "geometry %dx%d", img.width, img.height);
+                for (int y = 0; y < H; y++)
+                    for (int x = 0; x < W; x++)
+                        for (int c = 0; c < 3; c++) {
+                            int sc = ch == 1 ? 0 : c;
+                            size_t idx = (size_t)x * ch + sc;
+                            unsigned want;
+                            if (depth == 8) {
+                                want = src[(size_t)y * stride + idx];
+                            } else {
+                                uint16_t v;
+                                memcpy(&v, src + (size_t)y * stride + 2 * idx, 2);
+                                want = v >> 8;
+                            }
+                            mismatches += img.pixels[(size_t)y * img.stride + 3 * x + c] != want;
+                        }
+                dl_image_free(&img);
+                CHECK(img.pixels == NULL, "dl_image_free clears the struct");
+            }
+            CHECK(mismatches == 0, "c%d d%d: %d decoded samples differ", ch, depth, mismatches);
+            free(file);
+            free(src);
+        }
+    }
+
+    /* failures: bad arguments, unwritable place; no temp file left behind */
+    uint8_t px[12] = {0};
+    dl_error e = {0};
+    char path[1024];
+    snprintf(path, sizeof path, "%s/x.png", dir);
+    expect_fail(dl_png_write(path, px, 2, 2, 6, 2, 8, &e), &e, DL_ERR_ARG, "2 channels");
+    expect_fail(dl_png_write(path, px, 2, 2, 6, 3, 12, &e), &e, DL_ERR_ARG, "12-bit");
+    expect_fail(dl_png_write(path, px, 2, 2, 5, 3, 8, &e), &e, DL_ERR_ARG, "short stride");
+    expect_fail(dl_png_write(path, px, 0, 2, 6, 3, 8, &e), &e, DL_ERR_ARG, "zero width");
+    expect_fail(dl_png_write(path, NULL, 2, 2, 6, 3, 8, &e), &e, DL_ERR_ARG, "NULL data");
+    CHECK(access(path, F_OK) != 0, "no file written on argument errors");
+    snprintf(path, sizeof path, "%s/no/such/dir/x.png", dir);
+    expect_fail(dl_png_write(path, px, 2, 2, 6, 3, 8, &e), &e, DL_ERR_IO, "missing dir");
+    CHECK(strstr(e.message, "no/such/dir") != NULL, "message names the path: %s", e.message);
+}
+
+static void test_png_decode_variants(void)
+{
+    enum { W = 19, H = 13 };
+    dl_image img;
+    dl_error e = {0};
+
+    /* palette 8-bit with tRNS: alpha dropped, colours from PLTE */
+    png_color pal[5] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {10, 20, 30}, {200, 100, 50}};
+    uint8_t trns[3] = {0, 128, 255};
+    uint8_t idx8[W * H];
+    for (int i = 0; i < W * H; i++)
+        idx8[i] = (uint8_t)(rnd() % 5);
+    for (int il = 0; il < 2; il++) {
+        png_spec s = {W, H, PNG_COLOR_TYPE_PALETTE, 8, il ? PNG_INTERLACE_ADAM7 : 0,
+                      pal, 5, trns, 3, idx8, W};
+        buf_t b = make_png(&s);
+        int rc = dl_image_load_memory(b.data, b.size, &img, &e);
+        CHECK(rc == 0, "palette8 il=%d: %s", il, e.message);
+        int bad = 0;
+        if (rc == 0) {
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    const png_color *c = &pal[idx8[y * W + x]];
+                    const uint8_t *q = img.pixels + (size_t)y * img.stride + 3 * x;
+                    bad += q[0] != c->red || q[1] != c->green || q[2] != c->blue;
+                }
+            dl_image_free(&img);
+        }
+        CHECK(bad == 0, "palette8 il=%d: %d pixels differ", il, bad);
+        free(b.data);
+    }
+
+    /* palette 4-bit (packed 2 pixels per byte), interlaced */
+    {
+        size_t rb = (W + 1) / 2;
+        uint8_t rows4[((W + 1) / 2) * H];
+        memset(rows4, 0, sizeof rows4);
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                int v = idx8[y * W + x];
+                rows4[y * rb + x / 2] |= (uint8_t)(x % 2 ? v : v << 4);
+            }
+        png_spec s = {W, H, PNG_COLOR_TYPE_PALETTE, 4, PNG_INTERLACE_ADAM7, pal, 5, trns, 2,
+                      rows4, rb};
+        buf_t b = make_png(&s);
+        int rc = dl_image_load_memory(b.data, b.size, &img, &e);
+        CHECK(rc == 0, "palette4: %s", e.message);
+        int bad = 0;
+        if (rc == 0) {
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    const png_color *c = &pal[idx8[y * W + x]];
+                    const uint8_t *q = img.pixels + (size_t)y * img.stride + 3 * x;
+                    bad += q[0] != c->red || q[1] != c->green || q[2] != c->blue;
+                }
+            dl_image_free(&img);
+        }
+        CHECK(bad == 0, "palette4: %d pixels differ", bad);
+        free(b.data);
+    }
+
+    /* grey 1, 2, 4 bit (interlaced and not): bit replication to 8 bits */
+    for (int depth = 1; depth <= 4; depth *= 2) {
+        for (int il = 0; il < 2; il++) {
+            int per = 8 / depth, maxv = (1 << depth) - 1;
+            size_t rb = (size_t)(W + per - 1) / per;
+            uint8_t rows[((W + 7)) * H];
+            uint8_t vals[W * H];
+            memset(rows, 0, sizeof rows);
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    int v = (int)(rnd() & (unsigned)maxv);
+                    vals[y * W + x] = (uint8_t)v;
+                    int shift = 8 - depth * (x % per + 1);
+                    rows[y * rb + x / per] |= (uint8_t)(v << shift);
+                }
+            png_spec s = {W, H, PNG_COLOR_TYPE_GRAY, depth, il ? PNG_INTERLACE_ADAM7 : 0,
+                          NULL, 0, NULL, 0, rows, rb};
+            buf_t b = make_png(&s);
+            int rc = dl_image_load_memory(b.data, b.size, &img, &e);
+            CHECK(rc == 0, "grey%d il=%d: %s", depth, il, e.message);
+            int bad = 0;
+            if (rc == 0) {
+                for (int y = 0; y < H; y++)
+                    for (int x = 0; x < W; x++) {
+                        int want = vals[y * W + x] * 255 / maxv;
+                        const uint8_t *q = img.pixels + (size_t)y * img.stride + 3 * x;
+                        bad += q[0] != want || q[1] != want || q[2] != want;
+                    }
+                dl_image_free(&img);
+            }
+            CHECK(bad == 0, "grey%d il=%d: %d pixels differ", depth, il, bad);
+            free(b.data);
+        }
+    }
+
+    /* grey+alpha 8 and 16 bit, RGB 16 interlaced: alpha dropped, high byte kept */
+    for (int v = 0; v < 3; v++) {
+        int ctype = v < 2 ? PNG_COLOR_TYPE_GRAY_ALPHA : PNG_COLOR_TYPE_RGB;
+        int depth = v == 0 ? 8 : 16;
+        int ch = v < 2 ? 2 : 3, bps = depth / 8;
+        size_t rb = (size_t)W * ch * bps;
+        uint8_t *rows = malloc(rb * H);
+        for (size_t i = 0; i < rb * H; i++)
+            rows[i] = (uint8_t)rnd();
+        png_spec s = {W, H, ctype, depth, v == 2 ? PNG_INTERLACE_ADAM7 : 0, NULL, 0, NULL, 0,
+                      rows, rb};
+        buf_t b = make_png(&s);
+        int rc = dl_image_load_memory(b.data, b.size, &img, &e);
+        CHECK(rc == 0, "variant %d: %s", v, e.message);
+        int bad = 0;
+        if (rc == 0) {
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    for (int c = 0; c < 3; c++) {
+                        int sc = ch == 3 ? c : 0;
+                        int want = rows[y * rb + ((size_t)x * ch + sc) * bps]; /* high byte */
+                        bad += img.pixels[(size_t)y * img.stride + 3 * x + c] != want;
+                    }
+            dl_image_free(&img);
+        }
+        CHECK(bad == 0, "variant %d: %d samples differ", v, bad);
+        free(b.data);
+        free(rows);
+    }
+}
+
+/* -------------------------------------------------------- JPEG tests */
+
+static const char *find_sample_jpeg(char *buf, size_t n)
+{
+    const char *td = getenv("DL_TEST_DATA");
+    const char *root = getenv("DL_SOURCE_ROOT");
+    const char *sh = getenv("DL_SHARED_DIR");
+    if (td) {
+        snprintf(buf, n, "%s/images/ham10000_ISIC_0031719.jpg", td);
+        if (access(buf, R_OK) == 0)
+            return buf;
+    }
+    if (root) {
+        snprintf(buf, n, "%s/tests/data/images/ham10000_ISIC_0031719.jpg", root);
+        if (access(buf, R_OK) == 0)
+            return buf;
+    }
+    if (sh) {
+        snprintf(buf, n, "%s/datasets/sample/vasc/ISIC_0031719.jpg", sh);
+        if (access(buf, R_OK) == 0)
+            return buf;
+    }
+    return NULL;
+}
+
+static int test_jpeg_real(void)
+{
+    char path[1024];
+    if (!find_sample_jpeg(path, sizeof path)) {
+        fprintf(stderr, "SKIP sample JPEG not found (set DL_TEST_DATA)\n");
+        return 77;
+    }
+    dl_image img;
+    dl_error e = {0};
+    int rc = dl_image_load(path, &img, &e);
+    CHECK(rc == 0, "load %s: %s", path, e.message);
+    if (rc != 0)
+        return 0;
+    CHECK(img.width == 224 && img.height == 224, "size %dx%d", img.width, img.height);
+    uint8_t *file = NULL;
+    size_t n = 0;
+    CHECK(dl_read_file(path, 1 << 24, &file, &n, &e) == 0, "%s", e.message);
+    int w = 0, h = 0;
+    uint8_t *ref = ref_jpeg_rgb(file, n, &w, &h);
+    int bad = 0;
+    double sum = 0, sum2 = 0;
+    for (int y = 0; y < h && y < img.height; y++)
+        for (int x = 0; x < w * 3 && x < img.width * 3; x++) {
+            int v = img.pixels[(size_t)y * img.stride + x];
+            bad += v != ref[(size_t)y * w * 3 + x];
+            sum += v;
+            sum2 += (double)v * v;
+        }
+    CHECK(bad == 0, "%d samples differ from direct libjpeg decode", bad);
+    double cnt = 224.0 * 224 * 3, mean = sum / cnt, sd = sqrt(sum2 / cnt - mean * mean);
+    CHECK(mean > 60 && mean < 230 && sd > 10, "implausible picture: mean %.1f sd %.1f", mean,
+          sd);
+
+    /* truncated at half: error, not a grey-padded image */
+    dl_image t;
+    rc = dl_image_load_memory(file, n / 2, &t, &e);
+    expect_fail(rc, &e, DL_ERR_FORMAT, "truncated real JPEG");
+    CHECK(strstr(e.message, "truncated") != NULL, "message: %s", e.message);
+    CHECK(t.pixels == NULL, "no pixels on failure");
+    free(ref);
+    free(file);
+    dl_image_free(&img);
+    return 0;
+}
+
+static void test_jpeg_generated(void)
+{
+    enum { W = 48, H = 40 };
+    uint8_t *rgb = smooth_rgb(W, H);
+    dl_image img;
+    dl_error e = {0};
+
+    /* RGB (4:2:0 and 4:4:4), progressive, restart markers: match direct decode,
+     * and stay close to the source picture */
+    for (int v = 0; v < 4; v++) {
+        jpeg_spec s = {W, H, 3, JCS_RGB, 92, v == 2, v == 3 ? 2 : 0, v == 1 ? 1 : 2, rgb};
+        buf_t b = make_jpeg(&s);
+        int rc = dl_image_load_memory(b.data, b.size, &img, &e);
+        CHECK(rc == 0, "jpeg variant %d: %s", v, e.message);
+        if (rc == 0) {
+            int w, h, bad = 0, maxd = 0;
+            uint8_t *ref = ref_jpeg_rgb(b.data, b.size, &w, &h);
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W * 3; x++) {
+                    int g = img.pixels[(size_t)y * img.stride + x];
+                    bad += g != ref[(size_t)y * W * 3 + x];
+                    int d = abs(g - rgb[(size_t)y * W * 3 + x]);
+                    maxd = d > maxd ? d : maxd;
+                }
+            CHECK(bad == 0, "jpeg variant %d: %d samples differ from libjpeg", v, bad);
+            CHECK(maxd <= 40, "jpeg variant %d: max error %d vs source", v, maxd);
+            free(ref);
+            dl_image_free(&img);
+        }
+        free(b.data);
+    }
+
+    /* greyscale: replicated into R=G=B */
+    {
+        uint8_t grey[W * H];
+        for (int i = 0; i < W * H; i++)
+            grey[i] = rgb[3 * i];
+        jpeg_spec s = {W, H, 1, JCS_GRAYSCALE, 95, 0, 0, 2, grey};
+        buf_t b = make_jpeg(&s);
+        int rc = dl_image_load_memory(b.data, b.size, &img, &e);
+        CHECK(rc == 0, "grey jpeg: %s", e.message);
+        if (rc == 0) {
+            int bad = 0, maxd = 0;
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    const uint8_t *q = img.pixels + (size_t)y * img.stride + 3 * x;
+                    bad += q[0] != q[1] || q[1] != q[2];
+                    int d = abs(q[0] - grey[y * W + x]);
+                    maxd = d > maxd ? d : maxd;
+                }
+            CHECK(bad == 0, "grey jpeg: %d pixels not grey", bad);
+            CHECK(maxd <= 12, "grey jpeg: max error %d", maxd);
+            dl_image_free(&img);
+        }
+        free(b.data);
+    }
+
+    /* Adobe CMYK (stored inverted, as Photoshop does): left half pure red ink
+     * (M+Y), right half 50% black */
+    {
+        uint8_t *cmyk = malloc((size_t)W * H * 4);
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                uint8_t *q = cmyk + ((size_t)y * W + x) * 4;
+                uint8_t ink[4] = {0, 255, 255, 0};
+                if (x >= W / 2) {
+                    ink[1] = ink[2] = 0;
+                    ink[3] = 128;
+                }
+                for (int c = 0; c < 4; c++)
+                    q[c] = (uint8_t)(255 - ink[c]);
+            }
+        jpeg_spec s = {W, H, 4, JCS_CMYK, 95, 0, 0, 2, cmyk};
+        buf_t b = make_jpeg(&s);
+        int rc = dl_image_load_memory(b.data, b.size, &img, &e);
+        CHECK(rc == 0, "cmyk jpeg: %s", e.message);
+        if (rc == 0) {
+            const uint8_t *l = img.pixels + (size_t)(H / 2) * img.stride + 3 * 4;
+            const uint8_t *r = img.pixels + (size_t)(H / 2) * img.stride + 3 * (W - 5);
+            CHECK(l[0] >= 250 && l[1] <= 5 && l[2] <= 5, "red ink -> %d %d %d", l[0], l[1], l[2]);
+            CHECK(abs(r[0] - 127) <= 4 && abs(r[1] - 127) <= 4 && abs(r[2] - 127) <= 4,
+                  "50%% black -> %d %d %d", r[0], r[1], r[2]);
+            dl_image_free(&img);
+        }
+        free(b.data);
+        free(cmyk);
+    }
+    free(rgb);
+}
+
+/* ------------------------------------------------------ broken inputs */
+
+/* Find the first SOFn marker in a JPEG and patch its height/width. */
+static int patch_sof(uint8_t *p, size_t n, uint16_t w, uint16_t h)
+{
+    for (size_t i = 2; i + 9 < n; i++) {
+        if (p[i] == 0xff && (p[i + 1] == 0xc0 || p[i + 1] == 0xc1 || p[i + 1] == 0xc2)) {
+            p[i + 5] = (uint8_t)(h >> 8);
+            p[i + 6] = (uint8_t)h;
+            p[i + 7] = (uint8_t)(w >> 8);
+            p[i + 8] = (uint8_t)w;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+typedef struct {
+    const char *name;
+    buf_t data;
+    dl_status code;
+} bad_case;
+
+static int make_bad_cases(bad_case *bc)
+{
+    int n = 0;
+    /* a valid RGB PNG to cut */
+    enum { W = 32, H = 32 };
+    uint8_t *rgb = smooth_rgb(W, H);
+    png_spec ps = {W, H, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 3};
+    buf_t png = make_png(&ps);
+    buf_t t = {0};
+    buf_put(&t, png.data, png.size / 2); /* inside IDAT */
+    bc[n++] = (bad_case){"truncated.png", t, DL_ERR_FORMAT};
+    buf_t t2 = {0};
+    buf_put(&t2, png.data, 20); /* inside IHDR */
+    bc[n++] = (bad_case){"truncated_ihdr.png", t2, DL_ERR_FORMAT};
+    buf_t crc = {0};
+    buf_put(&crc, png.data, png.size);
+    crc.data[29] ^= 0x55; /* IHDR CRC byte */
+    bc[n++] = (bad_case){"bad_crc.png", crc, DL_ERR_FORMAT};
+    bc[n++] = (bad_case){"zero_size.png", make_png_header(0, 0), DL_ERR_FORMAT};
+    bc[n++] = (bad_case){"huge_100000.png", make_png_header(100000, 100000), DL_ERR_LIMIT};
+    bc[n++] = (bad_case){"huge_20000.png", make_png_header(20000, 20000), DL_ERR_LIMIT};
+    free(png.data);
+
+    jpeg_spec js = {W, H, 3, JCS_RGB, 90, 0, 0, 2, rgb};
+    buf_t jpg = make_jpeg(&js);
+    buf_t tj = {0};
+    buf_put(&tj, jpg.data, jpg.size * 2 / 3);
+    bc[n++] = (bad_case){"truncated.jpg", tj, DL_ERR_FORMAT};
+    buf_t tj2 = {0};
+    buf_put(&tj2, jpg.data, 100); /* inside the header tables */
+    bc[n++] = (bad_case){"truncated_header.jpg", tj2, DL_ERR_FORMAT};
+    buf_t soi = {0};
+    buf_put(&soi, "\xff\xd8\xff", 3);
+    bc[n++] = (bad_case){"soi_only.jpg", soi, DL_ERR_FORMAT};
+    buf_t hj = {0};
+    buf_put(&hj, jpg.data, jpg.size);
+    patch_sof(hj.data, hj.size, 65000, 65000);
+    bc[n++] = (bad_case){"huge_sof_65000.jpg", hj, DL_ERR_LIMIT};
+    js.progressive = 1;
+    buf_t pj = make_jpeg(&js);
+    patch_sof(pj.data, pj.size, 16384, 16385);
+    bc[n++] = (bad_case){"huge_progressive.jpg", pj, DL_ERR_LIMIT};
+    free(jpg.data);
+    free(rgb);
+
+    buf_t rnd_b = {0};
+    for (int i = 0; i < 300; i++) {
+        uint8_t c = (uint8_t)rnd();
+        if (i == 0 && (c == 0x89 || c == 0xff))
+            c = 0x12; /* keep it unknown */
+        buf_put(&rnd_b, &c, 1);
+    }
+    bc[n++] = (bad_case){"random.bin", rnd_b, DL_ERR_UNSUPPORTED};
+    buf_t gif = {0};
+    buf_put(&gif, "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
+    bc[n++] = (bad_case){"tiny.gif", gif, DL_ERR_UNSUPPORTED};
+    buf_t sig = {0};
+    buf_put(&sig, "\x89PNG\r\n", 6);
+    bc[n++] = (bad_case){"short_sig.png", sig, DL_ERR_FORMAT};
+    return n;
+}
+
+static void test_broken(void)
+{
+    bad_case bc[32];
+    int n = make_bad_cases(bc);
+    for (int i = 0; i < n; i++) {
+        dl_image img = {1, 1, 3, (uint8_t *)&img}; /* garbage: must be reset */
+        dl_error e = {0};
+        int rc = dl_image_load_memory(bc[i].data.data, bc[i].data.size, &img, &e);
+        expect_fail(rc, &e, bc[i].code, bc[i].name);
+        CHECK(img.pixels == NULL && img.width == 0, "%s: output not cleared", bc[i].name);
+        if (strstr(bc[i].name, "truncated"))
+            CHECK(strstr(e.message, "truncated") != NULL, "%s: %s", bc[i].name, e.message);
+        free(bc[i].data.data);
+    }
+    dl_image img;
+    dl_error e = {0};
+    expect_fail(dl_image_load_memory("", 0, &img, &e), &e, DL_ERR_FORMAT, "empty buffer");
+    expect_fail(dl_image_load_memory(NULL, 5, &img, &e), &e, DL_ERR_ARG, "NULL data");
+    expect_fail(dl_image_load("/nonexistent/dir/x.png", &img, &e), &e, DL_ERR_IO, "missing file");
+    CHECK(strstr(e.message, "/nonexistent/dir/x.png") != NULL, "names the path: %s", e.message);
+
+    /* the committed broken samples fail the same way when loaded by path */
+    const char *td = getenv("DL_TEST_DATA");
+    if (td) {
+        static const struct {
+            const char *f;
+            dl_status code;
+        } files[] = {{"truncated.png", DL_ERR_FORMAT},   {"zero_size.png", DL_ERR_FORMAT},
+                     {"huge_100000.png", DL_ERR_LIMIT},  {"truncated.jpg", DL_ERR_FORMAT},
+                     {"huge_sof_65000.jpg", DL_ERR_LIMIT}};
+        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+            char path[1024];
+            snprintf(path, sizeof path, "%s/images/%s", td, files[i].f);
+            int rc = dl_image_load(path, &img, &e);
+            expect_fail(rc, &e, files[i].code, files[i].f);
+            CHECK(strstr(e.message, path) != NULL, "message names the path: %s", e.message);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- resize */
+
+/* Straightforward floating-point reference of the triangle filter with
+ * widened support, evaluated as one 2-D weighted sum per output pixel. */
+static void ref_axis(int in, int out, int i, int *lo, int *hi, double *w)
+{
+    double scale = (double)in / out, sup = scale > 1 ? scale : 1;
+    double center = (i + 0.5) * scale;
+    *lo = (int)floor(center - sup) - 1;
+    *hi = (int)ceil(center + sup) + 1;
+    if (*lo < 0)
+        *lo = 0;
+    if (*hi > in)
+        *hi = in;
+    double s = 0;
+    for (int j = *lo; j < *hi; j++) {
+        double x = fabs((j + 0.5 - center) / sup);
+        w[j - *lo] = x < 1 ? 1 - x : 0;
+        s += w[j - *lo];
+    }
+    for (int j = *lo; j < *hi; j++)
+        w[j - *lo] /= s;
+}
+
+static void ref_resize(const dl_image *src, int W, int H, uint8_t *out)
+{
+    double *wx = malloc(sizeof(double) * (size_t)(src->width + 4));
+    double *wy = malloc(sizeof(double) * (size_t)(src->height + 4));
+    for (int y = 0; y < H; y++) {
+        int ylo, yhi;
+        ref_axis(src->height, H, y, &ylo, &yhi, wy);
+        for (int x = 0; x < W; x++) {
+            int xlo, xhi;
+            ref_axis(src->width, W, x, &xlo, &xhi, wx);
+            for (int c = 0; c < 3; c++) {
+                double acc = 0;
+                for (int j = ylo; j < yhi; j++)
+                    for (int i = xlo; i < xhi; i++)
+                        acc += wy[j - ylo] * wx[i - xlo] *
+                               src->pixels[(size_t)j * src->stride + 3 * (size_t)i + c];
+                long v = lround(acc);
+                out[((size_t)y * W + x) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    }
+    free(wx);
+    free(wy);
+}
+
+static void test_resize(void)
+{
+    dl_image src;
+    dl_error e = {0};
+    CHECK(dl_image_alloc(&src, 53, 41, &e) == 0, "%s", e.message);
+    for (int y = 0; y < src.height; y++)
+        for (int x = 0; x < src.width * 3; x++)
+            src.pixels[(size_t)y * src.stride + x] = (uint8_t)rnd();
+    static const int sizes[][2] = {{20, 17}, {100, 90}, {53, 10}, {7, 41}, {1, 1},
+                                   {224, 224}, {26, 82}, {53, 41}, {3, 200}};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int W = sizes[k][0], H = sizes[k][1];
+        dl_image dst;
+        int rc = dl_image_resize(&src, W, H, &dst, &e);
+        CHECK(rc == 0, "resize to %dx%d: %s", W, H, e.message);
+        if (rc != 0)
+            continue;
+        CHECK(dst.width == W && dst.height == H && dst.stride >= 3 * (size_t)W, "geometry");
+        uint8_t *ref = malloc((size_t)W * H * 3);
+        ref_resize(&src, W, H, ref);
+        int maxd = 0;
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W * 3; x++) {
+                int d = abs(dst.pixels[(size_t)y * dst.stride + x] - ref[(size_t)y * W * 3 + x]);
+                maxd = d > maxd ? d : maxd;
+            }
+        CHECK(maxd <= 1, "resize %dx%d -> %dx%d: max diff %d vs reference", src.width,
+              src.height, W, H, maxd);
+        free(ref);
+        dl_image_free(&dst);
+    }
+
+    /* known values (PIL BILINEAR): 4 -> 2 uses weights 3/7 3/7 1/7 */
+    {
+        dl_image a, b;
+        CHECK(dl_image_alloc(&a, 4, 1, &e) == 0, "%s", e.message);
+        static const uint8_t v[4] = {0, 70, 140, 210};
+        for (int x = 0; x < 4; x++)
+            a.pixels[3 * x] = a.pixels[3 * x + 1] = a.pixels[3 * x + 2] = v[x];
+        CHECK(dl_image_resize(&a, 2, 1, &b, &e) == 0, "%s", e.message);
+        CHECK(b.pixels[0] == 50 && b.pixels[3] == 160, "got %d %d, want 50 160", b.pixels[0],
+              b.pixels[3]);
+        dl_image_free(&a);
+        dl_image_free(&b);
+    }
+
+    /* constant images stay exactly constant, any size, with a padded stride */
+    static const uint8_t consts[] = {0, 1, 137, 254, 255};
+    for (size_t k = 0; k < sizeof consts; k++) {
+        dl_image c = {61, 37, 61 * 3 + 7, NULL};
+        c.pixels = malloc(c.stride * c.height);
+        memset(c.pixels, consts[k], c.stride * c.height);
+        static const int cs[][2] = {{13, 9}, {200, 150}, {61, 5}, {1, 37}};
+        for (int s = 0; s < 4; s++) {
+            dl_image d;
+            int rc = dl_image_resize(&c, cs[s][0], cs[s][1], &d, &e);
+            CHECK(rc == 0, "%s", e.message);
+            int bad = 0;
+            for (int y = 0; rc == 0 && y < d.height; y++)
+                for (int x = 0; x < d.width * 3; x++)
+                    bad += d.pixels[(size_t)y * d.stride + x] != consts[k];
+            CHECK(bad == 0, "constant %d -> %dx%d: %d samples changed", consts[k], cs[s][0],
+                  cs[s][1], bad);
+            dl_image_free(&d);
+        }
+        free(c.pixels);
+    }
+
+    dl_image d;
+    expect_fail(dl_image_resize(&src, 0, 10, &d, &e), &e, DL_ERR_ARG, "zero width");
+    expect_fail(dl_image_resize(&src, 10, -3, &d, &e), &e, DL_ERR_ARG, "negative height");
+    expect_fail(dl_image_resize(&src, 65536, 10, &d, &e), &e, DL_ERR_LIMIT, "too wide");
+    expect_fail(dl_image_resize(&src, 30000, 30000, &d, &e), &e, DL_ERR_LIMIT, "too many px");
+    expect_fail(dl_image_resize(&src, 10, 10, &src, &e), &e, DL_ERR_ARG, "dst == src");
+    dl_image bad = src;
+    bad.stride = 10;
+    expect_fail(dl_image_resize(&bad, 10, 10, &d, &e), &e, DL_ERR_ARG, "short stride");
+    expect_fail(dl_image_resize(NULL, 10, 10, &d, &e), &e, DL_ERR_ARG, "NULL src");
+    dl_image_free(&src);
+
+    expect_fail(dl_image_alloc(&d, 0, 5, &e), &e, DL_ERR_ARG, "alloc 0 width");
+    expect_fail(dl_image_alloc(&d, 20000, 20000, &e), &e, DL_ERR_LIMIT, "alloc too large");
+    CHECK(dl_image_alloc(&d, 5, 4, &e) == 0 && d.stride == 15 && d.pixels && d.pixels[59] == 0,
+          "alloc 5x4");
+    dl_image_free(&d);
+    dl_image_free(NULL);
+}
+
+/* -------------------------------------------------------- fixture emit */
+
+static int emit(const char *dir)
+{
+    char path[1024];
+    const char *sub[] = {"png", "jpeg", "images"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, sub[i]);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            perror(path);
+            return 1;
+        }
+    }
+    int rc = 0;
+#define EMIT(sd, name, b)                                                      \
+    do {                                                                       \
+        snprintf(path, sizeof path, "%s/%s/%s", dir, sd, name);                \
+        rc |= write_file(path, (b).data, (b).size);                            \
+        printf("%s %zu bytes\n", path, (b).size);                              \
+    } while (0)
+
+    /* valid seeds */
+    enum { W = 24, H = 16 };
+    uint8_t *rgb = smooth_rgb(W, H);
+    png_color pal[4] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {90, 60, 30}};
+    uint8_t trns[2] = {0, 100};
+    uint8_t idx[W * H], rows16[W * H * 8];
+    for (int i = 0; i < W * H; i++)
+        idx[i] = (uint8_t)(i % 4);
+    for (size_t i = 0; i < sizeof rows16; i++)
+        rows16[i] = (uint8_t)(i * 7);
+    struct {
+        const char *name;
+        png_spec s;
+    } pngs[] = {
+        {"rgb8.png", {W, H, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 3}},
+        {"rgb8_interlaced.png",
+         {W, H, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, NULL, 0, NULL, 0, rgb, (size_t)W * 3}},
+        {"palette_trns.png",
+         {W, H, PNG_COLOR_TYPE_PALETTE, 8, 0, pal, 4, trns, 2, idx, (size_t)W}},
+        {"grey1.png", {W, H, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_ADAM7, NULL, 0, NULL, 0, idx,
+                       (size_t)W / 8}},
+        {"grey_alpha8.png",
+         {W, H, PNG_COLOR_TYPE_GRAY_ALPHA, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 2}},
+        {"rgba16.png",
+         {W, H, PNG_COLOR_TYPE_RGB_ALPHA, 16, 0, NULL, 0, NULL, 0, rows16, (size_t)W * 8}},
+    };
+    for (size_t i = 0; i < sizeof pngs / sizeof pngs[0]; i++) {
+        buf_t b = make_png(&pngs[i].s);
+        EMIT("png", pngs[i].name, b);
+        free(b.data);
+    }
+    uint8_t grey[W * H], cmyk[W * H * 4];
+    for (int i = 0; i < W * H; i++)
+        grey[i] = rgb[3 * i + 1];
+    for (int i = 0; i < W * H * 4; i++)
+        cmyk[i] = (uint8_t)(255 - rgb[(i / 4) * 3 + (i % 4) % 3]);
+    struct {
+        const char *name;
+        jpeg_spec s;
+    } jpgs[] = {
+        {"rgb420.jpg", {W, H, 3, JCS_RGB, 80, 0, 0, 2, rgb}},
+        {"rgb444.jpg", {W, H, 3, JCS_RGB, 80, 0, 0, 1, rgb}},
+        {"progressive.jpg", {W, H, 3, JCS_RGB, 80, 1, 0, 2, rgb}},
+        {"restart.jpg", {W, H, 3, JCS_RGB, 80, 0, 1, 2, rgb}},
+        {"grey.jpg", {W, H, 1, JCS_GRAYSCALE, 80, 0, 0, 2, grey}},
+        {"cmyk_adobe.jpg", {W, H, 4, JCS_CMYK, 80, 0, 0, 2, cmyk}},
+    };
+    for (size_t i = 0; i < sizeof jpgs / sizeof jpgs[0]; i++) {
+        buf_t b = make_jpeg(&jpgs[i].s);
+        EMIT("jpeg", jpgs[i].name, b);
+        free(b.data);
+    }
+    free(rgb);
+
+    /* broken ones: every case goes to the corpus; a few also to images/ */
+    bad_case bc[32];
+    int n = make_bad_cases(bc);
+    for (int i = 0; i < n; i++) {
+        const char *name = bc[i].name;
+        size_t len = strlen(name);
+        int is_jpeg = len > 4 && !strcmp(name + len - 4, ".jpg");
+        int is_png = len > 4 && !strcmp(name + len - 4, ".png");
+        if (is_png || !is_jpeg)
+            EMIT("png", name, bc[i].data);
+        if (is_jpeg || !is_png)
+            EMIT("jpeg", name, bc[i].data);
+        if (!strcmp(name, "truncated.png") || !strcmp(name, "zero_size.png") ||
+            !strcmp(name, "huge_100000.png") || !strcmp(name, "truncated.jpg") ||
+            !strcmp(name, "huge_sof_65000.jpg"))
+            EMIT("images", name, bc[i].data);
+        free(bc[i].data.data);
+    }
+#undef EMIT
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--emit"))
+        return emit(argv[2]);
+
+    char dir[] = "/tmp/dl_test_image_XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_png_roundtrip(dir);
+    test_png_decode_variants();
+    int jr = test_jpeg_real();
+    test_jpeg_generated();
+    test_broken();
+    test_resize();
+
+    /* remove the temporary files */
+    char cmdpath[1100];
+    static const char *names[] = {"rt_c1_d8.png", "rt_c1_d16.png", "rt_c3_d8.png",
+                                  "rt_c3_d16.png", "rt_c4_d8.png", "rt_c4_d16.png"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(cmdpath, sizeof cmdpath, "%s/%s", dir, names[i]);
+        unlink(cmdpath);
+    }
+    if (rmdir(dir) != 0)
+        fprintf(stderr, "note: %s not empty (leftover temp files?)\n", dir), g_failures++;
+
+    printf("test_image: %d checks, %d failures\n", g_checks, g_failures);
+    if (g_failures)
+        return 1;
+    return jr == 77 ? 77 : 0;
+}

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#include "testutil.h"
+int main(void) { return 77; } /* written next */

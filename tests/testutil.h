@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Tiny test helpers: checks that count failures, env paths, skipping. */
+#ifndef DL_TESTUTIL_H
+#define DL_TESTUTIL_H
+#include "internal.h"
+#include <stdio.h>
+
+extern int tu_failures;
+#define CHECK(cond, ...)                                                              \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            tu_failures++;                                                            \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                             \
+            fputc('\n', stderr);                                                      \
+        }                                                                             \
+    } while (0)
+#define TU_SKIP 77
+
+/* $DL_SHARED_DIR/<rel>, or NULL (test should skip) if the folder is absent. */
+const char *tu_shared(const char *rel);
+/* $DL_SOURCE_ROOT/<rel> (falls back to ".."). */
+const char *tu_source(const char *rel);
+/* Deterministic uniform floats in [lo, hi). */
+float tu_rand(unsigned *state, float lo, float hi);
+int tu_exit(void);
+#endif
