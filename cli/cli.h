@@ -20,4 +20,21 @@ void cli_set_threads(int n);
 int cmd_classify(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
+int cmd_evaluate(int argc, char **argv);
+int cmd_robustness(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+
+/* Per-image work for cli_run_parallel: runs on a worker thread with that
+ * worker's own model; return 0, or -1 with err filled. */
+typedef int (*cli_item_fn)(void *user, dl_model *m, int index, dl_error *err);
+/* Run fn for index 0..n-1 on `threads` workers (<= 0: all cores); worker 0
+ * uses m, the others load their own copy from model_path. Failures are
+ * stored as g_strdup'd messages in errors[index] (may be NULL). Shows
+ * cli_progress under `stage`. */
+int cli_run_parallel(dl_model *m, const char *model_path, int n, int threads, const char *stage,
+                     cli_item_fn fn, void *user, char **errors);
+/* "dermlens ARGS..." shell-quoted where needed; g_free. */
+char *cli_command_line(int argc, char **argv);
 #endif

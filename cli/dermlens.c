@@ -14,8 +14,13 @@ typedef struct {
 
 static const command commands[] = {
     {"classify", cmd_classify, "classify images (probabilities, top-k, JSON)"},
+    {"explain", cmd_explain, "saliency overlay (Grad-CAM family, Score-CAM, occlusion); --evaluate faithfulness"},
     {"info", cmd_info, "show a model's graph, classes, preprocessing and provenance"},
     {"import", cmd_import, "convert a TFLite model into a DermLens model file"},
+    {"train", cmd_train, "transfer learning: frozen-backbone head, then fine-tuning"},
+    {"evaluate", cmd_evaluate, "score a model on labelled images: metrics, report, plots"},
+    {"robustness", cmd_robustness, "balanced accuracy under image perturbations, with/without TTA"},
+    {"compare", cmd_compare, "traditional classifiers (colour/texture/shape + LR, RF) vs the CNN"},
 };
 
 static void usage(FILE *f)

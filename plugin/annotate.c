@@ -197,7 +197,7 @@ int dlp_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t s
             return -1;
         }
         /* Saliency is an extra: the classification stands without it. */
-        snprintf(out->saliency_note, sizeof out->saliency_note, "saliency unavailable: %s",
+        snprintf(out->saliency_note, sizeof out->saliency_note, "saliency unavailable: %.200s",
                  e2.message[0] ? e2.message : dl_status_name(e2.code));
         return 0;
     }

@@ -95,6 +95,7 @@ typedef struct {
     int num_trns;
     const uint8_t *rows;   /* packed rows in PNG byte order */
     size_t rowbytes;
+    int with_text;         /* add tEXt + zTXt chunks (decoder must skip them) */
 } png_spec;
 
 static void mem_png_write(png_structp png, png_bytep p, size_t n)
@@ -120,6 +121,17 @@ static buf_t make_png(const png_spec *s)
         png_set_PLTE(png, info, s->palette, s->num_palette);
     if (s->trns)
         png_set_tRNS(png, info, s->trns, s->num_trns, NULL);
+    if (s->with_text) {
+        png_text t[2];
+        memset(t, 0, sizeof t);
+        t[0].compression = PNG_TEXT_COMPRESSION_NONE;
+        t[0].key = (png_charp) "Comment";
+        t[0].text = (png_charp) "fixture written by test_image";
+        t[1].compression = PNG_TEXT_COMPRESSION_zTXt;
+        t[1].key = (png_charp) "Description";
+        t[1].text = (png_charp) "compressed text chunk, compressed text chunk";
+        png_set_text(png, info, t, 2);
+    }
     png_write_info(png, info);
     png_bytep *rows = malloc((size_t)s->height * sizeof *rows);
     for (int y = 0; y < s->height; y++)
@@ -435,7 +447,7 @@ static void test_png_decode_variants(void)
         idx8[i] = (uint8_t)(rnd() % 5);
     for (int il = 0; il < 2; il++) {
         png_spec s = {W, H, PNG_COLOR_TYPE_PALETTE, 8, il ? PNG_INTERLACE_ADAM7 : 0,
-                      pal, 5, trns, 3, idx8, W};
+                      pal, 5, trns, 3, idx8, W, !il};
         buf_t b = make_png(&s);
         int rc = dl_image_load_memory(b.data, b.size, &img, &e);
         CHECK(rc == 0, "palette8 il=%d: %s", il, e.message);
@@ -464,7 +476,7 @@ static void test_png_decode_variants(void)
                 rows4[y * rb + x / 2] |= (uint8_t)(x % 2 ? v : v << 4);
             }
         png_spec s = {W, H, PNG_COLOR_TYPE_PALETTE, 4, PNG_INTERLACE_ADAM7, pal, 5, trns, 2,
-                      rows4, rb};
+                      rows4, rb, 0};
         buf_t b = make_png(&s);
         int rc = dl_image_load_memory(b.data, b.size, &img, &e);
         CHECK(rc == 0, "palette4: %s", e.message);
@@ -498,7 +510,7 @@ static void test_png_decode_variants(void)
                     rows[y * rb + x / per] |= (uint8_t)(v << shift);
                 }
             png_spec s = {W, H, PNG_COLOR_TYPE_GRAY, depth, il ? PNG_INTERLACE_ADAM7 : 0,
-                          NULL, 0, NULL, 0, rows, rb};
+                          NULL, 0, NULL, 0, rows, rb, 0};
             buf_t b = make_png(&s);
             int rc = dl_image_load_memory(b.data, b.size, &img, &e);
             CHECK(rc == 0, "grey%d il=%d: %s", depth, il, e.message);
@@ -527,7 +539,7 @@ static void test_png_decode_variants(void)
         for (size_t i = 0; i < rb * H; i++)
             rows[i] = (uint8_t)rnd();
         png_spec s = {W, H, ctype, depth, v == 2 ? PNG_INTERLACE_ADAM7 : 0, NULL, 0, NULL, 0,
-                      rows, rb};
+                      rows, rb, 0};
         buf_t b = make_png(&s);
         int rc = dl_image_load_memory(b.data, b.size, &img, &e);
         CHECK(rc == 0, "variant %d: %s", v, e.message);
@@ -737,7 +749,7 @@ static int make_bad_cases(bad_case *bc)
     /* a valid RGB PNG to cut */
     enum { W = 32, H = 32 };
     uint8_t *rgb = smooth_rgb(W, H);
-    png_spec ps = {W, H, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 3};
+    png_spec ps = {W, H, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 3, 0};
     buf_t png = make_png(&ps);
     buf_t t = {0};
     buf_put(&t, png.data, png.size / 2); /* inside IDAT */
@@ -749,6 +761,10 @@ static int make_bad_cases(bad_case *bc)
     buf_put(&crc, png.data, png.size);
     crc.data[29] ^= 0x55; /* IHDR CRC byte */
     bc[n++] = (bad_case){"bad_crc.png", crc, DL_ERR_FORMAT};
+    buf_t zt = {0}; /* zTXt claiming 1.4 GB right after IHDR */
+    buf_put(&zt, png.data, 33);
+    buf_put(&zt, "\x53\x54\xa9\x1ezTXtkey\0\0x", 13);
+    bc[n++] = (bad_case){"truncated_huge_ztxt.png", zt, DL_ERR_FORMAT};
     bc[n++] = (bad_case){"zero_size.png", make_png_header(0, 0), DL_ERR_FORMAT};
     bc[n++] = (bad_case){"huge_100000.png", make_png_header(100000, 100000), DL_ERR_LIMIT};
     bc[n++] = (bad_case){"huge_20000.png", make_png_header(20000, 20000), DL_ERR_LIMIT};
@@ -756,9 +772,19 @@ static int make_bad_cases(bad_case *bc)
 
     jpeg_spec js = {W, H, 3, JCS_RGB, 90, 0, 0, 2, rgb};
     buf_t jpg = make_jpeg(&js);
+    /* cut in the middle of the entropy-coded data (after SOS) */
+    size_t sos = 0;
+    for (size_t i = 2; i + 1 < jpg.size && !sos; i++)
+        if (jpg.data[i] == 0xff && jpg.data[i + 1] == 0xda)
+            sos = i;
+    size_t cut = (sos + jpg.size) / 2;
     buf_t tj = {0};
-    buf_put(&tj, jpg.data, jpg.size * 2 / 3);
+    buf_put(&tj, jpg.data, cut);
     bc[n++] = (bad_case){"truncated.jpg", tj, DL_ERR_FORMAT};
+    buf_t te = {0}; /* cut, then an EOI as some writers add: still truncated */
+    buf_put(&te, jpg.data, cut);
+    buf_put(&te, "\xff\xd9", 2);
+    bc[n++] = (bad_case){"truncated_eoi.jpg", te, DL_ERR_FORMAT};
     buf_t tj2 = {0};
     buf_put(&tj2, jpg.data, 100); /* inside the header tables */
     bc[n++] = (bad_case){"truncated_header.jpg", tj2, DL_ERR_FORMAT};
@@ -1005,17 +1031,17 @@ static int emit(const char *dir)
         const char *name;
         png_spec s;
     } pngs[] = {
-        {"rgb8.png", {W, H, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 3}},
+        {"rgb8.png", {W, H, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 3, 0}},
         {"rgb8_interlaced.png",
-         {W, H, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, NULL, 0, NULL, 0, rgb, (size_t)W * 3}},
+         {W, H, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, NULL, 0, NULL, 0, rgb, (size_t)W * 3, 0}},
         {"palette_trns.png",
-         {W, H, PNG_COLOR_TYPE_PALETTE, 8, 0, pal, 4, trns, 2, idx, (size_t)W}},
+         {W, H, PNG_COLOR_TYPE_PALETTE, 8, 0, pal, 4, trns, 2, idx, (size_t)W, 1}},
         {"grey1.png", {W, H, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_ADAM7, NULL, 0, NULL, 0, idx,
-                       (size_t)W / 8}},
+                       (size_t)W / 8, 0}},
         {"grey_alpha8.png",
-         {W, H, PNG_COLOR_TYPE_GRAY_ALPHA, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 2}},
+         {W, H, PNG_COLOR_TYPE_GRAY_ALPHA, 8, 0, NULL, 0, NULL, 0, rgb, (size_t)W * 2, 0}},
         {"rgba16.png",
-         {W, H, PNG_COLOR_TYPE_RGB_ALPHA, 16, 0, NULL, 0, NULL, 0, rows16, (size_t)W * 8}},
+         {W, H, PNG_COLOR_TYPE_RGB_ALPHA, 16, 0, NULL, 0, NULL, 0, rows16, (size_t)W * 8, 0}},
     };
     for (size_t i = 0; i < sizeof pngs / sizeof pngs[0]; i++) {
         buf_t b = make_png(&pngs[i].s);

@@ -1,3 +1,198 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Hostile and broken model files: each must be refused with a message that
+ * names the problem, never crash or allocate wildly. A tiny valid model is
+ * built first, then its header JSON is edited case by case. */
 #include "testutil.h"
-int main(void) { return 77; } /* written next */
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *tmpdir(void)
+{
+    const char *b = getenv("DL_BUILD_ROOT");
+    return b ? b : ".";
+}
+
+/* A 2-node valid model: input 4x4x3 -> conv 1x1 (2 units) -> gap -> dense 2. */
+static int make_model(const char *path)
+{
+    dl_model m;
+    memset(&m, 0, sizeof m);
+    dl_graph_init(&m.graph);
+    dl_error err = {0};
+    dl_graph *g = &m.graph;
+    dl_node in = dl_node_make(DL_OP_INPUT, "input");
+    in.h = 4; in.w = 4; in.c = 3;
+    dl_graph_add_node(g, &in, &err);
+    int64_t wd[4] = {2, 1, 1, 3}, bd[1] = {2}, dd[2] = {2, 2};
+    float w[6] = {1, 0, 0, 0, 1, 0}, b[2] = {0.5f, -0.5f}, d[4] = {1, 2, 3, 4};
+    dl_node c = dl_node_make(DL_OP_CONV2D, "conv");
+    c.n_inputs = 1; c.inputs[0] = 0; c.units = 2; c.act = DL_ACT_RELU6; c.pad_mode = DL_PAD_SAME;
+    c.weight = dl_graph_add_tensor(g, "conv.weight", 4, wd, w, &err);
+    c.bias = dl_graph_add_tensor(g, "conv.bias", 1, bd, b, &err);
+    dl_graph_add_node(g, &c, &err);
+    dl_node p = dl_node_make(DL_OP_GAP, "pool");
+    p.n_inputs = 1; p.inputs[0] = 1;
+    dl_graph_add_node(g, &p, &err);
+    dl_node f = dl_node_make(DL_OP_DENSE, "logits");
+    f.n_inputs = 1; f.inputs[0] = 2; f.units = 2;
+    f.weight = dl_graph_add_tensor(g, "logits.weight", 2, dd, d, &err);
+    dl_graph_add_node(g, &f, &err);
+    g->features = 2;
+    g->output = 3;
+    if (dl_graph_infer(g, &err)) { fprintf(stderr, "infer: %s\n", err.message); return -1; }
+    m.pre.width = 4; m.pre.height = 4;
+    strcpy(m.pre.resize, "squash");
+    for (int i = 0; i < 3; i++) { m.pre.mean[i] = 127.5f; m.pre.std[i] = 127.5f; }
+    char *names[2] = {"a", "b"};
+    m.num_classes = 2;
+    m.class_names = names;
+    m.class_long_names = names;
+    m.temperature = 1.f;
+    strcpy(m.name, "tiny");
+    int rc = dl_model_save(&m, path, &err);
+    if (rc) fprintf(stderr, "save: %s\n", err.message);
+    dl_graph_free(g);
+    return rc;
+}
+
+static uint8_t *file;
+static size_t file_size, hlen;
+
+/* Rebuild a file from a replacement header (data section unchanged). */
+static uint8_t *with_header(const char *hdr, size_t *size_out)
+{
+    size_t hl = strlen(hdr), data = file_size - 8 - hlen;
+    uint8_t *buf = malloc(8 + hl + data);
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, hdr, hl);
+    memcpy(buf + 8 + hl, file + 8 + hlen, data);
+    *size_out = 8 + hl + data;
+    return buf;
+}
+
+static char *header_copy(void)
+{
+    char *h = malloc(hlen + 1);
+    memcpy(h, file + 8, hlen);
+    h[hlen] = 0;
+    return h;
+}
+
+/* Replace the first occurrence of `from` by `to` in the header; expect
+ * loading to fail with a message containing `want`. */
+static void expect_edit(const char *what, const char *from, const char *to, const char *want)
+{
+    char *h = header_copy();
+    char *p = strstr(h, from);
+    CHECK(p != NULL, "%s: pattern %s not in header", what, from);
+    if (!p) { free(h); return; }
+    size_t n = strlen(h) - strlen(from) + strlen(to) + 1;
+    char *e = malloc(n);
+    memcpy(e, h, (size_t)(p - h));
+    strcpy(e + (p - h), to);
+    strcat(e, p + strlen(from));
+    size_t sz;
+    uint8_t *buf = with_header(e, &sz);
+    dl_error err = {0};
+    dl_model *m = dl_model_load_memory(buf, sz, &err);
+    CHECK(m == NULL, "%s: accepted", what);
+    CHECK(strstr(err.message, want) != NULL, "%s: message \"%s\" lacks \"%s\"", what, err.message, want);
+    printf("%-28s -> %s\n", what, err.message);
+    dl_model_free(m);
+    free(buf);
+    free(e);
+    free(h);
+}
+
+static void expect_bytes(const char *what, const uint8_t *buf, size_t sz, const char *want)
+{
+    dl_error err = {0};
+    dl_model *m = dl_model_load_memory(buf, sz, &err);
+    CHECK(m == NULL, "%s: accepted", what);
+    CHECK(err.message[0] && (!want || strstr(err.message, want)), "%s: message \"%s\" lacks \"%s\"", what,
+          err.message, want ? want : "");
+    printf("%-28s -> %s\n", what, err.message);
+    dl_model_free(m);
+}
+
+int main(void)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tiny_model.safetensors", tmpdir());
+    CHECK(make_model(path) == 0, "cannot write the tiny model");
+    dl_error err = {0};
+    CHECK(dl_read_file(path, 1 << 20, &file, &file_size, &err) == 0, "%s", err.message);
+    if (!file) return tu_exit();
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | file[i];
+
+    /* the valid model loads and runs */
+    dl_model *m = dl_model_load(path, &err);
+    CHECK(m != NULL, "valid tiny model refused: %s", err.message);
+    if (m) {
+        uint8_t px[4 * 4 * 3];
+        memset(px, 200, sizeof px);
+        dl_result r;
+        CHECK(dl_classify_rgb8(m, px, 4, 4, 12, NULL, &r, &err) == 0, "%s", err.message);
+        if (r.probs) CHECK(r.probs[0] + r.probs[1] > 0.999f, "probs");
+        dl_result_free(&r);
+        dl_model_free(m);
+    }
+
+    /* raw-byte damage */
+    expect_bytes("empty file", file, 0, "too short");
+    expect_bytes("truncated in length", file, 5, "too short");
+    for (size_t cut = 9; cut < file_size; cut += file_size / 7 + 1) {
+        char what[64];
+        snprintf(what, sizeof what, "truncated at %zu", cut);
+        expect_bytes(what, file, cut, NULL);
+    }
+    uint8_t *bad = malloc(file_size);
+    memcpy(bad, file, file_size);
+    bad[8] = 'X';
+    expect_bytes("wrong magic", bad, file_size, "not a safetensors");
+    memcpy(bad, file, file_size);
+    bad[0] = 0xff; bad[1] = 0xff; bad[2] = 0xff; bad[3] = 0x7f;
+    expect_bytes("header length past the end", bad, file_size, "does not fit");
+    memcpy(bad, file, file_size);
+    bad[6] = 0xff;
+    expect_bytes("header length 2^55", bad, file_size, "does not fit");
+    free(bad);
+
+    /* header edits */
+    expect_edit("not JSON", "{\"__metadata__\"", "{\"__metadata__\"::", "well-formed");
+    expect_edit("tensor out of range", "\"data_offsets\":[0,24]", "\"data_offsets\":[0,2400000]", "outside");
+    expect_edit("offsets not matching shape", "\"data_offsets\":[0,24]", "\"data_offsets\":[0,20]", "shape needs");
+    expect_edit("overlapping tensors", "\"data_offsets\":[24,32]", "\"data_offsets\":[16,24]", "overlap");
+    expect_edit("shape overflow", "\"shape\":[2,1,1,3]", "\"shape\":[2147483648,2147483648,2147483648,3]", "overflow");
+    expect_edit("negative dimension", "\"shape\":[2,1,1,3]", "\"shape\":[-2,1,1,3]", "shape");
+    expect_edit("dtype mismatch", "\"dtype\":\"F32\"", "\"dtype\":\"F16\"", "dtype F16");
+    expect_edit("unknown dtype", "\"dtype\":\"F32\"", "\"dtype\":\"Q9\"", "dtype");
+    expect_edit("unknown op", "\\\"op\\\":\\\"global_avgpool\\\"", "\\\"op\\\":\\\"fft\\\"", "unknown op");
+    expect_edit("cycle", "\\\"inputs\\\":[\\\"input\\\"]", "\\\"inputs\\\":[\\\"pool\\\"]", "cycle");
+    expect_edit("self loop", "\\\"inputs\\\":[\\\"conv\\\"]", "\\\"inputs\\\":[\\\"pool\\\"]", "cycle");
+    expect_edit("weight shape mismatch", "\\\"units\\\":2,\\\"activation", "\\\"units\\\":3,\\\"activation", "shape");
+    expect_edit("missing weight tensor", "\\\"weight\\\":\\\"conv.weight\\\"", "\\\"weight\\\":\\\"nope\\\"", "not in the file");
+    expect_edit("wrong format", "\"format\":\"dermlens\"", "\"format\":\"other\"", "format");
+    expect_edit("future version", "\"format_version\":\"1\"", "\"format_version\":\"99\"", "format_version");
+    expect_edit("missing graph", "\"graph\":", "\"grap\":", "graph");
+    expect_edit("class count mismatch", "{\\\"name\\\":\\\"b\\\",\\\"long_name\\\":\\\"b\\\"}", "{\\\"name\\\":\\\"b\\\"},{\\\"name\\\":\\\"c\\\"}", "classes");
+    expect_edit("zero std", "\\\"std\\\":[127.5", "\\\"std\\\":[0", "std");
+    expect_edit("bad kernel", "\\\"kernel\\\":[1,1]", "\\\"kernel\\\":[100000,1]", "kernel");
+    expect_edit("bad temperature", "\"temperature\":\"1\"", "\"temperature\":\"-3\"", "temperature");
+    expect_edit("huge input", "\\\"height\\\":4", "\\\"height\\\":100000", "input");
+
+    /* NaN weight in the data section */
+    bad = malloc(file_size);
+    memcpy(bad, file, file_size);
+    uint32_t nan_bits = 0x7fc00000u;
+    memcpy(bad + 8 + hlen, &nan_bits, 4);
+    expect_bytes("NaN weight", bad, file_size, "not finite");
+    free(bad);
+
+    /* files that are not there or not regular */
+    CHECK(dl_model_load("/nonexistent/model.safetensors", &err) == NULL && err.code == DL_ERR_IO, "missing file");
+    CHECK(dl_model_load("/", &err) == NULL, "directory accepted");
+    free(file);
+    return tu_exit();
+}

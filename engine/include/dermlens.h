@@ -184,6 +184,97 @@ int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size
                     const dl_explain_options *opts, float **map_out, dl_result *result,
                     dl_error *err);
 
+/* ------------------------------------------------------------------ datasets */
+
+/* A labelled image list: either a folder of class subfolders
+ * (DIR/<class>/<image>, as Keras flow_from_directory) or a CSV file with a
+ * header naming at least `path` and `label` columns (also accepted: `dx` or
+ * `class` for the label, `lesion_id` or `group` for the group), paths
+ * relative to the CSV's folder. Untrusted input: sizes are bounded. */
+typedef struct {
+    int n;               /* images */
+    char **paths;        /* [n] full paths */
+    int *labels;         /* [n] index into class_names */
+    char **groups;       /* [n] group (lesion) id or NULL */
+    int n_classes;
+    char **class_names;  /* [n_classes] sorted, or in class_order if given */
+} dl_dataset;
+
+typedef struct {
+    const char *split;          /* CSV only: keep rows whose `split` column equals this (NULL: all) */
+    const char *label_column;   /* CSV only: label column (NULL: first of label, dx, ham10000_class, class) */
+    const char *const *class_order; /* fix class list and order (e.g. the model's), or NULL: sorted */
+    int n_class_order;
+    int allow_subset;           /* with class_order: skip rows whose label is not in it (else error) */
+} dl_dataset_options;
+
+/* opts may be NULL. Caller frees with dl_dataset_free. Errors name the file
+ * and line. An empty result is an error. */
+int dl_dataset_open(const char *path, const dl_dataset_options *opts, dl_dataset *ds, dl_error *err);
+/* Parse CSV text (for fuzzing / in-memory use); base_dir prefixes paths. */
+int dl_dataset_parse_csv(const char *text, size_t len, const char *base_dir,
+                         const dl_dataset_options *opts, dl_dataset *ds, dl_error *err);
+void dl_dataset_free(dl_dataset *ds);
+
+/* Decode every image of ds and resize it to width x height RGB8 (squash),
+ * using `threads` worker threads. Images that fail are reported in
+ * errors[i] (malloc'd message, else NULL) and their slot is NULL.
+ * *images is an array of n pointers (each width*height*3 bytes), caller
+ * frees with dl_dataset_free_images. */
+int dl_dataset_load_images(const dl_dataset *ds, int width, int height, int threads,
+                           uint8_t ***images, char ***errors, dl_progress_fn progress, void *user,
+                           dl_error *err);
+void dl_dataset_free_images(const dl_dataset *ds, uint8_t **images, char **errors);
+
+/* ------------------------------------------------------------------ training */
+
+/* Transfer learning from an ImageNet backbone model:
+ *  stage 1 (the original design): frozen backbone, head = pooled features ->
+ *    dense(hidden) ReLU -> dropout -> dense(K); trained on cached features of
+ *    several augmented views per image; Adam; class-balanced sampling.
+ *  stage 2: fine-tune every layer after `cut` (default: the start of the last
+ *    resolution stage) plus the head, on cached activations at `cut` of
+ *    several augmented views; AdamW, warm-up + cosine decay, label smoothing,
+ *    early stopping on validation balanced accuracy, atomic checkpoint every
+ *    epoch, resumable.
+ * Then temperature scaling on val and a Mahalanobis OOD detector on the
+ * pooled features. Deterministic for a given seed and thread count. */
+typedef struct {
+    const char *backbone;          /* model file with the ImageNet backbone */
+    const char *const *train_sets; /* dataset specs (dir or CSV), pooled */
+    int n_train_sets;
+    const char *train_split;       /* CSV split filter for train sets (NULL: all) */
+    const char *val_set;
+    const char *val_split;
+    const char *output;            /* final model */
+    const char *head_output;       /* optional: stage-1 (frozen backbone) model */
+    const char *checkpoint;        /* checkpoint file (default: output + ".ckpt") */
+    const char *log_csv;           /* per-epoch CSV log (optional) */
+    const char *cut;               /* node name to fine-tune from (NULL: auto) */
+    const char *name;              /* model name */
+    const char *command_line;      /* recorded in provenance */
+    int stages;                    /* 1 = head only, 2 = head then fine-tune */
+    int epochs_head, epochs;
+    int views;                     /* augmented views cached per training image */
+    int batch;
+    float lr_head, lr, weight_decay, label_smoothing, dropout;
+    int hidden;
+    int warmup_epochs, patience;
+    int class_weighted;            /* 1: class-weighted loss instead of balanced sampling */
+    int max_per_class;             /* 0: all; else cap images per class (tests) */
+    int resume;
+    unsigned seed;
+    int threads;
+    dl_progress_fn progress;       /* live progress (stage string carries loss, img/s, ETA) */
+    void *progress_user;
+    void (*log)(void *user, const char *line); /* one line per epoch / event */
+    void *log_user;
+} dl_train_config;
+
+/* Fill defaults (the values the shipped model was trained with). */
+void dl_train_config_defaults(dl_train_config *c);
+int dl_train(const dl_train_config *cfg, dl_error *err);
+
 /* ------------------------------------------------------------------ import */
 
 /* Convert a TFLite flatbuffer (untrusted) into a DermLens model file written

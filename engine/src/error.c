@@ -40,7 +40,9 @@ int dl_fail_prefix(dl_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    snprintf(old, sizeof old, "%s", err->message); /* keep the tail short enough to fit */
+    size_t len = strnlen(err->message, sizeof old - 1); /* keep the tail short enough to fit */
+    memcpy(old, err->message, len);
+    old[len] = 0;
     snprintf(err->message, sizeof err->message, "%s: %s", prefix, old);
     return -1;
 }

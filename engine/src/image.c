@@ -27,6 +27,13 @@
 #define DL_JPEG_MAX_MEMORY (1024L << 20)
 /* Progressive JPEGs with thousands of scans are a known CPU DoS. */
 #define DL_JPEG_MAX_SCANS 500
+/* Fuzzing builds decode at most 4 MP so each input stays fast under
+ * sanitizers; the limit checks themselves are the same code. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define DL_DECODE_MAX_PIXELS ((int64_t)1 << 22)
+#else
+#define DL_DECODE_MAX_PIXELS DL_MAX_IMAGE_PIXELS
+#endif
 
 static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
@@ -121,6 +128,10 @@ static int png_decode(png_dec *d, dl_error *err)
     png_set_user_limits(d->png, DL_MAX_IMAGE_SIDE, DL_MAX_IMAGE_SIDE);
     png_set_chunk_malloc_max(d->png, DL_PNG_CHUNK_MALLOC_MAX);
     png_set_chunk_cache_max(d->png, DL_PNG_CHUNK_CACHE_MAX);
+    /* Only IHDR, PLTE, tRNS, IDAT and IEND matter for RGB8 pixels. Skipping
+     * every other chunk (text, ICC, ...) unparsed also avoids libpng
+     * allocating a buffer of the declared chunk length before reading it. */
+    png_set_keep_unknown_chunks(d->png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
     /* Let the fuzzer reach past checksums. */
     png_set_crc_action(d->png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
@@ -136,9 +147,9 @@ static int png_decode(png_dec *d, dl_error *err)
         return dl_fail(err, DL_ERR_FORMAT, "PNG has an empty size %ux%u", (unsigned)w,
                        (unsigned)h);
     if (w > DL_MAX_IMAGE_SIDE || h > DL_MAX_IMAGE_SIDE ||
-        (int64_t)w * (int64_t)h > DL_MAX_IMAGE_PIXELS)
+        (int64_t)w * (int64_t)h > DL_DECODE_MAX_PIXELS)
         return dl_fail(err, DL_ERR_LIMIT, "PNG size %ux%u exceeds the limit (%lld pixels)",
-                       (unsigned)w, (unsigned)h, (long long)DL_MAX_IMAGE_PIXELS);
+                       (unsigned)w, (unsigned)h, (long long)DL_DECODE_MAX_PIXELS);
 
     /* Everything to RGB8; gamma and background are ignored, as PIL does. */
     if (depth == 16)
@@ -185,10 +196,10 @@ static int png_precheck(const uint8_t *p, size_t size, dl_error *err)
         return dl_fail(err, DL_ERR_FORMAT, "invalid PNG: size %ux%u in IHDR", (unsigned)w,
                        (unsigned)h);
     if (w > DL_MAX_IMAGE_SIDE || h > DL_MAX_IMAGE_SIDE ||
-        (uint64_t)w * h > (uint64_t)DL_MAX_IMAGE_PIXELS)
+        (uint64_t)w * h > (uint64_t)DL_DECODE_MAX_PIXELS)
         return dl_fail(err, DL_ERR_LIMIT,
                        "PNG size %ux%u exceeds the limit (side <= %d, %lld pixels)", (unsigned)w,
-                       (unsigned)h, DL_MAX_IMAGE_SIDE, (long long)DL_MAX_IMAGE_PIXELS);
+                       (unsigned)h, DL_MAX_IMAGE_SIDE, (long long)DL_DECODE_MAX_PIXELS);
     return 0;
 }
 
@@ -267,8 +278,10 @@ static void jpeg_dec_emit_message(j_common_ptr cinfo, int level)
     if (level >= 0)
         return; /* trace messages */
     e->pub.num_warnings++;
-    /* libjpeg would pad a truncated stream with grey; report it instead. */
-    if (e->pub.msg_code == JWRN_JPEG_EOF) {
+    /* libjpeg would pad missing scan data with grey and return a picture that
+     * is partly made up; report it instead. JWRN_HIT_MARKER is the same
+     * truncation when a marker (often a writer's EOI) follows the cut. */
+    if (e->pub.msg_code == JWRN_JPEG_EOF || e->pub.msg_code == JWRN_HIT_MARKER) {
         e->truncated = 1;
         (*cinfo->err->format_message)(cinfo, e->msg);
         longjmp(e->jb, 1);
@@ -311,10 +324,10 @@ static int jpeg_decode(jpeg_dec *d, const uint8_t *data, size_t size, dl_error *
     if (w < 1 || h < 1)
         return dl_fail(err, DL_ERR_FORMAT, "invalid JPEG: size %ux%u", w, h);
     if (w > DL_MAX_IMAGE_SIDE || h > DL_MAX_IMAGE_SIDE ||
-        (uint64_t)w * h > (uint64_t)DL_MAX_IMAGE_PIXELS)
+        (uint64_t)w * h > (uint64_t)DL_DECODE_MAX_PIXELS)
         return dl_fail(err, DL_ERR_LIMIT,
                        "JPEG size %ux%u exceeds the limit (side <= %d, %lld pixels)", w, h,
-                       DL_MAX_IMAGE_SIDE, (long long)DL_MAX_IMAGE_PIXELS);
+                       DL_MAX_IMAGE_SIDE, (long long)DL_DECODE_MAX_PIXELS);
 
     int cmyk = 0;
     switch (d->cinfo.jpeg_color_space) {
@@ -396,7 +409,8 @@ static int load_jpeg(const uint8_t *data, size_t size, dl_image *out, dl_error *
         else if (code == JERR_OUT_OF_MEMORY)
             rc = dl_fail(err, DL_ERR_NOMEM, "JPEG decoder: %s", d->jerr.msg);
         else if (code == JERR_CONVERSION_NOTIMPL || code == JERR_NOT_COMPILED ||
-                 code == JERR_ARITH_NOTIMPL)
+                 code == JERR_ARITH_NOTIMPL || code == JERR_BAD_PRECISION ||
+                 code == JERR_SOF_UNSUPPORTED)
             rc = dl_fail(err, DL_ERR_UNSUPPORTED, "JPEG feature not supported: %s",
                          d->jerr.msg);
         else

@@ -282,7 +282,8 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
                 grad_b[o] += row[o];
         }
     }
-    if (!grad_in && !grad_w)
+    /* groups is validated by dl_graph_infer; this only avoids dividing by 0 */
+    if ((!grad_in && !grad_w) || s->groups <= 0)
         return;
 
     if (conv_is_pointwise(s)) {

@@ -23,6 +23,7 @@
 #define TFL_MAX_TENSORS (1 << 20)
 #define TFL_MAX_KERNEL 4096
 #define TFL_MAX_PAD 4096
+#define TFL_MAX_OP_IO 64             /* inputs or outputs of one op */
 /* Dequantized parameters, in floats (1 GiB). A hostile file can point many
  * tensors at one buffer, so the budget counts every dequantized copy. */
 #define TFL_MAX_FLOATS ((size_t)1 << 28)
@@ -185,7 +186,7 @@ static int fb_field(const fb_buf *b, const fb_table *t, int id, size_t width, si
 /* Follow the uoffset stored at fpos (already known to be inside the file). */
 static int fb_deref(const fb_buf *b, size_t fpos, size_t *target, dl_error *err)
 {
-    size_t to;
+    size_t to = 0;
     if (!dl_add_size(fpos, rd_u32(b->d + fpos), &to) || to >= b->n)
         return dl_fail(err, DL_ERR_FORMAT, "offset at byte %zu points outside the file (%zu bytes)", fpos, b->n);
     *target = to;
@@ -240,7 +241,7 @@ static int fb_f32(const fb_buf *b, const fb_table *t, int id, float def, float *
 /* Sub-table field. *present = false (and 0 returned) when absent. */
 static int fb_sub(const fb_buf *b, const fb_table *t, int id, fb_table *sub, bool *present, dl_error *err)
 {
-    size_t p = 0, to;
+    size_t p = 0, to = 0;
     int r = fb_field(b, t, id, 4, &p, err);
     *present = false;
     if (r <= 0) return r;
@@ -266,7 +267,7 @@ static int fb_vector_at(const fb_buf *b, size_t pos, size_t elem, fb_vec *v, dl_
 /* Vector field; absent means empty. */
 static int fb_vector(const fb_buf *b, const fb_table *t, int id, size_t elem, fb_vec *v, dl_error *err)
 {
-    size_t p = 0, to;
+    size_t p = 0, to = 0;
     v->pos = 0;
     v->len = 0;
     int r = fb_field(b, t, id, 4, &p, err);
@@ -278,7 +279,7 @@ static int fb_vector(const fb_buf *b, const fb_table *t, int id, size_t elem, fb
 /* Element i of a vector of tables. */
 static int fb_vec_table(const fb_buf *b, const fb_vec *v, uint32_t i, fb_table *t, dl_error *err)
 {
-    size_t to;
+    size_t to = 0;
     if (fb_deref(b, v->pos + 4 * (size_t)i, &to, err) != 0) return -1;
     return fb_table_at(b, to, t, err);
 }
@@ -447,10 +448,12 @@ static int parse_op(tfl_ctx *c, int i, const fb_table *ot, const fb_vec *opcodes
     uint32_t opcode_index;
     fb_table ct;
 
-    if (fb_u32(b, ot, 0, 0, &opcode_index, c->err) != 0 || fb_vector(b, ot, 1, 4, &o->in, c->err) != 0 ||
-        fb_vector(b, ot, 2, 4, &o->out, c->err) != 0 || fb_u8(b, ot, 3, 0, &o->opt_type, c->err) != 0 ||
-        fb_sub(b, ot, 4, &o->opt, &o->has_opt, c->err) != 0)
-        return dl_fail_prefix(c->err, "tflite: op %d", i);
+    if (fb_u32(b, ot, 0, 0, &opcode_index, c->err) != 0)
+        return dl_fail_prefix(c->err, "tflite: op %d: opcode_index", i);
+    if (fb_vector(b, ot, 1, 4, &o->in, c->err) != 0) return dl_fail_prefix(c->err, "tflite: op %d: inputs", i);
+    if (fb_vector(b, ot, 2, 4, &o->out, c->err) != 0) return dl_fail_prefix(c->err, "tflite: op %d: outputs", i);
+    if (fb_u8(b, ot, 3, 0, &o->opt_type, c->err) != 0 || fb_sub(b, ot, 4, &o->opt, &o->has_opt, c->err) != 0)
+        return dl_fail_prefix(c->err, "tflite: op %d: builtin_options", i);
     if (opcode_index >= opcodes->len)
         return dl_fail(c->err, DL_ERR_FORMAT, "tflite: op %d: opcode_index %u out of range (have %u)", i,
                        opcode_index, opcodes->len);
@@ -468,6 +471,10 @@ static int parse_op(tfl_ctx *c, int i, const fb_table *ot, const fb_vec *opcodes
 
     if (o->out.len == 0)
         return dl_fail(c->err, DL_ERR_FORMAT, "tflite: op %d (%s): no outputs", i, tfl_op_name(o->code));
+    /* Bounds the work: ops may share one huge index vector. */
+    if (o->in.len > TFL_MAX_OP_IO || o->out.len > TFL_MAX_OP_IO)
+        return dl_fail(c->err, DL_ERR_UNSUPPORTED, "tflite: op %d (%s): %u inputs / %u outputs exceed %d", i,
+                       tfl_op_name(o->code), o->in.len, o->out.len, TFL_MAX_OP_IO);
     for (uint32_t k = 0; k < o->in.len; k++) {
         int32_t ti = rd_i32(b->d + o->in.pos + 4 * (size_t)k);
         if (ti < -1 || ti >= c->n_tensors)
@@ -1182,7 +1189,7 @@ static int convert(tfl_ctx *c, dl_preprocess *pre)
         return dl_fail(err, DL_ERR_FORMAT, "tflite: missing \"TFL3\" identifier at bytes 4..7 (file %zu bytes)", b->n);
     if (b->n > (uint64_t)DL_MAX_MODEL_BYTES)
         return dl_fail(err, DL_ERR_LIMIT, "tflite: file of %zu bytes exceeds the limit", b->n);
-    size_t root;
+    size_t root = 0;
     if (fb_deref(b, 0, &root, err) != 0 || fb_table_at(b, root, &model, err) != 0)
         return dl_fail_prefix(err, "tflite: root table");
     if (fb_u32(b, &model, 0, 0, &version, err) != 0) return dl_fail_prefix(err, "tflite: model version");

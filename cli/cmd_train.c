@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* dermlens train: transfer learning from the ImageNet backbone. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void log_line(void *user, const char *line)
+{
+    (void)user;
+    if (isatty(2)) fprintf(stderr, "\r\033[K");
+    fprintf(stderr, "%s\n", line);
+}
+
+static int train_progress(void *user, double fraction, const char *stage)
+{
+    (void)user;
+    if (!isatty(2)) return 0; /* one line per epoch only (log_line) when not a terminal */
+    int w = 24, fill = (int)(fraction * w + 0.5);
+    fprintf(stderr, "\r\033[K[");
+    for (int i = 0; i < w; i++) fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "] %3d%% %s", (int)(fraction * 100 + 0.5), stage);
+    return 0;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    dl_train_config c;
+    dl_train_config_defaults(&c);
+    gchar **train = NULL, *val = NULL, *out = NULL, *head_out = NULL, *backbone = NULL, *ckpt = NULL, *log_csv = NULL;
+    gchar *cut = NULL, *name = NULL, *train_split = NULL, *val_split = NULL;
+    gboolean resume = FALSE, head_only = FALSE, weighted = FALSE;
+    gint seed = (gint)c.seed, max_per_class = 0;
+    gdouble lr = c.lr, lr_head = c.lr_head, wd = c.weight_decay, ls = c.label_smoothing, dropout = c.dropout;
+    GOptionEntry entries[] = {
+        {"train", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &train, "Training set: class-subfolder dir or CSV (repeat to pool sets)", "DIR|CSV"},
+        {"val", 0, 0, G_OPTION_ARG_FILENAME, &val, "Validation set (tuning, early stopping, calibration)", "DIR|CSV"},
+        {"train-split", 0, 0, G_OPTION_ARG_STRING, &train_split, "CSV only: keep rows with this `split` value", "S"},
+        {"val-split", 0, 0, G_OPTION_ARG_STRING, &val_split, "CSV only: split value for --val", "S"},
+        {"output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Output model file", "FILE"},
+        {"head-output", 0, 0, G_OPTION_ARG_FILENAME, &head_out, "Also write the stage-1 (frozen backbone) model", "FILE"},
+        {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone, "ImageNet backbone model (default: shipped MobileNetV2)", "FILE"},
+        {"head-only", 0, 0, G_OPTION_ARG_NONE, &head_only, "Stage 1 only: frozen backbone + new head (the original design)", NULL},
+        {"epochs-head", 0, 0, G_OPTION_ARG_INT, &c.epochs_head, "Stage-1 epochs (default 40)", "N"},
+        {"epochs", 'e', 0, G_OPTION_ARG_INT, &c.epochs, "Stage-2 fine-tuning epochs (default 12)", "N"},
+        {"views", 0, 0, G_OPTION_ARG_INT, &c.views, "Augmented views cached per training image (default 4; view 0 is the clean image)", "V"},
+        {"batch", 0, 0, G_OPTION_ARG_INT, &c.batch, "Batch size (default 32)", "B"},
+        {"lr-head", 0, 0, G_OPTION_ARG_DOUBLE, &lr_head, "Stage-1 learning rate (Adam, default 1e-3)", "LR"},
+        {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "Stage-2 learning rate (AdamW, warm-up + cosine, default 3e-4)", "LR"},
+        {"weight-decay", 0, 0, G_OPTION_ARG_DOUBLE, &wd, "Decoupled weight decay (default 1e-4)", "WD"},
+        {"label-smoothing", 0, 0, G_OPTION_ARG_DOUBLE, &ls, "Stage-2 label smoothing (default 0.1)", "EPS"},
+        {"dropout", 0, 0, G_OPTION_ARG_DOUBLE, &dropout, "Head dropout (default 0.5)", "P"},
+        {"hidden", 0, 0, G_OPTION_ARG_INT, &c.hidden, "Head hidden units (default 512)", "N"},
+        {"warmup", 0, 0, G_OPTION_ARG_INT, &c.warmup_epochs, "Stage-2 warm-up epochs (default 1)", "N"},
+        {"patience", 0, 0, G_OPTION_ARG_INT, &c.patience, "Early stopping patience on val balanced accuracy (default 4; 0 = off)", "N"},
+        {"class-weighted", 0, 0, G_OPTION_ARG_NONE, &weighted, "Class-weighted loss instead of class-balanced sampling", NULL},
+        {"cut", 0, 0, G_OPTION_ARG_STRING, &cut, "Fine-tune every layer after this node (default: start of the last resolution stage)", "NODE"},
+        {"max-per-class", 0, 0, G_OPTION_ARG_INT, &max_per_class, "Use at most N images per class (quick runs, tests)", "N"},
+        {"seed", 0, 0, G_OPTION_ARG_INT, &seed, "Random seed (default 42)", "S"},
+        {"threads", 't', 0, G_OPTION_ARG_INT, &c.threads, "Threads (default: all cores)", "N"},
+        {"checkpoint", 0, 0, G_OPTION_ARG_FILENAME, &ckpt, "Checkpoint file (default: OUTPUT.ckpt), written atomically every epoch", "FILE"},
+        {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Continue an interrupted run from its checkpoint", NULL},
+        {"log", 0, 0, G_OPTION_ARG_FILENAME, &log_csv, "Per-epoch CSV log", "FILE"},
+        {"name", 0, 0, G_OPTION_ARG_STRING, &name, "Model name stored in the file", "NAME"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    GOptionContext *ctx = g_option_context_new("- train a lesion classifier by transfer learning");
+    g_option_context_set_summary(ctx,
+        "Stage 1 (the original design): the ImageNet backbone stays frozen; a new head\n"
+        "(dense 512 ReLU, dropout 0.5, dense K) learns from cached features of several augmented\n"
+        "views per image, with class-balanced sampling. Stage 2 fine-tunes the top of the backbone\n"
+        "with the head (AdamW, warm-up, cosine decay, label smoothing, early stopping on validation\n"
+        "balanced accuracy). Then temperature scaling and an out-of-distribution detector are fitted\n"
+        "on the data and stored in the model with its provenance.\n\n"
+        "Example:\n  dermlens train --train ham10000/train --val ham10000/val -o lesion.safetensors");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    GError *gerr = NULL;
+    gchar *cmdline = g_strjoinv(" ", argv);
+    if (!g_option_context_parse(ctx, &argc, &argv, &gerr)) {
+        fprintf(stderr, "dermlens train: %s\n", gerr->message);
+        g_error_free(gerr);
+        g_option_context_free(ctx);
+        g_free(cmdline);
+        return 2;
+    }
+    g_option_context_free(ctx);
+    if (!train || !train[0] || !val || !out) {
+        fprintf(stderr, "dermlens train: need --train, --val and -o (see --help)\n");
+        g_free(cmdline);
+        return 2;
+    }
+    gchar *full_cmd = g_strconcat("dermlens ", cmdline, NULL);
+    c.train_sets = (const char *const *)train;
+    c.n_train_sets = (int)g_strv_length(train);
+    c.val_set = val;
+    c.train_split = train_split;
+    c.val_split = val_split;
+    c.output = out;
+    c.head_output = head_out;
+    c.backbone = backbone ? backbone : NULL;
+    c.checkpoint = ckpt;
+    c.log_csv = log_csv;
+    c.cut = cut;
+    if (name) c.name = name;
+    c.command_line = full_cmd;
+    c.stages = head_only ? 1 : 2;
+    c.class_weighted = weighted;
+    c.max_per_class = max_per_class;
+    c.resume = resume;
+    c.seed = (unsigned)seed;
+    c.lr = (float)lr;
+    c.lr_head = (float)lr_head;
+    c.weight_decay = (float)wd;
+    c.label_smoothing = (float)ls;
+    c.dropout = (float)dropout;
+    c.progress = train_progress;
+    c.log = log_line;
+    if (!c.backbone) {
+        static char bbpath[4096];
+        const char *def = cli_default_model(NULL);
+        /* the backbone is the ImageNet model next to the default model */
+        snprintf(bbpath, sizeof bbpath, "%s", def);
+        char *slash = strrchr(bbpath, '/');
+        snprintf(slash ? slash + 1 : bbpath, sizeof bbpath - (slash ? (size_t)(slash + 1 - bbpath) : 0),
+                 "mobilenet_v2_imagenet.safetensors");
+        c.backbone = bbpath;
+    }
+    dl_error err = {0};
+    int rc = dl_train(&c, &err);
+    if (rc) fprintf(stderr, "%sdermlens train: %s\n", isatty(2) ? "\r\033[K" : "", err.message);
+    g_free(cmdline);
+    g_free(full_cmd);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,544 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Saliency maps: Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM (gradient based,
+ * one forward + a backward from the logits down to the chosen layer only),
+ * Score-CAM (gradient-free, batched masked forwards over the top-N channels)
+ * and occlusion sensitivity (model-agnostic sliding grey patch).
+ *
+ * Every map is computed at layer (or network-input) resolution, upsampled
+ * bilinearly to the caller's region, optionally Gaussian-smoothed and
+ * min-max normalised to [0,1]; a map without any positive evidence is all
+ * zeros, never NaN. */
+#include "internal.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int dl_model_ensure_exec(dl_model *m, dl_error *err);
+void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
+int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float *logits,
+                   const float *features, int top_k, dl_error *err);
+
+/* Score-CAM masks only the N channels with the largest mean activation: the
+ * full method needs one forward per channel (1280 for MobileNetV2's Conv_1),
+ * 64 keeps it at ~1 s while covering the channels that dominate the map. */
+#define DL_SCORECAM_TOP_N 64
+/* Batch size of the extra forwards of Score-CAM and occlusion. */
+#define DL_EXPLAIN_BATCH 8
+/* Occlusion patch and stride at a 224-pixel network input (scaled with it). */
+#define DL_OCCLUSION_PATCH 32
+#define DL_OCCLUSION_STRIDE 16
+
+static const char *const method_names[] = {"gradcam", "gradcam++", "hirescam",
+                                           "layercam", "scorecam", "occlusion"};
+#define N_METHODS ((int)(sizeof method_names / sizeof *method_names))
+
+int dl_saliency_method_from_name(const char *name)
+{
+    if (!name) return -1;
+    /* case-insensitive; '-', '_' and spaces ignored; "pp" spells "++" */
+    char buf[32];
+    size_t n = 0;
+    for (const char *p = name; *p; p++) {
+        if (*p == '-' || *p == '_' || *p == ' ') continue;
+        if (n + 1 >= sizeof buf) return -1;
+        buf[n++] = (char)tolower((unsigned char)*p);
+    }
+    buf[n] = 0;
+    if (!strcmp(buf, "gradcampp") || !strcmp(buf, "gradcamplusplus")) return DL_SALIENCY_GRADCAM_PP;
+    for (int i = 0; i < N_METHODS; i++)
+        if (!strcmp(buf, method_names[i])) return i;
+    return -1;
+}
+
+const char *dl_saliency_method_name(dl_saliency_method m)
+{
+    return (int)m >= 0 && (int)m < N_METHODS ? method_names[m] : "unknown";
+}
+
+/* ------------------------------------------------------------ helpers */
+
+typedef struct {
+    const dl_explain_options *o;
+    dl_error *err;
+} progress_ctx;
+
+static int report(progress_ctx *p, double f, const char *stage)
+{
+    if (p->o->progress && p->o->progress(p->o->progress_user, f < 0 ? 0 : f > 1 ? 1 : f, stage))
+        return dl_fail(p->err, DL_ERR_CANCELLED, "explain: cancelled during %s", stage);
+    return 0;
+}
+
+static float *alloc_f(size_t n, dl_error *err)
+{
+    size_t bytes;
+    float *p = NULL;
+    if (!dl_mul_size(n ? n : 1, sizeof(float), &bytes) || !(p = malloc(bytes)))
+        dl_fail(err, DL_ERR_NOMEM, "explain: cannot allocate %zu floats", n);
+    return p;
+}
+
+/* Bilinear resample of a single-channel map (half-pixel centres, edge clamp). */
+static void resize_bilinear(const float *src, int sw, int sh, float *dst, int dw, int dh,
+                            size_t dst_stride)
+{
+    const double fx = (double)sw / dw, fy = (double)sh / dh;
+    for (int y = 0; y < dh; y++) {
+        double sy = (y + 0.5) * fy - 0.5;
+        if (sy < 0) sy = 0;
+        if (sy > sh - 1) sy = sh - 1;
+        int y0 = (int)sy, y1 = y0 + 1 < sh ? y0 + 1 : y0;
+        float wy = (float)(sy - y0);
+        const float *r0 = src + (size_t)y0 * sw, *r1 = src + (size_t)y1 * sw;
+        float *o = dst + (size_t)y * dst_stride;
+        for (int x = 0; x < dw; x++) {
+            double sx = (x + 0.5) * fx - 0.5;
+            if (sx < 0) sx = 0;
+            if (sx > sw - 1) sx = sw - 1;
+            int x0 = (int)sx, x1 = x0 + 1 < sw ? x0 + 1 : x0;
+            float wx = (float)(sx - x0);
+            float a = r0[x0] + (r0[x1] - r0[x0]) * wx;
+            float b = r1[x0] + (r1[x1] - r1[x0]) * wx;
+            o[x] = a + (b - a) * wy;
+        }
+    }
+}
+
+/* Separable Gaussian blur in place (edge clamp); tmp holds w*h floats. */
+static int gaussian_blur(float *m, int w, int h, float sigma, dl_error *err)
+{
+    int r = (int)ceilf(3.f * sigma);
+    int lim = w > h ? w : h;
+    if (r > lim) r = lim;
+    if (r < 1) return 0;
+    float *k = alloc_f((size_t)2 * r + 1, err);
+    float *tmp = alloc_f((size_t)w * h, err);
+    float *line = alloc_f((size_t)lim, err);
+    if (!k || !tmp || !line) {
+        free(k); free(tmp); free(line);
+        return -1;
+    }
+    double s = 0;
+    for (int i = -r; i <= r; i++) s += k[i + r] = expf(-(float)(i * i) / (2.f * sigma * sigma));
+    for (int i = 0; i <= 2 * r; i++) k[i] = (float)(k[i] / s);
+    for (int y = 0; y < h; y++) { /* horizontal: m -> tmp */
+        const float *row = m + (size_t)y * w;
+        for (int x = 0; x < w; x++) {
+            float acc = 0;
+            for (int i = -r; i <= r; i++) {
+                int xx = x + i < 0 ? 0 : x + i >= w ? w - 1 : x + i;
+                acc += k[i + r] * row[xx];
+            }
+            tmp[(size_t)y * w + x] = acc;
+        }
+    }
+    for (int x = 0; x < w; x++) { /* vertical: tmp -> m */
+        for (int y = 0; y < h; y++) line[y] = tmp[(size_t)y * w + x];
+        for (int y = 0; y < h; y++) {
+            float acc = 0;
+            for (int i = -r; i <= r; i++) {
+                int yy = y + i < 0 ? 0 : y + i >= h ? h - 1 : y + i;
+                acc += k[i + r] * line[yy];
+            }
+            m[(size_t)y * w + x] = acc;
+        }
+    }
+    free(k); free(tmp); free(line);
+    return 0;
+}
+
+/* Non-finite and negative values -> 0, then min-max to [0,1]. A flat map
+ * carries no localisation and becomes all zeros. */
+static void normalise(float *m, size_t n)
+{
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        float v = m[i];
+        if (!isfinite(v) || v < 0.f) v = m[i] = 0.f;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    float range = hi - lo;
+    if (!(range > 1e-12f * (hi > 1.f ? hi : 1.f))) {
+        memset(m, 0, n * sizeof(float));
+        return;
+    }
+    float inv = 1.f / range;
+    for (size_t i = 0; i < n; i++) {
+        float v = (m[i] - lo) * inv;
+        m[i] = v < 0.f ? 0.f : v > 1.f ? 1.f : v;
+    }
+}
+
+/* Resolve the layer: exact node name, else a unique prefix (TFLite names
+ * are long "a;b;c" chains; "MobilenetV2/Conv_1/Relu6" is enough). */
+static int find_layer(const dl_graph *g, const char *name, dl_error *err)
+{
+    int idx = dl_graph_find_node(g, name);
+    if (idx >= 0) return idx;
+    size_t len = strlen(name);
+    int hits = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (len && !strncmp(g->nodes[i].name, name, len)) {
+            idx = i;
+            hits++;
+        }
+    if (hits == 1) return idx;
+    if (hits > 1)
+        return dl_fail(err, DL_ERR_ARG, "layer \"%s\" is ambiguous (%d nodes start with it)", name, hits);
+    return dl_fail(err, DL_ERR_ARG, "unknown layer \"%s\" (see `dermlens explain --layers`)", name);
+}
+
+/* A forward workspace of batch B for the extra passes of Score-CAM and
+ * occlusion; m->exec keeps the original image's activations meanwhile. */
+typedef struct {
+    dl_exec ex;
+    int batch, fill;
+    size_t in_count;
+} runner;
+
+static int runner_init(runner *r, dl_model *m, int jobs, dl_error *err)
+{
+    memset(r, 0, sizeof *r);
+    r->batch = jobs < DL_EXPLAIN_BATCH ? (jobs < 1 ? 1 : jobs) : DL_EXPLAIN_BATCH;
+    r->in_count = dl_node_out_count(&m->graph.nodes[0]);
+    return dl_exec_init(&r->ex, &m->graph, r->batch, err);
+}
+
+/* Run the filled slots; probs of class `cls` go to out[0..fill). */
+static int runner_flush(runner *r, dl_model *m, int cls, float *out, float *probs, dl_error *err)
+{
+    if (!r->fill) return 0;
+    const int K = m->num_classes;
+    if (dl_exec_forward(&r->ex, r->ex.act[0], m->graph.output, err)) return -1;
+    for (int b = 0; b < r->fill; b++) {
+        dl_softmax_temperature(r->ex.act[m->graph.output] + (size_t)b * K, K, m->temperature, probs);
+        out[b] = probs[cls];
+    }
+    r->fill = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------ methods */
+
+/* Grad-CAM family from A (hw x C) and G = dScore/dA (hw x C) into cam (hw). */
+static int cam_from_gradients(dl_saliency_method method, const float *A, const float *G, int hw, int C,
+                              float *cam, dl_error *err)
+{
+    for (int i = 0; i < hw; i++) cam[i] = 0.f;
+    if (method == DL_SALIENCY_HIRESCAM || method == DL_SALIENCY_LAYERCAM) {
+        for (int i = 0; i < hw; i++) {
+            const float *a = A + (size_t)i * C, *g = G + (size_t)i * C;
+            double s = 0;
+            if (method == DL_SALIENCY_HIRESCAM)
+                for (int c = 0; c < C; c++) s += (double)g[c] * a[c];
+            else
+                for (int c = 0; c < C; c++) s += (g[c] > 0.f ? (double)g[c] : 0.0) * a[c];
+            cam[i] = s > 0 ? (float)s : 0.f;
+        }
+        return 0;
+    }
+    double *w = calloc((size_t)C * 2, sizeof(double));
+    if (!w) return dl_fail(err, DL_ERR_NOMEM, "explain: out of memory");
+    double *suma = w + C;
+    if (method == DL_SALIENCY_GRADCAM) {
+        /* alpha_c = spatial mean of the gradient */
+        for (int i = 0; i < hw; i++)
+            for (int c = 0; c < C; c++) w[c] += G[(size_t)i * C + c];
+        for (int c = 0; c < C; c++) w[c] /= hw;
+    } else {
+        /* Grad-CAM++ with the exp(score) convention: the exp(S) factors cancel
+         * in alpha = g^2 / (2 g^2 + sum_ab A_ab g^3) and only scale w. */
+        for (int i = 0; i < hw; i++)
+            for (int c = 0; c < C; c++) suma[c] += A[(size_t)i * C + c];
+        for (int i = 0; i < hw; i++)
+            for (int c = 0; c < C; c++) {
+                double g = G[(size_t)i * C + c], g2 = g * g;
+                double den = 2.0 * g2 + suma[c] * g2 * g;
+                double alpha = den != 0.0 ? g2 / den : 0.0;
+                if (g > 0) w[c] += alpha * g;
+            }
+    }
+    for (int i = 0; i < hw; i++) {
+        const float *a = A + (size_t)i * C;
+        double s = 0;
+        for (int c = 0; c < C; c++) s += w[c] * a[c];
+        cam[i] = s > 0 ? (float)s : 0.f;
+    }
+    free(w);
+    return 0;
+}
+
+static int scorecam(dl_model *m, int layer, int cls, float p_unused, float *cam, progress_ctx *pc,
+                    dl_error *err)
+{
+    (void)p_unused;
+    const dl_node *L = &m->graph.nodes[layer];
+    const int hw = L->h * L->w, C = L->c;
+    const int W = m->pre.width, H = m->pre.height, K = m->num_classes;
+    const float *A = m->exec.act[layer];
+    const float *x0 = m->exec.act[0];
+    int N = C < DL_SCORECAM_TOP_N ? C : DL_SCORECAM_TOP_N;
+    int rc = -1;
+    int *chan = malloc(sizeof(int) * N);
+    double *mean = calloc(C, sizeof(double));
+    float *mask = alloc_f((size_t)W * H, err), *chmap = alloc_f(hw, err);
+    float *probs = alloc_f(K, err), *score = alloc_f(N + 1, err), *got = alloc_f(DL_EXPLAIN_BATCH, err);
+    int *slot_of = malloc(sizeof(int) * DL_EXPLAIN_BATCH);
+    runner r;
+    memset(&r, 0, sizeof r);
+    if (!chan || !mean || !mask || !chmap || !probs || !score || !got || !slot_of) {
+        dl_fail(err, DL_ERR_NOMEM, "explain: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < hw; i++)
+        for (int c = 0; c < C; c++) mean[c] += A[(size_t)i * C + c];
+    /* top-N channels by mean activation (selection; N << C) */
+    for (int k = 0; k < N; k++) {
+        int best = -1;
+        for (int c = 0; c < C; c++)
+            if (mean[c] > -INFINITY && (best < 0 || mean[c] > mean[best])) best = c;
+        chan[k] = best;
+        mean[best] = -INFINITY;
+    }
+    if (runner_init(&r, m, N + 1, err)) goto out;
+    /* job 0: baseline (everything masked: zeros in the normalised space,
+     * i.e. the preprocessing's mean colour); job k+1: channel chan[k] */
+    for (int j = 0; j <= N; j++) {
+        float *dst = r.ex.act[0] + (size_t)r.fill * r.in_count;
+        int keep = 1;
+        if (j == 0) {
+            memset(dst, 0, sizeof(float) * r.in_count);
+        } else {
+            int c = chan[j - 1];
+            float lo = INFINITY, hi = -INFINITY;
+            for (int i = 0; i < hw; i++) {
+                float v = chmap[i] = A[(size_t)i * C + c];
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+            if (!(hi - lo > 1e-12f)) {
+                keep = 0; /* a flat channel gives no mask: weight 0 */
+                score[j] = NAN;
+            } else {
+                for (int i = 0; i < hw; i++) chmap[i] = (chmap[i] - lo) / (hi - lo);
+                resize_bilinear(chmap, L->w, L->h, mask, W, H, W);
+                for (size_t p = 0; p < (size_t)W * H; p++)
+                    for (int ch = 0; ch < 3; ch++) dst[p * 3 + ch] = x0[p * 3 + ch] * mask[p];
+            }
+        }
+        if (keep) slot_of[r.fill++] = j;
+        if (r.fill == r.batch || (j == N && r.fill)) {
+            int n = r.fill;
+            if (runner_flush(&r, m, cls, got, probs, err)) goto out;
+            for (int b = 0; b < n; b++) score[slot_of[b]] = got[b];
+            if (report(pc, 0.1 + 0.85 * (double)j / N, "scorecam")) goto out;
+        }
+    }
+    for (int i = 0; i < hw; i++) cam[i] = 0.f;
+    for (int k = 0; k < N; k++) {
+        if (isnan(score[k + 1])) continue;
+        float w = score[k + 1] - score[0];
+        int c = chan[k];
+        for (int i = 0; i < hw; i++) cam[i] += w * A[(size_t)i * C + c];
+    }
+    for (int i = 0; i < hw; i++) cam[i] = cam[i] > 0.f ? cam[i] : 0.f;
+    rc = 0;
+out:
+    dl_exec_free(&r.ex);
+    free(chan); free(mean); free(mask); free(chmap); free(probs); free(score); free(got); free(slot_of);
+    return rc;
+}
+
+/* Occlusion at network-input resolution: mean drop of p(class) over the
+ * grey patches covering each pixel, into cam (H x W). */
+static int occlusion(dl_model *m, int cls, float p0, float *cam, progress_ctx *pc, dl_error *err)
+{
+    const int W = m->pre.width, H = m->pre.height, K = m->num_classes;
+    int P = (int)lround((double)DL_OCCLUSION_PATCH * (W < H ? W : H) / 224.0);
+    if (P < 1) P = 1;
+    if (P > W) P = W;
+    if (P > H) P = H;
+    int S = (int)lround((double)P * DL_OCCLUSION_STRIDE / DL_OCCLUSION_PATCH);
+    if (S < 1) S = 1;
+    int nx = (W - P + S - 1) / S + 1, ny = (H - P + S - 1) / S + 1;
+    int jobs = nx * ny, rc = -1;
+    const float *x0 = m->exec.act[0];
+    float grey[3];
+    for (int c = 0; c < 3; c++) grey[c] = (128.f - m->pre.mean[c]) / m->pre.std[c];
+    float *cnt = alloc_f((size_t)W * H, err), *probs = alloc_f(K, err), *got = alloc_f(DL_EXPLAIN_BATCH, err);
+    int *pos = malloc(sizeof(int) * 2 * DL_EXPLAIN_BATCH);
+    runner r;
+    memset(&r, 0, sizeof r);
+    if (!cnt || !probs || !got || !pos) {
+        dl_fail(err, DL_ERR_NOMEM, "explain: out of memory");
+        goto out;
+    }
+    memset(cam, 0, sizeof(float) * W * H);
+    memset(cnt, 0, sizeof(float) * W * H);
+    if (runner_init(&r, m, jobs, err)) goto out;
+    for (int j = 0; j < jobs; j++) {
+        int px = (j % nx) * S, py = (j / nx) * S;
+        if (px > W - P) px = W - P; /* last patch flush with the edge */
+        if (py > H - P) py = H - P;
+        float *dst = r.ex.act[0] + (size_t)r.fill * r.in_count;
+        memcpy(dst, x0, sizeof(float) * r.in_count);
+        for (int y = py; y < py + P; y++)
+            for (int x = px; x < px + P; x++)
+                for (int c = 0; c < 3; c++) dst[((size_t)y * W + x) * 3 + c] = grey[c];
+        pos[2 * r.fill] = px;
+        pos[2 * r.fill + 1] = py;
+        r.fill++;
+        if (r.fill == r.batch || j == jobs - 1) {
+            int n = r.fill;
+            if (runner_flush(&r, m, cls, got, probs, err)) goto out;
+            for (int b = 0; b < n; b++) {
+                float drop = p0 - got[b];
+                for (int y = pos[2 * b + 1]; y < pos[2 * b + 1] + P; y++)
+                    for (int x = pos[2 * b]; x < pos[2 * b] + P; x++) {
+                        cam[(size_t)y * W + x] += drop;
+                        cnt[(size_t)y * W + x] += 1.f;
+                    }
+            }
+            if (report(pc, 0.1 + 0.85 * (j + 1.0) / jobs, "occlusion")) goto out;
+        }
+    }
+    for (size_t i = 0; i < (size_t)W * H; i++) {
+        float v = cnt[i] > 0 ? cam[i] / cnt[i] : 0.f;
+        cam[i] = v > 0.f ? v : 0.f;
+    }
+    rc = 0;
+out:
+    dl_exec_free(&r.ex);
+    free(cnt); free(probs); free(got); free(pos);
+    return rc;
+}
+
+/* ------------------------------------------------------------ API */
+
+int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                    const dl_explain_options *opts, float **map_out, dl_result *result, dl_error *err)
+{
+    if (map_out) *map_out = NULL;
+    if (result) memset(result, 0, sizeof *result);
+    if (!m || !rgb || !map_out) return dl_fail(err, DL_ERR_ARG, "explain: NULL model, image or map");
+    if (width < 1 || height < 1) return dl_fail(err, DL_ERR_ARG, "explain: empty image (%dx%d)", width, height);
+    if ((int64_t)width * height > DL_MAX_IMAGE_PIXELS)
+        return dl_fail(err, DL_ERR_LIMIT, "explain: image %dx%d exceeds %lld pixels", width, height,
+                       (long long)DL_MAX_IMAGE_PIXELS);
+    dl_explain_options def = {.method = DL_SALIENCY_GRADCAM, .class_index = -1};
+    if (!opts) opts = &def;
+    if ((int)opts->method < 0 || (int)opts->method >= N_METHODS)
+        return dl_fail(err, DL_ERR_ARG, "explain: unknown method %d", (int)opts->method);
+    if (!(opts->smooth_sigma >= 0.f) || opts->smooth_sigma > 1e4f)
+        return dl_fail(err, DL_ERR_ARG, "explain: smoothing sigma %g out of range [0, 10000]", opts->smooth_sigma);
+    progress_ctx pc = {opts, err};
+    dl_graph *g = &m->graph;
+    const int K = m->num_classes, out_node = g->output;
+    const dl_saliency_method method = opts->method;
+    const bool grad_based = method <= DL_SALIENCY_LAYERCAM;
+
+    /* layer: validated before any work */
+    int layer = -1;
+    if (method != DL_SALIENCY_OCCLUSION || opts->layer) {
+        if (opts->layer && *opts->layer) {
+            if ((layer = find_layer(g, opts->layer, err)) < 0) return -1;
+        } else if ((layer = dl_graph_last_spatial_conv(g)) < 0) {
+            return dl_fail(err, DL_ERR_UNSUPPORTED, "explain: the model has no spatial convolution layer");
+        }
+        const dl_node *L = &g->nodes[layer];
+        if (L->h * L->w <= 1)
+            return dl_fail(err, DL_ERR_ARG, "layer \"%s\" is not spatial (%dx%dx%d): saliency needs a feature map",
+                           L->name, L->h, L->w, L->c);
+        if (layer >= out_node)
+            return dl_fail(err, DL_ERR_ARG, "layer \"%s\" does not precede the output", L->name);
+        if (L->op == DL_OP_ADD && L->act != DL_ACT_NONE)
+            return dl_fail(err, DL_ERR_UNSUPPORTED, "layer \"%s\": an add with a fused activation is not supported; "
+                           "choose a convolution", L->name);
+    }
+    if (opts->class_index >= K)
+        return dl_fail(err, DL_ERR_ARG, "explain: class %d out of range (model has %d classes)", opts->class_index, K);
+
+    if (dl_model_ensure_exec(m, err)) return -1;
+    dl_exec *e = &m->exec;
+    if (grad_based && dl_exec_enable_backward(e, false, err)) return -1;
+    if (report(&pc, 0.0, "preprocess")) return -1;
+    if (dl_preprocess_rgb8(&m->pre, rgb, width, height, stride, e->act[0], err)) return -1;
+    if (dl_exec_forward(e, e->act[0], -1, err)) return -1;
+    if (report(&pc, 0.05, "forward")) return -1;
+
+    float *probs = alloc_f(K, err);
+    if (!probs) return -1;
+    const float *logits = e->act[out_node];
+    dl_softmax_temperature(logits, K, m->temperature, probs);
+    int cls = opts->class_index;
+    if (cls < 0) {
+        cls = 0;
+        for (int c = 1; c < K; c++) if (probs[c] > probs[cls]) cls = c;
+    }
+    if (result) {
+        const float *feat = g->features >= 0 ? e->act[g->features] : logits;
+        if (dl_result_fill(m, result, probs, logits, feat, 5, err)) { free(probs); return -1; }
+    }
+    const float p0 = probs[cls];
+
+    /* the raw map, at layer or network-input resolution */
+    int mw, mh;
+    if (method == DL_SALIENCY_OCCLUSION) {
+        mw = m->pre.width;
+        mh = m->pre.height;
+    } else {
+        mw = g->nodes[layer].w;
+        mh = g->nodes[layer].h;
+    }
+    float *cam = alloc_f((size_t)mw * mh, err);
+    float *map = NULL;
+    int rc = -1;
+    if (!cam) goto out;
+    if (grad_based) {
+        /* seed: d(logit of cls); backward stops at the layer, so the cost is
+         * that of the layers above it only */
+        size_t oc = dl_node_out_count(&g->nodes[out_node]);
+        float *seed = calloc(oc, sizeof(float));
+        if (!seed) { dl_fail(err, DL_ERR_NOMEM, "explain: out of memory"); goto out; }
+        seed[cls] = 1.f;
+        int brc = dl_exec_backward(e, out_node, seed, layer, err);
+        free(seed);
+        if (brc) goto out;
+        if (report(&pc, 0.5, "backward")) goto out;
+        const dl_node *L = &g->nodes[layer];
+        if (cam_from_gradients(method, e->act[layer], e->grad[layer], L->h * L->w, L->c, cam, err)) goto out;
+    } else if (method == DL_SALIENCY_SCORECAM) {
+        if (scorecam(m, layer, cls, p0, cam, &pc, err)) goto out;
+    } else {
+        if (occlusion(m, cls, p0, cam, &pc, err)) goto out;
+    }
+
+    /* map onto the caller's region: squash covers all of it, center_crop
+     * only its central square (the rest was never seen: 0) */
+    size_t total;
+    if (!dl_mul_size((size_t)width, (size_t)height, &total)) { dl_fail(err, DL_ERR_LIMIT, "explain: image too large"); goto out; }
+    if (!(map = alloc_f(total, err))) goto out;
+    if (strcmp(m->pre.resize, "center_crop") == 0) {
+        int side = width < height ? width : height;
+        int ox = (width - side) / 2, oy = (height - side) / 2;
+        memset(map, 0, total * sizeof(float));
+        resize_bilinear(cam, mw, mh, map + (size_t)oy * width + ox, side, side, (size_t)width);
+    } else {
+        resize_bilinear(cam, mw, mh, map, width, height, (size_t)width);
+    }
+    if (opts->smooth_sigma > 0.f && gaussian_blur(map, width, height, opts->smooth_sigma, err)) goto out;
+    normalise(map, total);
+    if (report(&pc, 1.0, "explain")) goto out;
+    *map_out = map;
+    map = NULL;
+    rc = 0;
+out:
+    free(map);
+    free(cam);
+    free(probs);
+    if (rc && result) dl_result_free(result);
+    return rc;
+}

@@ -1,0 +1,514 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* DermLens plug-in glue for GIMP 3.0 (GimpPlugIn subclass, objects, GTK 3). */
+#include <libgimp/gimp.h>
+#include <libgimp/gimpui.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "annotate.h"
+#include "glue_common.h"
+
+#define DLP_BINARY "dermlens"
+
+typedef struct _Dermlens {
+    GimpPlugIn parent_instance;
+} Dermlens;
+typedef struct _DermlensClass {
+    GimpPlugInClass parent_class;
+} DermlensClass;
+
+static GType dermlens_get_type(void);
+G_DEFINE_TYPE(Dermlens, dermlens, GIMP_TYPE_PLUG_IN)
+
+static GList *dermlens_query(GimpPlugIn *plug_in);
+static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name);
+
+static void dermlens_class_init(DermlensClass *klass)
+{
+    GimpPlugInClass *pc = GIMP_PLUG_IN_CLASS(klass);
+    pc->query_procedures = dermlens_query;
+    pc->create_procedure = dermlens_create;
+}
+
+static void dermlens_init(Dermlens *self)
+{
+    (void)self;
+}
+
+static GList *dermlens_query(GimpPlugIn *plug_in)
+{
+    GList *l = NULL;
+    l = g_list_append(l, g_strdup(DLP_PROC_CLASSIFY));
+    l = g_list_append(l, g_strdup(DLP_PROC_BATCH));
+    return l;
+}
+
+/* Choice nicks must be identifiers, so "gradcam++" is "gradcam-pp" in the
+ * dialog's combo box; the PDB string argument keeps the engine's names. */
+static const char *const method_names[] = {"gradcam", "gradcam++", "hirescam",
+                                           "layercam", "scorecam", "occlusion"};
+static const char *const method_nicks[] = {"gradcam", "gradcam-pp", "hirescam",
+                                           "layercam", "scorecam", "occlusion"};
+
+static GimpValueArray *fail(GimpProcedure *proc, GimpPDBStatusType status, gchar *msg)
+{
+    GError *e = g_error_new_literal(GIMP_PLUG_IN_ERROR, 0, msg ? msg : "failed");
+    g_free(msg);
+    return gimp_procedure_new_return_values(proc, status, e);
+}
+
+/* ------------------------------------------------------------------ progress */
+
+typedef struct {
+    char last[128];
+} host_state;
+
+static void host_progress(void *host, double fraction, const char *text)
+{
+    host_state *h = host;
+    if (text && h && strncmp(h->last, text, sizeof h->last - 1) != 0) {
+        g_strlcpy(h->last, text, sizeof h->last);
+        gchar *t = g_strdup_printf("DermLens: %s", text);
+        gimp_progress_set_text(t);
+        g_free(t);
+    }
+    gimp_progress_update(fraction);
+}
+
+/* ------------------------------------------------------------------ dialogs */
+
+static void result_dialog(const dl_model *m, const dlp_analysis *an)
+{
+    GtkWidget *dlg = gimp_dialog_new("DermLens - Result", "dermlens-result", NULL, 0,
+                                     gimp_standard_help_func, DLP_PROC_CLASSIFY, "_Close",
+                                     GTK_RESPONSE_CLOSE, NULL);
+    GtkWidget *vb = gtk_box_new(GTK_ORIENTATION_VERTICAL, 4);
+    gtk_container_set_border_width(GTK_CONTAINER(vb), 8);
+    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), vb, TRUE, TRUE, 0);
+    const dl_result *r = &an->result;
+    for (int i = 0; i < r->top_k; i++) {
+        int c = r->top_index[i];
+        const char *name = dl_model_class_long_name(m, c);
+        GtkWidget *bar = gtk_progress_bar_new();
+        gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(bar), r->probs[c]);
+        gchar *t = g_strdup_printf("%s  %.1f%%", name ? name : "?", 100.0 * r->probs[c]);
+        gtk_progress_bar_set_text(GTK_PROGRESS_BAR(bar), t);
+        gtk_progress_bar_set_show_text(GTK_PROGRESS_BAR(bar), TRUE);
+        g_free(t);
+        gtk_box_pack_start(GTK_BOX(vb), bar, FALSE, FALSE, 0);
+    }
+    if (r->ood_flag)
+        gtk_box_pack_start(GTK_BOX(vb),
+                           gtk_label_new("Warning: this image is unlike the training images."),
+                           FALSE, FALSE, 0);
+    if (an->saliency_note[0])
+        gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(an->saliency_note), FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(DLP_DISCLAIMER), FALSE, FALSE, 4);
+    gtk_widget_show_all(dlg);
+    gimp_dialog_run(GIMP_DIALOG(dlg));
+    gtk_widget_destroy(dlg);
+}
+
+/* ------------------------------------------------------------------ classify */
+
+static GimpLayer *new_pixel_layer(GimpImage *image, GimpLayer *parent, const char *name, int w,
+                                  int h, int x, int y, double opacity, int channels)
+{
+    GimpImageBaseType base = gimp_image_get_base_type(image);
+    GimpImageType type = channels == 2 ? GIMP_GRAYA_IMAGE
+                         : base == GIMP_INDEXED ? GIMP_INDEXEDA_IMAGE
+                                                : GIMP_RGBA_IMAGE;
+    GimpLayer *layer = gimp_layer_new(image, name, w, h, type, opacity, GIMP_LAYER_MODE_NORMAL);
+    if (!layer)
+        return NULL;
+    if (!gimp_image_insert_layer(image, layer, parent, 0))
+        return NULL;
+    gimp_layer_set_offsets(layer, x, y);
+    return layer;
+}
+
+static gboolean annotate_image(GimpImage *image, GimpDrawable *drawable, const dlp_geom *g,
+                               dl_model *m, const char *model_path, const dlp_params *p,
+                               const dlp_analysis *an, gchar **msg)
+{
+    dlp_region region = {g->ox + g->x, g->oy + g->y, g->w, g->h};
+    int channels = gimp_image_get_base_type(image) == GIMP_GRAY ? 2 : 4;
+    char name[512];
+    gboolean ok = FALSE;
+
+    gimp_image_undo_group_start(image);
+
+    /* Put the group right above the classified layer. */
+    GimpItem *parent = gimp_item_get_parent(GIMP_ITEM(drawable));
+    gint pos = gimp_image_get_item_position(image, GIMP_ITEM(drawable));
+    dlp_group_name(m, &an->result, name, sizeof name);
+    GimpGroupLayer *group = gimp_group_layer_new(image, name);
+    if (!group || !gimp_image_insert_layer(image, GIMP_LAYER(group),
+                                           parent ? GIMP_LAYER(parent) : NULL, pos)) {
+        *msg = g_strdup("Could not add the DermLens layer group");
+        goto out;
+    }
+
+    if (an->map) {
+        g_snprintf(name, sizeof name, "DermLens saliency (%s)", dl_saliency_method_name(p->method));
+        GimpLayer *ov = new_pixel_layer(image, GIMP_LAYER(group), name, g->w, g->h, region.x,
+                                        region.y, p->opacity, channels);
+        if (!ov) {
+            *msg = g_strdup("Could not add the saliency layer");
+            goto out;
+        }
+        GeglBuffer *buf = gimp_drawable_get_buffer(GIMP_DRAWABLE(ov));
+        gboolean wok = dlp_write_overlay(buf, an, g->w, g->h, channels, msg);
+        g_object_unref(buf);
+        if (!wok)
+            goto out;
+        gimp_drawable_update(GIMP_DRAWABLE(ov), 0, 0, g->w, g->h);
+    }
+    int lw = 0, lh = 0;
+    dlp_legend_size(g->w, g->h, &lw, &lh);
+    if (p->add_legend && an->map) {
+        GimpLayer *lg = new_pixel_layer(image, GIMP_LAYER(group),
+                                        "DermLens legend (saliency low to high)", lw, lh,
+                                        region.x + 4, region.y + g->h - lh - 4, 100.0, channels);
+        if (!lg) {
+            *msg = g_strdup("Could not add the legend layer");
+            goto out;
+        }
+        GeglBuffer *buf = gimp_drawable_get_buffer(GIMP_DRAWABLE(lg));
+        gboolean wok = dlp_write_legend(buf, lw, lh, channels, msg);
+        g_object_unref(buf);
+        if (!wok)
+            goto out;
+        gimp_drawable_update(GIMP_DRAWABLE(lg), 0, 0, lw, lh);
+    }
+    if (p->add_labels) {
+        char text[2048];
+        dlp_label_text(m, &an->result, p->top_k, text, sizeof text);
+        double size = g->h / 20.0;
+        size = size < 10.0 ? 10.0 : size > 64.0 ? 64.0 : size;
+        GimpFont *font = gimp_font_get_by_name("Sans-serif");
+        if (!font)
+            font = gimp_context_get_font();
+        GimpTextLayer *tl = font ? gimp_text_layer_new(image, text, font, size, gimp_unit_pixel())
+                                 : NULL;
+        if (!tl || !gimp_image_insert_layer(image, GIMP_LAYER(tl), GIMP_LAYER(group), 0)) {
+            *msg = g_strdup("Could not add the label text layer");
+            goto out;
+        }
+        GeglColor *white = gegl_color_new("white");
+        gimp_text_layer_set_color(tl, white);
+        g_object_unref(white);
+        gimp_layer_set_offsets(GIMP_LAYER(tl), region.x + 4, region.y + 4);
+        gimp_item_set_name(GIMP_ITEM(tl), "DermLens labels");
+    }
+
+    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, an->map != NULL,
+                                 an->saliency_note);
+    if (!json) {
+        *msg = g_strdup("Out of memory writing the result");
+        goto out;
+    }
+    GimpParasite *para = gimp_parasite_new(DLP_PARASITE_NAME,
+                                           GIMP_PARASITE_PERSISTENT | GIMP_PARASITE_UNDOABLE,
+                                           (guint32)strlen(json), json);
+    free(json);
+    gboolean attached = gimp_image_attach_parasite(image, para);
+    gimp_parasite_free(para);
+    if (!attached) {
+        *msg = g_strdup("Could not attach the dermlens-result parasite");
+        goto out;
+    }
+    ok = TRUE;
+out:
+    gimp_image_undo_group_end(image);
+    /* Leave the user's layer selected, as before. */
+    if (GIMP_IS_LAYER(drawable)) {
+        const GimpLayer *sel[2] = {GIMP_LAYER(drawable), NULL};
+        gimp_image_set_selected_layers(image, sel);
+    }
+    return ok;
+}
+
+static gboolean do_classify(GimpImage *image, GimpDrawable *drawable, const dlp_params *p,
+                            gboolean interactive, gchar **msg)
+{
+    if (!GIMP_IS_LAYER(drawable) || GIMP_IS_LAYER_MASK(drawable) ||
+        gimp_item_is_group(GIMP_ITEM(drawable))) {
+        *msg = g_strdup("DermLens classifies a pixel layer: select a layer (not a mask, channel "
+                        "or layer group)");
+        return FALSE;
+    }
+    gint x = 0, y = 0, w, h, ox = 0, oy = 0;
+    w = gimp_drawable_get_width(drawable);
+    h = gimp_drawable_get_height(drawable);
+    if (!gimp_selection_is_empty(image)) {
+        if (!gimp_drawable_mask_intersect(drawable, &x, &y, &w, &h) || w <= 0 || h <= 0) {
+            *msg = g_strdup("The selection does not overlap the selected layer: nothing to "
+                            "classify");
+            return FALSE;
+        }
+    }
+    if (w < DLP_MIN_REGION || h < DLP_MIN_REGION) {
+        *msg = g_strdup_printf("The region to classify is %d x %d pixels; DermLens needs at least "
+                               "%d x %d. Select a larger area.", w, h, DLP_MIN_REGION, DLP_MIN_REGION);
+        return FALSE;
+    }
+    gimp_drawable_get_offsets(drawable, &ox, &oy);
+    dlp_geom g;
+    dlp_geom_init(&g, x, y, w, h, ox, oy);
+
+    gimp_progress_init("DermLens: reading pixels");
+    GeglBuffer *buf = gimp_drawable_get_buffer(drawable);
+    guint8 *rgb = dlp_read_rgb(buf, &g, msg);
+    g_object_unref(buf);
+    if (!rgb)
+        return FALSE;
+
+    gimp_progress_set_text("DermLens: loading model");
+    char model_path[4096];
+    dl_error err = {0};
+    dl_model *m = dlp_model_open(p->model_path, dlp_plugin_dir, model_path, sizeof model_path, &err);
+    if (!m) {
+        g_free(rgb);
+        *msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
+        return FALSE;
+    }
+    host_state hs = {{0}};
+    dlp_progress prog = {host_progress, &hs, 0.05, 0.9};
+    dlp_analysis an;
+    int rc = dlp_analyse(m, rgb, g.aw, g.ah, (size_t)g.aw * 3, p->method, 1, &prog, &an, &err);
+    g_free(rgb);
+    if (rc != 0) {
+        dl_model_free(m);
+        *msg = g_strdup_printf("Classification failed: %s", err.message);
+        return FALSE;
+    }
+    if (!an.map)
+        g_message("DermLens: no saliency overlay (%s). The classification is still added.",
+                  an.saliency_note);
+    gimp_progress_set_text("DermLens: adding layers");
+    gboolean ok = annotate_image(image, drawable, &g, m, model_path, p, &an, msg);
+    gimp_progress_update(1.0);
+    if (ok && interactive) {
+        gimp_displays_flush();
+        result_dialog(m, &an);
+    }
+    dlp_analysis_free(&an);
+    dl_model_free(m);
+    return ok;
+}
+
+static GimpValueArray *classify_run(GimpProcedure *proc, GimpRunMode mode, GimpImage *image,
+                                    GimpDrawable **drawables, GimpProcedureConfig *config,
+                                    gpointer data)
+{
+    gegl_init(NULL, NULL);
+    int n = 0;
+    while (drawables && drawables[n])
+        n++;
+    if (n != 1)
+        return fail(proc, GIMP_PDB_CALLING_ERROR,
+                    g_strdup_printf("DermLens works on one layer; %d are selected", n));
+
+    if (mode == GIMP_RUN_INTERACTIVE) {
+        gchar *method = NULL;
+        g_object_get(config, "saliency-method", &method, NULL);
+        for (unsigned i = 0; i < G_N_ELEMENTS(method_names); i++)
+            if (method && strcmp(method, method_names[i]) == 0)
+                g_object_set(config, "saliency-choice", method_nicks[i], NULL);
+        g_free(method);
+        gimp_ui_init(DLP_BINARY);
+        GtkWidget *dlg = gimp_procedure_dialog_new(proc, config, "DermLens - Classify Lesion");
+        gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "model-path", "saliency-choice",
+                                   "opacity", "top-k", "add-labels", "add-legend", NULL);
+        gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dlg));
+        gtk_widget_destroy(dlg);
+        if (!ok)
+            return gimp_procedure_new_return_values(proc, GIMP_PDB_CANCEL, NULL);
+        gchar *nick = NULL;
+        g_object_get(config, "saliency-choice", &nick, NULL);
+        for (unsigned i = 0; i < G_N_ELEMENTS(method_nicks); i++)
+            if (nick && strcmp(nick, method_nicks[i]) == 0)
+                g_object_set(config, "saliency-method", method_names[i], NULL);
+        g_free(nick);
+    }
+
+    gchar *model = NULL, *method = NULL;
+    gdouble opacity = 60.0;
+    gint top_k = 3;
+    gboolean labels = TRUE, legend = TRUE;
+    g_object_get(config, "model-path", &model, "saliency-method", &method, "opacity", &opacity,
+                 "top-k", &top_k, "add-labels", &labels, "add-legend", &legend, NULL);
+    dlp_params p;
+    char perr[256];
+    int prc = dlp_params_set(&p, model ? model : "", method, opacity, top_k, labels, legend, perr,
+                             sizeof perr);
+    g_free(model);
+    g_free(method);
+    if (prc != 0)
+        return fail(proc, GIMP_PDB_CALLING_ERROR, g_strdup(perr));
+
+    gchar *msg = NULL;
+    if (!do_classify(image, drawables[0], &p, mode == GIMP_RUN_INTERACTIVE, &msg)) {
+        if (mode == GIMP_RUN_INTERACTIVE)
+            g_message("DermLens: %s", msg);
+        return fail(proc, GIMP_PDB_EXECUTION_ERROR, msg);
+    }
+    return gimp_procedure_new_return_values(proc, GIMP_PDB_SUCCESS, NULL);
+}
+
+/* ------------------------------------------------------------------ batch */
+
+static GimpValueArray *batch_run(GimpProcedure *proc, GimpProcedureConfig *config, gpointer data)
+{
+    gegl_init(NULL, NULL);
+    GimpRunMode mode = GIMP_RUN_NONINTERACTIVE;
+    g_object_get(config, "run-mode", &mode, NULL);
+    if (mode == GIMP_RUN_INTERACTIVE) {
+        gimp_ui_init(DLP_BINARY);
+        GtkWidget *dlg = gimp_procedure_dialog_new(proc, config, "DermLens - Batch Review");
+        gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "input-folder", "output-csv",
+                                   "output-folder", "model-path", "saliency-method", "opacity",
+                                   NULL);
+        gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dlg));
+        gtk_widget_destroy(dlg);
+        if (!ok)
+            return gimp_procedure_new_return_values(proc, GIMP_PDB_CANCEL, NULL);
+    }
+    gchar *in = NULL, *csv = NULL, *out = NULL, *model = NULL, *method = NULL;
+    gdouble opacity = 60.0;
+    g_object_get(config, "input-folder", &in, "output-csv", &csv, "output-folder", &out,
+                 "model-path", &model, "saliency-method", &method, "opacity", &opacity, NULL);
+    dlp_params p;
+    char perr[256];
+    gchar *msg = NULL;
+    GimpPDBStatusType status = GIMP_PDB_SUCCESS;
+    dlp_batch_stats st = {0};
+    if (dlp_params_set(&p, model ? model : "", method, opacity, 3, 1, 1, perr, sizeof perr) != 0) {
+        status = GIMP_PDB_CALLING_ERROR;
+        msg = g_strdup(perr);
+    } else {
+        dl_error err = {0};
+        char model_path[4096];
+        dl_model *m = dlp_model_open(p.model_path, dlp_plugin_dir, model_path, sizeof model_path,
+                                     &err);
+        if (!m) {
+            status = GIMP_PDB_EXECUTION_ERROR;
+            msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
+        } else {
+            gimp_progress_init("DermLens: batch review");
+            host_state hs = {{0}};
+            dlp_batch_opts o = {in, csv, out, p.method, p.opacity, host_progress, &hs};
+            if (dlp_batch_run(m, &o, &st, &err) != 0) {
+                status = GIMP_PDB_EXECUTION_ERROR;
+                msg = g_strdup_printf("Batch review failed: %s", err.message);
+            }
+            dl_model_free(m);
+        }
+    }
+    g_free(in);
+    g_free(out);
+    g_free(model);
+    g_free(method);
+    if (status != GIMP_PDB_SUCCESS) {
+        g_free(csv);
+        if (mode == GIMP_RUN_INTERACTIVE)
+            g_message("DermLens: %s", msg);
+        return fail(proc, status, msg);
+    }
+    if (mode == GIMP_RUN_INTERACTIVE)
+        g_message("DermLens: %d files classified, %d failed; results in %s", st.ok, st.failed, csv);
+    g_free(csv);
+    GimpValueArray *ret = gimp_procedure_new_return_values(proc, GIMP_PDB_SUCCESS, NULL);
+    GIMP_VALUES_SET_INT(ret, 1, st.ok);
+    GIMP_VALUES_SET_INT(ret, 2, st.failed);
+    return ret;
+}
+
+/* ------------------------------------------------------------------ registration */
+
+static void add_common_args(GimpProcedure *proc)
+{
+    gimp_procedure_add_string_argument(proc, "model-path", "_Model file",
+                                       "Model file (empty: the shipped lesion model)", "",
+                                       G_PARAM_READWRITE);
+    gimp_procedure_add_string_argument(proc, "saliency-method", "Saliency method",
+                                       "gradcam, gradcam++, hirescam, layercam, scorecam or "
+                                       "occlusion", "gradcam", G_PARAM_READWRITE);
+    gimp_procedure_add_double_argument(proc, "opacity", "Overlay _opacity",
+                                       "Overlay opacity (0..100)", 0.0, 100.0, 60.0,
+                                       G_PARAM_READWRITE);
+}
+
+static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
+{
+    GimpProcedure *proc = NULL;
+    if (strcmp(name, DLP_PROC_CLASSIFY) == 0) {
+        proc = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, classify_run,
+                                        NULL, NULL);
+        gimp_procedure_set_image_types(proc, "RGB*, GRAY*, INDEXED*");
+        gimp_procedure_set_sensitivity_mask(proc, GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
+        gimp_procedure_set_menu_label(proc, "Classify _Lesion...");
+        gimp_procedure_add_menu_path(proc, "<Image>/Filters/Dermatology");
+        gimp_procedure_set_documentation(
+            proc, "Classify a skin lesion and show where the model looked",
+            "Classifies the selected layer (or the selection's bounding box) with the DermLens "
+            "CNN and adds a layer group with a saliency overlay, the top classes and a legend. "
+            "Research/teaching aid - not a diagnosis.",
+            name);
+        gimp_procedure_set_attribution(proc, "DermLens authors", "GPL-3.0-or-later", "2025");
+        add_common_args(proc);
+        gimp_procedure_add_int_argument(proc, "top-k", "_Top-k classes",
+                                        "Number of classes in the label", 1, DLP_MAX_TOP_K, 3,
+                                        G_PARAM_READWRITE);
+        gimp_procedure_add_boolean_argument(proc, "add-labels", "Add _labels",
+                                            "Add the label text layer", TRUE, G_PARAM_READWRITE);
+        gimp_procedure_add_boolean_argument(proc, "add-legend", "Add le_gend",
+                                            "Add the colour-scale legend", TRUE,
+                                            G_PARAM_READWRITE);
+        GimpChoice *choice = gimp_choice_new();
+        for (unsigned i = 0; i < G_N_ELEMENTS(method_nicks); i++)
+            gimp_choice_add(choice, method_nicks[i], (gint)i, method_names[i], NULL);
+        gimp_procedure_add_choice_aux_argument(proc, "saliency-choice", "_Saliency method",
+                                               "Saliency method", choice, "gradcam",
+                                               G_PARAM_READWRITE);
+    } else if (strcmp(name, DLP_PROC_BATCH) == 0) {
+        proc = gimp_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, batch_run, NULL, NULL);
+        gimp_procedure_set_sensitivity_mask(proc, GIMP_PROCEDURE_SENSITIVE_ALWAYS);
+        gimp_procedure_set_menu_label(proc, "_Batch Review...");
+        gimp_procedure_add_menu_path(proc, "<Image>/Filters/Dermatology");
+        gimp_procedure_set_documentation(
+            proc, "Classify every image in a folder into a CSV file",
+            "Writes one CSV row per file (top class, every probability, OOD flag, error) and "
+            "optionally annotated PNG copies. Input files are never changed.",
+            name);
+        gimp_procedure_set_attribution(proc, "DermLens authors", "GPL-3.0-or-later", "2025");
+        gimp_procedure_add_enum_argument(proc, "run-mode", "Run mode", "The run mode",
+                                         GIMP_TYPE_RUN_MODE, GIMP_RUN_NONINTERACTIVE,
+                                         G_PARAM_READWRITE);
+        gimp_procedure_add_string_argument(proc, "input-folder", "_Input folder",
+                                           "Folder of images to review (never written to)", "",
+                                           G_PARAM_READWRITE);
+        gimp_procedure_add_string_argument(proc, "output-csv", "Output _CSV file",
+                                           "CSV file to write (atomically)", "",
+                                           G_PARAM_READWRITE);
+        gimp_procedure_add_string_argument(proc, "output-folder", "Annotated copies _folder",
+                                           "Folder for annotated PNG copies (empty: none)", "",
+                                           G_PARAM_READWRITE);
+        add_common_args(proc);
+        gimp_procedure_add_int_return_value(proc, "classified", "Classified", "Files classified",
+                                            0, G_MAXINT, 0, G_PARAM_READWRITE);
+        gimp_procedure_add_int_return_value(proc, "failed", "Failed",
+                                            "Files that failed (listed in the CSV)", 0, G_MAXINT,
+                                            0, G_PARAM_READWRITE);
+    }
+    return proc;
+}
+
+int main(int argc, char *argv[])
+{
+    if (argc > 0)
+        dlp_plugin_dir = dlp_plugin_dir_from_argv0(argv[0]);
+    return gimp_main(dermlens_get_type(), argc, argv);
+}

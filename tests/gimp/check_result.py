@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Check what the DermLens plug-in left in GIMP (standard library only).
+
+Usage: check_result.py WORKDIR
+
+WORKDIR holds, per test case C (written by the GIMP scripts):
+  C-facts.txt     lines "layer|group|child <tab> name <tab> is_text <tab> x <tab> y <tab> w <tab> h"
+                  from the re-opened XCF (child = inside the DermLens group)
+  C-before.png    the original layer exported before the plug-in ran
+  C-after.png     the original layer exported from the re-opened XCF
+  C-overlay.png   the saliency layer exported from the re-opened XCF
+  C-parasite.json the dermlens-result parasite from the re-opened XCF
+  C-text.txt      the label text layer's text
+  C-cli.json      `dermlens classify --json -k 0` on C-ref.png (the region's pixels)
+and for the batch case: batch-facts.txt ("classified failed"), batch.csv,
+batch-out/ (annotated copies), batch-in.sha256 / batch-in-after.sha256.
+Exit status 0 when every check passes, 1 otherwise.
+"""
+import csv
+import json
+import math
+import os
+import struct
+import sys
+import zlib
+
+# Expected region (x, y, w, h) in image coordinates per case; None = whole layer.
+CASES = {
+    "rgb": None,
+    "selection": (40, 30, 120, 100),
+    "grey": None,
+    "u16": None,
+    "offset": (30, 10, 224, 224),
+}
+TOL = 1e-4
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+    return cond
+
+
+def read_png(path):
+    """Decode a non-interlaced PNG: (width, height, channels, depth, samples list per row)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(path + ": not a PNG")
+    pos, idat, hdr, plte = 8, [], None, None
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            hdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"PLTE":
+            plte = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    w, h, depth, ctype, _, _, interlace = hdr
+    if interlace:
+        raise ValueError(path + ": interlaced PNG not supported by the checker")
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ctype]
+    bpp = max(1, channels * depth // 8)
+    stride = (w * channels * depth + 7) // 8
+    raw = zlib.decompress(b"".join(idat))
+    rows, prev = [], bytearray(stride)
+    for y in range(h):
+        ft = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if ft == 1:
+                line[i] = (line[i] + a) & 255
+            elif ft == 2:
+                line[i] = (line[i] + b) & 255
+            elif ft == 3:
+                line[i] = (line[i] + ((a + b) >> 1)) & 255
+            elif ft == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pr = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[i] = (line[i] + pr) & 255
+        rows.append(bytes(line))
+        prev = line
+    if ctype == 3:  # expand palette to RGB for comparisons
+        rows = [b"".join(plte[3 * v:3 * v + 3] for v in r[:w]) for r in rows]
+        channels = 3
+    return w, h, channels, depth, rows
+
+
+def alpha_values(png):
+    w, h, ch, depth, rows = png
+    if ch not in (2, 4):
+        return None
+    out = []
+    for r in rows:
+        if depth == 16:
+            vals = struct.unpack(">%dH" % (w * ch), r)
+            out.extend(v / 65535.0 for v in vals[ch - 1::ch])
+        else:
+            out.extend(v / 255.0 for v in r[ch - 1::ch])
+    return out
+
+
+def read_facts(path):
+    items = []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 7:
+                continue
+            kind, name, is_text, x, y, w, h = parts
+            items.append((kind, name, is_text == "1", int(x), int(y), int(w), int(h)))
+    return items
+
+
+def check_case(work, case, region):
+    p = lambda suffix: os.path.join(work, "%s-%s" % (case, suffix))
+    if not check(os.path.exists(p("facts.txt")), "%s: no facts (GIMP script failed?)" % case):
+        return
+    facts = read_facts(p("facts.txt"))
+    layers = [f for f in facts if f[0] == "layer"]
+    groups = [f for f in facts if f[0] == "group"]
+    children = [f for f in facts if f[0] == "child"]
+    check(len(layers) == 1, "%s: expected the one original layer, got %r" % (case, layers))
+    check(len(groups) == 1, "%s: expected one DermLens group, got %r" % (case, groups))
+
+    try:
+        with open(p("parasite.json")) as f:
+            res = json.load(f)
+    except (OSError, ValueError) as e:
+        check(False, "%s: parasite JSON does not parse: %s" % (case, e))
+        return
+    classes = res.get("classes", [])
+    probs = [c["probability"] for c in classes]
+    check(len(probs) > 1, "%s: no class probabilities in the parasite" % case)
+    check(abs(sum(probs) - 1.0) < TOL, "%s: probabilities sum to %.6f" % (case, sum(probs)))
+    for key in ("version", "model", "region", "saliency"):
+        check(key in res, "%s: parasite lacks %s" % (case, key))
+    check(len(res.get("model", {}).get("sha256", "")) == 64, "%s: model sha256 missing" % case)
+    check(res.get("saliency", {}).get("method") == "gradcam", "%s: saliency method" % case)
+
+    # Region: expected from the set-up, whole layer when None.
+    lw, lh = (layers[0][5], layers[0][6]) if layers else (0, 0)
+    exp = region or (layers[0][3], layers[0][4], lw, lh) if layers else region
+    reg = res.get("region", {})
+    got = (reg.get("x"), reg.get("y"), reg.get("width"), reg.get("height"))
+    check(exp is not None and got == tuple(exp), "%s: region %r, expected %r" % (case, got, exp))
+
+    # Group name follows the top class.
+    if groups and probs:
+        top = max(range(len(probs)), key=lambda i: probs[i])
+        want = "DermLens: %s %.0f%%" % (classes[top]["name"], 100.0 * probs[top])
+        check(groups[0][1] == want, "%s: group named %r, expected %r" % (case, groups[0][1], want))
+
+    names = {c[1]: c for c in children}
+    ov = names.get("DermLens saliency (gradcam)")
+    check("DermLens labels" in names and names["DermLens labels"][2],
+          "%s: no text layer 'DermLens labels' in %r" % (case, list(names)))
+    check("DermLens legend (saliency low to high)" in names, "%s: no legend layer" % case)
+    if check(ov is not None, "%s: no saliency layer in %r" % (case, list(names))):
+        check((ov[3], ov[4], ov[5], ov[6]) == tuple(exp),
+              "%s: overlay at %r, region %r" % (case, ov[3:], exp))
+    try:
+        with open(p("text.txt")) as f:
+            text = f.read()
+        check("Research/teaching aid - not a diagnosis" in text, "%s: disclaimer missing" % case)
+        check("%" in text, "%s: no probabilities in the label" % case)
+    except OSError:
+        check(False, "%s: label text not exported" % case)
+
+    # Overlay: inside the region only (layer bounds above) and with content.
+    try:
+        ovp = read_png(p("overlay.png"))
+        check((ovp[0], ovp[1]) == (exp[2], exp[3]), "%s: overlay PNG %dx%d" % (case, ovp[0], ovp[1]))
+        alpha = alpha_values(ovp)
+        if check(alpha is not None, "%s: overlay has no alpha" % case):
+            visible = sum(1 for a in alpha if a > 0.02) / len(alpha)
+            check(0.02 < visible < 1.0 and max(alpha) > 0.5,
+                  "%s: overlay content trivial (visible %.3f, max alpha %.2f)" % (case, visible, max(alpha)))
+    except (OSError, ValueError, KeyError) as e:
+        check(False, "%s: overlay PNG: %s" % (case, e))
+
+    # The user's layer is byte-identical.
+    try:
+        b, a = read_png(p("before.png")), read_png(p("after.png"))
+        check(b[:4] == a[:4] and b[4] == a[4], "%s: original layer pixels changed" % case)
+    except (OSError, ValueError, KeyError) as e:
+        check(False, "%s: before/after PNG: %s" % (case, e))
+
+    # Same pixels through the CLI give the same probabilities.
+    try:
+        with open(p("cli.json")) as f:
+            cli = json.load(f)
+        r0 = cli["results"][0]
+        cprobs = [c["probability"] for c in r0["classes"]]
+        check(len(cprobs) == len(probs), "%s: CLI has %d classes, plug-in %d" % (case, len(cprobs), len(probs)))
+        diff = max((abs(x - y) for x, y in zip(cprobs, probs)), default=math.inf)
+        check(diff <= TOL, "%s: plug-in vs CLI max |dp| = %.3g" % (case, diff))
+        check(cli["model"]["sha256"] == res["model"]["sha256"], "%s: different models" % case)
+        print("%s: region %r, top %s, max |plug-in - CLI| = %.2g" % (case, got, groups[0][1] if groups else "?", diff))
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        check(False, "%s: CLI reference: %s" % (case, e))
+
+
+def check_batch(work):
+    facts = os.path.join(work, "batch-facts.txt")
+    if not check(os.path.exists(facts), "batch: procedure did not report"):
+        return
+    with open(facts) as f:
+        ok, failed = (int(v) for v in f.read().split()[:2])
+    check((ok, failed) == (2, 1), "batch: %d classified, %d failed (want 2, 1)" % (ok, failed))
+    try:
+        with open(os.path.join(work, "batch.csv"), newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        check(False, "batch: CSV: %s" % e)
+        return
+    head, body = rows[0], rows[1:]
+    check(head[:2] == ["file", "top_class"] and head[-2:] == ["ood", "error"], "batch: header %r" % head[:3])
+    check(len(body) == 3, "batch: %d rows" % len(body))
+    pcols = [i for i, h in enumerate(head) if h.startswith("p_")]
+    for r in body:
+        check(len(r) == len(head), "batch: ragged row %r" % r[:2])
+        if r[0] == "broken.jpg":
+            check(r[-1] != "" and all(r[i] == "" for i in pcols), "batch: broken row %r" % r[-1])
+        else:
+            s = sum(float(r[i]) for i in pcols)
+            check(abs(s - 1.0) < 1e-3 and r[-1] == "", "batch: %s sums to %.5f, error %r" % (r[0], s, r[-1]))
+            stem = os.path.splitext(r[0])[0]
+            check(os.path.exists(os.path.join(work, "batch-out", stem + ".dermlens.png")),
+                  "batch: no annotated copy for %s" % r[0])
+    with open(os.path.join(work, "batch-in.sha256")) as f1, open(os.path.join(work, "batch-in-after.sha256")) as f2:
+        check(f1.read() == f2.read(), "batch: the input folder changed")
+    left = [n for n in os.listdir(work) if ".tmp" in n]
+    check(not left, "batch: temporary files left: %r" % left)
+
+
+def main():
+    work = sys.argv[1]
+    for case, region in CASES.items():
+        check_case(work, case, region)
+    check_batch(work)
+    if failures:
+        for f in failures:
+            print("FAIL:", f)
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+; SPDX-License-Identifier: GPL-3.0-or-later
+; GIMP 2.10 Script-Fu, second session: re-open each XCF and write what is in
+; it for check_result.py. The shell driver prepends (define dl-work "...").
+
+(define (dl-path name) (string-append dl-work "/" name))
+(define dl-tab (string (integer->char 9)))
+
+(define (dl-save-png img drawable path)
+  (file-png-save2 RUN-NONINTERACTIVE img drawable path path 0 9 0 0 0 0 0 0 0))
+
+(define (dl-prefix? p s)
+  (and (>= (string-length s) (string-length p))
+       (string=? p (substring s 0 (string-length p)))))
+
+(define (dl-fact port kind item)
+  (let ((off (gimp-drawable-offsets item)))
+    (for-each (lambda (v) (display v port) (display dl-tab port))
+              (list kind (car (gimp-item-get-name item))
+                    (car (gimp-item-is-text-layer item))
+                    (car off) (cadr off)
+                    (car (gimp-drawable-width item))))
+    (display (car (gimp-drawable-height item)) port)
+    (newline port)))
+
+(define (dl-write-file path text)
+  (let ((port (open-output-file path)))
+    (display text port)
+    (close-output-port port)))
+
+(define (dl-inspect name)
+  (let* ((xcf (dl-path (string-append name ".xcf")))
+         (img (car (gimp-xcf-load 0 xcf xcf)))
+         (port (open-output-file (dl-path (string-append name "-facts.txt")))))
+    (for-each
+     (lambda (l)
+       (if (= (car (gimp-item-is-group l)) TRUE)
+           (begin
+             (dl-fact port "group" l)
+             (for-each
+              (lambda (c)
+                (let ((cname (car (gimp-item-get-name c))))
+                  (dl-fact port "child" c)
+                  (if (dl-prefix? "DermLens saliency" cname)
+                      (dl-save-png img c (dl-path (string-append name "-overlay.png"))))
+                  (if (= (car (gimp-item-is-text-layer c)) TRUE)
+                      (dl-write-file (dl-path (string-append name "-text.txt"))
+                                     (car (gimp-text-layer-get-text c))))))
+              (vector->list (cadr (gimp-item-get-children l)))))
+           (begin
+             (dl-fact port "layer" l)
+             (dl-save-png img l (dl-path (string-append name "-after.png"))))))
+     (vector->list (cadr (gimp-image-get-layers img))))
+    (close-output-port port)
+    (dl-write-file (dl-path (string-append name "-parasite.json"))
+                   (caddr (car (gimp-image-get-parasite img "dermlens-result"))))
+    (gimp-image-delete img)))
+
+(for-each dl-inspect '("rgb" "selection" "grey" "u16" "offset"))

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Saliency on the committed ImageNet MobileNetV2 and the dog picture:
+ * every method gives a finite, non-constant [0,1] map of the region's size;
+ * Grad-CAM for "German shepherd" lands on the dog; Grad-CAM's channel
+ * weights equal finite differences of the logit taken through the layers
+ * above the Grad-CAM layer (an independent forward-only path); error cases. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void check_map(const char *what, const float *map, int w, int h)
+{
+    float lo = INFINITY, hi = -INFINITY;
+    size_t bad = 0;
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        if (!isfinite(map[i]) || map[i] < 0.f || map[i] > 1.f) bad++;
+        else {
+            lo = map[i] < lo ? map[i] : lo;
+            hi = map[i] > hi ? map[i] : hi;
+        }
+    }
+    CHECK(bad == 0, "%s: %zu values outside [0,1] or not finite", what, bad);
+    CHECK(hi - lo > 0.5f, "%s: map is (nearly) constant: [%g, %g]", what, lo, hi);
+}
+
+/* Mean of the map inside [x0,x1)x[y0,y1) and over the outer `b`-pixel border. */
+static void box_vs_border(const float *map, int w, int h, int x0, int y0, int x1, int y1, int b,
+                          double *in, double *border)
+{
+    double si = 0, sb = 0;
+    long ni = 0, nb = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float v = map[(size_t)y * w + x];
+            if (x >= x0 && x < x1 && y >= y0 && y < y1) { si += v; ni++; }
+            if (x < b || y < b || x >= w - b || y >= h - b) { sb += v; nb++; }
+        }
+    *in = si / ni;
+    *border = sb / nb;
+}
+
+/* The part of g above `layer` as its own graph whose input is that layer's
+ * output: lets the test evaluate logit(A) for a perturbed activation A by
+ * forward passes only. Works for chains whose nodes read `layer` or later. */
+static int tail_graph(const dl_graph *g, int layer, dl_graph *t, int *map_out)
+{
+    dl_error err = {0};
+    int *map = calloc(g->n_nodes, sizeof(int));
+    int *tmap = calloc(g->n_tensors ? g->n_tensors : 1, sizeof(int));
+    for (int i = 0; i < g->n_tensors; i++) tmap[i] = -1;
+    dl_graph_init(t);
+    dl_node in = dl_node_make(DL_OP_INPUT, "tail_input");
+    in.h = g->nodes[layer].h;
+    in.w = g->nodes[layer].w;
+    in.c = g->nodes[layer].c;
+    map[layer] = dl_graph_add_node(t, &in, &err);
+    int ok = map[layer] == 0;
+    for (int i = layer + 1; ok && i < g->n_nodes; i++) {
+        dl_node n = g->nodes[i];
+        for (int k = 0; k < n.n_inputs; k++) {
+            if (n.inputs[k] < layer) { ok = 0; break; }
+            n.inputs[k] = map[n.inputs[k]];
+        }
+        int *ts[2] = {&n.weight, &n.bias};
+        for (int k = 0; ok && k < 2; k++) {
+            if (*ts[k] < 0) continue;
+            int old = *ts[k];
+            if (tmap[old] < 0) {
+                const dl_tensor *src = &g->tensors[old];
+                tmap[old] = dl_graph_add_tensor(t, src->name, src->ndim, src->dims, src->data, &err);
+            }
+            *ts[k] = tmap[old];
+            ok = *ts[k] >= 0;
+        }
+        if (ok) ok = (map[i] = dl_graph_add_node(t, &n, &err)) >= 0;
+    }
+    if (ok) {
+        t->output = map[g->output];
+        t->features = -1;
+        ok = dl_graph_infer(t, &err) == 0;
+    }
+    if (!ok) fprintf(stderr, "tail graph: %s\n", err.message);
+    *map_out = ok ? map[g->output] : -1;
+    free(map);
+    free(tmap);
+    return ok ? 0 : -1;
+}
+
+int main(void)
+{
+    dl_error err = {0};
+    dl_set_num_threads(0);
+    dl_model *m = dl_model_load(tu_source("weights/mobilenet_v2_imagenet.safetensors"), &err);
+    CHECK(m != NULL, "load: %s", err.message);
+    dl_image img = {0};
+    CHECK(dl_image_load(tu_source("tests/data/imagenet/dog_224.png"), &img, &err) == 0, "image: %s", err.message);
+    if (!m || !img.pixels) return tu_exit();
+    const int W = img.width, H = img.height;
+
+    /* names */
+    for (int i = 0; i <= DL_SALIENCY_OCCLUSION; i++)
+        CHECK(dl_saliency_method_from_name(dl_saliency_method_name(i)) == i, "method %d name round trip", i);
+    CHECK(dl_saliency_method_from_name("Grad-CAM") == DL_SALIENCY_GRADCAM, "alias Grad-CAM");
+    CHECK(dl_saliency_method_from_name("gradcampp") == DL_SALIENCY_GRADCAM_PP, "alias gradcampp");
+    CHECK(dl_saliency_method_from_name("saliency") == -1, "unknown name accepted");
+
+    /* cost: classify vs Grad-CAM (warm-up first; printed, not asserted) */
+    dl_result r = {0};
+    float *map = NULL;
+    dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 236};
+    CHECK(dl_classify_rgb8(m, img.pixels, W, H, img.stride, NULL, &r, &err) == 0, "classify: %s", err.message);
+    dl_result_free(&r);
+    CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &o, &map, NULL, &err) == 0, "gradcam: %s", err.message);
+    free(map);
+    const int reps = 3;
+    double t0 = now();
+    for (int i = 0; i < reps; i++) {
+        dl_classify_rgb8(m, img.pixels, W, H, img.stride, NULL, &r, &err);
+        dl_result_free(&r);
+    }
+    double t_cls = (now() - t0) / reps;
+    t0 = now();
+    for (int i = 0; i < reps; i++) {
+        dl_explain_rgb8(m, img.pixels, W, H, img.stride, &o, &map, NULL, &err);
+        free(map);
+    }
+    double t_cam = (now() - t0) / reps;
+    printf("cost: classify %.1f ms, Grad-CAM (incl. its forward) %.1f ms, ratio %.3f "
+           "(Grad-CAM adds %.0f%% of a forward)\n",
+           t_cls * 1e3, t_cam * 1e3, t_cam / t_cls, (t_cam / t_cls - 1) * 100);
+
+    /* Grad-CAM on the dog, with the result filled as classify would */
+    map = NULL;
+    CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &o, &map, &r, &err) == 0, "gradcam: %s", err.message);
+    if (map) {
+        check_map("gradcam", map, W, H);
+        CHECK(r.top_index && r.top_index[0] == 236, "result top class %d", r.top_index ? r.top_index[0] : -1);
+        CHECK(r.probs && fabsf(r.probs[236] - 0.2626f) < 1e-3f, "result p(236) = %f", r.probs ? r.probs[236] : -1);
+        double in, border;
+        box_vs_border(map, W, H, 30, 80, 100, 200, 16, &in, &border);
+        printf("gradcam class 236: mean on the dog box %.3f, on the border %.3f\n", in, border);
+        CHECK(in > 2 * border && in > 0.3, "gradcam misses the dog: box %.3f border %.3f", in, border);
+    }
+    dl_result_free(&r);
+    /* After Conv_1 come a global average pool and a linear layer, so the
+     * gradient is the same at every position and HiResCAM must equal
+     * Grad-CAM exactly (up to float rounding); LayerCAM must not be empty. */
+    {
+        float *hm = NULL;
+        dl_explain_options ho = {.method = DL_SALIENCY_HIRESCAM, .class_index = 236};
+        CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &ho, &hm, NULL, &err) == 0, "hirescam: %s", err.message);
+        if (hm && map) {
+            double md = 0;
+            for (int i = 0; i < W * H; i++) md = fmax(md, fabs(hm[i] - map[i]));
+            printf("max |HiResCAM - Grad-CAM| = %.3g (equal for GAP + linear heads)\n", md);
+            CHECK(md < 1e-4, "HiResCAM differs from Grad-CAM by %g", md);
+        }
+        free(hm);
+    }
+    free(map);
+
+    /* Grad-CAM's alpha against finite differences through the tail graph */
+    {
+        dl_graph *g = &m->graph;
+        int layer = dl_graph_last_spatial_conv(g);
+        const dl_node *L = &g->nodes[layer];
+        int hw = L->h * L->w, C = L->c;
+        /* m->exec still holds the last Grad-CAM run (class 236) */
+        float *A = malloc(sizeof(float) * hw * C), *alpha = calloc(C, sizeof(float));
+        memcpy(A, m->exec.act[layer], sizeof(float) * hw * C);
+        for (int i = 0; i < hw; i++)
+            for (int c = 0; c < C; c++) alpha[c] += m->exec.grad[layer][(size_t)i * C + c] / hw;
+        dl_graph t;
+        int tout;
+        dl_exec te;
+        CHECK(tail_graph(g, layer, &t, &tout) == 0, "tail graph");
+        if (tout >= 0 && dl_exec_init(&te, &t, 1, &err) == 0) {
+            CHECK(dl_exec_forward(&te, A, -1, &err) == 0, "%s", err.message);
+            CHECK(fabsf(te.act[tout][236] - m->exec.act[g->output][236]) < 1e-3f, "tail graph logit %f vs %f",
+                  te.act[tout][236], m->exec.act[g->output][236]);
+            /* channels: the 3 largest |alpha| and 3 fixed ones */
+            int chans[6] = {0, 7, 500, 0, 0, 0};
+            for (int k = 3; k < 6; k++) {
+                int best = 0;
+                for (int c = 0; c < C; c++) {
+                    int used = 0;
+                    for (int j = 3; j < k; j++) used |= chans[j] == c;
+                    if (!used && fabsf(alpha[c]) > fabsf(alpha[best])) best = c;
+                }
+                chans[k] = best;
+            }
+            float *Ap = malloc(sizeof(float) * hw * C);
+            double amax = 0;
+            for (int c = 0; c < C; c++) amax = fmax(amax, fabsf(alpha[c]));
+            const float eps = 0.05f;
+            for (int k = 0; k < 6; k++) {
+                int c = chans[k];
+                float s[2];
+                for (int sgn = 0; sgn < 2; sgn++) {
+                    memcpy(Ap, A, sizeof(float) * hw * C);
+                    for (int i = 0; i < hw; i++) Ap[(size_t)i * C + c] += sgn ? -eps : eps;
+                    dl_exec_forward(&te, Ap, -1, &err);
+                    s[sgn] = te.act[tout][236];
+                }
+                double fd = (s[0] - s[1]) / (2.0 * eps) / hw; /* d logit / d(uniform shift of channel c) / hw */
+                double diff = fabs(fd - alpha[c]);
+                printf("alpha[%4d] = % .6e  finite difference % .6e\n", c, alpha[c], fd);
+                CHECK(diff <= 1e-3 * amax + 1e-2 * fabs(alpha[c]), "channel %d: alpha %g vs fd %g", c, alpha[c], fd);
+            }
+            /* directional derivative along A itself: sum_c alpha_c * sum_ij A_ijc */
+            double dir = 0;
+            for (int i = 0; i < hw; i++)
+                for (int c = 0; c < C; c++) dir += alpha[c] * A[(size_t)i * C + c];
+            for (size_t i = 0; i < (size_t)hw * C; i++) Ap[i] = A[i] * (1.f + eps);
+            dl_exec_forward(&te, Ap, -1, &err);
+            float sp = te.act[tout][236];
+            for (size_t i = 0; i < (size_t)hw * C; i++) Ap[i] = A[i] * (1.f - eps);
+            dl_exec_forward(&te, Ap, -1, &err);
+            double fdd = (sp - te.act[tout][236]) / (2.0 * eps);
+            printf("directional derivative along A: alpha.sum(A) %.5f, finite difference %.5f\n", dir, fdd);
+            CHECK(fabs(dir - fdd) < 1e-2 * fabs(fdd) + 1e-3, "directional derivative %g vs %g", dir, fdd);
+            free(Ap);
+            dl_exec_free(&te);
+        }
+        dl_graph_free(&t);
+        free(A);
+        free(alpha);
+    }
+
+    /* every method: size, range, finiteness, not constant. The gradient
+     * methods on a region given by stride (the top-left 200x150 of the
+     * picture: the map has the region's size); the slow gradient-free ones
+     * on the whole picture, where they must also favour the dog. */
+    for (int meth = 0; meth <= DL_SALIENCY_OCCLUSION; meth++) {
+        dl_explain_options mo = {.method = meth, .class_index = 236, .smooth_sigma = meth == 1 ? 2.f : 0.f};
+        int slow = meth >= DL_SALIENCY_SCORECAM;
+        int rw = slow ? W : 200, rh = slow ? H : 150;
+        double t1 = now();
+        map = NULL;
+        int rc = dl_explain_rgb8(m, img.pixels, rw, rh, img.stride, &mo, &map, NULL, &err);
+        double dt = now() - t1;
+        CHECK(rc == 0, "%s: %s", dl_saliency_method_name(meth), err.message);
+        if (rc) continue;
+        printf("%-10s %6.0f ms (%dx%d)\n", dl_saliency_method_name(meth), dt * 1e3, rw, rh);
+        check_map(dl_saliency_method_name(meth), map, rw, rh);
+        if (slow) {
+            double in, border;
+            box_vs_border(map, W, H, 30, 80, 100, 200, 16, &in, &border);
+            printf("%s class 236: box %.3f border %.3f\n", dl_saliency_method_name(meth), in, border);
+            CHECK(in > border, "%s: box %.3f <= border %.3f", dl_saliency_method_name(meth), in, border);
+        }
+        free(map);
+    }
+
+    /* errors */
+    dl_explain_options bad = {.method = DL_SALIENCY_GRADCAM, .class_index = -1, .layer = "no/such/layer"};
+    map = NULL;
+    CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &bad, &map, NULL, &err) == -1 && err.code == DL_ERR_ARG &&
+              strstr(err.message, "no/such/layer"), "unknown layer: %d %s", err.code, err.message);
+    CHECK(map == NULL, "map set on failure");
+    bad.layer = m->graph.nodes[m->graph.features].name; /* pooled 1x1 features */
+    CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &bad, &map, NULL, &err) == -1 && err.code == DL_ERR_ARG &&
+              strstr(err.message, "not spatial"), "non-spatial layer: %s", err.message);
+    bad.layer = NULL;
+    bad.class_index = 1001;
+    CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &bad, &map, NULL, &err) == -1 && err.code == DL_ERR_ARG,
+          "class out of range accepted");
+    bad.class_index = -1;
+    bad.method = (dl_saliency_method)42;
+    CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &bad, &map, NULL, &err) == -1, "method 42 accepted");
+    /* an earlier layer by (prefix) name works: block 13's expansion (14x14) */
+    {
+        int idx = -1;
+        for (int i = 0; i < m->graph.n_nodes; i++)
+            if (m->graph.nodes[i].op == DL_OP_CONV2D && m->graph.nodes[i].h == 14) idx = i;
+        CHECK(idx > 0, "no 14x14 conv");
+        if (idx > 0) {
+            dl_explain_options lo = {.method = DL_SALIENCY_GRADCAM, .class_index = 236, .layer = m->graph.nodes[idx].name};
+            CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &lo, &map, NULL, &err) == 0, "layer %s: %s",
+                  lo.layer, err.message);
+            if (map) check_map("gradcam@14x14", map, W, H);
+            free(map);
+            map = NULL;
+        }
+    }
+    dl_image_free(&img);
+    dl_model_free(m);
+    return tu_exit();
+}
