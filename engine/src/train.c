@@ -81,6 +81,9 @@ typedef struct {
     float *cut_train;  /* n_train * V * cut_size */
     float *feat_train; /* n_train * V * feat_dim */
     float *cut_val, *feat_val;
+    /* full fine-tuning (cut = input): decoded images, augmented on the fly */
+    uint8_t **train_imgs;
+    const dl_preprocess *pre;
 } trainer;
 
 static void logf_(const dl_train_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -318,7 +321,9 @@ static int build_caches(trainer *t, const dl_model *bb, dl_graph *full, uint8_t 
     const int W = bb->pre.width, H = bb->pre.height, B = 16;
     const size_t in_n = (size_t)W * H;
     size_t total = (size_t)n * views;
-    bool need_cut = t->cut != full->features;
+    /* with cut = input the training views are rendered on the fly; only the
+     * (clean) validation inputs are cached */
+    bool need_cut = t->cut != full->features && (t->cut != 0 || views == 1);
     float *cut = need_cut ? malloc(sizeof(float) * total * t->cut_size) : NULL;
     float *feat = malloc(sizeof(float) * total * t->feat_dim);
     uint8_t *aug = malloc(in_n * 3);
@@ -508,29 +513,33 @@ static int ckpt_load(const char *path, dl_graph *sub, adam *a, dl_graph *best, i
     const cJSON *meta = cJSON_GetObjectItem(hdr, "__metadata__");
     const cJSON *sj = cJSON_GetObjectItem(meta, "state");
     if (!cJSON_IsString(sj) || !(st = cJSON_Parse(sj->valuestring))) { dl_fail(err, DL_ERR_FORMAT, "%s: not a DermLens checkpoint", path); goto out; }
+    const uint8_t *base = data + 8 + hl;
+    size_t dlen = size - 8 - hl;
+    /* validate every tensor before touching anything: a checkpoint of the
+     * other stage (or a damaged one) must leave the run untouched */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < a->n; i++) {
+            dl_tensor *t = &sub->tensors[a->tensor[i]];
+            const char *pre[4] = {"w.", "m.", "v.", "best."};
+            float *dst[4] = {t->data, a->m[i], a->v[i], best->tensors[a->tensor[i]].data};
+            for (int k = 0; k < 4; k++) {
+                char name[256];
+                snprintf(name, sizeof name, "%s%s", pre[k], t->name);
+                const cJSON *tj = cJSON_GetObjectItem(hdr, name);
+                const cJSON *o = cJSON_GetObjectItem(tj, "data_offsets");
+                if (!cJSON_IsArray(o) || cJSON_GetArraySize(o) != 2) { dl_fail(err, DL_ERR_FORMAT, "%s: tensor %s missing", path, name); goto out; }
+                double b = cJSON_GetArrayItem(o, 0)->valuedouble, e = cJSON_GetArrayItem(o, 1)->valuedouble;
+                if (b < 0 || e > (double)dlen || e - b != (double)t->count * 4) { dl_fail(err, DL_ERR_FORMAT, "%s: tensor %s has the wrong size", path, name); goto out; }
+                if (pass == 1) memcpy(dst[k], base + (size_t)b, t->count * 4);
+            }
+        }
+    }
     *stage = cJSON_GetObjectItem(st, "stage") ? cJSON_GetObjectItem(st, "stage")->valueint : 0;
     *epoch = cJSON_GetObjectItem(st, "epoch") ? cJSON_GetObjectItem(st, "epoch")->valueint : 0;
     a->step = cJSON_GetObjectItem(st, "step") ? (long)cJSON_GetObjectItem(st, "step")->valuedouble : 0;
     *best_score = cJSON_GetObjectItem(st, "best_score") ? cJSON_GetObjectItem(st, "best_score")->valuedouble : -1;
     *best_epoch = cJSON_GetObjectItem(st, "best_epoch") ? cJSON_GetObjectItem(st, "best_epoch")->valueint : 0;
     *bad_epochs = cJSON_GetObjectItem(st, "bad_epochs") ? cJSON_GetObjectItem(st, "bad_epochs")->valueint : 0;
-    const uint8_t *base = data + 8 + hl;
-    size_t dlen = size - 8 - hl;
-    for (int i = 0; i < a->n; i++) {
-        dl_tensor *t = &sub->tensors[a->tensor[i]];
-        const char *pre[4] = {"w.", "m.", "v.", "best."};
-        float *dst[4] = {t->data, a->m[i], a->v[i], best->tensors[a->tensor[i]].data};
-        for (int k = 0; k < 4; k++) {
-            char name[256];
-            snprintf(name, sizeof name, "%s%s", pre[k], t->name);
-            const cJSON *tj = cJSON_GetObjectItem(hdr, name);
-            const cJSON *o = cJSON_GetObjectItem(tj, "data_offsets");
-            if (!cJSON_IsArray(o) || cJSON_GetArraySize(o) != 2) { dl_fail(err, DL_ERR_FORMAT, "%s: tensor %s missing", path, name); goto out; }
-            double b = cJSON_GetArrayItem(o, 0)->valuedouble, e = cJSON_GetArrayItem(o, 1)->valuedouble;
-            if (b < 0 || e > (double)dlen || e - b != (double)t->count * 4) { dl_fail(err, DL_ERR_FORMAT, "%s: tensor %s has the wrong size", path, name); goto out; }
-            memcpy(dst[k], base + (size_t)b, t->count * 4);
-        }
-    }
     rc = 0;
 out:
     cJSON_Delete(hdr);
@@ -729,6 +738,7 @@ typedef struct {
     int epochs;
     float lr, wd, smoothing;
     int warmup_epochs;
+    bool online;             /* cut = input: augment each draw on the fly */
     /* resume */
     bool resume;
     const char *ckpt;
@@ -747,6 +757,7 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
     adam opt;
     int rc = -1;
     float *grad = NULL, *cw = NULL;
+    uint8_t *aug = NULL;
     int *labels = NULL;
     int **by_class = NULL;
     FILE *logf = NULL;
@@ -756,6 +767,7 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
     if (build_sub(&sub, full, r->cut, err) || build_sub(&best, full, r->cut, err)) goto out;
     if (dl_exec_init(&e, &sub, B, err) || dl_exec_enable_backward(&e, true, err) || adam_init(&opt, &sub, err)) goto out;
     grad = malloc(sizeof(float) * B * K);
+    if (r->online && !(aug = malloc((size_t)t->pre->width * t->pre->height * 3))) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
     labels = malloc(sizeof(int) * B);
     cw = malloc(sizeof(float) * K);
     by_class = calloc(K, sizeof(int *));
@@ -826,7 +838,13 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
                 int v = (int)(dl_rand_uniform(&rng) * V);
                 if (img >= n) img = n - 1;
                 if (v >= V) v = V - 1;
-                memcpy(e.act[0] + (size_t)b * r->per, r->train_cache + ((size_t)img * V + v) * r->per, sizeof(float) * r->per);
+                if (r->online) {
+                    const int W = t->pre->width, H = t->pre->height;
+                    dl_augment_rgb8(t->train_imgs[img], aug, W, H, dl_seed_mix(rng, (uint64_t)s * B + b));
+                    to_input(t->pre, aug, W * H, e.act[0] + (size_t)b * r->per);
+                } else {
+                    memcpy(e.act[0] + (size_t)b * r->per, r->train_cache + ((size_t)img * V + v) * r->per, sizeof(float) * r->per);
+                }
                 labels[b] = t->train_labels[img];
             }
             if (dl_exec_forward(&e, e.act[0], sub.output, err)) goto out;
@@ -893,7 +911,7 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
 out:
     if (logf) fclose(logf);
     if (by_class) for (int k = 0; k < K; k++) free(by_class[k]);
-    free(by_class); free(grad); free(labels); free(cw);
+    free(by_class); free(grad); free(labels); free(cw); free(aug);
     adam_free(&opt);
     dl_exec_free(&e);
     dl_graph_free(&sub);
@@ -922,6 +940,27 @@ static int forward_from_cache(const dl_graph *full, int cut, const float *cache,
     }
     dl_exec_free(&e);
     dl_graph_free(&sub);
+    return 0;
+}
+
+/* Pooled features of clean images through the (fine-tuned) full graph. */
+static int features_from_images(const dl_graph *full, const dl_preprocess *pre, uint8_t **imgs, int n, float *out,
+                                dl_error *err)
+{
+    dl_exec e;
+    const int B = 16, F = full->nodes[full->features].c, px = pre->width * pre->height;
+    if (dl_exec_init(&e, full, B, err)) return -1;
+    for (int s0 = 0; s0 < n; s0 += B) {
+        int nb = n - s0 < B ? n - s0 : B;
+        for (int b = 0; b < B; b++) {
+            float *dst = e.act[0] + (size_t)b * px * 3;
+            if (b < nb) to_input(pre, imgs[s0 + b], px, dst);
+            else memset(dst, 0, sizeof(float) * px * 3);
+        }
+        if (dl_exec_forward(&e, e.act[0], full->features, err)) { dl_exec_free(&e); return -1; }
+        memcpy(out + (size_t)s0 * F, e.act[full->features], sizeof(float) * nb * F);
+    }
+    dl_exec_free(&e);
     return 0;
 }
 
@@ -1028,7 +1067,7 @@ int dl_train(const dl_train_config *c, dl_error *err)
     if (c->stages == 2) {
         if (c->cut) {
             t.cut = dl_graph_find_node(&full, c->cut);
-            if (t.cut <= 0 || t.cut > full.features) { dl_fail(err, DL_ERR_ARG, "--cut: no backbone node named \"%s\"", c->cut); goto out; }
+            if (t.cut < 0 || t.cut > full.features) { dl_fail(err, DL_ERR_ARG, "--cut: no backbone node named \"%s\"", c->cut); goto out; }
             if (!is_boundary(&full, t.cut, full.n_nodes - 1)) { dl_fail(err, DL_ERR_ARG, "--cut %s: a later node skips over it (pick a block output)", c->cut); goto out; }
         } else {
             t.cut = auto_cut(&full, full.features);
@@ -1039,10 +1078,17 @@ int dl_train(const dl_train_config *c, dl_error *err)
     t.cut_size = dl_node_out_count(&full.nodes[t.cut]);
     if (build_caches(&t, bb, &full, timg, train.n, c->views, &t.cut_train, &t.feat_train, "training", err)) goto out;
     if (build_caches(&t, bb, &full, vimg, val.n, 1, &t.cut_val, &t.feat_val, "validation", err)) goto out;
-    dl_dataset_free_images(&train, timg, terr);
+    if (t.cut == 0) {
+        t.train_imgs = timg; /* kept for on-the-fly augmentation */
+        t.pre = &bb->pre;
+    } else {
+        dl_dataset_free_images(&train, timg, terr);
+        timg = NULL;
+        terr = NULL;
+    }
     dl_dataset_free_images(&val, vimg, verr);
-    timg = vimg = NULL;
-    terr = verr = NULL;
+    vimg = NULL;
+    verr = NULL;
 
     ckpt = ckpt_path(c);
     prov = cJSON_CreateObject();
@@ -1135,7 +1181,8 @@ int dl_train(const dl_train_config *c, dl_error *err)
     if (c->stages == 2) {
         stage_run s2 = {.stage = 2, .cut = t.cut, .train_cache = t.cut_train, .val_cache = t.cut_val, .per = t.cut_size,
                         .epochs = c->epochs, .lr = c->lr, .wd = c->weight_decay, .smoothing = c->label_smoothing,
-                        .warmup_epochs = c->warmup_epochs, .resume = c->resume != 0, .ckpt = ckpt};
+                        .warmup_epochs = c->warmup_epochs, .resume = c->resume != 0, .ckpt = ckpt,
+                        .online = t.cut == 0};
         if (run_stage(&t, &full, &s2, err)) goto out;
         cJSON_AddItemToObject(prov, "stage2", stats_json(&s2.best, s2.best_epoch, s2.epochs_run, s2.seconds_per_epoch));
         final_cut = t.cut;
@@ -1152,7 +1199,8 @@ int dl_train(const dl_train_config *c, dl_error *err)
     float T = fit_temperature(val_logits, val.labels, val.n, t.K);
     logf_(c, "temperature scaling on validation: T = %.3f", T);
     /* OOD on clean views */
-    if (forward_from_cache(&full, final_cut, final_train_cache, final_per, train.n, c->views, full.features, train_feat, t.feat_dim, err) ||
+    if (final_cut == 0 && features_from_images(&full, &bb->pre, timg, train.n, train_feat, err)) goto out;
+    if ((final_cut != 0 && forward_from_cache(&full, final_cut, final_train_cache, final_per, train.n, c->views, full.features, train_feat, t.feat_dim, err)) ||
         forward_from_cache(&full, final_cut, final_val_cache, final_per, val.n, 1, full.features, val_feat, t.feat_dim, err))
         goto out;
     float thr = 0;
