@@ -20,6 +20,7 @@ typedef struct {
     char name[64];
     const char *features; /* "colour", ..., or "CNN" */
     const char *learner;
+    char learner_buf[128];
     int is_cnn;
     int ok;
     float *probs;   /* n_test x k */
@@ -162,32 +163,44 @@ static void *cnn_worker(void *arg)
     return NULL;
 }
 
-/* Score a CNN model file on the test images. Returns 0 and fills row->probs. */
-static int cnn_row(cmp_row *row, const char *path, const char *label, const dl_dataset *ds, const int *sel,
-                   int n, int threads)
+/* Load a model once to match its classes to the dataset's by name (before
+ * any long work). Fills map[k] (dataset class -> model class) and the model's
+ * name. Prints a clear error and returns -1 on a mismatch. */
+static int cnn_check(const char *path, const dl_dataset *ds, int **map_out, char *name, size_t name_sz)
 {
     dl_model *m = cli_load_model(path);
     if (!m) return -1;
-    int k = ds->n_classes;
+    int k = ds->n_classes, nm = dl_model_num_classes(m);
     int *map = g_new(int, k);
     for (int c = 0; c < k; c++) {
         map[c] = -1;
-        for (int q = 0; q < dl_model_num_classes(m); q++)
+        for (int q = 0; q < nm; q++)
             if (!strcmp(dl_model_class_name(m, q), ds->class_names[c])) map[c] = q;
         if (map[c] < 0) {
-            fprintf(stderr, "dermlens compare: %s: the model has no class '%s' (model classes:", path,
-                    ds->class_names[c]);
-            for (int q = 0; q < dl_model_num_classes(m); q++) fprintf(stderr, " %s", dl_model_class_name(m, q));
-            fprintf(stderr, "); row '%s' skipped\n", label);
+            fprintf(stderr, "dermlens compare: %s: the model has no class '%s' (its %d classes:", path,
+                    ds->class_names[c], nm);
+            for (int q = 0; q < nm && q < 12; q++) fprintf(stderr, " %s", dl_model_class_name(m, q));
+            fprintf(stderr, "%s)\n", nm > 12 ? " ..." : "");
             g_free(map);
             dl_model_free(m);
             return -1;
         }
     }
+    snprintf(name, name_sz, "%s", dl_model_name(m));
     dl_model_free(m);
+    *map_out = map;
+    return 0;
+}
+
+/* Score a CNN model file on the test images. Returns 0 and fills row->probs. */
+static int cnn_row(cmp_row *row, const char *path, const char *label, const int *map, const char *model_name,
+                   const dl_dataset *ds, const int *sel, int n, int threads)
+{
+    int k = ds->n_classes;
     snprintf(row->name, sizeof row->name, "%s", label);
+    snprintf(row->learner_buf, sizeof row->learner_buf, "%s", model_name);
     row->features = "CNN";
-    row->learner = label;
+    row->learner = row->learner_buf;
     row->is_cnn = 1;
     row->train_s = NAN;
     row->val_bacc = NAN;
@@ -204,7 +217,6 @@ static int cnn_row(cmp_row *row, const char *path, const char *label, const dl_d
     row->test_s = (g_get_monotonic_time() - t0) / 1e6;
     dl_set_num_threads(saved);
     pthread_mutex_destroy(&j.lock);
-    g_free(map);
     if (j.failures) {
         fprintf(stderr, "dermlens compare: %s: %d image(s) failed (scored as uniform), first: %s\n", label,
                 j.failures, j.first_error);
@@ -221,7 +233,8 @@ static int cnn_row(cmp_row *row, const char *path, const char *label, const dl_d
 
 static float *select_cols(const float *x, int n, const int *cols, int nc)
 {
-    float *o = g_new(float, (size_t)n * nc);
+    if (n <= 0 || nc <= 0) return NULL;
+    float *o = g_new(float, (size_t)n * (size_t)nc);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < nc; j++) o[(size_t)i * nc + j] = x[(size_t)i * DL_FEAT_DIM + cols[j]];
     return o;
@@ -429,6 +442,8 @@ int cmd_compare(int argc, char **argv)
     int rc = 1;
     dl_dataset dtr = {0}, dte = {0}, dva = {0};
     int *str = NULL, *ste = NULL, *sva = NULL, *ytr = NULL, *yte = NULL, *yva = NULL;
+    int *frozen_map = NULL, *model_map = NULL;
+    char frozen_name[128] = "", model_name[128] = "";
     float *ftr = NULL, *fte = NULL, *fva = NULL;
     enum { MAX_ROWS = 12 };
     cmp_row rows[MAX_ROWS];
@@ -437,6 +452,9 @@ int cmd_compare(int argc, char **argv)
     if (open_split(train, NULL, &dtr) || open_split(test, &dtr, &dte) || (val && open_split(val, &dtr, &dva)))
         goto done;
     int k = dtr.n_classes;
+    if ((frozen && cnn_check(frozen, &dte, &frozen_map, frozen_name, sizeof frozen_name) != 0) ||
+        (model && cnn_check(model, &dte, &model_map, model_name, sizeof model_name) != 0))
+        goto done;
 
     /* Seeded subset of the training images (Fisher-Yates with a LCG). */
     int n_tr = dtr.n, n_te = dte.n, n_va = val ? dva.n : 0;
@@ -523,9 +541,11 @@ int cmd_compare(int argc, char **argv)
     }
     cli_progress(NULL, 1.0, "training");
     int first_cnn = nr;
-    if (frozen && cnn_row(&rows[nr], frozen, "CNN frozen backbone + head", &dte, ste, n_te, nth) == 0)
+    if (frozen && cnn_row(&rows[nr], frozen, "CNN frozen backbone + head", frozen_map, frozen_name, &dte, ste, n_te,
+                          nth) == 0)
         rows[nr++].ok = 1;
-    if (model && cnn_row(&rows[nr], model, "CNN fine-tuned", &dte, ste, n_te, nth) == 0) rows[nr++].ok = 1;
+    if (model && cnn_row(&rows[nr], model, "CNN fine-tuned", model_map, model_name, &dte, ste, n_te, nth) == 0)
+        rows[nr++].ok = 1;
 
     for (int r = 0; r < nr; r++) {
         if (!rows[r].ok) continue;
@@ -568,7 +588,7 @@ int cmd_compare(int argc, char **argv)
                         rows[bt].name, n_va ? "validation" : "test", rows[bc].name, a_only, b_only, p_mc);
     } else {
         g_string_printf(mc, "McNemar test not run: %s.",
-                        bt < 0 ? "no traditional method finished" : "no CNN model given (--model / --frozen-model)");
+                        bt < 0 ? "no traditional method finished" : "no CNN row (give --model and/or --frozen-model)");
     }
 
     GString *table = markdown_table(rows, nr);
@@ -687,6 +707,7 @@ done:
         g_free(rows[r].correct);
         dl_metrics_free(&rows[r].m);
     }
+    g_free(frozen_map), g_free(model_map);
     g_free(str), g_free(ste), g_free(sva), g_free(ytr), g_free(yte), g_free(yva);
     g_free(ftr), g_free(fte), g_free(fva);
     dl_dataset_free(&dtr);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef DL_HAVE_CAIRO
 #include <cairo.h>
 #endif
@@ -606,7 +607,8 @@ static int evaluate(const char *dir, const char *model_path, int limit, const ch
         }
         free(img);
         n_done++;
-        cli_progress(NULL, (ii + 1.0) / n_pick, "faithfulness");
+        if (isatty(2)) cli_progress(NULL, (ii + 1.0) / n_pick, "faithfulness");
+        else fprintf(stderr, "[%d/%d] %s\n", ii + 1, n_pick, path); /* logs show where a long run is */
     }
 
     /* report */

@@ -10,6 +10,7 @@
 #include <glib.h>
 #include <math.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "annotate.h"
 
@@ -109,6 +110,20 @@ static gboolean dlp_write_legend(GeglBuffer *buf, int w, int h, int channels, gc
                     GEGL_AUTO_ROWSTRIDE);
     g_free(px);
     return TRUE;
+}
+
+static gint64 dlp_t0; /* plug-in start, for DERMLENS_STATS */
+
+/* With env DERMLENS_STATS set, print wall time since start and peak RSS
+ * (used to measure big layers; silent otherwise). */
+static void dlp_report_stats(const char *what)
+{
+    if (!g_getenv("DERMLENS_STATS"))
+        return;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    g_printerr("dermlens-stats: %s: %.2f s since plug-in start, peak RSS %ld MiB\n", what,
+               (double)(g_get_monotonic_time() - dlp_t0) / 1e6, ru.ru_maxrss / 1024);
 }
 
 static gchar *dlp_plugin_dir_from_argv0(const char *argv0)

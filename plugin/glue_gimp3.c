@@ -290,6 +290,11 @@ static gboolean do_classify(GimpImage *image, GimpDrawable *drawable, const dlp_
     gimp_progress_set_text("DermLens: adding layers");
     gboolean ok = annotate_image(image, drawable, &g, m, model_path, p, &an, msg);
     gimp_progress_update(1.0);
+    if (ok) {
+        gchar *what = g_strdup_printf("classified %d x %d, layers added", g.w, g.h);
+        dlp_report_stats(what);
+        g_free(what);
+    }
     if (ok && interactive) {
         gimp_displays_flush();
         result_dialog(m, &an);
@@ -508,6 +513,7 @@ static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
 
 int main(int argc, char *argv[])
 {
+    dlp_t0 = g_get_monotonic_time();
     if (argc > 0)
         dlp_plugin_dir = dlp_plugin_dir_from_argv0(argv[0]);
     return gimp_main(dermlens_get_type(), argc, argv);

@@ -271,6 +271,16 @@ static void test_learners(void)
     dl_forest_free(&f1);
     dl_forest_free(&f2);
 
+    /* Tiny problem (1 feature, 2 classes: fewer parameters than L-BFGS history). */
+    {
+        float x1[8] = {-3, -2, -1.5f, -1, 1, 1.5f, 2, 3}, p8[16];
+        int y1[8] = {0, 0, 0, 0, 1, 1, 1, 1};
+        CHECK(dl_logreg_fit(&lr1, 8, 1, 2, x1, y1, &lo, &err) == 0, "tiny LR: %s", err.message);
+        dl_logreg_predict(&lr1, 8, x1, p8);
+        CHECK(accuracy(8, 2, p8, y1) == 1.0, "tiny LR accuracy %g", accuracy(8, 2, p8, y1));
+        dl_logreg_free(&lr1);
+    }
+
     /* Bad labels are rejected with a data error. */
     ytr[5] = 3;
     CHECK(dl_logreg_fit(&lr1, N, 6, 3, xtr, ytr, &lo, &err) != 0 && err.code == DL_ERR_DATA, "bad label");

@@ -580,7 +580,7 @@ int dl_logreg_fit(dl_logreg *m, int n, int d, int k, const float *x, const int *
     if (!(o.l2 >= 0)) o.l2 = 1e-3;
     enum { M = 10 };
     size_t P = (size_t)k * (d + 1);
-    double *buf = calloc(P * (6 + 2 * M), sizeof *buf);
+    double *buf = calloc(P * (5 + 2 * M), sizeof *buf);
     double *sw = malloc((size_t)n * sizeof *sw), *z = malloc((size_t)k * sizeof *z);
     double *cw = malloc((size_t)k * sizeof *cw);
     m->w = malloc(P * sizeof *m->w);
@@ -597,8 +597,8 @@ int dl_logreg_fit(dl_logreg *m, int n, int d, int k, const float *x, const int *
     for (int i = 0; i < n; i++) sw[i] = cw[labels[i]] / tot;
     lr_problem pr = {n, d, k, x, labels, sw, o.l2, z};
 
-    double *th = buf, *g = th + P, *dir = g + P, *th2 = dir + P, *g2 = th2 + P, *alpha = g2 + P;
-    double *S = alpha + P, *Y = S + P * M, rho[M];
+    double *th = buf, *g = th + P, *dir = g + P, *th2 = dir + P, *g2 = th2 + P;
+    double *S = g2 + P, *Y = S + P * M, rho[M], alpha[M];
     int hist = 0, head = 0; /* ring buffer of (s, y) pairs */
     double f = lr_eval(&pr, th, g);
     for (int it = 0; it < o.max_iter; it++) {

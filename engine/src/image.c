@@ -317,6 +317,8 @@ static int jpeg_decode(jpeg_dec *d, const uint8_t *data, size_t size, dl_error *
     d->cinfo.mem->max_memory_to_use = DL_JPEG_MAX_MEMORY;
     d->progress.progress_monitor = jpeg_dec_progress;
     d->cinfo.progress = &d->progress;
+    if ((unsigned long)size != size)
+        return dl_fail(err, DL_ERR_LIMIT, "JPEG data too large (%zu bytes)", size);
     jpeg_mem_src(&d->cinfo, data, (unsigned long)size);
     (void)jpeg_read_header(&d->cinfo, TRUE);
 

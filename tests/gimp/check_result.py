@@ -9,6 +9,7 @@ WORKDIR holds, per test case C (written by the GIMP scripts):
                   from the re-opened XCF (child = inside the DermLens group)
   C-before.png    the original layer exported before the plug-in ran
   C-after.png     the original layer exported from the re-opened XCF
+                  (or C-before.raw / C-after.raw: the layer's native bytes)
   C-overlay.png   the saliency layer exported from the re-opened XCF
   C-parasite.json the dermlens-result parasite from the re-opened XCF
   C-text.txt      the label text layer's text
@@ -150,8 +151,9 @@ def check_case(work, case, region):
     check(res.get("saliency", {}).get("method") == "gradcam", "%s: saliency method" % case)
 
     # Region: expected from the set-up, whole layer when None.
-    lw, lh = (layers[0][5], layers[0][6]) if layers else (0, 0)
-    exp = region or (layers[0][3], layers[0][4], lw, lh) if layers else region
+    exp = region
+    if exp is None and layers:
+        exp = (layers[0][3], layers[0][4], layers[0][5], layers[0][6])
     reg = res.get("region", {})
     got = (reg.get("x"), reg.get("y"), reg.get("width"), reg.get("height"))
     check(exp is not None and got == tuple(exp), "%s: region %r, expected %r" % (case, got, exp))
@@ -190,12 +192,18 @@ def check_case(work, case, region):
     except (OSError, ValueError, KeyError) as e:
         check(False, "%s: overlay PNG: %s" % (case, e))
 
-    # The user's layer is byte-identical.
+    # The user's layer is byte-identical (GIMP 3 dumps its native bytes as
+    # .raw; GIMP 2.10 exports PNGs).
     try:
-        b, a = read_png(p("before.png")), read_png(p("after.png"))
-        check(b[:4] == a[:4] and b[4] == a[4], "%s: original layer pixels changed" % case)
+        if os.path.exists(p("before.raw")):
+            with open(p("before.raw"), "rb") as f1, open(p("after.raw"), "rb") as f2:
+                b, a = f1.read(), f2.read()
+            check(len(b) > 0 and a == b, "%s: original layer bytes changed" % case)
+        else:
+            b, a = read_png(p("before.png")), read_png(p("after.png"))
+            check(b[:4] == a[:4] and b[4] == a[4], "%s: original layer pixels changed" % case)
     except (OSError, ValueError, KeyError) as e:
-        check(False, "%s: before/after PNG: %s" % (case, e))
+        check(False, "%s: before/after: %s" % (case, e))
 
     # Same pixels through the CLI give the same probabilities.
     try:

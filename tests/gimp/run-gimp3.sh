@@ -1,0 +1,94 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Real-GIMP test of the DermLens plug-in in GIMP 3.0, headless, inside a
+# Debian 13 chroot (made or reused by setup-gimp3-chroot.sh; the project is
+# rebuilt there against gimp-3.0).
+# Env: DL_SOURCE_ROOT, DL_TEST_DATA (meson), DL_GIMP3_CHROOT (chroot folder),
+#      DERMLENS_MODEL (model file name under weights/; default lesion model
+#      if present, else ImageNet), DL_KEEP_TMP=1.
+# Exit: 0 pass, 1 fail, 77 skip (chroot cannot be built: not root / no network).
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+src=${DL_SOURCE_ROOT:-$(cd "$here/../.." && pwd)}
+ROOT=${DL_GIMP3_CHROOT:-/var/tmp/dermlens-gimp3-root}
+export DL_GIMP3_CHROOT=$ROOT
+
+command -v python3 >/dev/null 2>&1 || { echo "SKIP: python3 needed for the checker"; exit 77; }
+# Serialise: two test runs must not build in the same chroot at once.
+exec 9>"${ROOT}.lock"
+flock -w 1500 9 || { echo "FAIL: chroot $ROOT is locked"; exit 1; }
+
+"$here/setup-gimp3-chroot.sh" all "$src" >"${ROOT}.setup.log" 2>&1
+rc=$?
+if [ $rc = 77 ]; then
+    tail -3 "${ROOT}.setup.log"
+    echo "SKIP: the GIMP 3 (Debian 13) chroot cannot be built here; see ${ROOT}.setup.log"
+    exit 77
+fi
+[ $rc = 0 ] || { echo "FAIL: building the project in the chroot failed:"; tail -30 "${ROOT}.setup.log"; exit 1; }
+
+model_name=
+if [ -n "${DERMLENS_MODEL:-}" ]; then
+    model_name=$(basename "$DERMLENS_MODEL")
+else
+    for m in dermlens_ham10000.safetensors mobilenet_v2_imagenet.safetensors; do
+        [ -f "$ROOT/src/dermlens/weights/$m" ] && { model_name=$m; break; }
+    done
+fi
+[ -n "$model_name" ] && [ -f "$ROOT/src/dermlens/weights/$model_name" ] || { echo "SKIP: no model file"; exit 77; }
+cmodel=/src/dermlens/weights/$model_name
+echo "model: $model_name"
+
+ctmp=$(mktemp -d "$ROOT/tmp/dermlens-gimp3.XXXXXX")
+tmp_in=${ctmp#"$ROOT"}            # the same folder as seen inside the chroot
+work=$ctmp/work
+failed=1
+cleanup() { if [ "${DL_KEEP_TMP:-0}" = 1 ] || [ "$failed" != 0 ]; then echo "work folder kept: $ctmp"; else rm -rf "$ctmp"; fi; }
+trap cleanup EXIT
+mkdir -p "$work/batch-in" "$ctmp/home" "$ctmp/gimp3/plug-ins/dermlens" "$ctmp/data"
+cp -r "$src/tests/data/lesions" "$ctmp/data/"
+cp "$ROOT/build/dermlens/plugin/dermlens" "$ctmp/gimp3/plug-ins/dermlens/dermlens"
+cp "$here/gimp3-session.py" "$ctmp/session.py"
+
+cp "$src/tests/data/lesions/ISIC_0031711.jpg" "$src/tests/data/lesions/ISIC_0025921.jpg" "$work/batch-in/"
+printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
+chmod a-w "$work/batch-in"/*
+listing() { (cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*); }
+listing >"$work/batch-in.sha256"
+
+run_chroot() {
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$tmp_in/home" \
+        GIMP3_DIRECTORY="$tmp_in/gimp3" DERMLENS_MODEL="$cmodel" \
+        DL_WORK="$tmp_in/work" DL_DATA="$tmp_in/data" "$@"
+}
+gimp3() {
+    # $1 = phase; GIMP 3's exit status is meaningful (0 ok, 64/70 errors).
+    run_chroot DL_PHASE="$1" timeout 600 gimp-console-3.0 -i --quit \
+        --batch-interpreter=python-fu-eval -b - <"$ctmp/session.py" >"$ctmp/$1.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] || { echo "FAIL: GIMP 3 $1 phase exited $rc:"; grep -v '^$' "$ctmp/$1.log" | tail -25; }
+    return $rc
+}
+
+bad=0
+start=$(date +%s)
+gimp3 run || bad=1
+echo "GIMP 3 session 1: $(( $(date +%s) - start )) s"
+listing >"$work/batch-in-after.sha256"
+for c in rgb selection grey u16 offset; do
+    if [ -f "$work/$c-ref.png" ]; then
+        run_chroot /build/dermlens/cli/dermlens classify --json -k 0 -m "$cmodel" \
+            "$tmp_in/work/$c-ref.png" >"$work/$c-cli.json" 2>>"$ctmp/cli.log" || bad=1
+    fi
+done
+gimp3 inspect || bad=1
+echo "GIMP 3 sessions: $(( $(date +%s) - start )) s"
+if [ "$(cat "$work/tiny-facts.txt" 2>/dev/null)" != "refused 1" ]; then
+    echo "FAIL: a 4x4 selection was not refused cleanly: $(cat "$work/tiny-facts.txt" 2>/dev/null)"; bad=1
+fi
+grep -h "tiny selection:" "$ctmp/run.log"
+python3 "$here/check_result.py" "$work" || bad=1
+failed=$bad
+[ $failed = 0 ] && echo "PASS: GIMP 3.0"
+exit $failed
