@@ -25,6 +25,7 @@ int cmd_explain(int argc, char **argv);
 int cmd_evaluate(int argc, char **argv);
 int cmd_robustness(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Per-image work for cli_run_parallel: runs on a worker thread with that
  * worker's own model; return 0, or -1 with err filled. */

@@ -135,7 +135,7 @@ static void axes(cairo_t *cr, const frame *f, double xstep, double ystep, const 
     font(cr, 14, 0);
     cairo_set_line_width(cr, 1.0);
     if (numeric_x)
-        for (double v = f->xmin; v <= f->xmax + 1e-9; v += xstep) {
+        for (double v = ceil(f->xmin / xstep - 1e-9) * xstep; v <= f->xmax + 1e-9; v += xstep) {
             double px = fx(f, v);
             cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
             cairo_move_to(cr, px, f->y);
@@ -145,10 +145,10 @@ static void axes(cairo_t *cr, const frame *f, double xstep, double ystep, const 
             cairo_move_to(cr, px, f->y + f->h);
             cairo_line_to(cr, px, f->y + f->h + 6);
             cairo_stroke(cr);
-            snprintf(buf, sizeof buf, "%.1f", v);
+            snprintf(buf, sizeof buf, "%.1f", fabs(v) < 1e-9 ? 0.0 : v);
             text_at(cr, px, f->y + f->h + 9, 0.5, 0, 0, buf);
         }
-    for (double v = f->ymin; v <= f->ymax + 1e-9; v += ystep) {
+    for (double v = ceil(f->ymin / ystep - 1e-9) * ystep; v <= f->ymax + 1e-9; v += ystep) {
         double py = fy(f, v);
         cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
         cairo_move_to(cr, f->x, py);
@@ -158,7 +158,7 @@ static void axes(cairo_t *cr, const frame *f, double xstep, double ystep, const 
         cairo_move_to(cr, f->x - 6, py);
         cairo_line_to(cr, f->x, py);
         cairo_stroke(cr);
-        snprintf(buf, sizeof buf, ystep < 0.099 ? "%.2f" : "%.1f", v);
+        snprintf(buf, sizeof buf, ystep < 0.099 ? "%.2f" : "%.1f", fabs(v) < 1e-9 ? 0.0 : v);
         text_at(cr, f->x - 9, py, 1, 0.5, 0, buf);
     }
     cairo_set_source_rgb(cr, 0, 0, 0);
@@ -341,7 +341,8 @@ int plot_roc(const char *path, int n_curves, const char *const *labels, const do
     cairo_surface_t *surf;
     cairo_t *cr = begin(W, H, &surf, err, errlen);
     if (!cr) return -1;
-    frame f = {90, 60, 620, 580, 0, 1, 0, 1};
+    /* a little margin so curves running along x = 0 or y = 1 stay visible */
+    frame f = {90, 60, 620, 580, -0.015, 1.015, -0.015, 1.015};
     title_text(cr, f.x + f.w / 2, 18, title);
     axes(cr, &f, 0.1, 0.1, "false positive rate (1 - specificity)", "true positive rate (sensitivity)", 1);
     static const double dash[] = {6.0, 6.0};
@@ -379,27 +380,32 @@ int plot_reliability(const char *path, int n_bins, const int *count, const doubl
         snprintf(err, errlen, "reliability plot: no bins");
         return -1;
     }
-    int W = 760, H = 860;
+    int W = 760, H = 900;
     cairo_surface_t *surf;
     cairo_t *cr = begin(W, H, &surf, err, errlen);
     if (!cr) return -1;
-    frame f = {90, 60, 620, 540, 0, 1, 0, 1};
-    title_text(cr, f.x + f.w / 2, 18, title);
+    frame f = {90, 100, 620, 540, 0, 1, 0, 1};
+    title_text(cr, f.x + f.w / 2, 14, title);
     axes(cr, &f, 0.1, 0.1, NULL, "accuracy in bin", 1);
     double bw = 1.0 / n_bins;
     for (int b = 0; b < n_bins; b++) {
         if (!count[b]) continue;
         double x0 = fx(&f, b * bw), x1 = fx(&f, (b + 1) * bw);
-        /* gap between confidence and accuracy, then the accuracy bar */
-        cairo_set_source_rgba(cr, 0.85, 0.2, 0.2, 0.35);
         double ya = fy(&f, accuracy[b]), yc = fy(&f, mean_conf[b]);
-        cairo_rectangle(cr, x0 + 1, fmin(ya, yc), x1 - x0 - 2, fabs(ya - yc));
-        cairo_fill(cr);
         cairo_set_source_rgb(cr, 0.0, 0.45, 0.70);
         cairo_rectangle(cr, x0 + 1, ya, x1 - x0 - 2, fy(&f, 0) - ya);
         cairo_fill_preserve(cr);
         cairo_set_source_rgb(cr, 0, 0.25, 0.45);
         cairo_set_line_width(cr, 1);
+        cairo_stroke(cr);
+        /* gap between accuracy and mean confidence, drawn over the bar */
+        cairo_set_source_rgba(cr, 0.85, 0.2, 0.2, 0.4);
+        cairo_rectangle(cr, x0 + 1, fmin(ya, yc), x1 - x0 - 2, fabs(ya - yc));
+        cairo_fill(cr);
+        cairo_set_source_rgb(cr, 0.7, 0.0, 0.0);
+        cairo_set_line_width(cr, 2.5);
+        cairo_move_to(cr, x0 + 1, yc);
+        cairo_line_to(cr, x1 - 1, yc);
         cairo_stroke(cr);
     }
     static const double dash[] = {6.0, 6.0};
@@ -410,36 +416,40 @@ int plot_reliability(const char *path, int n_bins, const int *count, const doubl
     cairo_line_to(cr, fx(&f, 1), fy(&f, 1));
     cairo_stroke(cr);
     cairo_set_dash(cr, NULL, 0, 0);
-    /* legend */
-    double lx = f.x + 14, ly = f.y + 14;
-    cairo_set_source_rgba(cr, 1, 1, 1, 0.9);
-    cairo_rectangle(cr, lx, ly, 300, 96);
-    cairo_fill_preserve(cr);
-    cairo_set_source_rgb(cr, 0.6, 0.6, 0.6);
-    cairo_set_line_width(cr, 1);
-    cairo_stroke(cr);
+    /* legend: one row between the title and the plot, never over the bars */
+    double ly = 58;
     font(cr, 14, 0);
+    double lx = f.x;
     cairo_set_source_rgb(cr, 0.0, 0.45, 0.70);
-    cairo_rectangle(cr, lx + 10, ly + 10, 24, 16);
+    cairo_rectangle(cr, lx, ly - 8, 20, 16);
     cairo_fill(cr);
-    cairo_set_source_rgba(cr, 0.85, 0.2, 0.2, 0.35);
-    cairo_rectangle(cr, lx + 10, ly + 38, 24, 16);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    text_at(cr, lx + 26, ly, 0, 0.5, 0, "accuracy");
+    lx += 26 + text_width(cr, "accuracy") + 22;
+    cairo_set_source_rgb(cr, 0.7, 0.0, 0.0);
+    cairo_set_line_width(cr, 2.5);
+    cairo_move_to(cr, lx, ly);
+    cairo_line_to(cr, lx + 20, ly);
+    cairo_stroke(cr);
+    cairo_set_source_rgba(cr, 0.85, 0.2, 0.2, 0.4);
+    cairo_rectangle(cr, lx, ly - 8, 20, 16);
     cairo_fill(cr);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    text_at(cr, lx + 26, ly, 0, 0.5, 0, "mean confidence and gap");
+    lx += 26 + text_width(cr, "mean confidence and gap") + 22;
     cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
     cairo_set_dash(cr, dash, 2, 0);
-    cairo_move_to(cr, lx + 8, ly + 74);
-    cairo_line_to(cr, lx + 36, ly + 74);
+    cairo_set_line_width(cr, 1.5);
+    cairo_move_to(cr, lx, ly);
+    cairo_line_to(cr, lx + 28, ly);
     cairo_stroke(cr);
     cairo_set_dash(cr, NULL, 0, 0);
     cairo_set_source_rgb(cr, 0, 0, 0);
-    text_at(cr, lx + 44, ly + 18, 0, 0.5, 0, "accuracy of the bin");
-    text_at(cr, lx + 44, ly + 46, 0, 0.5, 0, "gap to mean confidence");
+    text_at(cr, lx + 34, ly, 0, 0.5, 0, "perfect calibration");
     char buf[96];
-    snprintf(buf, sizeof buf, "perfect calibration (ECE %.3f)", ece);
-    text_at(cr, lx + 44, ly + 74, 0, 0.5, 0, buf);
 
     /* count histogram (log-free, scaled to the largest bin) */
-    frame h = {90, 640, 620, 130, 0, 1, 0, 1};
+    frame h = {90, 680, 620, 130, 0, 1, 0, 1};
     int maxc = 1;
     for (int b = 0; b < n_bins; b++)
         if (count[b] > maxc) maxc = count[b];

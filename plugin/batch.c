@@ -235,7 +235,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
         snprintf(full, sizeof full, "%s/%s", in_real, names[i]);
         if (o->progress) {
             char text[300];
-            snprintf(text, sizeof text, "DermLens: %s", names[i]);
+            snprintf(text, sizeof text, "%s", names[i]);
             o->progress(o->progress_host, (double)i / (double)count, text);
         }
         st.files++;
@@ -290,7 +290,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
         dl_image_free(&img);
     }
     if (o->progress)
-        o->progress(o->progress_host, 1.0, "DermLens: done");
+        o->progress(o->progress_host, 1.0, "done");
 
     int werr = ferror(f);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0)

@@ -122,8 +122,10 @@ static void dlp_report_stats(const char *what)
         return;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    g_printerr("dermlens-stats: %s: %.2f s since plug-in start, peak RSS %ld MiB\n", what,
-               (double)(g_get_monotonic_time() - dlp_t0) / 1e6, ru.ru_maxrss / 1024);
+    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                 ru.ru_stime.tv_usec / 1e6;
+    g_printerr("dermlens-stats: %s: %.2f s wall since plug-in start, %.2f s CPU, peak RSS %ld MiB\n",
+               what, (double)(g_get_monotonic_time() - dlp_t0) / 1e6, cpu, ru.ru_maxrss / 1024);
 }
 
 static gchar *dlp_plugin_dir_from_argv0(const char *argv0)

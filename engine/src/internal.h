@@ -207,5 +207,6 @@ int dl_preprocess_rgb8(const dl_preprocess *p, const uint8_t *rgb, int width, in
  * quantization is written to *pre (scale/zero point -> mean/std). */
 int dl_tflite_to_graph(const uint8_t *data, size_t size, dl_graph *g, dl_preprocess *pre,
                        dl_error *err);
+int dl_model_export_onnx(const dl_model *m, const char *path, dl_error *err); /* onnx_export.c */
 
 #endif

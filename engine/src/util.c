@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,18 @@ int dl_atomic_commit(dl_atomic_file *f, dl_error *err)
         dl_fail(err, DL_ERR_IO, "%s: cannot write: %s", f->final_path, strerror(e));
         atomic_release(f);
         return -1;
+    }
+    /* make the rename itself durable */
+    char *dir = strdup(f->final_path);
+    if (dir) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+        int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+        if (fd >= 0) {
+            fsync(fd);
+            close(fd);
+        }
+        free(dir);
     }
     atomic_release(f);
     return 0;

@@ -52,7 +52,7 @@ gimp_batch() {
     # $1 = script file, $2 = log; the script is prefixed with the paths.
     { printf '(define dl-work "%s")\n(define dl-data "%s")\n' "$work" "$data"; cat "$1"; } >"$tmp/script.scm"
     # The script goes in as one -b argument: with "-b -" GIMP 2.10 never quits.
-    timeout 300 gimp-console-2.10 -i -d --gimprc="$tmp/gimprc" -b "$(cat "$tmp/script.scm")" \
+    timeout "${DL_GIMP_TIMEOUT:-900}" gimp-console-2.10 -i -d --gimprc="$tmp/gimprc" -b "$(cat "$tmp/script.scm")" \
         -b '(gimp-quit 0)' </dev/null >"$2" 2>&1
     rc=$?
     [ $rc = 124 ] && echo "GIMP timed out ($1)"

@@ -64,7 +64,7 @@ run_chroot() {
 }
 gimp3() {
     # $1 = phase; GIMP 3's exit status is meaningful (0 ok, 64/70 errors).
-    run_chroot DL_PHASE="$1" timeout 600 gimp-console-3.0 -i --quit \
+    run_chroot DL_PHASE="$1" timeout "${DL_GIMP_TIMEOUT:-900}" gimp-console-3.0 -i --quit \
         --batch-interpreter=python-fu-eval -b - <"$ctmp/session.py" >"$ctmp/$1.log" 2>&1
     rc=$?
     [ $rc = 0 ] || { echo "FAIL: GIMP 3 $1 phase exited $rc:"; grep -v '^$' "$ctmp/$1.log" | tail -25; }

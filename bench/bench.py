@@ -1,0 +1,323 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""DermLens vs ONNX Runtime vs PyTorch, driven by bench/run.sh.
+
+The PyTorch peer is built here from the DermLens model file itself (the
+safetensors header is read with json, tensors with numpy): the same graph,
+the same weights (OHWI -> OIHW), TF-SAME asymmetric padding through F.pad.
+Correctness first (all three within --tol of each other on the dog image),
+then timing with the contenders alternated in every round; medians.
+"""
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------ model file
+
+def read_safetensors(path):
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    meta = header.pop('__metadata__', {})
+    tensors = {}
+    for name, t in header.items():
+        if t['dtype'] != 'F32':
+            raise ValueError(f'{name}: dtype {t["dtype"]} not supported')
+        b, e = t['data_offsets']
+        tensors[name] = np.frombuffer(data, dtype='<f4', count=(e - b) // 4, offset=b).reshape(t['shape'])
+    return meta, tensors
+
+
+def same_pad(size, k, s):
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+class TorchNet(torch.nn.Module):
+    """Executes a DermLens graph (weights/FORMAT.md) in NCHW with PyTorch ops."""
+
+    def __init__(self, meta, tensors):
+        super().__init__()
+        g = json.loads(meta['graph'])
+        self.input_name = g['input']['name']
+        self.in_hwc = (g['input']['height'], g['input']['width'], g['input']['channels'])
+        self.nodes = g['nodes']
+        self.output = g.get('output') or self.nodes[-1]['name']
+        self.params = {}
+        shapes = {self.input_name: self.in_hwc}
+        for n in self.nodes:
+            a = shapes[n['inputs'][0]]
+            op = n['op']
+            if op in ('conv2d', 'avgpool', 'maxpool'):
+                kh, kw = n['kernel']
+                sh, sw = n.get('stride', [1, 1])
+                pad = n.get('padding', 'valid')
+                if pad == 'same':
+                    t, b = same_pad(a[0], kh, sh)
+                    l, r = same_pad(a[1], kw, sw)
+                elif pad == 'valid':
+                    t = b = l = r = 0
+                else:
+                    t, b, l, r = pad
+                n['_pads'] = (l, r, t, b)  # F.pad order
+                oh = (a[0] + t + b - kh) // sh + 1
+                ow = (a[1] + l + r - kw) // sw + 1
+                c = n['units'] if op == 'conv2d' else a[2]
+                shapes[n['name']] = (oh, ow, c)
+                if op == 'conv2d':
+                    w = torch.from_numpy(tensors[n['weight']].transpose(0, 3, 1, 2).copy())
+                    bias = torch.from_numpy(tensors[n['bias']].copy()) if n.get('bias') else None
+                    self.params[n['name']] = (w, bias)
+            elif op == 'dense':
+                w = torch.from_numpy(tensors[n['weight']].copy())
+                bias = torch.from_numpy(tensors[n['bias']].copy()) if n.get('bias') else None
+                self.params[n['name']] = (w, bias)
+                shapes[n['name']] = (1, 1, n['units'])
+            elif op == 'global_avgpool':
+                shapes[n['name']] = (1, 1, a[2])
+            elif op == 'pad':
+                t, b, l, r = n['padding']
+                n['_pads'] = (l, r, t, b)
+                shapes[n['name']] = (a[0] + t + b, a[1] + l + r, a[2])
+            elif op in ('add', 'softmax', 'dropout'):
+                shapes[n['name']] = a
+            else:
+                raise ValueError(f'node {n["name"]}: op {op} not supported by the PyTorch peer')
+        self.shapes = shapes
+
+    @staticmethod
+    def act(x, a):
+        if a in (None, 'none'):
+            return x
+        if a == 'relu':
+            return F.relu(x)
+        if a == 'relu6':
+            return F.hardtanh(x, 0.0, 6.0)
+        if a == 'hswish':
+            return F.hardswish(x)
+        if a == 'silu':
+            return F.silu(x)
+        raise ValueError(a)
+
+    def forward(self, x):
+        v = {self.input_name: x}
+        for n in self.nodes:
+            op = n['op']
+            a = v[n['inputs'][0]]
+            if op == 'conv2d':
+                w, b = self.params[n['name']]
+                if any(n['_pads']):
+                    a = F.pad(a, n['_pads'])
+                y = self.act(F.conv2d(a, w, b, stride=tuple(n.get('stride', [1, 1])),
+                                      groups=n.get('groups', 1)), n.get('activation'))
+            elif op == 'add':
+                y = self.act(a + v[n['inputs'][1]], n.get('activation'))
+            elif op == 'avgpool':
+                k, s = tuple(n['kernel']), tuple(n.get('stride', [1, 1]))
+                if any(n['_pads']):  # average over in-bounds elements only
+                    ones = torch.ones_like(a[:, :1])
+                    y = (F.avg_pool2d(F.pad(a, n['_pads']), k, s) /
+                         F.avg_pool2d(F.pad(ones, n['_pads']), k, s))
+                else:
+                    y = F.avg_pool2d(a, k, s)
+            elif op == 'maxpool':
+                a = F.pad(a, n['_pads'], value=float('-inf')) if any(n['_pads']) else a
+                y = F.max_pool2d(a, tuple(n['kernel']), tuple(n.get('stride', [1, 1])))
+            elif op == 'global_avgpool':
+                y = a.mean(dim=(2, 3), keepdim=True)
+            elif op == 'dense':
+                w, b = self.params[n['name']]
+                flat = a.permute(0, 2, 3, 1).reshape(a.shape[0], -1) if a.dim() == 4 else a
+                y = self.act(F.linear(flat, w, b), n.get('activation'))
+            elif op == 'softmax':
+                y = torch.softmax(a, dim=1)
+            elif op == 'pad':
+                y = F.pad(a, n['_pads'])
+            elif op == 'dropout':
+                y = a
+            v[n['name']] = y
+            if n['name'] == self.output:
+                break
+        return v[self.output].reshape(x.shape[0], -1)
+
+
+def flops(net):
+    f = 0
+    shapes = net.shapes
+    for n in net.nodes:
+        if n['op'] == 'conv2d':
+            oh, ow, oc = shapes[n['name']]
+            ic = shapes[n['inputs'][0]][2]
+            f += 2 * oh * ow * oc * n['kernel'][0] * n['kernel'][1] * (ic // n.get('groups', 1))
+        elif n['op'] == 'dense':
+            a = shapes[n['inputs'][0]]
+            f += 2 * n['units'] * a[0] * a[1] * a[2]
+    return f
+
+
+# ------------------------------------------------------------------ helpers
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float('nan')
+
+
+def peak_rss_kb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# ------------------------------------------------------------------ main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--model', required=True)
+    ap.add_argument('--onnx', required=True)
+    ap.add_argument('--driver', required=True, help='build dir bench/bench_dermlens')
+    ap.add_argument('--ort', required=True, help='bench/ort.js')
+    ap.add_argument('--image', required=True, help='224x224 RGB8 HWC raw image')
+    ap.add_argument('--rounds', type=int, default=5, help='alternating rounds per row')
+    ap.add_argument('--reps', type=int, default=10, help='timed forwards per contender per round')
+    ap.add_argument('--batches', default='1,8')
+    ap.add_argument('--threads', default='1,2')
+    ap.add_argument('--tol', type=float, default=1e-3)
+    ap.add_argument('--json-out', default=None)
+    ap.add_argument('--check-only', action='store_true')
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    meta, tensors = read_safetensors(args.model)
+    net = TorchNet(meta, tensors).eval()
+    torch_load_ms = (time.perf_counter() - t0) * 1e3
+    pre = json.loads(meta['preprocess'])
+    H, W, C = net.in_hwc
+    gflop = flops(net) / 1e9
+    name = meta.get('name', os.path.basename(args.model))
+    print(f'model: {name}  input {H}x{W}x{C}  {gflop:.3f} GFLOP/image')
+    print(f'torch {torch.__version__} ({torch.get_num_threads()} threads max); '
+          f'{subprocess.run(["node", args.ort, "check"], stdout=subprocess.PIPE, text=True, check=True).stdout.strip()}')
+
+    # ---------------- correctness on the dog image
+    tmp = tempfile.mkdtemp(prefix='dlbench.')
+    raw = np.fromfile(args.image, dtype=np.uint8)
+    if raw.size != H * W * 3:
+        sys.exit(f'{args.image}: {raw.size} bytes, want {H}x{W}x3 (network input size)')
+    x = (raw.reshape(H, W, 3).astype(np.float32) - np.array(pre['mean'], np.float32)) / np.array(pre['std'], np.float32)
+    x_nchw = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    dl_logits_f = os.path.join(tmp, 'dl.f32')
+    run_json([args.driver, 'logits', args.model, args.image, str(W), str(H), dl_logits_f])
+    dl = np.fromfile(dl_logits_f, dtype='<f4')
+    in_f, ort_f = os.path.join(tmp, 'in.f32'), os.path.join(tmp, 'ort.f32')
+    x_nchw.astype('<f4').tofile(in_f)
+    subprocess.run(['node', args.ort, 'run', args.onnx, in_f, '1', str(C), str(H), str(W), ort_f, '1'], check=True)
+    ort = np.fromfile(ort_f, dtype='<f4')
+    with torch.no_grad():
+        th = net(torch.from_numpy(x_nchw)).numpy().reshape(-1)
+    diffs = {'ort_vs_dermlens': float(np.abs(ort - dl).max()),
+             'torch_vs_dermlens': float(np.abs(th - dl).max()),
+             'torch_vs_ort': float(np.abs(th - ort).max())}
+    top = {'dermlens': int(dl.argmax()), 'onnxruntime': int(ort.argmax()), 'pytorch': int(th.argmax())}
+    print('agreement on the dog image (max |logit difference|): ' +
+          ', '.join(f'{k} {v:.2e}' for k, v in diffs.items()) + f'; top-1 {top}')
+    ok = all(v < args.tol for v in diffs.values()) and len(set(top.values())) == 1
+    if not ok:
+        sys.exit(f'FAIL: peers disagree beyond {args.tol}')
+    print(f'OK: all three agree within {args.tol}')
+    results = {'model': name, 'gflop_per_image': gflop, 'agreement': diffs, 'top1': top, 'rows': []}
+    if args.check_only:
+        return
+
+    # ---------------- timing, contenders alternated within every round
+    batches = [int(b) for b in args.batches.split(',')]
+    threads = [int(t) for t in args.threads.split(',')]
+    loads = {'dermlens': [], 'onnxruntime': [], 'pytorch': [torch_load_ms]}
+    rss = {'dermlens': 0, 'onnxruntime': 0}
+    for b in batches:
+        for t in threads:
+            times = {'dermlens': [], 'onnxruntime': [], 'pytorch': []}
+            xt = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (b, C, H, W)).astype(np.float32))
+            torch.set_num_threads(t)
+            with torch.no_grad():
+                for _ in range(2):
+                    net(xt)
+            for r in range(args.rounds):
+                order = ['dermlens', 'onnxruntime', 'pytorch']
+                order = order[r % 3:] + order[:r % 3]
+                for who in order:
+                    if who == 'dermlens':
+                        j = run_json([args.driver, 'time', args.model, str(b), str(t), str(args.reps)])
+                        times[who] += j['times_ms']
+                        loads[who].append(j['load_ms'])
+                        rss[who] = max(rss[who], j['peak_rss_kb'])
+                    elif who == 'onnxruntime':
+                        j = run_json(['node', args.ort, 'bench', args.onnx, str(b), str(C), str(H), str(W),
+                                      str(t), str(args.reps)])
+                        times[who] += j['times_ms']
+                        loads[who].append(j['load_ms'])
+                        rss[who] = max(rss[who], j['peak_rss_kb'])
+                    else:
+                        with torch.no_grad():
+                            for _ in range(args.reps):
+                                a = time.perf_counter()
+                                net(xt)
+                                times[who].append((time.perf_counter() - a) * 1e3)
+            row = {'batch': b, 'threads': t}
+            for who, ts in times.items():
+                per_img = med(ts) / b
+                row[who] = {'ms_per_image': per_img, 'gflops': gflop / (per_img / 1e3), 'n': len(ts)}
+            results['rows'].append(row)
+            print(f'  measured batch {b} threads {t}', flush=True)
+
+    ex = run_json([args.driver, 'extras', args.model, args.image, str(W), str(H), '1', str(max(args.reps, 5))])
+    ex2 = run_json([args.driver, 'extras', args.model, args.image, str(W), str(H), '2', str(max(args.reps, 5))])
+    results['extras'] = {'1': ex, '2': ex2}
+    rss['pytorch'] = peak_rss_kb()
+
+    print()
+    print(f'{name}, {H}x{W}, {gflop:.3f} GFLOP/image; medians of {args.rounds} alternating rounds x {args.reps} runs')
+    hdr = (f'{"batch":>5} {"thr":>3} | {"DermLens ms/img":>15} {"GFLOP/s":>7} | {"ORT ms/img":>10} {"GFLOP/s":>7} '
+           f'{"ORT/DL":>6} | {"PyTorch ms/img":>14} {"GFLOP/s":>7} {"PT/DL":>6}')
+    print(hdr)
+    print('-' * len(hdr))
+    for row in results['rows']:
+        d, o, p = row['dermlens'], row['onnxruntime'], row['pytorch']
+        print(f'{row["batch"]:>5} {row["threads"]:>3} | {d["ms_per_image"]:>15.2f} {d["gflops"]:>7.1f} | '
+              f'{o["ms_per_image"]:>10.2f} {o["gflops"]:>7.1f} {o["ms_per_image"] / d["ms_per_image"]:>6.2f} | '
+              f'{p["ms_per_image"]:>14.2f} {p["gflops"]:>7.1f} {p["ms_per_image"] / d["ms_per_image"]:>6.2f}')
+    print()
+    for t, e in (('1', ex), ('2', ex2)):
+        c, gc = med(e['classify_ms']), med(e['gradcam_ms'])
+        print(f'Grad-CAM ({t} thread{"s" if t != "1" else ""}): classify {c:.2f} ms, classify+Grad-CAM map '
+              f'{gc:.2f} ms -> Grad-CAM costs {gc / c - 1:.2f} of a forward (extra); '
+              f'plug-in engine work on 4000x3000: {med(e["plugin_4000x3000_ms"]):.0f} ms')
+    print(f'model load (median): DermLens {med(loads["dermlens"]):.1f} ms, ORT session {med(loads["onnxruntime"]):.1f} ms, '
+          f'PyTorch (safetensors + module) {med(loads["pytorch"]):.1f} ms')
+    print(f'peak RSS: DermLens {rss["dermlens"] / 1024:.0f} MiB (largest batch), ORT (node) '
+          f'{rss["onnxruntime"] / 1024:.0f} MiB, PyTorch (python) {rss["pytorch"] / 1024:.0f} MiB')
+    results['load_ms'] = {k: med(v) for k, v in loads.items()}
+    results['peak_rss_kb'] = rss
+    if args.json_out:
+        with open(args.json_out, 'w') as f:
+            json.dump(results, f, indent=1)
+        print(f'(raw results: {args.json_out})')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* DermLens timing driver for bench/run.sh (not installed, not a test).
+ * Prints one JSON object on stdout that bench/bench.py aggregates.
+ *
+ *   bench_dermlens logits MODEL IMAGE.u8 W H OUT.f32
+ *       classify a raw RGB8 image (W x H) and write the raw logits (float32)
+ *   bench_dermlens time MODEL BATCH THREADS REPS
+ *       load time, REPS timed forwards of a preprocessed batch (after 3
+ *       warm-up runs), GFLOP per image, peak RSS
+ *   bench_dermlens extras MODEL IMAGE.u8 W H THREADS REPS
+ *       batch-1 classify vs Grad-CAM (dl_explain_rgb8) times, and the engine
+ *       work the plug-in does on a 4000 x 3000 layer (classify + Grad-CAM map
+ *       at full layer size; GIMP's own overhead excluded)
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static long peak_rss_kb(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_maxrss;
+}
+
+static void print_times(const char *key, const double *t, int n)
+{
+    printf("\"%s\": [", key);
+    for (int i = 0; i < n; i++) printf("%s%.4f", i ? ", " : "", t[i]);
+    printf("]");
+}
+
+static int die(const char *what, const dl_error *err)
+{
+    fprintf(stderr, "bench_dermlens: %s: %s\n", what, err ? err->message : "");
+    return 1;
+}
+
+static uint8_t *read_image(const char *path, int w, int h)
+{
+    uint8_t *d = NULL;
+    size_t sz = 0;
+    dl_error err = {0};
+    if (dl_read_file(path, (size_t)1 << 28, &d, &sz, &err) || sz != (size_t)w * h * 3) {
+        fprintf(stderr, "bench_dermlens: %s: %s (want %d x %d x 3 bytes)\n", path, err.message, w, h);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int cmd_logits(char **a)
+{
+    dl_error err = {0};
+    int w = atoi(a[2]), h = atoi(a[3]);
+    dl_model *m = dl_model_load(a[0], &err);
+    if (!m) return die("load", &err);
+    uint8_t *img = read_image(a[1], w, h);
+    if (!img) return 1;
+    dl_result r;
+    if (dl_classify_rgb8(m, img, w, h, (size_t)w * 3, NULL, &r, &err)) return die("classify", &err);
+    if (dl_write_file_atomic(a[4], r.logits, sizeof(float) * (size_t)r.num_classes, &err)) return die("write", &err);
+    printf("{\"num_classes\": %d, \"top1\": %d}\n", r.num_classes, r.top_index[0]);
+    dl_result_free(&r);
+    free(img);
+    dl_model_free(m);
+    return 0;
+}
+
+static int cmd_time(char **a)
+{
+    dl_error err = {0};
+    int batch = atoi(a[1]), threads = atoi(a[2]), reps = atoi(a[3]);
+    if (batch < 1 || batch > 256 || threads < 1 || reps < 1 || reps > 100000) {
+        fprintf(stderr, "bench_dermlens: bad batch/threads/reps\n");
+        return 2;
+    }
+    dl_set_num_threads(threads);
+    double t0 = now_ms();
+    dl_model *m = dl_model_load(a[0], &err);
+    double load_ms = now_ms() - t0;
+    if (!m) return die("load", &err);
+    const dl_graph *g = &m->graph;
+    dl_exec e;
+    if (dl_exec_init(&e, g, batch, &err)) return die("exec", &err);
+    size_t per = dl_node_out_count(&g->nodes[0]);
+    float *x = malloc(sizeof(float) * per * batch);
+    unsigned s = 12345;
+    for (size_t i = 0; i < per * batch; i++) {
+        s = s * 1103515245u + 12345u;
+        x[i] = (float)(s >> 8) / 8388608.f - 1.f;
+    }
+    double *t = malloc(sizeof(double) * reps);
+    for (int i = 0; i < 3; i++)
+        if (dl_exec_forward(&e, x, -1, &err)) return die("forward", &err);
+    for (int i = 0; i < reps; i++) {
+        double a0 = now_ms();
+        dl_exec_forward(&e, x, g->output, &err);
+        t[i] = now_ms() - a0;
+    }
+    printf("{\"runtime\": \"dermlens\", \"batch\": %d, \"threads\": %d, \"load_ms\": %.3f, "
+           "\"gflop_per_image\": %.6f, ",
+           batch, threads, load_ms, dl_graph_flops(g) / 1e9);
+    print_times("times_ms", t, reps);
+    printf(", \"peak_rss_kb\": %ld}\n", peak_rss_kb());
+    free(t);
+    free(x);
+    dl_exec_free(&e);
+    dl_model_free(m);
+    return 0;
+}
+
+static int cmd_extras(char **a)
+{
+    dl_error err = {0};
+    int w = atoi(a[2]), h = atoi(a[3]), threads = atoi(a[4]), reps = atoi(a[5]);
+    if (w < 1 || h < 1 || threads < 1 || reps < 1 || reps > 100000) return 2;
+    dl_set_num_threads(threads);
+    dl_model *m = dl_model_load(a[0], &err);
+    if (!m) return die("load", &err);
+    uint8_t *img = read_image(a[1], w, h);
+    if (!img) return 1;
+    double *tc = malloc(sizeof(double) * reps), *tg = malloc(sizeof(double) * reps);
+    dl_explain_options eo = {.method = DL_SALIENCY_GRADCAM, .class_index = -1};
+    for (int i = 0; i < reps + 2; i++) {
+        dl_result r;
+        float *map = NULL;
+        double a0 = now_ms();
+        if (dl_classify_rgb8(m, img, w, h, (size_t)w * 3, NULL, &r, &err)) return die("classify", &err);
+        double a1 = now_ms();
+        dl_result_free(&r);
+        double a2 = now_ms();
+        if (dl_explain_rgb8(m, img, w, h, (size_t)w * 3, &eo, &map, NULL, &err)) return die("explain", &err);
+        double a3 = now_ms();
+        free(map);
+        if (i >= 2) { /* two warm-ups */
+            tc[i - 2] = a1 - a0;
+            tg[i - 2] = a3 - a2;
+        }
+    }
+    /* plug-in engine work on a 4000 x 3000 layer: classify + Grad-CAM overlay map */
+    const int LW = 4000, LH = 3000;
+    uint8_t *big = malloc((size_t)LW * LH * 3);
+    for (int y = 0; y < LH; y++)
+        for (int x = 0; x < LW; x++) {
+            const uint8_t *p = img + ((size_t)(y * h / LH) * w + (size_t)(x * w / LW)) * 3;
+            memcpy(big + ((size_t)y * LW + x) * 3, p, 3);
+        }
+    int preps = reps < 3 ? reps : 3;
+    double *tp = malloc(sizeof(double) * preps);
+    for (int i = 0; i < preps; i++) {
+        dl_result r;
+        float *map = NULL;
+        double a0 = now_ms();
+        if (dl_classify_rgb8(m, big, LW, LH, (size_t)LW * 3, NULL, &r, &err)) return die("classify 4000x3000", &err);
+        if (dl_explain_rgb8(m, big, LW, LH, (size_t)LW * 3, &eo, &map, NULL, &err))
+            return die("explain 4000x3000", &err);
+        tp[i] = now_ms() - a0;
+        dl_result_free(&r);
+        free(map);
+    }
+    printf("{\"runtime\": \"dermlens\", \"threads\": %d, ", threads);
+    print_times("classify_ms", tc, reps);
+    printf(", ");
+    print_times("gradcam_ms", tg, reps);
+    printf(", ");
+    print_times("plugin_4000x3000_ms", tp, preps);
+    printf(", \"peak_rss_kb\": %ld}\n", peak_rss_kb());
+    free(tc);
+    free(tg);
+    free(tp);
+    free(big);
+    free(img);
+    dl_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 7 && !strcmp(argv[1], "logits")) return cmd_logits(argv + 2);
+    if (argc >= 6 && !strcmp(argv[1], "time")) return cmd_time(argv + 2);
+    if (argc >= 8 && !strcmp(argv[1], "extras")) return cmd_extras(argv + 2);
+    fprintf(stderr,
+            "usage: bench_dermlens logits MODEL IMAGE.u8 W H OUT.f32\n"
+            "       bench_dermlens time MODEL BATCH THREADS REPS\n"
+            "       bench_dermlens extras MODEL IMAGE.u8 W H THREADS REPS\n");
+    return 2;
+}

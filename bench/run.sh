@@ -1,0 +1,64 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# DermLens vs ONNX Runtime vs PyTorch on the same network and weights.
+#
+#   bench/run.sh [MODEL] [-- bench.py options]
+#
+# One command, from anywhere in the tree. It
+#   1. builds DermLens (release) in build-release-bench/ (or $DL_BENCH_BUILD)
+#      with the timing driver;
+#   2. installs the peers if missing: onnxruntime-node into bench/node_modules
+#      (npm install --ignore-scripts: the CPU binaries ship inside the npm
+#      package) and Debian's python3-torch (apt-get, needs root);
+#   3. exports MODEL (default weights/mobilenet_v2_imagenet.safetensors) with
+#      `dermlens export --onnx` for ONNX Runtime; bench/bench.py builds the
+#      same graph in PyTorch from the same safetensors file;
+#   4. checks the three agree within 1e-3 on tests/data/imagenet/dog_224_rgb_hwc.u8;
+#   5. times batch 1 and 8 x 1 and 2 threads, alternating the contenders in
+#      every round, medians; prints ms/image, GFLOP/s, peer/DermLens ratios,
+#      Grad-CAM cost, plug-in engine time on a 4000x3000 layer, load time,
+#      peak RSS. Raw numbers go to bench/out/results.json.
+# Options after `--` go to bench/bench.py, e.g. `-- --rounds 9 --reps 20` or
+# `-- --check-only`. The machine should be otherwise idle: numbers taken
+# under load are only indicative.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+model="$root/weights/mobilenet_v2_imagenet.safetensors"
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then model=$1; shift; fi
+[ $# -gt 0 ] && [ "$1" = "--" ] && shift
+build="${DL_BENCH_BUILD:-$root/build-release-bench}" # a release build dir
+out="$here/out"
+mkdir -p "$out"
+
+echo "== build (release)"
+if [ ! -f "$build/build.ninja" ]; then
+    meson setup "$build" "$root" --buildtype=release -Dplugin=disabled -Dgimp_tests=disabled >/dev/null
+fi
+ninja -C "$build" cli/dermlens bench/bench_dermlens >/dev/null
+
+echo "== peers"
+if ! node "$here/ort.js" check >/dev/null 2>&1; then
+    command -v npm >/dev/null || { echo "run.sh: node/npm missing (apt-get install nodejs npm)" >&2; exit 1; }
+    (cd "$here" && npm install --ignore-scripts --no-audit --no-fund >/dev/null) # package.json + lock
+fi
+node "$here/ort.js" check
+PY=/usr/bin/python3
+if ! "$PY" -c 'import torch, numpy' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get install -y python3-torch python3-numpy >/dev/null
+    else
+        echo "run.sh: Debian python3-torch missing: sudo apt-get install python3-torch" >&2
+        exit 1
+    fi
+fi
+
+echo "== export"
+"$build/cli/dermlens" export --onnx "$model" -o "$out/model.onnx"
+
+echo "== check and time"
+exec "$PY" "$here/bench.py" --model "$model" --onnx "$out/model.onnx" \
+    --driver "$build/bench/bench_dermlens" --ort "$here/ort.js" \
+    --image "$root/tests/data/imagenet/dog_224_rgb_hwc.u8" --json-out "$out/results.json" "$@"
