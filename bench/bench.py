@@ -180,8 +180,11 @@ def med(xs):
 
 
 def peak_rss_kb():
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    return -1
 
 
 # ------------------------------------------------------------------ main
@@ -211,7 +214,7 @@ def main():
     gflop = flops(net) / 1e9
     name = meta.get('name', os.path.basename(args.model))
     print(f'model: {name}  input {H}x{W}x{C}  {gflop:.3f} GFLOP/image')
-    print(f'torch {torch.__version__} ({torch.get_num_threads()} threads max); '
+    print(f'torch {torch.__version__} (threads set per row); '
           f'{subprocess.run(["node", args.ort, "check"], stdout=subprocess.PIPE, text=True, check=True).stdout.strip()}')
 
     # ---------------- correctness on the dog image
@@ -309,7 +312,7 @@ def main():
               f'plug-in engine work on 4000x3000: {med(e["plugin_4000x3000_ms"]):.0f} ms')
     print(f'model load (median): DermLens {med(loads["dermlens"]):.1f} ms, ORT session {med(loads["onnxruntime"]):.1f} ms, '
           f'PyTorch (safetensors + module) {med(loads["pytorch"]):.1f} ms')
-    print(f'peak RSS: DermLens {rss["dermlens"] / 1024:.0f} MiB (largest batch), ORT (node) '
+    print(f'peak RSS (whole process, largest batch): DermLens {rss["dermlens"] / 1024:.0f} MiB, ORT (node) '
           f'{rss["onnxruntime"] / 1024:.0f} MiB, PyTorch (python) {rss["pytorch"] / 1024:.0f} MiB')
     results['load_ms'] = {k: med(v) for k, v in loads.items()}
     results['peak_rss_kb'] = rss

@@ -78,7 +78,9 @@ async function main() {
             await s.run(feeds);
             times.push(Number(process.hrtime.bigint() - t) / 1e6);
         }
-        const rss = process.resourceUsage().maxRSS; // KiB
+        // VmHWM: getrusage's maxRSS survives execve and would be the parent's
+        const m = /VmHWM:\s*(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+        const rss = m ? Number(m[1]) : -1; // KiB
         console.log(JSON.stringify({ runtime: 'onnxruntime', load_ms: loadMs, times_ms: times, peak_rss_kb: rss }));
         return;
     }

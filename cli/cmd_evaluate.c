@@ -60,6 +60,14 @@ int cli_run_parallel(dl_model *m, const char *model_path, int n, int threads, co
             w[t].model = dl_model_load(model_path, &err);
             if (!w[t].model) break; /* fewer workers; the work still gets done */
             w[t].owned = 1;
+            /* The file may have been replaced since m was loaded: every
+             * worker must run the very same model. */
+            if (strcmp(dl_model_sha256(w[t].model), dl_model_sha256(m)) != 0) {
+                dl_model_free(w[t].model);
+                w[t].model = NULL;
+                w[t].owned = 0;
+                break;
+            }
         }
         tid[t] = g_thread_new("dl-eval", worker_main, &w[t]);
         started++;

@@ -24,11 +24,19 @@ G_DEFINE_TYPE(Dermlens, dermlens, GIMP_TYPE_PLUG_IN)
 static GList *dermlens_query(GimpPlugIn *plug_in);
 static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name);
 
+/* No translations are shipped yet: say so instead of letting GIMP warn. */
+static gboolean dermlens_set_i18n(GimpPlugIn *plug_in, const gchar *procedure_name,
+                                  gchar **gettext_domain, gchar **catalog_dir)
+{
+    return FALSE;
+}
+
 static void dermlens_class_init(DermlensClass *klass)
 {
     GimpPlugInClass *pc = GIMP_PLUG_IN_CLASS(klass);
     pc->query_procedures = dermlens_query;
     pc->create_procedure = dermlens_create;
+    pc->set_i18n = dermlens_set_i18n;
 }
 
 static void dermlens_init(Dermlens *self)

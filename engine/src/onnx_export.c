@@ -153,6 +153,7 @@ typedef struct {
     node_builder nb;
     int helper;         /* counter for helper value names */
     bool have_clip6;    /* the shared Clip bounds are in the initializers */
+    bool *tensor_done;  /* [n_tensors]: already an initializer (shared weights) */
 } onnx_ctx;
 
 static void node_begin(onnx_ctx *c, const char *op_type, const char *name)
@@ -230,6 +231,10 @@ static void add_init_f32(onnx_ctx *c, const char *name, const int64_t *dims, int
 static void add_init_i64(onnx_ctx *c, const char *name, const int64_t *vals, int count)
 {
     pb_buf *t = &c->tmp;
+    if (count < 0 || count > 16) {
+        c->graph.bad = true;
+        return;
+    }
     t->n = 0;
     pb_int(t, TP_DIMS, count);
     pb_int(t, TP_DATA_TYPE, DT_INT64);
@@ -331,6 +336,16 @@ static void emit_act(onnx_ctx *c, dl_act a, const char *nname, const char *in, c
     }
 }
 
+/* Tensor ti (dense weight or any bias: same layout in ONNX) as an initializer,
+ * once even if several nodes share it; ti < 0: none. */
+static void add_tensor_once(onnx_ctx *c, const dl_graph *g, int ti, int ndim)
+{
+    if (ti < 0 || c->tensor_done[ti]) return;
+    const dl_tensor *t = &g->tensors[ti];
+    add_init_f32(c, t->name, t->dims, ndim, t->data, t->count);
+    c->tensor_done[ti] = true;
+}
+
 /* The ONNX node(s) of graph node i. vals[i] is set on success. */
 static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_error *err)
 {
@@ -357,24 +372,24 @@ static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_erro
     case DL_OP_CONV2D: {
         const dl_tensor *w = &g->tensors[n->weight];
         int64_t O = n->units, I = a->c / n->groups, KH = n->kh, KW = n->kw;
-        float *t = malloc(w->count * sizeof(float));
-        if (!t) {
+        float *t = c->tensor_done[n->weight] ? NULL : malloc(w->count * sizeof(float));
+        if (!t && !c->tensor_done[n->weight]) {
             free(pre);
             return dl_fail(err, DL_ERR_NOMEM, "out of memory converting %s", w->name);
         }
-        /* OHWI -> OIHW */
-        for (int64_t o = 0; o < O; o++)
-            for (int64_t y = 0; y < KH; y++)
-                for (int64_t x = 0; x < KW; x++)
-                    for (int64_t ci = 0; ci < I; ci++)
-                        t[((o * I + ci) * KH + y) * KW + x] = w->data[((o * KH + y) * KW + x) * I + ci];
-        int64_t wd[4] = {O, I, KH, KW};
-        add_init_f32(c, w->name, wd, 4, t, w->count);
-        free(t);
-        if (n->bias >= 0) {
-            const dl_tensor *b = &g->tensors[n->bias];
-            add_init_f32(c, b->name, b->dims, 1, b->data, b->count);
+        if (t) {
+            /* OHWI -> OIHW */
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t y = 0; y < KH; y++)
+                    for (int64_t x = 0; x < KW; x++)
+                        for (int64_t ci = 0; ci < I; ci++)
+                            t[((o * I + ci) * KH + y) * KW + x] = w->data[((o * KH + y) * KW + x) * I + ci];
+            int64_t wd[4] = {O, I, KH, KW};
+            add_init_f32(c, w->name, wd, 4, t, w->count);
+            c->tensor_done[n->weight] = true;
+            free(t);
         }
+        add_tensor_once(c, g, n->bias, 1);
         node_begin(c, "Conv", n->name);
         node_in(c, va->name);
         node_in(c, w->name);
@@ -467,11 +482,8 @@ static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_erro
             src = fname;
         }
         const dl_tensor *w = &g->tensors[n->weight];
-        add_init_f32(c, w->name, w->dims, 2, w->data, w->count);
-        if (n->bias >= 0) {
-            const dl_tensor *b = &g->tensors[n->bias];
-            add_init_f32(c, b->name, b->dims, 1, b->data, b->count);
-        }
+        add_tensor_once(c, g, n->weight, 2);
+        add_tensor_once(c, g, n->bias, 1);
         node_begin(c, "Gemm", n->name);
         node_in(c, src);
         node_in(c, w->name);
@@ -568,7 +580,8 @@ int dl_model_export_onnx(const dl_model *m, const char *path, dl_error *err)
     pb_buf model = {0};
     bool *needed = calloc((size_t)g->n_nodes, sizeof *needed);
     value *vals = calloc((size_t)g->n_nodes, sizeof *vals);
-    if (!needed || !vals) {
+    c.tensor_done = calloc((size_t)g->n_tensors + 1, sizeof *c.tensor_done);
+    if (!needed || !vals || !c.tensor_done) {
         dl_fail(err, DL_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -633,6 +646,7 @@ out:
         for (int i = 0; i < g->n_nodes; i++) free(vals[i].name);
     free(vals);
     free(needed);
+    free(c.tensor_done);
     pb_free(&c.graph);
     pb_free(&c.tmp);
     pb_free(&c.tmp2);
