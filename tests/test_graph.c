@@ -54,7 +54,7 @@ static void build(dl_graph *g)
     fc.weight = dl_graph_add_tensor(g, "fc.weight", 2, dd, NULL, &err);
     fc.bias = dl_graph_add_tensor(g, "fc.bias", 1, db, NULL, &err);
     for (size_t i = 0; i < 24; i++) g->tensors[fc.weight].data[i] = tu_rand(&seed, -1, 1);
-    dl_graph_add_node(g, &fc, &err);
+    g->output = dl_graph_add_node(g, &fc, &err); /* add_conv's infer calls picked a provisional output */
     g->features = p;
     CHECK(dl_graph_infer(g, &err) == 0, "infer: %s", err.message);
 }

@@ -51,9 +51,12 @@ def pixels(drawable, fmt, x=0, y=0, w=None, h=None):
 
 
 def native_bytes(drawable):
-    """The layer's pixels, losslessly (u8/u16 map one-to-one onto float) for
-    a byte-exact before/after comparison."""
-    return pixels(drawable, "R'G'B'A float")
+    """The layer's pixels at its own bit depth (u8/u16), for a byte-exact
+    before/after comparison (float reads may differ by one ulp between babl
+    conversion paths)."""
+    nick = drawable.get_image().get_precision().value_nick
+    depth = "u8" if nick.startswith("u8") else "u16" if nick.startswith("u16") else "float"
+    return pixels(drawable, "R'G'B'A " + depth)
 
 
 def load(fname):
