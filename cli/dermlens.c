@@ -17,6 +17,7 @@ static const command commands[] = {
     {"explain", cmd_explain, "saliency overlay (Grad-CAM family, Score-CAM, occlusion); --evaluate faithfulness"},
     {"info", cmd_info, "show a model's graph, classes, preprocessing and provenance"},
     {"import", cmd_import, "convert a TFLite model into a DermLens model file"},
+    {"batch", cmd_batch, "classify every image of a folder into a CSV (the plug-in's batch review)"},
     {"train", cmd_train, "transfer learning: frozen-backbone head, then fine-tuning"},
     {"evaluate", cmd_evaluate, "score a model on labelled images: metrics, report, plots"},
     {"robustness", cmd_robustness, "balanced accuracy under image perturbations, with/without TTA"},
