@@ -196,6 +196,13 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
  * object whose members are merged into the metadata (may be NULL). */
 int dl_model_save(const dl_model *m, const char *path, dl_error *err);
 
+/* Write a safetensors file atomically: hdr (a cJSON object already holding
+ * __metadata__ and each tensor's dtype/shape/data_offsets, in data order) is
+ * consumed; datas[i] holds counts[i] floats. Shared by models and checkpoints. */
+struct cJSON;
+int dl_safetensors_write(const char *path, struct cJSON *hdr, int n, const float *const *datas,
+                         const size_t *counts, dl_error *err);
+
 /* Preprocess an RGB8 region into the network input (H x W x 3 floats). */
 int dl_preprocess_rgb8(const dl_preprocess *p, const uint8_t *rgb, int width, int height,
                        size_t stride, float *out, dl_error *err);

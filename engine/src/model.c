@@ -643,6 +643,27 @@ int dl_model_save(const dl_model *m, const char *path, dl_error *err)
         cJSON_AddItemToObject(hdr, t->name, tj);
         off += t->count * 4;
     }
+    const float **datas = malloc(sizeof(float *) * (g->n_tensors ? g->n_tensors : 1));
+    size_t *counts = malloc(sizeof(size_t) * (g->n_tensors ? g->n_tensors : 1));
+    if (!datas || !counts) {
+        free(datas);
+        free(counts);
+        cJSON_Delete(hdr);
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < g->n_tensors; i++) {
+        datas[i] = g->tensors[i].data;
+        counts[i] = g->tensors[i].count;
+    }
+    int rc = dl_safetensors_write(path, hdr, g->n_tensors, datas, counts, err);
+    free(datas);
+    free(counts);
+    return rc;
+}
+
+int dl_safetensors_write(const char *path, cJSON *hdr, int n, const float *const *datas, const size_t *counts,
+                         dl_error *err)
+{
     char *hs = cJSON_PrintUnformatted(hdr);
     cJSON_Delete(hdr);
     if (!hs) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
@@ -654,11 +675,8 @@ int dl_model_save(const dl_model *m, const char *path, dl_error *err)
     int rc = dl_atomic_write(&f, lenb, 8, err) || dl_atomic_write(&f, hs, hl, err) ||
              dl_atomic_write(&f, "        ", padded - hl, err);
     free(hs);
-    for (int i = 0; !rc && i < g->n_tensors; i++) {
-        const dl_tensor *t = &g->tensors[i];
-        /* little-endian on disk; x86/arm64 hosts are LE already */
-        rc = dl_atomic_write(&f, t->data, t->count * 4, err);
-    }
+    /* little-endian on disk; x86/arm64 hosts are LE already */
+    for (int i = 0; !rc && i < n; i++) rc = dl_atomic_write(&f, datas[i], counts[i] * 4, err);
     if (rc) { dl_atomic_abort(&f); return -1; }
     return dl_atomic_commit(&f, err);
 }

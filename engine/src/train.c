@@ -480,20 +480,7 @@ static int ckpt_save(const char *path, const dl_graph *sub, const adam *a, const
             off += t->count * 4;
         }
     }
-    char *hs = cJSON_PrintUnformatted(hdr);
-    cJSON_Delete(hdr);
-    if (!hs) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
-    size_t hl = strlen(hs), padded = (hl + 7) & ~(size_t)7;
-    uint8_t lenb[8];
-    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-    dl_atomic_file f;
-    if (dl_atomic_open(&f, path, err)) { free(hs); return -1; }
-    int rc = dl_atomic_write(&f, lenb, 8, err) || dl_atomic_write(&f, hs, hl, err) ||
-             dl_atomic_write(&f, "        ", padded - hl, err);
-    free(hs);
-    for (int i = 0; !rc && i < nt; i++) rc = dl_atomic_write(&f, datas[i], counts[i] * 4, err);
-    if (rc) { dl_atomic_abort(&f); return -1; }
-    return dl_atomic_commit(&f, err);
+    return dl_safetensors_write(path, hdr, nt, datas, counts, err);
 }
 
 /* Restores into sub/adam/best. Returns 0 and the state, -1 on error. */
