@@ -203,7 +203,14 @@ def main():
     ap.add_argument('--tol', type=float, default=1e-3)
     ap.add_argument('--json-out', default=None)
     ap.add_argument('--check-only', action='store_true')
+    ap.add_argument('--quick', action='store_true',
+                    help='a smoke run: batch 1 only, 3 rounds x 5 runs (numbers only indicative)')
+    ap.add_argument('--cpu', action='store_true',
+                    help='time with process CPU time (all threads) instead of wall time: use on a shared '
+                         'machine, where wall time mostly measures waiting for a core')
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.reps, args.batches = min(args.rounds, 3), min(args.reps, 5), '1'
 
     t0 = time.perf_counter()
     meta, tensors = read_safetensors(args.model)
@@ -264,23 +271,25 @@ def main():
                 order = ['dermlens', 'onnxruntime', 'pytorch']
                 order = order[r % 3:] + order[:r % 3]
                 for who in order:
+                    key = 'cpu_ms' if args.cpu else 'times_ms'
                     if who == 'dermlens':
                         j = run_json([args.driver, 'time', args.model, str(b), str(t), str(args.reps)])
-                        times[who] += j['times_ms']
+                        times[who] += j[key]
                         loads[who].append(j['load_ms'])
                         rss[who] = max(rss[who], j['peak_rss_kb'])
                     elif who == 'onnxruntime':
                         j = run_json(['node', args.ort, 'bench', args.onnx, str(b), str(C), str(H), str(W),
                                       str(t), str(args.reps)])
-                        times[who] += j['times_ms']
+                        times[who] += j[key]
                         loads[who].append(j['load_ms'])
                         rss[who] = max(rss[who], j['peak_rss_kb'])
                     else:
+                        clock = time.process_time if args.cpu else time.perf_counter
                         with torch.no_grad():
                             for _ in range(args.reps):
-                                a = time.perf_counter()
+                                a = clock()
                                 net(xt)
-                                times[who].append((time.perf_counter() - a) * 1e3)
+                                times[who].append((clock() - a) * 1e3)
             row = {'batch': b, 'threads': t}
             for who, ts in times.items():
                 per_img = med(ts) / b
@@ -294,7 +303,8 @@ def main():
     rss['pytorch'] = peak_rss_kb()
 
     print()
-    print(f'{name}, {H}x{W}, {gflop:.3f} GFLOP/image; medians of {args.rounds} alternating rounds x {args.reps} runs')
+    print(f'{name}, {H}x{W}, {gflop:.3f} GFLOP/image; medians of {args.rounds} alternating rounds x {args.reps} runs'
+          f' ({"process CPU time, all threads" if args.cpu else "wall time"})')
     hdr = (f'{"batch":>5} {"thr":>3} | {"DermLens ms/img":>15} {"GFLOP/s":>7} | {"ORT ms/img":>10} {"GFLOP/s":>7} '
            f'{"ORT/DL":>6} | {"PyTorch ms/img":>14} {"GFLOP/s":>7} {"PT/DL":>6}')
     print(hdr)

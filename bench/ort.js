@@ -7,7 +7,8 @@
 //       INPUT: N*C*H*W little-endian float32 (NCHW, preprocessed);
 //       OUTPUT: the "logits" output as float32
 //   node bench/ort.js bench MODEL.onnx N C H W THREADS REPS
-//       prints JSON {load_ms, times_ms: [...] (per forward of batch N)}
+//       prints JSON {load_ms, times_ms: [...], cpu_ms: [...] (per forward of batch N;
+//       cpu_ms: process CPU time, all threads)}
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -72,16 +73,19 @@ async function main() {
         const loadMs = Number(process.hrtime.bigint() - t0) / 1e6;
         const feeds = { input: new ort.Tensor('float32', data, dims) };
         for (let i = 0; i < 3; i++) await s.run(feeds); // warm-up
-        const times = [];
+        const times = [], cpu = [];
         for (let i = 0; i < Number(reps); i++) {
+            const c = process.cpuUsage(); // whole process, all threads (us)
             const t = process.hrtime.bigint();
             await s.run(feeds);
             times.push(Number(process.hrtime.bigint() - t) / 1e6);
+            const d = process.cpuUsage(c);
+            cpu.push((d.user + d.system) / 1e3);
         }
         // VmHWM: getrusage's maxRSS survives execve and would be the parent's
         const m = /VmHWM:\s*(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
         const rss = m ? Number(m[1]) : -1; // KiB
-        console.log(JSON.stringify({ runtime: 'onnxruntime', load_ms: loadMs, times_ms: times, peak_rss_kb: rss }));
+        console.log(JSON.stringify({ runtime: 'onnxruntime', load_ms: loadMs, times_ms: times, cpu_ms: cpu, peak_rss_kb: rss }));
         return;
     }
     process.stderr.write('usage: node ort.js check | run ... | bench ...\n');

@@ -19,9 +19,13 @@
 #      every round, medians; prints ms/image, GFLOP/s, peer/DermLens ratios,
 #      Grad-CAM cost, plug-in engine time on a 4000x3000 layer, load time,
 #      peak RSS. Raw numbers go to bench/out/results.json.
-# Options after `--` go to bench/bench.py, e.g. `-- --rounds 9 --reps 20` or
-# `-- --check-only`. The machine should be otherwise idle: numbers taken
-# under load are only indicative.
+# Options after `--` go to bench/bench.py, e.g. `-- --rounds 9 --reps 20`,
+# `-- --check-only`, `-- --quick` (batch 1 only, few runs: a smoke test) or
+# `-- --cpu` (process CPU time instead of wall time). The machine should be
+# otherwise idle: wall times taken under load are only indicative (--cpu is
+# the fairer comparison on a shared machine, still inflated by cache and
+# memory contention). bench/bench_kernels MODEL [THREADS] times every
+# convolution on its own, DermLens' kernels against OpenBLAS.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,7 +41,7 @@ echo "== build (release)"
 if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" "$root" --buildtype=release -Dplugin=disabled -Dgimp_tests=disabled >/dev/null
 fi
-ninja -C "$build" cli/dermlens bench/bench_dermlens >/dev/null
+ninja -C "$build" cli/dermlens bench/bench_dermlens bench/bench_kernels >/dev/null
 
 echo "== peers"
 if ! node "$here/ort.js" check >/dev/null 2>&1; then

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Forward kernels against plain reference loops on randomized shapes: every
- * convolution path (1x1 sgemm, im2col + sgemm, depthwise, grouped), with
- * explicit and TF-SAME padding, strides, batch > 1 and every activation;
- * pooling, dense, add, pad, softmax. */
+ * convolution path (1x1 GEMM, im2col + GEMM, depthwise, grouped), with
+ * explicit and TF-SAME padding, strides, batch > 1 and every activation,
+ * with and without pre-packed weights and a fused residual add, at every
+ * instruction-set level this CPU has (AVX-512, AVX2, portable); results
+ * must not depend on the thread count; pooling, dense, add, pad, softmax. */
 #include "testutil.h"
+#include "kernel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -57,6 +60,28 @@ static double maxdiff(const float *a, const float *b, size_t n)
     return m;
 }
 
+/* The executor's entry: pre-packed weights (when this CPU packs) and the
+ * conv -> add fusion. out must equal the plain forward's bit for bit (same
+ * kernel), out2 = res_act(ref + res). */
+static void check_packed_residual(const dl_conv_shape *s, const float *in, const float *w, const float *b,
+                                  const float *out, const float *ref, float *scratch, int trial)
+{
+    size_t out_n = (size_t)s->n * s->oh * s->ow * s->oc;
+    size_t pf = dl_conv2d_packed_floats(s);
+    float *packed = pf ? rnd(pf) : NULL;
+    if (packed) dl_conv2d_pack(s, w, packed);
+    float *res = rnd(out_n), *o1 = rnd(out_n), *o2 = rnd(out_n);
+    dl_act ra = (dl_act)(trial % 5);
+    dl_conv2d_forward_ex(s, in, w, packed, b, o1, scratch, res, ra, o2);
+    CHECK(memcmp(o1, out, sizeof(float) * out_n) == 0, "trial %d: packed/fused conv output differs from plain",
+          trial);
+    double d = 0;
+    for (size_t i = 0; i < out_n; i++) d = fmax(d, fabs(o2[i] - ref_act(ra, ref[i] + res[i])));
+    CHECK(d < 2e-4, "trial %d g%d k%dx%d: fused residual (%s) off by %g", trial, s->groups, s->kh, s->kw,
+          dl_act_name(ra), d);
+    free(packed); free(res); free(o1); free(o2);
+}
+
 static void test_conv(int trial)
 {
     dl_conv_shape s;
@@ -104,6 +129,7 @@ static void test_conv(int trial)
     CHECK(d < 1e-4, "conv trial %d kind %d n%d %dx%dx%d k%dx%d s%dx%d g%d oc%d %s act %s: maxdiff %g", trial, kind,
           s.n, s.ih, s.iw, s.ic, s.kh, s.kw, s.sh, s.sw, s.groups, s.oc, same ? "SAME" : "VALID",
           dl_act_name(s.act), d);
+    check_packed_residual(&s, in, w, trial % 5 ? b : NULL, out, ref, scratch, trial);
     free(in); free(w); free(b); free(out); free(ref); free(scratch);
 }
 
@@ -201,10 +227,163 @@ static void test_pool_dense_misc(void)
     free(a); free(b); free(o);
 }
 
+/* Depthwise 3x3 (the vectorised path) on sizes that reach its interior,
+ * edge and channel-tail code: odd channel counts, stride 1 and 2, SAME and
+ * VALID, batch 2, every activation. */
+static void test_depthwise_3x3(void)
+{
+    static const int chans[] = {1, 7, 8, 15, 16, 17, 24, 33, 40};
+    for (int t = 0; t < 54; t++) {
+        dl_conv_shape s;
+        memset(&s, 0, sizeof s);
+        s.n = 1 + t % 2;
+        s.ih = 1 + (t * 7) % 19;
+        s.iw = 1 + (t * 5) % 23;
+        s.kh = s.kw = 3;
+        s.sh = s.sw = 1 + t % 2;
+        s.ic = s.oc = s.groups = chans[t % 9];
+        if (s.groups == 1) s.ic = s.oc = s.groups = 2;
+        s.act = (dl_act)(t % 5);
+        int pb, pr;
+        if (t % 6 != 5) {
+            dl_same_padding(s.ih, 3, s.sh, &s.oh, &s.pt, &pb);
+            dl_same_padding(s.iw, 3, s.sw, &s.ow, &s.pl, &pr);
+        } else {
+            if (s.ih < 3) s.ih = 3;
+            if (s.iw < 3) s.iw = 3;
+            s.oh = (s.ih - 3) / s.sh + 1;
+            s.ow = (s.iw - 3) / s.sw + 1;
+        }
+        size_t in_n = (size_t)s.n * s.ih * s.iw * s.ic, out_n = (size_t)s.n * s.oh * s.ow * s.oc;
+        float *in = rnd(in_n), *w = rnd((size_t)s.oc * 9), *b = rnd(s.oc), *out = rnd(out_n), *ref = rnd(out_n);
+        for (size_t i = 0; i < in_n; i++) in[i] *= 4; /* reach relu6's upper clip */
+        float *scratch = rnd(dl_conv2d_scratch_floats(&s) + 1);
+        dl_conv2d_forward(&s, in, w, t % 4 ? b : NULL, out, scratch);
+        ref_conv(&s, in, w, t % 4 ? b : NULL, ref);
+        double d = maxdiff(out, ref, out_n);
+        CHECK(d < 1e-4, "dw3x3 %d: n%d %dx%dx%d s%d pad %d,%d act %s: %g", t, s.n, s.ih, s.iw, s.ic, s.sh, s.pt, s.pl,
+              dl_act_name(s.act), d);
+        check_packed_residual(&s, in, w, t % 4 ? b : NULL, out, ref, scratch, t);
+        free(in); free(w); free(b); free(out); free(ref); free(scratch);
+    }
+}
+
+/* Shapes big enough to be split over threads: 1 and 2 threads must give
+ * the same bits (training is bit-reproducible per thread count; here it is
+ * even independent of it), and both must match the reference. */
+static void test_threads_identical(void)
+{
+    dl_conv_shape shapes[4];
+    memset(shapes, 0, sizeof shapes);
+    /* 1x1, M = 2 x 40 x 37 rows, odd N */
+    shapes[0] = (dl_conv_shape){.n = 2, .ih = 40, .iw = 37, .ic = 37, .oh = 40, .ow = 37, .oc = 53, .kh = 1, .kw = 1,
+                                .sh = 1, .sw = 1, .groups = 1, .act = DL_ACT_RELU6};
+    /* 1x1 with few rows and many columns: split by columns */
+    shapes[1] = (dl_conv_shape){.n = 1, .ih = 7, .iw = 7, .ic = 160, .oh = 7, .ow = 7, .oc = 961, .kh = 1, .kw = 1,
+                                .sh = 1, .sw = 1, .groups = 1, .act = DL_ACT_NONE};
+    /* depthwise 3x3 stride 2, SAME */
+    shapes[2] = (dl_conv_shape){.n = 2, .ih = 57, .iw = 58, .ic = 45, .oc = 45, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
+                                .groups = 45, .act = DL_ACT_RELU6};
+    /* first-layer style im2col conv 3x3 stride 2, 3 -> 32 */
+    shapes[3] = (dl_conv_shape){.n = 1, .ih = 61, .iw = 60, .ic = 3, .oc = 32, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
+                                .groups = 1, .act = DL_ACT_HSWISH};
+    for (int k = 2; k < 4; k++) {
+        int pb, pr;
+        dl_same_padding(shapes[k].ih, 3, 2, &shapes[k].oh, &shapes[k].pt, &pb);
+        dl_same_padding(shapes[k].iw, 3, 2, &shapes[k].ow, &shapes[k].pl, &pr);
+    }
+    for (int k = 0; k < 4; k++) {
+        const dl_conv_shape *s = &shapes[k];
+        size_t in_n = (size_t)s->n * s->ih * s->iw * s->ic, out_n = (size_t)s->n * s->oh * s->ow * s->oc;
+        float *in = rnd(in_n), *w = rnd((size_t)s->oc * s->kh * s->kw * (s->ic / s->groups)), *b = rnd(s->oc);
+        float *o1 = rnd(out_n), *o2 = rnd(out_n), *ref = rnd(out_n);
+        float *scratch = rnd(dl_conv2d_scratch_floats(s) + 1);
+        dl_set_num_threads(1);
+        dl_conv2d_forward(s, in, w, b, o1, scratch);
+        dl_set_num_threads(2);
+        dl_conv2d_forward(s, in, w, b, o2, scratch);
+        CHECK(memcmp(o1, o2, sizeof(float) * out_n) == 0, "shape %d: 1 and 2 threads differ", k);
+        ref_conv(s, in, w, b, ref);
+        double d = maxdiff(o2, ref, out_n);
+        CHECK(d < 1e-3, "shape %d: off the reference by %g", k, d);
+        free(in); free(w); free(b); free(o1); free(o2); free(ref); free(scratch);
+    }
+    /* dense with packed weights (the classifier head) */
+    {
+        int n = 3, k = 300, m = 1001;
+        float *in = rnd((size_t)n * k), *w = rnd((size_t)m * k), *b = rnd(m), *o = rnd((size_t)n * m);
+        size_t pf = dl_dense_packed_floats(k, m);
+        float *packed = pf ? rnd(pf) : NULL;
+        if (packed) dl_dense_pack(k, m, w, packed);
+        dl_dense_forward_ex(n, k, m, in, w, packed, b, DL_ACT_RELU, o);
+        double d = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < m; j++) {
+                double acc = b[j];
+                for (int q = 0; q < k; q++) acc += (double)in[i * k + q] * w[(size_t)j * k + q];
+                d = fmax(d, fabs(o[(size_t)i * m + j] - ref_act(DL_ACT_RELU, (float)acc)));
+            }
+        CHECK(d < 1e-4, "packed dense: %g", d);
+        free(in); free(w); free(b); free(o); free(packed);
+    }
+    dl_set_num_threads(0);
+}
+
+/* 1x1 -> depthwise in bands (the executor's path for large maps) must
+ * equal the two convolutions run one after the other, bit for bit, also
+ * with VALID padding where the last pw row is read by no window. */
+static void test_pw_dw_banded(void)
+{
+    for (int t = 0; t < 4; t++) {
+        int ih = t < 2 ? 40 : 42, sd = 1 + t % 2;
+        dl_conv_shape pw = {.n = 2, .ih = ih, .iw = 37, .ic = 13, .oh = ih, .ow = 37, .oc = 201, .kh = 1, .kw = 1,
+                            .sh = 1, .sw = 1, .groups = 1, .act = DL_ACT_RELU6};
+        dl_conv_shape dw = {.n = 2, .ih = ih, .iw = 37, .ic = 201, .oc = 201, .kh = 3, .kw = 3, .sh = sd, .sw = sd,
+                            .groups = 201, .act = (dl_act)(t % 3)};
+        int pb;
+        if (t < 2) {
+            dl_same_padding(ih, 3, sd, &dw.oh, &dw.pt, &pb);
+            dl_same_padding(37, 3, sd, &dw.ow, &dw.pl, &pb);
+        } else {
+            dw.oh = (ih - 3) / sd + 1;
+            dw.ow = (37 - 3) / sd + 1;
+        }
+        size_t in_n = (size_t)2 * ih * 37 * 13, mid_n = (size_t)2 * ih * 37 * 201, out_n = (size_t)2 * dw.oh * dw.ow * 201;
+        float *in = rnd(in_n), *w1 = rnd((size_t)201 * 13), *b1 = rnd(201), *w2 = rnd((size_t)201 * 9), *b2 = rnd(201);
+        float *m1 = rnd(mid_n), *m2 = rnd(mid_n), *o1 = rnd(out_n), *o2 = rnd(out_n);
+        float *p1 = rnd(dl_conv2d_packed_floats(&pw) + 1), *p2 = rnd(dl_conv2d_packed_floats(&dw) + 1);
+        float *scratch = rnd(dl_conv2d_scratch_floats(&pw) + dl_conv2d_scratch_floats(&dw) + 1);
+        dl_conv2d_pack(&pw, w1, p1);
+        dl_conv2d_pack(&dw, w2, p2);
+        bool packs = dl_conv2d_packed_floats(&pw) > 0;
+        int rc = dl_conv_pw_dw_forward(&pw, in, packs ? p1 : NULL, b1, m1, &dw, p2, b2, o1);
+        CHECK(rc == (packs ? 0 : -1), "banded pw->dw returned %d (packed GEMM %d)", rc, packs);
+        if (rc == 0) {
+            dl_conv2d_forward_ex(&pw, in, w1, p1, b1, m2, scratch, NULL, DL_ACT_NONE, NULL);
+            dl_conv2d_forward_ex(&dw, m2, w2, p2, b2, o2, scratch, NULL, DL_ACT_NONE, NULL);
+            CHECK(memcmp(m1, m2, sizeof(float) * mid_n) == 0, "banded %d: 1x1 output differs", t);
+            CHECK(memcmp(o1, o2, sizeof(float) * out_n) == 0, "banded %d: depthwise output differs", t);
+        }
+        free(in); free(w1); free(b1); free(w2); free(b2); free(m1); free(m2); free(o1); free(o2);
+        free(p1); free(p2); free(scratch);
+    }
+}
+
 int main(void)
 {
+    static const char *const isa[] = {"portable", "AVX2", "AVX-512"};
     test_same_padding();
-    for (int t = 0; t < 200; t++) test_conv(t);
+    /* every kernel level this CPU can run, best first */
+    for (int lvl = dl_cpu_level(); lvl >= DL_ISA_PORTABLE; lvl--) {
+        dl_cpu_level_force(lvl);
+        CHECK(dl_cpu_level() == lvl, "cannot force level %d", lvl);
+        printf("kernels: %s\n", isa[lvl]);
+        for (int t = 0; t < 200; t++) test_conv(t);
+        test_depthwise_3x3();
+        test_threads_identical();
+        test_pw_dw_banded();
+    }
+    dl_cpu_level_force(-1);
     test_pool_dense_misc();
     return tu_exit();
 }

@@ -44,6 +44,10 @@ static dl_pool_shape pool_shape(const dl_graph *g, const dl_node *n, int batch)
     return s;
 }
 
+/* Per-image size (floats) from which a 1x1 -> depthwise pair runs banded:
+ * smaller maps stay in L2 anyway. */
+#define BAND_MIN_FLOATS ((size_t)256 * 1024)
+
 static bool needs_pre(const dl_node *n)
 {
     return n->act == DL_ACT_HSWISH || n->act == DL_ACT_SILU;
@@ -55,6 +59,8 @@ void dl_exec_free(dl_exec *e)
     free(e->pre);
     free(e->arena);
     free(e->scratch);
+    free(e->packed);
+    free(e->packed_arena);
     free(e->grad);
     free(e->grad_arena);
     free(e->wgrad);
@@ -75,6 +81,34 @@ static float *alloc_floats(size_t n)
 static size_t round16(size_t n)
 {
     return (n + 15) & ~(size_t)15;
+}
+
+/* Floats of packed weights node i needs on this CPU (0: none). */
+static size_t node_packed_floats(const dl_graph *g, const dl_node *n)
+{
+    if (n->op == DL_OP_CONV2D) {
+        dl_conv_shape s = conv_shape(g, n, 1);
+        return dl_conv2d_packed_floats(&s);
+    }
+    if (n->op == DL_OP_DENSE)
+        return dl_dense_packed_floats((int)dl_node_out_count(&g->nodes[n->inputs[0]]), n->c);
+    return 0;
+}
+
+static void pack_all(dl_exec *e)
+{
+    const dl_graph *g = e->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const dl_node *n = &g->nodes[i];
+        if (!e->packed[i]) continue;
+        if (n->op == DL_OP_CONV2D) {
+            dl_conv_shape s = conv_shape(g, n, 1);
+            dl_conv2d_pack(&s, g->tensors[n->weight].data, e->packed[i]);
+        } else {
+            dl_dense_pack((int)dl_node_out_count(&g->nodes[n->inputs[0]]), n->c, g->tensors[n->weight].data,
+                          e->packed[i]);
+        }
+    }
 }
 
 int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
@@ -98,13 +132,19 @@ int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
         }
     }
     if (total > ((size_t)1 << 34) / sizeof(float)) goto too_big;
+    /* weights packed once here (rebuilt per forward only while training) */
+    size_t packed = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!dl_add_size(packed, round16(node_packed_floats(g, &g->nodes[i])), &packed)) goto too_big;
     e->act = calloc(g->n_nodes, sizeof *e->act);
     e->pre = calloc(g->n_nodes, sizeof *e->pre);
+    e->packed = calloc(g->n_nodes, sizeof *e->packed);
     e->arena = alloc_floats(total);
     e->scratch = alloc_floats(scratch);
+    e->packed_arena = packed ? alloc_floats(packed) : NULL;
     e->arena_floats = total;
     e->scratch_floats = scratch;
-    if (!e->act || !e->pre || !e->arena || !e->scratch) {
+    if (!e->act || !e->pre || !e->packed || !e->arena || !e->scratch || (packed && !e->packed_arena)) {
         dl_exec_free(e);
         return dl_fail(err, DL_ERR_NOMEM, "cannot allocate the %zu MiB workspace", total * 4 >> 20);
     }
@@ -119,6 +159,14 @@ int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
             off += c;
         }
     }
+    off = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        size_t c = node_packed_floats(g, &g->nodes[i]);
+        if (!c) continue;
+        e->packed[i] = e->packed_arena + off;
+        off += round16(c);
+    }
+    pack_all(e);
     return 0;
 too_big:
     return dl_fail(err, DL_ERR_LIMIT, "workspace for batch %d exceeds 16 GiB", batch);
@@ -139,6 +187,9 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
     if (last < 0 || last >= g->n_nodes) last = g->n_nodes - 1;
     if (input != e->act[0]) /* callers may preprocess straight into the input slot */
         memcpy(e->act[0], input, sizeof(float) * dl_node_out_count(&g->nodes[0]) * B);
+    /* a training executor's weights change between forwards (optimiser
+     * steps, checkpoints, finite differences): repack them */
+    if (e->training || e->wgrad) pack_all(e);
     for (int i = 1; i <= last; i++) {
         const dl_node *n = &g->nodes[i];
         const dl_node *a = &g->nodes[n->inputs[0]];
@@ -151,8 +202,31 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
         case DL_OP_CONV2D: {
             dl_conv_shape s = conv_shape(g, n, B);
             s.act = act;
-            dl_conv2d_forward(&s, x, g->tensors[n->weight].data,
-                              n->bias >= 0 ? g->tensors[n->bias].data : NULL, y, e->scratch);
+            const dl_node *nx = i + 1 <= last ? &g->nodes[i + 1] : NULL;
+            /* 1x1 expand -> depthwise on a large map: banded, so the
+             * depthwise reads the expansion from cache; both outputs are
+             * kept in full (backward and saliency read them) */
+            if (nx && nx->op == DL_OP_CONV2D && nx->inputs[0] == i && nx->groups > 1 && !needs_pre(n) &&
+                !needs_pre(nx) && count / B >= BAND_MIN_FLOATS) {
+                dl_conv_shape s2 = conv_shape(g, nx, B);
+                if (dl_conv_pw_dw_forward(&s, x, e->packed[i], n->bias >= 0 ? g->tensors[n->bias].data : NULL, y,
+                                          &s2, e->packed[i + 1],
+                                          nx->bias >= 0 ? g->tensors[nx->bias].data : NULL, e->act[i + 1]) == 0) {
+                    i++;
+                    break;
+                }
+            }
+            /* conv -> add: the add runs in the conv's epilogue; both
+             * outputs are kept */
+            int other = -1;
+            if (nx && nx->op == DL_OP_ADD && !needs_pre(n) && !needs_pre(nx) &&
+                (nx->inputs[0] == i) != (nx->inputs[1] == i))
+                other = nx->inputs[0] == i ? nx->inputs[1] : nx->inputs[0];
+            dl_conv2d_forward_ex(&s, x, g->tensors[n->weight].data, e->packed[i],
+                                 n->bias >= 0 ? g->tensors[n->bias].data : NULL, y, e->scratch,
+                                 other >= 0 ? e->act[other] : NULL, other >= 0 ? nx->act : DL_ACT_NONE,
+                                 other >= 0 ? e->act[i + 1] : NULL);
+            if (other >= 0) i++;
             break;
         }
         case DL_OP_ADD:
@@ -172,8 +246,8 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             dl_gap_forward(B, a->h * a->w, a->c, x, y);
             break;
         case DL_OP_DENSE:
-            dl_dense_forward(B, (int)dl_node_out_count(a), n->c, x, g->tensors[n->weight].data,
-                             n->bias >= 0 ? g->tensors[n->bias].data : NULL, act, y);
+            dl_dense_forward_ex(B, (int)dl_node_out_count(a), n->c, x, g->tensors[n->weight].data,
+                                e->packed[i], n->bias >= 0 ? g->tensors[n->bias].data : NULL, act, y);
             break;
         case DL_OP_SOFTMAX:
             dl_softmax_forward(B * n->h * n->w, n->c, x, y);

@@ -138,6 +138,8 @@ typedef struct {
     size_t arena_floats;
     float *scratch;
     size_t scratch_floats;
+    float **packed;      /* [n_nodes] weights packed for this CPU's kernels, or NULL (exec.c) */
+    float *packed_arena;
     /* backward (allocated by dl_exec_enable_backward) */
     float **grad;        /* [n_nodes] dL/d(node output) */
     float *grad_arena;

@@ -38,11 +38,32 @@ typedef struct {
 } dl_conv_shape;
 
 /* Weights: [oc][kh][kw][ic/groups] (OHWI, as TFLite CONV_2D), bias [oc] or NULL.
- * 1x1 stride-1 unpadded groups=1 runs as one sgemm; other groups=1 convs use
- * im2col + sgemm; depthwise has a direct kernel; other groups loop per group. */
+ * 1x1 stride-1 unpadded groups=1 runs as one GEMM (AVX-512 packed kernel, or
+ * OpenBLAS without AVX-512); other groups=1 convs use im2col + GEMM;
+ * depthwise has a direct vectorised kernel; other groups loop per group. Bias
+ * and activation are always fused. Results do not depend on the thread count. */
 size_t dl_conv2d_scratch_floats(const dl_conv_shape *s);
 void dl_conv2d_forward(const dl_conv_shape *s, const float *in, const float *w, const float *bias,
                        float *out, float *scratch);
+/* Weights pre-packed for this CPU's forward kernels (done once at load).
+ * 0 floats: no packed form here (pass packed = NULL). The packed copy must
+ * be rebuilt whenever w changes. */
+size_t dl_conv2d_packed_floats(const dl_conv_shape *s);
+void dl_conv2d_pack(const dl_conv_shape *s, const float *w, float *packed);
+/* dl_conv2d_forward with optional packed weights (NULL: w is used) and an
+ * optional fused residual add: when res is non-NULL, also
+ * out2 = res_act(out + res) (res and out2 shaped like out). */
+void dl_conv2d_forward_ex(const dl_conv_shape *s, const float *in, const float *w, const float *packed,
+                          const float *bias, float *out, float *scratch, const float *res, dl_act res_act,
+                          float *out2);
+/* A 1x1 conv (pw) feeding a depthwise conv (dw), run in bands of rows so
+ * that dw reads pw's output while it is still in cache. Both outputs are
+ * written in full, bit-identical to two dl_conv2d_forward_ex calls. Needs
+ * both packed weights; returns 0 when done, -1 (nothing written) when this
+ * CPU or these shapes have no banded path. */
+int dl_conv_pw_dw_forward(const dl_conv_shape *pw, const float *in, const float *pw_packed, const float *pw_bias,
+                          float *pw_out, const dl_conv_shape *dw, const float *dw_packed, const float *dw_bias,
+                          float *dw_out);
 /* grad_out is dL/d(output AFTER activation); it is modified in place into
  * dL/d(pre-activation). out is the forward output, pre the pre-activation
  * (only needed for hswish/silu, else NULL). */
@@ -54,6 +75,11 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
 /* Dense: in [n][k] (any NHWC flattened), w [m][k] (row = output unit), b [m]. */
 void dl_dense_forward(int n, int k, int m, const float *in, const float *w, const float *b, dl_act act,
                       float *out);
+size_t dl_dense_packed_floats(int k, int m);
+void dl_dense_pack(int k, int m, const float *w, float *packed);
+/* packed: from dl_dense_pack, or NULL to use w. */
+void dl_dense_forward_ex(int n, int k, int m, const float *in, const float *w, const float *packed,
+                         const float *b, dl_act act, float *out);
 void dl_dense_backward(int n, int k, int m, const float *in, const float *w, const float *out,
                        const float *pre, dl_act act, float *grad_out, float *grad_in, float *grad_w,
                        float *grad_b);
