@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void set_err(dl_error *err, dl_status code, const char *fmt, ...)
@@ -58,19 +59,125 @@ static int resolve_parent(const char *path, char *out)
     return realpath(tmp, out) ? 0 : -1;
 }
 
-static void csv_field(FILE *f, const char *s)
+/* The CSV is kept in memory and rewritten as a whole (temp file + rename)
+ * as rows complete, so a batch killed at any point leaves a valid CSV: the
+ * header and only complete rows. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int oom;
+} csv_buf;
+
+static void buf_put(csv_buf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t ncap = b->cap ? b->cap : 4096;
+        while (ncap < b->len + n + 1) {
+            if (ncap > SIZE_MAX / 2) {
+                b->oom = 1;
+                return;
+            }
+            ncap *= 2;
+        }
+        char *nd = realloc(b->data, ncap);
+        if (!nd) {
+            b->oom = 1;
+            return;
+        }
+        b->data = nd;
+        b->cap = ncap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void buf_puts(csv_buf *b, const char *s)
+{
+    buf_put(b, s, strlen(s));
+}
+
+static void buf_printf(csv_buf *b, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void csv_field(csv_buf *b, const char *s)
 {
     if (strpbrk(s, ",\"\r\n") == NULL) {
-        fputs(s, f);
+        buf_puts(b, s);
         return;
     }
-    fputc('"', f);
+    buf_put(b, "\"", 1);
     for (; *s; s++) {
         if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
+            buf_put(b, "\"", 1);
+        buf_put(b, s, 1);
     }
-    fputc('"', f);
+    buf_put(b, "\"", 1);
+}
+
+/* Replace path by the buffer's content atomically: a temp file in the same
+ * folder, fsync, rename over path. path is never seen partly written. */
+static int csv_commit(const csv_buf *b, const char *path, dl_error *err)
+{
+    if (b->oom) {
+        set_err(err, DL_ERR_NOMEM, "out of memory building the CSV");
+        return -1;
+    }
+    char tmp_path[PATH_MAX];
+    if (snprintf(tmp_path, sizeof tmp_path, "%s.tmpXXXXXX", path) >= (int)sizeof tmp_path) {
+        set_err(err, DL_ERR_ARG, "CSV path too long");
+        return -1;
+    }
+    int fd = mkstemp(tmp_path);
+    if (fd < 0) {
+        set_err(err, DL_ERR_IO, "Cannot create %s: %s", tmp_path, strerror(errno));
+        return -1;
+    }
+    (void)fchmod(fd, 0644); /* mkstemp makes 0600; a report is meant to be shared */
+    size_t done = 0;
+    int werr = 0;
+    while (done < b->len) {
+        ssize_t n = write(fd, b->data + done, b->len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            werr = n < 0 ? errno : EIO;
+            break;
+        }
+        done += (size_t)n;
+    }
+    if (!werr && fsync(fd) != 0)
+        werr = errno;
+    if (close(fd) != 0 && !werr)
+        werr = errno;
+    if (werr) {
+        unlink(tmp_path);
+        set_err(err, DL_ERR_IO, "Writing %s failed: %s", path, strerror(werr));
+        return -1;
+    }
+    if (rename(tmp_path, path) != 0) {
+        set_err(err, DL_ERR_IO, "Cannot rename %s to %s: %s", tmp_path, path, strerror(errno));
+        unlink(tmp_path);
+        return -1;
+    }
+    return 0;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Blend the overlay (at opacity) and a legend onto a copy of img and write
@@ -169,6 +276,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
     char **names = NULL;
     size_t count = 0, cap = 0;
     int rc = -1;
+    csv_buf csv = {0};
     struct dirent *de;
     while ((de = readdir(dir)) != NULL) {
         if (de->d_name[0] == '.')
@@ -202,33 +310,19 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
     if (count > 1)
         qsort(names, count, sizeof *names, cmp_str);
 
-    char tmp_path[PATH_MAX];
-    if (snprintf(tmp_path, sizeof tmp_path, "%s.tmpXXXXXX", o->csv_path) >= (int)sizeof tmp_path) {
-        set_err(err, DL_ERR_ARG, "CSV path too long");
-        goto done;
-    }
-    int fd = mkstemp(tmp_path);
-    if (fd < 0) {
-        set_err(err, DL_ERR_IO, "Cannot create %s: %s", tmp_path, strerror(errno));
-        goto done;
-    }
-    (void)fchmod(fd, 0644); /* mkstemp makes 0600; a report is meant to be shared */
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp_path);
-        set_err(err, DL_ERR_IO, "Cannot write %s: %s", tmp_path, strerror(errno));
-        goto done;
-    }
     int nc = dl_model_num_classes(m);
-    fputs("file,top_class", f);
+    buf_puts(&csv, "file,top_class");
     for (int c = 0; c < nc; c++) {
         char col[256];
         snprintf(col, sizeof col, "p_%s", dl_model_class_name(m, c));
-        fputc(',', f);
-        csv_field(f, col);
+        buf_put(&csv, ",", 1);
+        csv_field(&csv, col);
     }
-    fputs(",ood,error\n", f);
+    buf_puts(&csv, ",ood,error\n");
+    /* The header alone first: from here on a valid CSV exists. */
+    if (csv_commit(&csv, o->csv_path, err) != 0)
+        goto done;
+    double last_commit = now_seconds();
 
     for (size_t i = 0; i < count; i++) {
         char full[PATH_MAX];
@@ -261,55 +355,49 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
                 ok = 0;
             }
         }
-        csv_field(f, names[i]);
+        csv_field(&csv, names[i]);
         if (ok) {
             const dl_result *r = &an.result;
-            fputc(',', f);
-            csv_field(f, r->top_k > 0 ? dl_model_class_name(m, r->top_index[0]) : "");
+            buf_put(&csv, ",", 1);
+            csv_field(&csv, r->top_k > 0 ? dl_model_class_name(m, r->top_index[0]) : "");
             for (int c = 0; c < nc; c++)
-                fprintf(f, ",%.6f", c < r->num_classes ? (double)r->probs[c] : 0.0);
+                buf_printf(&csv, ",%.6f", c < r->num_classes ? (double)r->probs[c] : 0.0);
             if (isfinite(r->ood_score))
-                fprintf(f, ",%d,", r->ood_flag ? 1 : 0);
+                buf_printf(&csv, ",%d,", r->ood_flag ? 1 : 0);
             else
-                fputs(",,", f);
+                buf_puts(&csv, ",,");
             if (want_copies && !an.map)
-                csv_field(f, an.saliency_note);
-            fputc('\n', f);
+                csv_field(&csv, an.saliency_note);
+            buf_put(&csv, "\n", 1);
             st.ok++;
         } else {
-            fputc(',', f);
+            buf_put(&csv, ",", 1);
             for (int c = 0; c < nc; c++)
-                fputc(',', f);
-            fputs(",", f);
-            fputc(',', f);
-            csv_field(f, fe.message[0] ? fe.message : dl_status_name(fe.code));
-            fputc('\n', f);
+                buf_put(&csv, ",", 1);
+            buf_puts(&csv, ",,");
+            csv_field(&csv, fe.message[0] ? fe.message : dl_status_name(fe.code));
+            buf_put(&csv, "\n", 1);
             st.failed++;
         }
         dlp_analysis_free(&an);
         dl_image_free(&img);
+        /* Commit after every row; once the file is big, at most once a
+         * second so a long batch does not spend its time rewriting. */
+        double t = now_seconds();
+        if (i + 1 < count && (csv.len < 65536 || t - last_commit >= 1.0)) {
+            if (csv_commit(&csv, o->csv_path, err) != 0)
+                goto done;
+            last_commit = t;
+        }
     }
     if (o->progress)
         o->progress(o->progress_host, 1.0, "done");
 
-    int werr = ferror(f);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-        werr = 1;
-    if (fclose(f) != 0)
-        werr = 1;
-    if (werr) {
-        unlink(tmp_path);
-        set_err(err, DL_ERR_IO, "Writing %s failed", o->csv_path);
+    if (csv_commit(&csv, o->csv_path, err) != 0)
         goto done;
-    }
-    if (rename(tmp_path, o->csv_path) != 0) {
-        set_err(err, DL_ERR_IO, "Cannot rename %s to %s: %s", tmp_path, o->csv_path,
-                strerror(errno));
-        unlink(tmp_path);
-        goto done;
-    }
     rc = 0;
 done:
+    free(csv.data);
     for (size_t i = 0; i < count; i++)
         free(names[i]);
     free(names);

@@ -18,8 +18,17 @@
 #define DLP_PROC_BATCH "plug-in-dermlens-batch"
 #define DLP_MENU_PATH "<Image>/Filters/Dermatology"
 /* Larger regions are analysed at reduced scale (the network sees 224 x 224
- * anyway); this bounds the RGB copy and the saliency map to ~250 MB. */
+ * anyway): GIMP itself makes a sub-thumbnail of at most DLP_THUMB_MAX on a
+ * side, so the plug-in never pulls every tile of a huge layer over the wire
+ * (30000 x 30000 would be 220000 tile round trips) and its memory stays
+ * bounded whatever the layer size. */
 #define DLP_MAX_ANALYSIS_PIXELS (16 * 1024 * 1024)
+#define DLP_THUMB_MAX 1024 /* the PDB's limit for gimp-drawable-sub-thumbnail */
+/* Above this the saliency overlay is not added: a full-size RGBA layer
+ * (3.6 GB for 30000 x 30000) would double the image's memory and GIMP takes
+ * many minutes to scale it up. The classification, label and parasite are
+ * still added, and the parasite says why the overlay is missing. */
+#define DLP_MAX_OVERLAY_PIXELS (64.0 * 1024 * 1024)
 #define DLP_STRIP_ROWS 128
 
 static char *dlp_plugin_dir; /* folder of the plug-in binary, for the model lookup */
@@ -42,11 +51,16 @@ static void dlp_geom_init(dlp_geom *g, int x, int y, int w, int h, int ox, int o
     g->oy = oy;
     double px = (double)w * (double)h;
     if (px > DLP_MAX_ANALYSIS_PIXELS) {
-        g->scale = sqrt(DLP_MAX_ANALYSIS_PIXELS / px);
+        double sx = (double)DLP_THUMB_MAX / w, sy = (double)DLP_THUMB_MAX / h;
+        g->scale = sx < sy ? sx : sy;
         g->ax = (int)floor(x * g->scale);
         g->ay = (int)floor(y * g->scale);
         g->aw = (int)floor(w * g->scale);
         g->ah = (int)floor(h * g->scale);
+        if (g->aw > DLP_THUMB_MAX)
+            g->aw = DLP_THUMB_MAX;
+        if (g->ah > DLP_THUMB_MAX)
+            g->ah = DLP_THUMB_MAX;
         if (g->aw < DLP_MIN_REGION)
             g->aw = DLP_MIN_REGION;
         if (g->ah < DLP_MIN_REGION)
@@ -60,8 +74,28 @@ static void dlp_geom_init(dlp_geom *g, int x, int y, int w, int h, int ox, int o
     }
 }
 
+static int dlp_format_is_float(const Babl *fmt)
+{
+    const Babl *t = fmt ? babl_format_get_type(fmt, 0) : NULL;
+    return t && (t == babl_type("half") || t == babl_type("float") || t == babl_type("double"));
+}
+
+/* R'G'B' float -> u8 with a fixed rule for values babl may pass through
+ * from float layers: NaN and -Inf give 0, +Inf gives 255, the rest is
+ * clamped to [0, 1] and rounded. */
+static guint8 dlp_float_to_u8(float v)
+{
+    if (!(v > 0.0f)) /* also NaN */
+        return 0;
+    if (v >= 1.0f)
+        return 255;
+    return (guint8)(v * 255.0f + 0.5f);
+}
+
 /* Region pixels as R'G'B' u8 through babl, whatever the drawable's type and
- * precision. Returns g_malloc'd memory or NULL with a message. */
+ * precision. Float layers are read as float in strips and converted with
+ * dlp_float_to_u8, so NaN/Inf pixels give defined values whatever babl
+ * does with them. Returns g_malloc'd memory or NULL with a message. */
 static guint8 *dlp_read_rgb(GeglBuffer *buf, const dlp_geom *g, gchar **msg)
 {
     gsize n = (gsize)g->aw * (gsize)g->ah * 3;
@@ -70,9 +104,85 @@ static guint8 *dlp_read_rgb(GeglBuffer *buf, const dlp_geom *g, gchar **msg)
         *msg = g_strdup_printf("Not enough memory to read a %d x %d region", g->aw, g->ah);
         return NULL;
     }
-    GeglRectangle r = {g->ax, g->ay, g->aw, g->ah};
-    gegl_buffer_get(buf, &r, g->scale, babl_format("R'G'B' u8"), rgb, g->aw * 3,
-                    GEGL_ABYSS_NONE);
+    if (!dlp_format_is_float(gegl_buffer_get_format(buf))) {
+        GeglRectangle r = {g->ax, g->ay, g->aw, g->ah};
+        gegl_buffer_get(buf, &r, g->scale, babl_format("R'G'B' u8"), rgb, g->aw * 3,
+                        GEGL_ABYSS_NONE);
+        return rgb;
+    }
+    int rows = g->ah < 64 ? g->ah : 64;
+    float *strip = g_try_malloc((gsize)g->aw * (gsize)rows * 3 * sizeof(float));
+    if (!strip) {
+        g_free(rgb);
+        *msg = g_strdup_printf("Not enough memory to read a %d x %d region", g->aw, g->ah);
+        return NULL;
+    }
+    for (int y0 = 0; y0 < g->ah; y0 += rows) {
+        int nr = g->ah - y0 < rows ? g->ah - y0 : rows;
+        GeglRectangle r = {g->ax, g->ay + y0, g->aw, nr};
+        gegl_buffer_get(buf, &r, g->scale, babl_format("R'G'B' float"), strip,
+                        g->aw * 3 * (gint)sizeof(float), GEGL_ABYSS_NONE);
+        gsize cnt = (gsize)g->aw * (gsize)nr * 3;
+        guint8 *dst = rgb + (gsize)y0 * (gsize)g->aw * 3;
+        for (gsize i = 0; i < cnt; i++)
+            dst[i] = dlp_float_to_u8(strip[i]);
+    }
+    g_free(strip);
+    return rgb;
+}
+
+/* Font size that makes a text of text_w x text_h pixels (at size) fit a
+ * box_w x box_h box; size itself when it already fits. */
+static double dlp_fit_font_size(double size, int text_w, int text_h, int box_w, int box_h)
+{
+    if (text_w <= box_w && text_h <= box_h)
+        return size;
+    double f = 1.0;
+    if (text_w > box_w && text_w > 0)
+        f = (double)box_w / text_w;
+    if (text_h > box_h && text_h > 0 && (double)box_h / text_h < f)
+        f = (double)box_h / text_h;
+    double s = floor(size * f * 0.97 * 10.0) / 10.0; /* a little margin for hinting */
+    return s < 1.0 ? 1.0 : s;
+}
+
+/* Message for a region below the minimum size. */
+static gchar *dlp_too_small_msg(int w, int h, gboolean selection)
+{
+    if (selection)
+        return g_strdup_printf("The region to classify is %d x %d pixels; DermLens needs at least "
+                               "%d x %d. Select a larger area.", w, h, DLP_MIN_REGION,
+                               DLP_MIN_REGION);
+    return g_strdup_printf("The layer is %d x %d pixels; DermLens needs at least %d x %d.", w, h,
+                           DLP_MIN_REGION, DLP_MIN_REGION);
+}
+
+/* A sub-thumbnail from GIMP (bpp 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; u8)
+ * as R'G'B' u8; alpha is dropped, as the babl read of a layer does. */
+static guint8 *dlp_thumb_to_rgb(const guint8 *data, gsize size, int w, int h, int bpp, gchar **msg)
+{
+    gsize n = (gsize)w * (gsize)h;
+    if (w < 1 || h < 1 || bpp < 1 || bpp > 4 || size < n * (gsize)bpp) {
+        *msg = g_strdup_printf("GIMP returned an unusable %d x %d (%d bytes per pixel) reduced copy "
+                               "of the region", w, h, bpp);
+        return NULL;
+    }
+    guint8 *rgb = g_try_malloc(n * 3);
+    if (!rgb) {
+        *msg = g_strdup_printf("Not enough memory to read a %d x %d region", w, h);
+        return NULL;
+    }
+    for (gsize i = 0; i < n; i++) {
+        const guint8 *s = data + i * (gsize)bpp;
+        guint8 *d = rgb + i * 3;
+        if (bpp <= 2) {
+            d[0] = d[1] = d[2] = s[0];
+        } else {
+            d[0] = s[0];
+            d[1] = s[1];
+            d[2] = s[2];
+        }
+    }
     return rgb;
 }
 

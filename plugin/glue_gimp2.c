@@ -244,7 +244,7 @@ static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g,
     dlp_region region = {g->ox + g->x, g->oy + g->y, g->w, g->h};
     int channels = gimp_image_base_type(image) == GIMP_GRAY ? 2 : 4;
     char name[512];
-    gboolean ok = FALSE;
+    gboolean ok = FALSE, group_added = FALSE;
 
     gimp_image_undo_group_start(image);
 
@@ -257,26 +257,51 @@ static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g,
         *msg = g_strdup("Could not add the DermLens layer group");
         goto out;
     }
+    group_added = TRUE;
     gimp_item_set_name(group, name);
 
-    if (an->map) {
+    /* The overlay is skipped on huge regions (DLP_MAX_OVERLAY_PIXELS). */
+    gboolean overlay = an->map && (double)g->w * (double)g->h <= DLP_MAX_OVERLAY_PIXELS;
+    char note[256];
+    g_strlcpy(note, an->saliency_note, sizeof note);
+    if (an->map && !overlay)
+        g_snprintf(note, sizeof note,
+                   "overlay not added: the region (%d x %d) is larger than %.0f megapixels", g->w,
+                   g->h, DLP_MAX_OVERLAY_PIXELS / (1024.0 * 1024.0));
+    if (overlay) {
         g_snprintf(name, sizeof name, "DermLens saliency (%s)", dl_saliency_method_name(p->method));
-        gint32 ov = new_pixel_layer(image, group, name, g->w, g->h, region.x, region.y, p->opacity,
+        /* A huge region's overlay is written at analysis size and scaled
+         * up by GIMP: no full-size pixels cross the wire. */
+        int ow = g->scale < 1.0 ? an->map_width : g->w, oh = g->scale < 1.0 ? an->map_height : g->h;
+        gint32 ov = new_pixel_layer(image, group, name, ow, oh, region.x, region.y, p->opacity,
                                     channels);
         if (ov < 0) {
             *msg = g_strdup("Could not add the saliency layer");
             goto out;
         }
         GeglBuffer *buf = gimp_drawable_get_buffer(ov);
-        gboolean wok = dlp_write_overlay(buf, an, g->w, g->h, channels, msg);
+        gboolean wok = dlp_write_overlay(buf, an, ow, oh, channels, msg);
         g_object_unref(buf);
         if (!wok)
             goto out;
-        gimp_drawable_update(ov, 0, 0, g->w, g->h);
+        gimp_drawable_update(ov, 0, 0, ow, oh);
+        if (ow != g->w || oh != g->h) {
+            /* Linear is plenty for a smooth map and much cheaper than the
+             * user's default (cubic / NoHalo) on a huge layer. */
+            gimp_context_push();
+            gimp_context_set_interpolation(GIMP_INTERPOLATION_LINEAR);
+            gboolean scaled = gimp_layer_scale(ov, g->w, g->h, TRUE);
+            gimp_context_pop();
+            if (!scaled) {
+                *msg = g_strdup("Could not scale the saliency layer to the region");
+                goto out;
+            }
+            gimp_layer_set_offsets(ov, region.x, region.y);
+        }
     }
     int lw = 0, lh = 0;
     dlp_legend_size(g->w, g->h, &lw, &lh);
-    if (p->add_legend && an->map) {
+    if (p->add_legend && overlay) {
         gint32 lg = new_pixel_layer(image, group, "DermLens legend (saliency low to high)", lw, lh,
                                     region.x + 4, region.y + g->h - lh - 4, 100.0, channels);
         if (lg < 0) {
@@ -305,10 +330,20 @@ static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g,
         gimp_text_layer_set_color(tl, &white);
         gimp_layer_set_offsets(tl, region.x + 4, region.y + 4);
         gimp_item_set_name(tl, "DermLens labels");
+        /* Keep the label inside the region (and above the legend): shrink
+         * the font until the text layer fits. */
+        int box_w = g->w - 8, box_h = g->h - 8 - (p->add_legend && overlay ? lh + 4 : 0);
+        for (int i = 0; i < 4; i++) {
+            double ns = dlp_fit_font_size(size, gimp_drawable_width(tl), gimp_drawable_height(tl),
+                                          box_w, box_h);
+            if (ns >= size)
+                break;
+            size = ns;
+            gimp_text_layer_set_font_size(tl, size, GIMP_UNIT_PIXEL);
+        }
     }
 
-    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, an->map != NULL,
-                                 an->saliency_note);
+    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, overlay, note);
     if (!json) {
         *msg = g_strdup("Out of memory writing the result");
         goto out;
@@ -325,6 +360,9 @@ static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g,
     }
     ok = TRUE;
 out:
+    /* A failed run leaves nothing behind: drop the half-built group. */
+    if (!ok && group_added)
+        gimp_image_remove_layer(image, group);
     gimp_image_undo_group_end(image);
     /* Leave the user's layer active, as before. */
     if (gimp_item_is_layer(drawable))
@@ -343,15 +381,17 @@ static gboolean do_classify(gint32 image, gint32 drawable, const dlp_params *p,
     gint x = 0, y = 0, w, h, ox = 0, oy = 0;
     w = gimp_drawable_width(drawable);
     h = gimp_drawable_height(drawable);
-    if (!gimp_selection_is_empty(image)) {
+    /* GIMP convention: an empty selection (none, or one with no pixels) means
+     * the whole layer. */
+    gboolean has_selection = !gimp_selection_is_empty(image);
+    if (has_selection) {
         if (!gimp_drawable_mask_intersect(drawable, &x, &y, &w, &h) || w <= 0 || h <= 0) {
             *msg = g_strdup("The selection does not overlap the active layer: nothing to classify");
             return FALSE;
         }
     }
     if (w < DLP_MIN_REGION || h < DLP_MIN_REGION) {
-        *msg = g_strdup_printf("The region to classify is %d x %d pixels; DermLens needs at least "
-                               "%d x %d. Select a larger area.", w, h, DLP_MIN_REGION, DLP_MIN_REGION);
+        *msg = dlp_too_small_msg(w, h, has_selection);
         return FALSE;
     }
     gimp_drawable_offsets(drawable, &ox, &oy);
@@ -359,9 +399,26 @@ static gboolean do_classify(gint32 image, gint32 drawable, const dlp_params *p,
     dlp_geom_init(&g, x, y, w, h, ox, oy);
 
     gimp_progress_init("DermLens: reading pixels");
-    GeglBuffer *buf = gimp_drawable_get_buffer(drawable);
-    guint8 *rgb = dlp_read_rgb(buf, &g, msg);
-    g_object_unref(buf);
+    guint8 *rgb;
+    if (g.scale < 1.0) {
+        /* GIMP scales the region down itself (see DLP_THUMB_MAX). */
+        gint tw = g.aw, th = g.ah, bpp = 0;
+        guchar *data = gimp_drawable_get_sub_thumbnail_data(drawable, g.x, g.y, g.w, g.h, &tw, &th,
+                                                            &bpp);
+        if (!data) {
+            *msg = g_strdup_printf("GIMP could not make a reduced copy of the %d x %d region",
+                                   g.w, g.h);
+            return FALSE;
+        }
+        g.aw = tw;
+        g.ah = th;
+        rgb = dlp_thumb_to_rgb(data, (gsize)tw * (gsize)th * (gsize)bpp, tw, th, bpp, msg);
+        g_free(data);
+    } else {
+        GeglBuffer *buf = gimp_drawable_get_buffer(drawable);
+        rgb = dlp_read_rgb(buf, &g, msg);
+        g_object_unref(buf);
+    }
     if (!rgb)
         return FALSE;
 

@@ -53,33 +53,49 @@ void dl_cpu_level_force(int level)
 
 /* ---------------------------------------------------------------- pool */
 
+/* Work hand-off. A job's parts are claimed from `claim`, a 64-bit word holding
+ * the job's generation (high half), its part count and the next unclaimed part, by
+ * the caller and by any worker that is awake. The caller claims parts too, so
+ * it never depends on a worker waking up: a worker that is descheduled or
+ * misses a wake-up only means the caller runs more parts itself (an earlier
+ * design that waited for every worker to acknowledge every job hung once in
+ * GIMP with the worker asleep). A part computes the same values whichever
+ * thread runs it, so results do not depend on who ran what. */
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t wake;
-    atomic_uint gen;       /* bumped once per job */
-    atomic_int pending;    /* worker parts still running */
-    atomic_flag busy;      /* a caller owns the pool */
+    atomic_uint gen;          /* bumped once per job (sleep/wake only) */
+    _Atomic uint64_t claim;   /* (generation << 32) | (nparts << 16) | next part */
+    atomic_int done;          /* parts finished in the current job */
+    atomic_int running;       /* workers inside a part (caller waits for 0) */
+    atomic_flag busy;         /* a caller owns the pool */
     int nworkers;
     dl_task_fn fn;
     void *arg;
     int nparts;
 } pool_t;
 
-static pool_t g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, ATOMIC_FLAG_INIT,
+static pool_t g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, ATOMIC_FLAG_INIT,
                         0, NULL, NULL, 0};
 
-typedef struct {
-    int id;        /* part index, 1.. */
-    unsigned gen0; /* generation when created: the next job is new */
-} worker_arg;
-
-static worker_arg g_wargs[POOL_MAX];
+/* Claim one part of job `gen`; -1 when it has none left or a newer job began. */
+static int claim_part(pool_t *pl, uint32_t gen)
+{
+    uint64_t c = atomic_load_explicit(&pl->claim, memory_order_acquire);
+    for (;;) {
+        int next = (int)(c & 0xffff), n = (int)((c >> 16) & 0xffff);
+        if ((uint32_t)(c >> 32) != gen || next >= n) return -1;
+        if (atomic_compare_exchange_weak_explicit(&pl->claim, &c, c + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return next;
+    }
+}
 
 static void *worker(void *p)
 {
-    const int id = ((worker_arg *)p)->id;
+    (void)p;
     pool_t *pl = &g_pool;
-    unsigned seen = ((worker_arg *)p)->gen0;
+    unsigned seen = 0;
     for (;;) {
         unsigned g;
         int spins = 0;
@@ -95,8 +111,14 @@ static void *worker(void *p)
             break;
         }
         seen = g;
-        if (id < pl->nparts) pl->fn(pl->arg, id, pl->nparts);
-        atomic_fetch_sub_explicit(&pl->pending, 1, memory_order_acq_rel);
+        /* Announce before claiming, so the caller cannot return (and reuse
+         * fn/arg) between our claim and our part. */
+        atomic_fetch_add_explicit(&pl->running, 1, memory_order_acq_rel);
+        for (int part; (part = claim_part(pl, g)) >= 0;) {
+            pl->fn(pl->arg, part, pl->nparts);
+            atomic_fetch_add_explicit(&pl->done, 1, memory_order_acq_rel);
+        }
+        atomic_fetch_sub_explicit(&pl->running, 1, memory_order_acq_rel);
     }
     return NULL;
 }
@@ -109,12 +131,9 @@ static int ensure_workers(int n)
     while (pl->nworkers < n) {
         pthread_t t;
         pthread_attr_t at;
-        int i = pl->nworkers;
-        g_wargs[i].id = i + 1;
-        g_wargs[i].gen0 = atomic_load_explicit(&pl->gen, memory_order_relaxed);
         if (pthread_attr_init(&at) != 0) break;
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&t, &at, worker, &g_wargs[i]);
+        int rc = pthread_create(&t, &at, worker, NULL);
         pthread_attr_destroy(&at);
         if (rc != 0) break;
         pl->nworkers++;
@@ -142,21 +161,29 @@ void dl_parallel(int nparts, dl_task_fn fn, void *arg)
         for (int p = 0; p < (nparts > 1 ? nparts : 1); p++) fn(arg, p, nparts > 1 ? nparts : 1);
         return;
     }
-    int have = ensure_workers(nparts - 1);
-    if (nparts > have + 1) nparts = have + 1; /* thread creation failed: fewer parts */
+    ensure_workers(nparts - 1);
+    /* No worker from the previous job may still be between claim and part. */
+    for (int spins = 0; atomic_load_explicit(&pl->running, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_ITERS) cpu_relax();
+        else sched_yield();
+    }
     pl->fn = fn;
     pl->arg = arg;
     pl->nparts = nparts;
-    /* every worker acknowledges every job (idle ones just decrement) */
-    atomic_store_explicit(&pl->pending, have, memory_order_relaxed);
+    atomic_store_explicit(&pl->done, 0, memory_order_relaxed);
     pthread_mutex_lock(&pl->mu);
-    atomic_fetch_add_explicit(&pl->gen, 1, memory_order_acq_rel);
+    uint32_t g = atomic_fetch_add_explicit(&pl->gen, 1, memory_order_acq_rel) + 1;
+    atomic_store_explicit(&pl->claim, (uint64_t)g << 32 | (uint64_t)nparts << 16, memory_order_release);
     pthread_cond_broadcast(&pl->wake);
     pthread_mutex_unlock(&pl->mu);
-    fn(arg, 0, nparts);
-    for (int spins = 0; atomic_load_explicit(&pl->pending, memory_order_acquire) > 0; spins++) {
+    for (int part; (part = claim_part(pl, g)) >= 0;) {
+        fn(arg, part, nparts);
+        atomic_fetch_add_explicit(&pl->done, 1, memory_order_acq_rel);
+    }
+    /* Every part is claimed; wait only for parts a running worker holds. */
+    for (int spins = 0; atomic_load_explicit(&pl->done, memory_order_acquire) < nparts; spins++) {
         if (spins < SPIN_ITERS) cpu_relax();
-        else sched_yield(); /* a worker is descheduled: let it run */
+        else sched_yield();
     }
     atomic_flag_clear_explicit(&pl->busy, memory_order_release);
 }

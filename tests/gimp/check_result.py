@@ -14,8 +14,12 @@ WORKDIR holds, per test case C (written by the GIMP scripts):
   C-parasite.json the dermlens-result parasite from the re-opened XCF
   C-text.txt      the label text layer's text
   C-cli.json      `dermlens classify --json -k 0` on C-ref.png (the region's pixels)
+  C-before.txt    (float case, GIMP 2.10) every byte of the layer, one pixel a line
 and for the batch case: batch-facts.txt ("classified failed"), batch.csv,
-batch-out/ (annotated copies), batch-in.sha256 / batch-in-after.sha256.
+batch-out/ (annotated copies), batch-in.sha256 / batch-in-after.sha256;
+for the fault cases: undo-facts.txt + undo-probe.log + undo-before/after
+(one real undo step), batch-kill.csv + batch-kill-facts.txt +
+batch-kill-in*.sha256 (a batch killed part-way), huge-facts.txt (optional).
 Exit status 0 when every check passes, 1 otherwise.
 """
 import csv
@@ -33,7 +37,10 @@ CASES = {
     "grey": None,
     "u16": None,
     "offset": (30, 10, 224, 224),
+    "empty": None,   # a selection with no pixels: the whole layer
+    "float": None,   # 64 x 64 float-linear layer with NaN / +Inf / -Inf pixels
 }
+NAN_F32 = "0 0 192 127"  # little-endian float NaN, as GIMP 2.10's get-pixel prints bytes
 TOL = 1e-4
 failures = []
 
@@ -172,6 +179,12 @@ def check_case(work, case, region):
     if check(ov is not None, "%s: no saliency layer in %r" % (case, list(names))):
         check((ov[3], ov[4], ov[5], ov[6]) == tuple(exp),
               "%s: overlay at %r, region %r" % (case, ov[3:], exp))
+    # The label stays inside the region (it was clipped on small images).
+    lab = names.get("DermLens labels")
+    if lab and exp:
+        check(lab[3] >= exp[0] and lab[4] >= exp[1] and lab[3] + lab[5] <= exp[0] + exp[2]
+              and lab[4] + lab[6] <= exp[1] + exp[3],
+              "%s: label %dx%d at (%d,%d) does not fit the region %r" % (case, lab[5], lab[6], lab[3], lab[4], exp))
     try:
         with open(p("text.txt")) as f:
             text = f.read()
@@ -195,7 +208,13 @@ def check_case(work, case, region):
     # The user's layer is byte-identical (GIMP 3 dumps its native bytes as
     # .raw; GIMP 2.10 exports PNGs).
     try:
-        if os.path.exists(p("before.raw")):
+        if os.path.exists(p("before.txt")):
+            with open(p("before.txt")) as f1, open(p("after.txt")) as f2:
+                b, a = f1.read(), f2.read()
+            check(len(b) > 0 and a == b, "%s: original layer bytes changed" % case)
+            if case == "float":
+                check(NAN_F32 in b, "float: no NaN pixel in the layer dump")
+        elif os.path.exists(p("before.raw")):
             with open(p("before.raw"), "rb") as f1, open(p("after.raw"), "rb") as f2:
                 b, a = f1.read(), f2.read()
             check(len(b) > 0 and a == b, "%s: original layer bytes changed" % case)
@@ -249,15 +268,133 @@ def check_batch(work):
                   "batch: no annotated copy for %s" % r[0])
     with open(os.path.join(work, "batch-in.sha256")) as f1, open(os.path.join(work, "batch-in-after.sha256")) as f2:
         check(f1.read() == f2.read(), "batch: the input folder changed")
-    left = [n for n in os.listdir(work) if ".tmp" in n]
+    left = [n for n in os.listdir(work) if n.startswith("batch.csv") and ".tmp" in n]
     check(not left, "batch: temporary files left: %r" % left)
+
+
+def check_float_raw(work):
+    """GIMP 3 dumps the float layer as RGBA float: NaN and Inf must be in it."""
+    path = os.path.join(work, "float-before.raw")
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    vals = struct.unpack("<%df" % (len(data) // 4), data)
+    nan = sum(1 for v in vals if v != v)
+    inf = sum(1 for v in vals if v in (math.inf, -math.inf))
+    check(nan > 0 and inf > 0, "float: layer has %d NaN and %d Inf samples" % (nan, inf))
+
+
+def check_undo(work):
+    """One real undo step removes everything the plug-in added."""
+    try:
+        with open(os.path.join(work, "undo-facts.txt")) as f:
+            facts = {l.split()[0]: [int(v) for v in l.split()[1:]] for l in f if l.strip()}
+        with open(os.path.join(work, "undo-probe.log")) as f:
+            probe = [l.rstrip("\n").split("\t") for l in f if l.strip()]
+    except (OSError, ValueError) as e:
+        check(False, "undo: %s" % e)
+        return
+    # facts: layers-at-top-level, has-parasite, children-of-top-group
+    check(facts.get("before") == [1, 0, 0], "undo: before %r" % facts.get("before"))
+    check(facts.get("classified") == [2, 1, 3], "undo: after classify %r (want group of 3 + parasite)" % facts.get("classified"))
+    check(facts.get("undone") == [1, 0, 0], "undo: after one undo %r (want the original state)" % facts.get("undone"))
+    check(["hook", "installed"] in probe, "undo: the undo helper was not active: %r" % probe)
+    probes = [r for r in probe if r[0] == "probe"]
+    undos = [r for r in probe if r[0] == "undo"]
+    if check(len(probes) == 2 and len(undos) == 1, "undo: probe log %r" % probe):
+        d0, d1 = int(probes[0][1]), int(probes[1][1])
+        check(d1 == d0 + 1, "undo: the plug-in added %d undo steps (want 1)" % (d1 - d0))
+        u = undos[0]
+        check(int(u[1]) == d1 and u[3] == "1" and int(u[4]) == d0,
+              "undo: undo step: %r (want depth %d -> %d, ok)" % (u, d1, d0))
+        print("undo: stack depth %d -> %d after classify (step \"%s\"), %s after one undo; layers %r -> %r -> %r"
+              % (d0, d1, probes[1][2], u[4], facts.get("before"), facts.get("classified"), facts.get("undone")))
+    # The user's layer is back exactly as it was.
+    try:
+        if os.path.exists(os.path.join(work, "undo-before.raw")):
+            with open(os.path.join(work, "undo-before.raw"), "rb") as f1, \
+                    open(os.path.join(work, "undo-after.raw"), "rb") as f2:
+                b, a = f1.read(), f2.read()
+            check(len(b) > 0 and a == b, "undo: layer bytes differ after undo")
+        else:
+            b = read_png(os.path.join(work, "undo-before.png"))
+            a = read_png(os.path.join(work, "undo-after.png"))
+            check(b[:4] == a[:4] and b[4] == a[4], "undo: layer pixels differ after undo")
+    except (OSError, ValueError, KeyError) as e:
+        check(False, "undo: before/after: %s" % e)
+
+
+def check_batch_kill(work):
+    """A batch whose plug-in was killed with SIGKILL leaves a valid CSV."""
+    facts = os.path.join(work, "batch-kill-facts.txt")
+    if not check(os.path.exists(facts), "batch kill: no facts"):
+        return
+    with open(facts) as f:
+        check(f.read().split()[:1] == ["failed"], "batch kill: the killed batch call did not fail")
+    path = os.path.join(work, "batch-kill.csv")
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except OSError as e:
+        check(False, "batch kill: no CSV left: %s" % e)
+        return
+    check(text.endswith("\n"), "batch kill: CSV ends in a partial line")
+    rows = list(csv.reader(text.splitlines()))
+    head, body = rows[0], rows[1:]
+    check(head[:2] == ["file", "top_class"] and head[-2:] == ["ood", "error"], "batch kill: header %r" % head[:3])
+    names = sorted(n for n in os.listdir(os.path.join(work, "batch-kill-in")) if not n.startswith("."))
+    check(3 <= len(body) < len(names), "batch kill: %d rows of %d files" % (len(body), len(names)))
+    check([r[0] for r in body] == names[:len(body)], "batch kill: rows are not the first files in order")
+    pcols = [i for i, h in enumerate(head) if h.startswith("p_")]
+    for r in body:
+        if not check(len(r) == len(head), "batch kill: ragged row %r" % r[:2]):
+            continue
+        s = sum(float(r[i]) for i in pcols)
+        check(abs(s - 1.0) < 1e-3 and r[-1] == "", "batch kill: %s sums to %.5f, error %r" % (r[0], s, r[-1]))
+    with open(os.path.join(work, "batch-kill-in.sha256")) as f1, \
+            open(os.path.join(work, "batch-kill-in-after.sha256")) as f2:
+        check(f1.read() == f2.read(), "batch kill: the input folder changed")
+    left = [n for n in os.listdir(work) if n.startswith("batch-kill.csv.tmp")]
+    print("batch kill: valid CSV with header + %d complete rows of %d files; temp files left: %d"
+          % (len(body), len(names), len(left)))
+
+
+def check_huge(work):
+    path = os.path.join(work, "huge-facts.txt")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines()
+    check("classified" in lines, "huge: not classified: %r" % lines)
+    before = [l for l in lines if l.startswith("before ")]
+    after = [l for l in lines if l.startswith("after ")]
+    check(before and after and before[0][7:] == after[0][6:], "huge: sampled pixels changed")
+    kids = [l.split("\t") for l in lines if l.startswith("child\t")]
+    # No 3.6 GB overlay layer (see DLP_MAX_OVERLAY_PIXELS): the label only.
+    check([k[1] for k in kids] == ["DermLens labels"], "huge: group children %r" % kids)
+    try:
+        with open(os.path.join(work, "huge-parasite.json")) as f:
+            res = json.load(f)
+        reg = res["region"]
+        check((reg["width"], reg["height"]) == (30000, 30000), "huge: region %r" % reg)
+        check(abs(sum(c["probability"] for c in res["classes"]) - 1.0) < TOL, "huge: probabilities")
+        sal = res["saliency"]
+        check(not sal["available"] and "megapixels" in sal.get("note", ""), "huge: saliency %r" % sal)
+    except (OSError, ValueError, KeyError) as e:
+        check(False, "huge: parasite: %s" % e)
+    print("huge: %s" % "; ".join(l for l in lines if not l.startswith("child")))
 
 
 def main():
     work = sys.argv[1]
     for case, region in CASES.items():
         check_case(work, case, region)
+    check_float_raw(work)
     check_batch(work)
+    check_undo(work)
+    check_batch_kill(work)
+    check_huge(work)
     if failures:
         for f in failures:
             print("FAIL:", f)

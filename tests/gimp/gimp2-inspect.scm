@@ -3,6 +3,10 @@
 ; it for check_result.py. The shell driver prepends (define dl-work "...").
 
 (define (dl-path name) (string-append dl-work "/" name))
+;; Pixel calls (gimp-drawable-get-pixel) return the layer's real bytes
+;; (float, u16) only once the script declares itself precision-aware;
+;; otherwise GIMP 2.10 hands out 8-bit gamma values.
+(gimp-plugin-enable-precision)
 (define dl-tab (string (integer->char 9)))
 
 (define (dl-save-png img drawable path)
@@ -21,6 +25,19 @@
                     (car (gimp-drawable-width item))))
     (display (car (gimp-drawable-height item)) port)
     (newline port)))
+
+(define (dl-dump-pixels layer path)
+  (let ((port (open-output-file path))
+        (w (car (gimp-drawable-width layer)))
+        (h (car (gimp-drawable-height layer))))
+    (do ((y 0 (+ y 1))) ((>= y h))
+      (do ((x 0 (+ x 1))) ((>= x w))
+        (let ((px (cadr (gimp-drawable-get-pixel layer x y))))
+          (do ((i 0 (+ i 1))) ((>= i (vector-length px)))
+            (display (vector-ref px i) port)
+            (display " " port))
+          (newline port))))
+    (close-output-port port)))
 
 (define (dl-write-file path text)
   (let ((port (open-output-file path)))
@@ -48,11 +65,13 @@
               (vector->list (cadr (gimp-item-get-children l)))))
            (begin
              (dl-fact port "layer" l)
-             (dl-save-png img l (dl-path (string-append name "-after.png"))))))
+             (if (string=? name "float")
+                 (dl-dump-pixels l (dl-path "float-after.txt"))
+                 (dl-save-png img l (dl-path (string-append name "-after.png")))))))
      (vector->list (cadr (gimp-image-get-layers img))))
     (close-output-port port)
     (dl-write-file (dl-path (string-append name "-parasite.json"))
                    (caddr (car (gimp-image-get-parasite img "dermlens-result"))))
     (gimp-image-delete img)))
 
-(for-each dl-inspect '("rgb" "selection" "grey" "u16" "offset"))
+(for-each dl-inspect '("rgb" "selection" "grey" "u16" "offset" "empty" "float"))

@@ -4,6 +4,10 @@
 ; (define dl-work "...") and (define dl-data "...").
 
 (define (dl-path name) (string-append dl-work "/" name))
+;; Pixel calls (gimp-drawable-get-pixel) return the layer's real bytes
+;; (float, u16) only once the script declares itself precision-aware;
+;; otherwise GIMP 2.10 hands out 8-bit gamma values.
+(gimp-plugin-enable-precision)
 
 (define (dl-save-png img drawable path)
   ; no interlace, no metadata chunks: plain pixels for the checker
@@ -63,6 +67,119 @@
   (display (car (gimp-image-get-layers img)) port)
   (newline port)
   (close-output-port port)
+  (gimp-image-delete img))
+
+;; ---- fault cases (issue 8) ----
+
+; Empty selection: a rectangle selected, then subtracted: a selection that
+; exists but holds no pixels. GIMP's convention: the whole layer.
+(dl-case "empty" dl-nv
+         (lambda (img)
+           (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 40 30 120 100)
+           (gimp-image-select-rectangle img CHANNEL-OP-SUBTRACT 40 30 120 100)))
+
+; Every byte of a layer as decimal numbers, one pixel a line (small layers
+; only: one PDB call per pixel).
+(define (dl-dump-pixels layer path)
+  (let ((port (open-output-file path))
+        (w (car (gimp-drawable-width layer)))
+        (h (car (gimp-drawable-height layer))))
+    (do ((y 0 (+ y 1))) ((>= y h))
+      (do ((x 0 (+ x 1))) ((>= x w))
+        (let ((px (cadr (gimp-drawable-get-pixel layer x y))))
+          (do ((i 0 (+ i 1))) ((>= i (vector-length px)))
+            (display (vector-ref px i) port)
+            (display " " port))
+          (newline port))))
+    (close-output-port port)))
+
+(define (dl-fill-rect img layer x y w h rgb)
+  (gimp-image-select-rectangle img CHANNEL-OP-REPLACE x y w h)
+  (gimp-context-set-foreground rgb)
+  (gimp-drawable-edit-fill layer FILL-FOREGROUND)
+  (gimp-selection-none img))
+
+(define (dl-set-rect layer x0 y0 w h px)
+  (do ((y y0 (+ y 1))) ((>= y (+ y0 h)))
+    (do ((x x0 (+ x 1))) ((>= x (+ x0 w)))
+      (gimp-drawable-set-pixel layer x y (vector-length px) px))))
+
+; 32-bit linear float layer (64 x 64, so also the small-image label case)
+; with NaN, +Inf and -Inf pixels. The plug-in's rule: NaN and -Inf read as
+; 0, +Inf as 1; the reference PNG for the CLI has those blocks painted
+; black, white, black.
+(define dl-nan  (vector 0 0 192 127 0 0 192 127 0 0 192 127))
+(define dl-pinf (vector 0 0 128 127 0 0 128 127 0 0 128 127))
+(define dl-ninf (vector 0 0 128 255 0 0 128 255 0 0 128 255))
+(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-mel dl-mel))))
+  (gimp-image-crop img 64 64 80 80)
+  (let* ((layer (dl-first-layer img))
+         (ref (car (gimp-image-duplicate img)))
+         (rlayer (dl-first-layer ref)))
+    (dl-fill-rect ref rlayer 8 8 16 8 '(0 0 0))
+    (dl-fill-rect ref rlayer 8 24 16 8 '(255 255 255))
+    (dl-fill-rect ref rlayer 8 40 16 8 '(0 0 0))
+    (dl-save-png ref rlayer (dl-path "float-ref.png"))
+    (gimp-image-delete ref)
+    (gimp-image-convert-precision img PRECISION-FLOAT-LINEAR)
+    (dl-set-rect layer 8 8 16 8 dl-nan)
+    (dl-set-rect layer 8 24 16 8 dl-pinf)
+    (dl-set-rect layer 8 40 16 8 dl-ninf)
+    (dl-dump-pixels layer (dl-path "float-before.txt"))
+    (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE)
+    (gimp-xcf-save 0 img layer (dl-path "float.xcf") (dl-path "float.xcf"))
+    (gimp-image-delete img)))
+
+; A 1 x 1 layer must be refused (the message is checked in the log) and
+; nothing added; its pixel stays as it was.
+(let* ((img (car (gimp-image-new 1 1 RGB)))
+       (layer (car (gimp-layer-new img 1 1 RGB-IMAGE "tiny" 100 LAYER-MODE-NORMAL)))
+       (port (open-output-file (dl-path "tiny1-facts.txt"))))
+  (gimp-image-insert-layer img layer 0 0)
+  (gimp-drawable-set-pixel layer 0 0 3 (vector 12 34 56))
+  (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam"
+                                                    60 3 TRUE TRUE))
+               "accepted" "refused") port)
+  (display " " port)
+  (display (car (gimp-image-get-layers img)) port)
+  (display " " port)
+  (display (length (cadr (gimp-image-get-parasite-list img))) port)
+  (display " " port)
+  (display (vector->list (cadr (gimp-drawable-get-pixel layer 0 0))) port)
+  (newline port)
+  (close-output-port port)
+  (gimp-image-delete img))
+
+; Undo: one real undo step (gimp_image_undo in GIMP's core, reached through
+; the undo-probe LD_PRELOAD helper: GIMP 2.10 has no PDB procedure that
+; undoes) must remove everything the plug-in added. Images loaded in batch
+; mode come with undo disabled; a displayed image has it enabled.
+(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-bkl dl-bkl)))
+       (layer (dl-first-layer img))
+       (port (open-output-file (dl-path "undo-facts.txt")))
+       (state (lambda (tag)
+                (let ((ls (gimp-image-get-layers img)))
+                  (display tag port) (display " " port)
+                  (display (car ls) port) (display " " port)
+                  (display (if (member "dermlens-result" (cadr (gimp-image-get-parasite-list img)))
+                               1 0) port)
+                  (display " " port)
+                  ; children of a group on top (0 when the top layer is not a group)
+                  (let ((top (vector-ref (cadr ls) 0)))
+                    (display (if (= (car (gimp-item-is-group top)) TRUE)
+                                 (car (gimp-item-get-children top)) 0) port))
+                  (newline port)))))
+  (gimp-image-undo-enable img)
+  (dl-save-png img layer (dl-path "undo-before.png"))
+  (state "before")
+  (gimp-image-attach-parasite img '("dermlens-undo-probe" 0 "1"))
+  (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE)
+  (gimp-image-attach-parasite img '("dermlens-undo-probe" 0 "1"))
+  (state "classified")
+  (gimp-image-attach-parasite img '("dermlens-undo-now" 0 "1"))
+  (state "undone")
+  (close-output-port port)
+  (dl-save-png img (dl-first-layer img) (dl-path "undo-after.png"))
   (gimp-image-delete img))
 
 (let ((r (plug-in-dermlens-batch RUN-NONINTERACTIVE (dl-path "batch-in") (dl-path "batch.csv")

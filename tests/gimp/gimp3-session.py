@@ -3,10 +3,14 @@
 # DL_PHASE=run: set up each case, run the plug-in non-interactively, save XCF.
 # DL_PHASE=inspect: re-open each XCF and write what is in it for
 # check_result.py (same file layout as the GIMP 2.10 scripts).
+# DL_PHASE=killbatch: a batch over ~40 images that the driver kills part-way.
+# DL_PHASE=huge: classify a 30000 x 30000 layer (DL_GIMP_HUGE=1 only).
 # DL_WORK = work folder, DL_DATA = tests/data folder.
+import math
 import os
 import struct
 import sys
+import time
 import zlib
 
 import gi
@@ -19,7 +23,7 @@ WORK = os.environ["DL_WORK"]
 DATA = os.environ["DL_DATA"]
 PHASE = os.environ["DL_PHASE"]
 PDB = Gimp.get_pdb()
-CASES = ["rgb", "selection", "grey", "u16", "offset"]
+CASES = ["rgb", "selection", "grey", "u16", "offset", "empty", "float"]
 
 
 def path(name):
@@ -56,7 +60,8 @@ def native_bytes(drawable):
     conversion paths)."""
     nick = drawable.get_image().get_precision().value_nick
     depth = "u8" if nick.startswith("u8") else "u16" if nick.startswith("u16") else "float"
-    return pixels(drawable, "R'G'B'A " + depth)
+    linear = nick.endswith("-linear") and not nick.endswith("non-linear")
+    return pixels(drawable, ("RGBA " if linear else "R'G'B'A ") + depth)
 
 
 def load(fname):
@@ -116,17 +121,151 @@ def phase_run():
     print("tiny selection:", msg)
     img.delete()
 
-    proc = PDB.lookup_procedure("plug-in-dermlens-batch")
-    cfg = proc.create_config()
-    for k, v in (("run-mode", Gimp.RunMode.NONINTERACTIVE), ("input-folder", path("batch-in")),
-                 ("output-csv", path("batch.csv")), ("output-folder", path("batch-out")),
-                 ("model-path", ""), ("saliency-method", "gradcam"), ("opacity", 60.0)):
-        cfg.set_property(k, v)
-    res = proc.run(cfg)
+    fault_cases(mel, nv, bkl)
+
+    res = batch("batch-in", "batch.csv", "batch-out")
     if res.index(0) != Gimp.PDBStatusType.SUCCESS:
         raise RuntimeError("batch failed: %s" % (res.index(1) if res.length() > 1 else "?"))
     with open(path("batch-facts.txt"), "w") as f:
         f.write("%d %d\n" % (res.index(1), res.index(2)))
+
+
+def batch(folder, csv_name, out):
+    proc = PDB.lookup_procedure("plug-in-dermlens-batch")
+    cfg = proc.create_config()
+    for k, v in (("run-mode", Gimp.RunMode.NONINTERACTIVE), ("input-folder", path(folder)),
+                 ("output-csv", path(csv_name)), ("output-folder", path(out)),
+                 ("model-path", ""), ("saliency-method", "gradcam"), ("opacity", 60.0)):
+        cfg.set_property(k, v)
+    return proc.run(cfg)
+
+
+def set_rect(layer, x, y, w, h, fmt, px):
+    buf = layer.get_buffer()
+    buf.set(Gegl.Rectangle.new(x, y, w, h), fmt, px * (w * h))
+    buf.flush()
+    layer.update(x, y, w, h)
+
+
+def fault_cases(mel, nv, bkl):
+    """Issue 8: empty selection, float layer with NaN/Inf, 1x1 layer, undo."""
+    def empty_sel(img):
+        img.select_rectangle(Gimp.ChannelOps.REPLACE, 40, 30, 120, 100)
+        img.select_rectangle(Gimp.ChannelOps.SUBTRACT, 40, 30, 120, 100)
+    run_case("empty", nv, empty_sel)
+
+    # 64 x 64 float-linear layer with NaN, +Inf, -Inf blocks. Plug-in rule:
+    # NaN and -Inf read as 0, +Inf as 1; the CLI reference has the blocks
+    # painted black, white, black.
+    img = load(mel)
+    img.crop(64, 64, 80, 80)
+    layer = img.get_layers()[0]
+    ref = bytearray(pixels(layer, "R'G'B' u8"))
+    for y0, v in ((8, 0), (24, 255), (40, 0)):
+        for y in range(y0, y0 + 8):
+            for x in range(8, 24):
+                ref[3 * (64 * y + x):3 * (64 * y + x) + 3] = bytes((v, v, v))
+    write_png(path("float-ref.png"), 64, 64, 3, bytes(ref))
+    img.convert_precision(Gimp.Precision.FLOAT_LINEAR)
+    layer = img.get_layers()[0]
+    for y0, v in ((8, math.nan), (24, math.inf), (40, -math.inf)):
+        set_rect(layer, 8, y0, 16, 8, "RGB float", struct.pack("<fff", v, v, v))
+    with open(path("float-before.raw"), "wb") as f:
+        f.write(native_bytes(layer))
+    status, msg = classify(img, layer)
+    if status != Gimp.PDBStatusType.SUCCESS:
+        raise RuntimeError("float: plug-in failed: %s" % msg)
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path("float.xcf")), None)
+    img.delete()
+
+    # A 1 x 1 layer: refused with a message, nothing added, pixel unchanged.
+    img = Gimp.Image.new(1, 1, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(img, "tiny", 1, 1, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(layer, None, 0)
+    set_rect(layer, 0, 0, 1, 1, "R'G'B' u8", bytes((12, 34, 56)))
+    status, msg = classify(img, layer)
+    px = pixels(img.get_layers()[0], "R'G'B' u8")
+    with open(path("tiny1-facts.txt"), "w") as f:
+        f.write("%s %d %d (%s)\n" % ("accepted" if status == Gimp.PDBStatusType.SUCCESS else "refused",
+                                     len(img.get_layers()), len(img.get_parasite_list()),
+                                     " ".join(str(b) for b in px)))
+    with open(path("tiny1-msg.txt"), "w") as f:
+        f.write(msg or "")
+    img.delete()
+
+    # Undo: one real undo step (gimp_image_undo in GIMP's core, reached
+    # through the undo-probe LD_PRELOAD helper: there is no PDB procedure
+    # that undoes) must remove everything the plug-in added.
+    img = load(bkl)
+    if not img.undo_is_enabled():
+        img.undo_enable()
+    layer = img.get_layers()[0]
+    with open(path("undo-before.raw"), "wb") as f:
+        f.write(native_bytes(layer))
+    with open(path("undo-facts.txt"), "w") as f:
+        def state(tag):
+            layers = img.get_layers()
+            top = layers[0]
+            kids = len(top.get_children()) if top.is_group() else 0
+            f.write("%s %d %d %d\n" % (tag, len(layers),
+                                        1 if "dermlens-result" in img.get_parasite_list() else 0, kids))
+        state("before")
+        img.attach_parasite(Gimp.Parasite.new("dermlens-undo-probe", 0, [49]))
+        status, msg = classify(img, layer)
+        if status != Gimp.PDBStatusType.SUCCESS:
+            raise RuntimeError("undo: plug-in failed: %s" % msg)
+        img.attach_parasite(Gimp.Parasite.new("dermlens-undo-probe", 0, [49]))
+        state("classified")
+        img.attach_parasite(Gimp.Parasite.new("dermlens-undo-now", 0, [49]))
+        state("undone")
+    with open(path("undo-after.raw"), "wb") as f:
+        f.write(native_bytes(img.get_layers()[0]))
+    img.delete()
+
+
+def phase_killbatch():
+    res = batch("batch-kill-in", "batch-kill.csv", "batch-kill-out")
+    with open(path("batch-kill-facts.txt"), "w") as f:
+        f.write("%s\n" % ("completed" if res.index(0) == Gimp.PDBStatusType.SUCCESS else "failed"))
+
+
+def phase_huge():
+    samples = ((0, 0), (15000, 15000), (29999, 29999), (9001, 20000), (123, 29000))
+
+    def sample(layer):
+        return "".join("(%s)" % " ".join(str(b) for b in pixels(layer, "R'G'B' u8", x, y, 1, 1))
+                       for x, y in samples)
+    t0 = time.time()
+    img = Gimp.Image.new(30000, 30000, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(img, "huge", 30000, 30000, Gimp.ImageType.RGB_IMAGE, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    img.insert_layer(layer, None, 0)
+    Gimp.context_set_foreground(Gegl.Color.new("rgb(0.784,0.588,0.510)"))
+    layer.fill(Gimp.FillType.FOREGROUND)
+    img.select_ellipse(Gimp.ChannelOps.REPLACE, 9000, 9000, 12000, 12000)
+    Gimp.context_set_foreground(Gegl.Color.new("rgb(0.353,0.196,0.157)"))
+    layer.edit_fill(Gimp.FillType.FOREGROUND)
+    Gimp.Selection.none(img)
+    with open(path("huge-facts.txt"), "w") as f:
+        f.write("created-s %d\n" % (time.time() - t0))
+        f.write("before %s\n" % sample(layer))
+        t1 = time.time()
+        status, msg = classify(img, layer)
+        f.write("%s\n" % ("classified" if status == Gimp.PDBStatusType.SUCCESS else "refused"))
+        f.write("classify-s %d\n" % (time.time() - t1))
+        if msg:
+            f.write("message %s\n" % msg)
+        f.write("after %s\n" % sample(layer))
+        layers = img.get_layers()
+        f.write("layers %d\n" % len(layers))
+        if layers[0].is_group():
+            for c in layers[0].get_children():
+                ok, x, y = c.get_offsets()
+                f.write("child\t%s\t%d\t%d\t%d\t%d\n" % (c.get_name(), x, y, c.get_width(), c.get_height()))
+    para = img.get_parasite("dermlens-result")
+    with open(path("huge-parasite.json"), "wb") as f:
+        f.write(bytes(para.get_data()) if para else b"")
+    img.delete()
 
 
 def fact(f, kind, item):
@@ -163,6 +302,10 @@ def inspect(name):
 
 if PHASE == "run":
     phase_run()
+elif PHASE == "killbatch":
+    phase_killbatch()
+elif PHASE == "huge":
+    phase_huge()
 else:
     for c in CASES:
         inspect(c)

@@ -3,7 +3,9 @@
 # Real-GIMP test of the DermLens plug-in in GIMP 2.10, headless.
 # Env (set by meson): DL_BUILD_ROOT, DL_SOURCE_ROOT, DL_TEST_DATA.
 # Optional: DERMLENS_MODEL (default: the lesion model if present, else ImageNet),
-#           DL_PLUGIN_BIN (plug-in binary), DL_KEEP_TMP=1 (keep the work folder).
+#           DL_PLUGIN_BIN (plug-in binary), DL_KEEP_TMP=1 (keep the work folder),
+#           DL_GIMP_HUGE=1 (also classify a 30000 x 30000 layer: minutes, GBs of
+#           GIMP swap; prints the plug-in's peak RSS), CC (for the undo helper).
 # Exit: 0 pass, 1 fail, 77 skip (no GIMP 2.10, plug-in not built for 2.10, no model).
 set -u
 
@@ -32,7 +34,7 @@ echo "model: $DERMLENS_MODEL"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dermlens-gimp2.XXXXXX")
 work=$tmp/work
-mkdir -p "$work" "$tmp/home" "$tmp/plug-ins/dermlens" "$work/batch-in"
+mkdir -p "$work" "$tmp/home" "$tmp/plug-ins/dermlens" "$work/batch-in" "$work/batch-kill-in"
 cleanup() { if [ "${DL_KEEP_TMP:-0}" = 1 ] || [ "${failed:-1}" != 0 ]; then echo "work folder kept: $tmp"; else rm -rf "$tmp"; fi; }
 trap cleanup EXIT
 # GIMP 3 style layout (own subfolder) loads in 2.10 too.
@@ -47,13 +49,30 @@ cp "$data/lesions/ISIC_0031711.jpg" "$data/lesions/ISIC_0025921.jpg" "$work/batc
 printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
 chmod a-w "$work/batch-in"/*
 (cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*) >"$work/batch-in.sha256"
+# Batch to be killed part-way: 40 images (the three lesions under 40 names).
+i=0
+for n in $(seq -w 0 39); do
+    case $((i % 3)) in 0) f=ISIC_0031711;; 1) f=ISIC_0025921;; *) f=ISIC_0029674;; esac
+    cp "$data/lesions/$f.jpg" "$work/batch-kill-in/img$n.jpg"; i=$((i + 1))
+done
+chmod a-w "$work/batch-kill-in"/*
+(cd "$work/batch-kill-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*) >"$work/batch-kill-in.sha256"
+
+# The undo helper (see undo-probe.c): LD_PRELOADed into gimp-console.
+probe=$tmp/dermlens-undo-probe.so
+# shellcheck disable=SC2046
+if ! ${CC:-cc} -shared -fPIC -O1 -o "$probe" "$here/undo-probe.c" $(pkg-config --cflags --libs gobject-2.0) -ldl \
+        >"$tmp/probe-build.log" 2>&1; then
+    echo "FAIL: cannot build the undo helper:"; cat "$tmp/probe-build.log"; failed=1; exit 1
+fi
+export DL_UNDO_PROBE_LOG=$work/undo-probe.log
 
 gimp_batch() {
     # $1 = script file, $2 = log; the script is prefixed with the paths.
     { printf '(define dl-work "%s")\n(define dl-data "%s")\n' "$work" "$data"; cat "$1"; } >"$tmp/script.scm"
     # The script goes in as one -b argument: with "-b -" GIMP 2.10 never quits.
-    timeout "${DL_GIMP_TIMEOUT:-900}" gimp-console-2.10 -i -d --gimprc="$tmp/gimprc" -b "$(cat "$tmp/script.scm")" \
-        -b '(gimp-quit 0)' </dev/null >"$2" 2>&1
+    LD_PRELOAD=$probe timeout "${DL_GIMP_TIMEOUT:-900}" gimp-console-2.10 -i -d --gimprc="$tmp/gimprc" \
+        -b "$(cat "$tmp/script.scm")" -b '(gimp-quit 0)' </dev/null >"$2" 2>&1
     rc=$?
     [ $rc = 124 ] && echo "GIMP timed out ($1)"
     return $rc
@@ -64,13 +83,44 @@ start=$(date +%s)
 gimp_batch "$here/gimp2-run.scm" "$tmp/run.log" || failed=1
 echo "GIMP session 1: $(( $(date +%s) - start )) s"
 (cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*) >"$work/batch-in-after.sha256"
-for c in rgb selection grey u16 offset; do
+for c in rgb selection grey u16 offset empty float; do
     if [ -f "$work/$c-ref.png" ]; then
         "$cli" classify --json -k 0 -m "$DERMLENS_MODEL" "$work/$c-ref.png" >"$work/$c-cli.json" 2>>"$tmp/cli.log" || failed=1
     fi
 done
 gimp_batch "$here/gimp2-inspect.scm" "$tmp/inspect.log" || failed=1
 echo "GIMP sessions: $(( $(date +%s) - start )) s"
+
+# Kill the plug-in (kill -9 on its pid) while it runs a batch over 40 images,
+# once the CSV has at least 3 rows; the CSV must stay valid.
+kstart=$(date +%s)
+gimp_batch "$here/gimp2-batchkill.scm" "$tmp/kill.log" &
+gpid=$!
+n=0 killed=
+while [ $n -lt 3000 ] && kill -0 $gpid 2>/dev/null; do
+    rows=$(( $(cat "$work/batch-kill.csv" 2>/dev/null | wc -l) - 1 ))
+    if [ $rows -ge 3 ]; then
+        # Our own copy of the plug-in, found by its unique path.
+        ppid=$(pgrep -f "^$tmp/plug-ins/dermlens/dermlens " | head -n 1)
+        if [ -n "$ppid" ]; then kill -9 "$ppid" && killed=$ppid; fi
+        break
+    fi
+    sleep 0.2; n=$((n + 1))
+done
+wait $gpid
+echo "batch kill: plug-in pid ${killed:-none} killed with $(( $(wc -l <"$work/batch-kill.csv") - 1 )) rows on disk, $(( $(date +%s) - kstart )) s"
+[ -n "$killed" ] || { echo "FAIL: the batch plug-in was not killed (finished too early?)"; failed=1; }
+(cd "$work/batch-kill-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*) >"$work/batch-kill-in-after.sha256"
+
+if [ "${DL_GIMP_HUGE:-0}" = 1 ]; then
+    hstart=$(date +%s)
+    export DERMLENS_STATS=1
+    gimp_batch "$here/gimp2-huge.scm" "$tmp/huge.log" || failed=1
+    unset DERMLENS_STATS
+    echo "huge layer session: $(( $(date +%s) - hstart )) s"
+    cat "$work/huge-facts.txt" 2>/dev/null
+    grep 'dermlens-stats' "$tmp/huge.log" | tee "$work/huge-stats.txt"
+fi
 
 # gimp-console-2.10 exits 0 even when a batch command failed: read the logs.
 for log in "$tmp/run.log" "$tmp/inspect.log"; do
@@ -83,6 +133,14 @@ done
 if [ "$(cat "$work/tiny-facts.txt" 2>/dev/null)" != "refused 1" ]; then
     echo "FAIL: a 4x4 selection was not refused cleanly: $(cat "$work/tiny-facts.txt" 2>/dev/null)"; failed=1
 fi
+# 1 x 1 layer: refused, one layer, no parasite, pixel unchanged, clear message.
+if [ "$(cat "$work/tiny1-facts.txt" 2>/dev/null)" != "refused 1 0 (12 34 56)" ]; then
+    echo "FAIL: a 1x1 layer was not refused cleanly: $(cat "$work/tiny1-facts.txt" 2>/dev/null)"; failed=1
+fi
+if ! grep -q 'The layer is 1 x 1 pixels; DermLens needs at least 8 x 8' "$tmp/run.log"; then
+    echo "FAIL: no clear message for the 1x1 layer"; failed=1
+fi
 python3 "$here/check_result.py" "$work" || failed=1
+echo "GIMP 2.10 test: $(( $(date +%s) - start )) s in all"
 [ $failed = 0 ] && echo "PASS: GIMP 2.10"
 exit $failed

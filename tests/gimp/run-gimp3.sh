@@ -5,7 +5,8 @@
 # rebuilt there against gimp-3.0).
 # Env: DL_SOURCE_ROOT, DL_TEST_DATA (meson), DL_GIMP3_CHROOT (chroot folder),
 #      DERMLENS_MODEL (model file name under weights/; default lesion model
-#      if present, else ImageNet), DL_KEEP_TMP=1.
+#      if present, else ImageNet), DL_KEEP_TMP=1, DL_GIMP_HUGE=1 (also classify
+#      a 30000 x 30000 layer: minutes, GBs of GIMP swap).
 # Exit: 0 pass, 1 fail, 77 skip (chroot cannot be built: not root / no network).
 set -u
 
@@ -46,7 +47,7 @@ work=$ctmp/work
 failed=1
 cleanup() { if [ "${DL_KEEP_TMP:-0}" = 1 ] || [ "$failed" != 0 ]; then echo "work folder kept: $ctmp"; else rm -rf "$ctmp"; fi; }
 trap cleanup EXIT
-mkdir -p "$work/batch-in" "$ctmp/home" "$ctmp/gimp3/plug-ins/dermlens" "$ctmp/data"
+mkdir -p "$work/batch-in" "$work/batch-kill-in" "$ctmp/home" "$ctmp/gimp3/plug-ins/dermlens" "$ctmp/data"
 cp -r "$src/tests/data/lesions" "$ctmp/data/"
 cp "$ROOT/build/dermlens/plugin/dermlens" "$ctmp/gimp3/plug-ins/dermlens/dermlens"
 cp "$here/gimp3-session.py" "$ctmp/session.py"
@@ -56,15 +57,32 @@ printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
 chmod a-w "$work/batch-in"/*
 listing() { (cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*); }
 listing >"$work/batch-in.sha256"
+# Batch to be killed part-way: 40 images (the three lesions under 40 names).
+i=0
+for n in $(seq -w 0 39); do
+    case $((i % 3)) in 0) f=ISIC_0031711;; 1) f=ISIC_0025921;; *) f=ISIC_0029674;; esac
+    cp "$src/tests/data/lesions/$f.jpg" "$work/batch-kill-in/img$n.jpg"; i=$((i + 1))
+done
+chmod a-w "$work/batch-kill-in"/*
+klisting() { (cd "$work/batch-kill-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*); }
+klisting >"$work/batch-kill-in.sha256"
 
 run_chroot() {
     chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$tmp_in/home" \
         GIMP3_DIRECTORY="$tmp_in/gimp3" DERMLENS_MODEL="$cmodel" \
         DL_WORK="$tmp_in/work" DL_DATA="$tmp_in/data" "$@"
 }
+# The undo helper (see undo-probe.c), built in the chroot, LD_PRELOADed into
+# gimp-console-3.0.
+cp "$here/undo-probe.c" "$ctmp/undo-probe.c"
+if ! run_chroot sh -c "cc -shared -fPIC -O1 -o $tmp_in/undo-probe.so $tmp_in/undo-probe.c \$(pkg-config --cflags --libs gobject-2.0) -ldl" \
+        >"$ctmp/probe-build.log" 2>&1; then
+    echo "FAIL: cannot build the undo helper:"; cat "$ctmp/probe-build.log"; exit 1
+fi
 gimp3() {
     # $1 = phase; GIMP 3's exit status is meaningful (0 ok, 64/70 errors).
-    run_chroot DL_PHASE="$1" timeout "${DL_GIMP_TIMEOUT:-900}" gimp-console-3.0 -i --quit \
+    run_chroot DL_PHASE="$1" LD_PRELOAD="$tmp_in/undo-probe.so" DL_UNDO_PROBE_LOG="$tmp_in/work/undo-probe.log" \
+        ${DERMLENS_STATS:+DERMLENS_STATS=1} timeout "${DL_GIMP_TIMEOUT:-900}" gimp-console-3.0 -i --quit \
         --batch-interpreter=python-fu-eval -b - <"$ctmp/session.py" >"$ctmp/$1.log" 2>&1
     rc=$?
     [ $rc = 0 ] || { echo "FAIL: GIMP 3 $1 phase exited $rc:"; grep -v '^$' "$ctmp/$1.log" | tail -25; }
@@ -76,7 +94,7 @@ start=$(date +%s)
 gimp3 run || bad=1
 echo "GIMP 3 session 1: $(( $(date +%s) - start )) s"
 listing >"$work/batch-in-after.sha256"
-for c in rgb selection grey u16 offset; do
+for c in rgb selection grey u16 offset empty float; do
     if [ -f "$work/$c-ref.png" ]; then
         run_chroot /build/dermlens/cli/dermlens classify --json -k 0 -m "$cmodel" \
             "$tmp_in/work/$c-ref.png" >"$work/$c-cli.json" 2>>"$ctmp/cli.log" || bad=1
@@ -84,11 +102,51 @@ for c in rgb selection grey u16 offset; do
 done
 gimp3 inspect || bad=1
 echo "GIMP 3 sessions: $(( $(date +%s) - start )) s"
+
+# Kill the plug-in (kill -9 on its pid) while it runs a batch over 40 images,
+# once the CSV has at least 3 rows; the CSV must stay valid.
+kstart=$(date +%s)
+gimp3 killbatch &
+gpid=$!
+n=0 killed=
+while [ $n -lt 3000 ] && kill -0 $gpid 2>/dev/null; do
+    rows=$(( $(cat "$work/batch-kill.csv" 2>/dev/null | wc -l) - 1 ))
+    if [ $rows -ge 3 ]; then
+        # Our own copy of the plug-in, found by its unique path (as seen in the chroot).
+        ppid=$(pgrep -f "^$tmp_in/gimp3/plug-ins/dermlens/dermlens " | head -n 1)
+        if [ -n "$ppid" ]; then kill -9 "$ppid" && killed=$ppid; fi
+        break
+    fi
+    sleep 0.2; n=$((n + 1))
+done
+wait $gpid   # GIMP reports the crashed plug-in; the phase itself must succeed
+[ $? = 0 ] || bad=1
+echo "batch kill: plug-in pid ${killed:-none} killed with $(( $(wc -l <"$work/batch-kill.csv") - 1 )) rows on disk, $(( $(date +%s) - kstart )) s"
+[ -n "$killed" ] || { echo "FAIL: the batch plug-in was not killed (finished too early?)"; bad=1; }
+klisting >"$work/batch-kill-in-after.sha256"
+
+if [ "${DL_GIMP_HUGE:-0}" = 1 ]; then
+    hstart=$(date +%s)
+    DERMLENS_STATS=1
+    gimp3 huge || bad=1
+    DERMLENS_STATS=
+    echo "huge layer session: $(( $(date +%s) - hstart )) s"
+    cat "$work/huge-facts.txt" 2>/dev/null
+    grep 'dermlens-stats' "$ctmp/huge.log" | tee "$work/huge-stats.txt"
+fi
 if [ "$(cat "$work/tiny-facts.txt" 2>/dev/null)" != "refused 1" ]; then
     echo "FAIL: a 4x4 selection was not refused cleanly: $(cat "$work/tiny-facts.txt" 2>/dev/null)"; bad=1
 fi
 grep -h "tiny selection:" "$ctmp/run.log"
+# 1 x 1 layer: refused, one layer, no parasite, pixel unchanged, clear message.
+if [ "$(cat "$work/tiny1-facts.txt" 2>/dev/null)" != "refused 1 0 (12 34 56)" ]; then
+    echo "FAIL: a 1x1 layer was not refused cleanly: $(cat "$work/tiny1-facts.txt" 2>/dev/null)"; bad=1
+fi
+if ! grep -q 'The layer is 1 x 1 pixels; DermLens needs at least 8 x 8' "$work/tiny1-msg.txt" 2>/dev/null; then
+    echo "FAIL: no clear message for the 1x1 layer: $(cat "$work/tiny1-msg.txt" 2>/dev/null)"; bad=1
+fi
 python3 "$here/check_result.py" "$work" || bad=1
+echo "GIMP 3.0 test: $(( $(date +%s) - start )) s in all"
 failed=$bad
 [ $failed = 0 ] && echo "PASS: GIMP 3.0"
 exit $failed

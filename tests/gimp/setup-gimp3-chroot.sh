@@ -95,7 +95,7 @@ build() {
             -Dgimp_tests=disabled --buildtype=release || exit 1
     fi
     # Only what the GIMP test needs: the plug-in and the CLI (the machine may be busy).
-    in_chroot ninja -C /build/dermlens plugin/dermlens cli/dermlens || exit 1
+    in_chroot ninja -j1 -C /build/dermlens plugin/dermlens cli/dermlens || exit 1
     log "built in $ROOT/build/dermlens"
 }
 
