@@ -3,7 +3,12 @@
  * every method gives a finite, non-constant [0,1] map of the region's size;
  * Grad-CAM for "German shepherd" lands on the dog; Grad-CAM's channel
  * weights equal finite differences of the logit taken through the layers
- * above the Grad-CAM layer (an independent forward-only path); error cases. */
+ * above the Grad-CAM layer (an independent forward-only path); error cases.
+ * A two-channel synthetic model whose Grad-CAM is known in closed form checks
+ * the map itself and the study variants (probability score, signed map);
+ * the ROAD imputation used by `explain --evaluate` reproduces a linear ramp
+ * inside a hole and never touches known pixels. */
+#include "internal.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -96,10 +101,175 @@ static int tail_graph(const dl_graph *g, int layer, dl_graph *t, int *map_out)
     return ok ? 0 : -1;
 }
 
+
+/* Noisy linear imputation: a linear ramp is harmonic under the 8-neighbour
+ * mean, so a hole in it must be filled with the ramp; known pixels stay;
+ * nothing known gives mid-grey; noise is deterministic per seed and only
+ * touches removed pixels. */
+static void test_impute(void)
+{
+    enum { W = 64, H = 48 };
+    static uint8_t img[W * H * 3], orig[W * H * 3], rem[W * H], again[W * H * 3];
+    dl_error err = {0};
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            uint8_t *p = orig + ((size_t)y * W + x) * 3;
+            p[0] = (uint8_t)(20 + 3 * x);         /* 20..209 */
+            p[1] = (uint8_t)(200 - 4 * y);        /* 200..12 */
+            p[2] = (uint8_t)(40 + 2 * x + y);     /* 40..213 */
+            /* an interior hole (the fill must be the ramp) and one at the
+             * corner (free border: values must stay within the known ones) */
+            rem[(size_t)y * W + x] = (x >= 10 && x < 40 && y >= 8 && y < 36) || (x >= 50 && y >= 40);
+        }
+    memcpy(img, orig, sizeof img);
+    CHECK(dl_impute_linear(img, W, H, rem, 0.f, 1, &err) == 0, "impute: %s", err.message);
+    int worst = 0, out_of_range = 0;
+    size_t changed_known = 0;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            size_t i = (size_t)y * W + x;
+            for (int c = 0; c < 3; c++) {
+                int d = abs((int)img[i * 3 + c] - (int)orig[i * 3 + c]);
+                if (!rem[i]) changed_known += d != 0;
+                else if (x < 50) worst = d > worst ? d : worst;
+            }
+            if (rem[i] && x >= 50) /* corner: the known red around it spans 167..209 */
+                out_of_range += img[i * 3] < 165 || img[i * 3] > 211;
+        }
+    printf("impute: ramp inside a 30x28 hole: max error %d levels\n", worst);
+    CHECK(worst <= 2, "imputed ramp off by %d levels", worst);
+    CHECK(out_of_range == 0, "corner hole: %d pixels outside the known values' range", out_of_range);
+    CHECK(changed_known == 0, "%zu known values changed", changed_known);
+    /* two colours: a hole inside the left (red) half is filled with red */
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            uint8_t *p = img + ((size_t)y * W + x) * 3;
+            p[0] = x < W / 2 ? 220 : 10;
+            p[1] = 10;
+            p[2] = x < W / 2 ? 10 : 220;
+            rem[(size_t)y * W + x] = x >= 4 && x < 12 && y >= 10 && y < 30;
+        }
+    CHECK(dl_impute_linear(img, W, H, rem, 0.f, 1, &err) == 0, "impute: %s", err.message);
+    const uint8_t *mid = img + ((size_t)20 * W + 8) * 3;
+    CHECK(mid[0] > 200 && mid[2] < 40, "hole in the red half filled with (%d,%d,%d)", mid[0], mid[1], mid[2]);
+    /* noise: only removed pixels differ, same seed = same image */
+    memcpy(img, orig, sizeof img);
+    memcpy(again, orig, sizeof again);
+    for (size_t i = 0; i < (size_t)W * H; i++) rem[i] = (i % 7) == 0;
+    CHECK(dl_impute_linear(img, W, H, rem, 2.55f, 42, &err) == 0, "impute: %s", err.message);
+    CHECK(dl_impute_linear(again, W, H, rem, 2.55f, 42, &err) == 0, "impute: %s", err.message);
+    CHECK(memcmp(img, again, sizeof img) == 0, "noisy imputation not deterministic for one seed");
+    size_t diff_removed = 0, diff_known = 0;
+    for (size_t i = 0; i < (size_t)W * H; i++)
+        for (int c = 0; c < 3; c++)
+            if (img[i * 3 + c] != orig[i * 3 + c]) *(rem[i] ? &diff_removed : &diff_known) += 1;
+    CHECK(diff_known == 0 && diff_removed > 0, "noise: %zu known and %zu removed values changed", diff_known,
+          diff_removed);
+    /* everything removed: nothing to impute from, mid-grey */
+    memset(rem, 1, sizeof rem);
+    CHECK(dl_impute_linear(img, W, H, rem, 0.f, 1, &err) == 0, "impute: %s", err.message);
+    CHECK(img[0] == 128 && img[sizeof img - 1] == 128, "all removed -> %d %d", img[0], img[sizeof img - 1]);
+    CHECK(dl_impute_linear(img, 0, H, rem, 0.f, 1, &err) == -1 && err.code == DL_ERR_ARG, "zero width accepted");
+}
+
+/* input 8x8x3 (x/255) -> 1x1 conv "feat" (unit 0 = red, unit 1 = green;
+ * ReLU) -> GAP -> dense: logit0 = mean(R) - mean(G), logit1 = mean(G). For
+ * class 0 Grad-CAM weights the channels by +1/hw and -1/hw: the map is
+ * ReLU(R - G). The image: red (1,0) top-left quadrant, green (0,1)
+ * bottom-right, (a,0) elsewhere with a = 128/255: the map is 1 / a / 0
+ * (red / rest / green); signed (no ReLU) it is 1 / (a+1)/2 / 0. The
+ * probability's gradient weights the channels p0 p1 (1, -2): the same ReLU
+ * map, but signed it is 1 / (a+2)/3 / 0. */
+static dl_model *synthetic_model(void)
+{
+    dl_error err = {0};
+    dl_model *m = calloc(1, sizeof *m);
+    dl_graph *g = &m->graph;
+    dl_graph_init(g);
+    dl_node in = dl_node_make(DL_OP_INPUT, "input");
+    in.h = 8; in.w = 8; in.c = 3;
+    dl_graph_add_node(g, &in, &err);
+    int64_t wd[4] = {2, 1, 1, 3}, bd[1] = {2}, dd[2] = {2, 2}, db[1] = {2};
+    const float cw[6] = {1, 0, 0, 0, 1, 0}, dw[4] = {1, -1, 0, 1};
+    dl_node conv = dl_node_make(DL_OP_CONV2D, "feat");
+    conv.n_inputs = 1; conv.inputs[0] = 0; conv.units = 2; conv.kh = conv.kw = 1; conv.sh = conv.sw = 1;
+    conv.act = DL_ACT_RELU; conv.pad_mode = DL_PAD_VALID;
+    conv.weight = dl_graph_add_tensor(g, "feat.weight", 4, wd, cw, &err);
+    conv.bias = dl_graph_add_tensor(g, "feat.bias", 1, bd, NULL, &err);
+    int c = dl_graph_add_node(g, &conv, &err);
+    dl_node gap = dl_node_make(DL_OP_GAP, "gap");
+    gap.n_inputs = 1; gap.inputs[0] = c;
+    int p = dl_graph_add_node(g, &gap, &err);
+    dl_node fc = dl_node_make(DL_OP_DENSE, "logits");
+    fc.n_inputs = 1; fc.inputs[0] = p; fc.units = 2;
+    fc.weight = dl_graph_add_tensor(g, "logits.weight", 2, dd, dw, &err);
+    fc.bias = dl_graph_add_tensor(g, "logits.bias", 1, db, NULL, &err);
+    g->output = dl_graph_add_node(g, &fc, &err);
+    g->features = p;
+    CHECK(dl_graph_infer(g, &err) == 0, "synthetic infer: %s", err.message);
+    m->pre.width = m->pre.height = 8;
+    strcpy(m->pre.resize, "squash");
+    for (int k = 0; k < 3; k++) { m->pre.mean[k] = 0.f; m->pre.std[k] = 255.f; }
+    m->num_classes = 2;
+    m->temperature = 1.f;
+    return m;
+}
+
+static void test_synthetic(void)
+{
+    dl_model *m = synthetic_model();
+    uint8_t img[8 * 8 * 3];
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++) {
+            uint8_t *q = img + (y * 8 + x) * 3;
+            int red = x < 4 && y < 4, green = x >= 4 && y >= 4;
+            q[0] = red ? 255 : green ? 0 : 128;
+            q[1] = green ? 255 : 0;
+            q[2] = 128;
+        }
+    const float a = 128.f / 255.f; /* the rest's red; its green is 0 */
+    struct { unsigned flags; float red, grey, green; } want[] = {
+        {0, 1.f, a, 0.f},
+        {DL_EXPLAIN_SCORE_PROB, 1.f, a, 0.f},
+        {DL_EXPLAIN_SIGNED, 1.f, (a + 1.f) / 2.f, 0.f},
+        {DL_EXPLAIN_SIGNED | DL_EXPLAIN_SCORE_PROB, 1.f, (a + 2.f) / 3.f, 0.f},
+    };
+    for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
+        dl_error err = {0};
+        float *map = NULL;
+        dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 0};
+        CHECK(dl_explain_rgb8_variant(m, img, 8, 8, 24, &o, want[k].flags, &map, NULL, &err) == 0, "synthetic: %s",
+              err.message);
+        if (!map) continue;
+        double worst = 0;
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) {
+                int red = x < 4 && y < 4, green = x >= 4 && y >= 4;
+                float e = red ? want[k].red : green ? want[k].green : want[k].grey;
+                worst = fmax(worst, fabs(map[y * 8 + x] - e));
+            }
+        printf("synthetic Grad-CAM flags %u: max error %.2g\n", want[k].flags, worst);
+        CHECK(worst < 2e-3, "synthetic Grad-CAM flags %u: map off by %g", want[k].flags, worst);
+        free(map);
+    }
+    /* the public entry point is the default variant */
+    dl_error err = {0};
+    float *m0 = NULL, *m1 = NULL;
+    dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 0};
+    CHECK(dl_explain_rgb8(m, img, 8, 8, 24, &o, &m0, NULL, &err) == 0, "%s", err.message);
+    CHECK(dl_explain_rgb8_variant(m, img, 8, 8, 24, &o, 0, &m1, NULL, &err) == 0, "%s", err.message);
+    CHECK(m0 && m1 && memcmp(m0, m1, sizeof(float) * 64) == 0, "dl_explain_rgb8 differs from the default variant");
+    free(m0);
+    free(m1);
+    dl_model_free(m);
+}
+
 int main(void)
 {
     dl_error err = {0};
     dl_set_num_threads(0);
+    test_impute();
+    test_synthetic();
     dl_model *m = dl_model_load(tu_source("weights/mobilenet_v2_imagenet.safetensors"), &err);
     CHECK(m != NULL, "load: %s", err.message);
     dl_image img = {0};

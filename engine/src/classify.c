@@ -59,7 +59,6 @@ static float ood_score(const dl_model *m, const float *f)
     return (float)s;
 }
 
-void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
 void dl_softmax_temperature(const float *logits, int n, float t, float *probs)
 {
     float mx = logits[0];

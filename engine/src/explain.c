@@ -7,7 +7,13 @@
  * Every map is computed at layer (or network-input) resolution, upsampled
  * bilinearly to the caller's region, optionally Gaussian-smoothed and
  * min-max normalised to [0,1]; a map without any positive evidence is all
- * zeros, never NaN. */
+ * zeros, never NaN.
+ *
+ * Also here, for the faithfulness evaluation: ROAD's noisy linear
+ * imputation (dl_impute_linear) and the Grad-CAM study switches
+ * (dl_explain_rgb8_variant). The default Grad-CAM (last 7x7 convolution,
+ * logit gradient, ReLU, no smoothing) was kept after a comparison on
+ * ham10000/val: docs/reports/explain-faithfulness.md. */
 #include "internal.h"
 
 #include <ctype.h>
@@ -151,17 +157,17 @@ static int gaussian_blur(float *m, int w, int h, float sigma, dl_error *err)
 
 /* Non-finite and negative values -> 0, then min-max to [0,1]. A flat map
  * carries no localisation and becomes all zeros. */
-static void normalise(float *m, size_t n)
+static void normalise(float *m, size_t n, bool keep_negative)
 {
     float lo = INFINITY, hi = -INFINITY;
     for (size_t i = 0; i < n; i++) {
         float v = m[i];
-        if (!isfinite(v) || v < 0.f) v = m[i] = 0.f;
+        if (!isfinite(v) || (v < 0.f && !keep_negative)) v = m[i] = 0.f;
         lo = v < lo ? v : lo;
         hi = v > hi ? v : hi;
     }
-    float range = hi - lo;
-    if (!(range > 1e-12f * (hi > 1.f ? hi : 1.f))) {
+    float range = hi - lo, mag = fmaxf(fabsf(hi), fabsf(lo));
+    if (!(range > 1e-12f * (mag > 1.f ? mag : 1.f))) {
         memset(m, 0, n * sizeof(float));
         return;
     }
@@ -225,7 +231,7 @@ static int runner_flush(runner *r, dl_model *m, int cls, float *out, float *prob
 
 /* Grad-CAM family from A (hw x C) and G = dScore/dA (hw x C) into cam (hw). */
 static int cam_from_gradients(dl_saliency_method method, const float *A, const float *G, int hw, int C,
-                              float *cam, dl_error *err)
+                              bool relu, float *cam, dl_error *err)
 {
     for (int i = 0; i < hw; i++) cam[i] = 0.f;
     if (method == DL_SALIENCY_HIRESCAM || method == DL_SALIENCY_LAYERCAM) {
@@ -236,7 +242,7 @@ static int cam_from_gradients(dl_saliency_method method, const float *A, const f
                 for (int c = 0; c < C; c++) s += (double)g[c] * a[c];
             else
                 for (int c = 0; c < C; c++) s += (g[c] > 0.f ? (double)g[c] : 0.0) * a[c];
-            cam[i] = s > 0 ? (float)s : 0.f;
+            cam[i] = s > 0 || !relu ? (float)s : 0.f;
         }
         return 0;
     }
@@ -265,7 +271,7 @@ static int cam_from_gradients(dl_saliency_method method, const float *A, const f
         const float *a = A + (size_t)i * C;
         double s = 0;
         for (int c = 0; c < C; c++) s += w[c] * a[c];
-        cam[i] = s > 0 ? (float)s : 0.f;
+        cam[i] = s > 0 || !relu ? (float)s : 0.f;
     }
     free(w);
     return 0;
@@ -416,10 +422,173 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------ imputation */
+
+/* Noisy linear imputation (ROAD, Rong et al. 2022): every removed pixel
+ * becomes the weighted mean of its 8 neighbours (1/6 edge, 1/12 diagonal),
+ * known pixels fixed, i.e. a discrete harmonic fill, plus Gaussian noise so
+ * the fill carries no exact trace of the mask's shape. The linear system is
+ * solved coarse to fine: a pyramid of known-pixel means seeds each level and
+ * Gauss-Seidel sweeps relax it, which converges on large holes in a few
+ * sweeps per level where plain relaxation would need thousands.
+ * rgb: packed w x h RGB8 (stride 3w), changed in place at removed[i] != 0
+ * only; noise_sd in grey levels; deterministic for a seed. Internal (used by
+ * `dermlens explain --evaluate` and the tests). */
+int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
+                     dl_error *err);
+
+#define DL_IMPUTE_MAX_LEVELS 24
+/* Gauss-Seidel sweeps per pyramid level (more at full size); with the
+ * coarse start this fills a 30-pixel hole in a linear ramp to within one
+ * grey level (tests/test_explain.c). */
+#define DL_IMPUTE_SWEEPS_FINE 8
+#define DL_IMPUTE_SWEEPS_COARSE 4
+
+static void gs_sweeps(float *v, const uint8_t *known, int w, int h, int sweeps)
+{
+    static const int dx[8] = {-1, 1, 0, 0, -1, 1, -1, 1}, dy[8] = {0, 0, -1, 1, -1, -1, 1, 1};
+    static const float wt[8] = {2, 2, 2, 2, 1, 1, 1, 1}; /* 1/6 : 1/12 */
+    for (int s = 0; s < sweeps; s++) {
+        /* alternate the scan direction so information travels both ways */
+        int rev = s & 1;
+        for (int yy = 0; yy < h; yy++) {
+            int y = rev ? h - 1 - yy : yy;
+            for (int xx = 0; xx < w; xx++) {
+                int x = rev ? w - 1 - xx : xx;
+                size_t i = (size_t)y * w + x;
+                if (known[i]) continue;
+                float acc[3] = {0, 0, 0}, ws = 0;
+                for (int k = 0; k < 8; k++) {
+                    int nx = x + dx[k], ny = y + dy[k];
+                    if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
+                    const float *q = v + ((size_t)ny * w + nx) * 3;
+                    acc[0] += wt[k] * q[0];
+                    acc[1] += wt[k] * q[1];
+                    acc[2] += wt[k] * q[2];
+                    ws += wt[k];
+                }
+                for (int c = 0; c < 3; c++) v[i * 3 + c] = acc[c] / ws;
+            }
+        }
+    }
+}
+
+int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
+                     dl_error *err)
+{
+    if (!rgb || !removed || w < 1 || h < 1) return dl_fail(err, DL_ERR_ARG, "impute: bad arguments");
+    if (!(noise_sd >= 0.f) || noise_sd > 255.f) return dl_fail(err, DL_ERR_ARG, "impute: noise %g out of range", noise_sd);
+    size_t n0;
+    if (!dl_mul_size((size_t)w, (size_t)h, &n0) || n0 > (size_t)DL_MAX_IMAGE_PIXELS)
+        return dl_fail(err, DL_ERR_LIMIT, "impute: image %dx%d too large", w, h);
+    /* pyramid sizes; total <= 4/3 of level 0 */
+    int lw[DL_IMPUTE_MAX_LEVELS], lh[DL_IMPUTE_MAX_LEVELS], nl = 1;
+    size_t off[DL_IMPUTE_MAX_LEVELS], total = n0;
+    lw[0] = w; lh[0] = h; off[0] = 0;
+    while (nl < DL_IMPUTE_MAX_LEVELS && (lw[nl - 1] > 1 || lh[nl - 1] > 1)) {
+        lw[nl] = (lw[nl - 1] + 1) / 2;
+        lh[nl] = (lh[nl - 1] + 1) / 2;
+        off[nl] = total;
+        total += (size_t)lw[nl] * lh[nl];
+        nl++;
+    }
+    size_t fbytes;
+    if (!dl_mul_size(total, 3 * sizeof(float), &fbytes)) return dl_fail(err, DL_ERR_LIMIT, "impute: too large");
+    float *v = malloc(fbytes);
+    uint8_t *known = malloc(total);
+    if (!v || !known) {
+        free(v); free(known);
+        return dl_fail(err, DL_ERR_NOMEM, "impute: out of memory");
+    }
+    size_t n_removed = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            size_t i = (size_t)y * w + x;
+            const uint8_t *p = rgb + i * 3;
+            known[i] = !removed[i];
+            n_removed += !known[i];
+            for (int c = 0; c < 3; c++) v[i * 3 + c] = known[i] ? p[c] : 0.f;
+        }
+    if (!n_removed) { free(v); free(known); return 0; }
+    /* down: a coarse pixel is known if any child is; value = their mean */
+    for (int l = 1; l < nl; l++) {
+        float *pv = v + off[l - 1] * 3, *cv = v + off[l] * 3;
+        const uint8_t *pk = known + off[l - 1];
+        uint8_t *ck = known + off[l];
+        for (int y = 0; y < lh[l]; y++)
+            for (int x = 0; x < lw[l]; x++) {
+                float acc[3] = {0, 0, 0};
+                int cnt = 0;
+                for (int j = 0; j < 4; j++) {
+                    int px = 2 * x + (j & 1), py = 2 * y + (j >> 1);
+                    if (px >= lw[l - 1] || py >= lh[l - 1]) continue;
+                    size_t q = (size_t)py * lw[l - 1] + px;
+                    if (!pk[q]) continue;
+                    for (int c = 0; c < 3; c++) acc[c] += pv[q * 3 + c];
+                    cnt++;
+                }
+                size_t i = (size_t)y * lw[l] + x;
+                ck[i] = cnt > 0;
+                for (int c = 0; c < 3; c++) cv[i * 3 + c] = cnt ? acc[c] / cnt : 0.f;
+            }
+    }
+    /* nothing known anywhere: mid-grey is the only unbiased fill */
+    if (!known[off[nl - 1]])
+        for (int c = 0; c < 3; c++) v[off[nl - 1] * 3 + c] = 128.f;
+    /* up: unknown pixels start from their parent, then relax */
+    for (int l = nl - 2; l >= 0; l--) {
+        float *cv = v + off[l + 1] * 3, *fv = v + off[l] * 3;
+        const uint8_t *fk = known + off[l];
+        for (int y = 0; y < lh[l]; y++)
+            for (int x = 0; x < lw[l]; x++) {
+                size_t i = (size_t)y * lw[l] + x;
+                if (fk[i]) continue;
+                size_t q = (size_t)(y / 2) * lw[l + 1] + x / 2;
+                for (int c = 0; c < 3; c++) fv[i * 3 + c] = cv[q * 3 + c];
+            }
+        gs_sweeps(fv, fk, lw[l], lh[l], l == 0 ? DL_IMPUTE_SWEEPS_FINE : DL_IMPUTE_SWEEPS_COARSE);
+    }
+    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
+    for (size_t i = 0; i < n0; i++) {
+        if (known[i]) continue;
+        for (int c = 0; c < 3; c++) {
+            float val = v[i * 3 + c];
+            if (noise_sd > 0.f) {
+                /* Box-Muller from xorshift64 */
+                double u1, u2;
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                u1 = ((s >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                u2 = (s >> 11) * (1.0 / 9007199254740992.0);
+                val += noise_sd * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+            }
+            rgb[i * 3 + c] = (uint8_t)lrintf(val < 0.f ? 0.f : val > 255.f ? 255.f : val);
+        }
+    }
+    free(v);
+    free(known);
+    return 0;
+}
+
 /* ------------------------------------------------------------ API */
+
+/* Study switches for the Grad-CAM family (internal; the faithfulness sweep
+ * of `dermlens explain --evaluate --sweep` compares them). */
+#define DL_EXPLAIN_SCORE_PROB 1u /* gradient of the calibrated probability instead of the logit */
+#define DL_EXPLAIN_SIGNED 2u     /* no ReLU: the signed map, min-max normalised */
+int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                            const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
+                            dl_error *err);
 
 int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                     const dl_explain_options *opts, float **map_out, dl_result *result, dl_error *err)
+{
+    return dl_explain_rgb8_variant(m, rgb, width, height, stride, opts, 0u, map_out, result, err);
+}
+
+int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                            const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
+                            dl_error *err)
 {
     if (map_out) *map_out = NULL;
     if (result) memset(result, 0, sizeof *result);
@@ -503,13 +672,20 @@ int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size
         size_t oc = dl_node_out_count(&g->nodes[out_node]);
         float *seed = calloc(oc, sizeof(float));
         if (!seed) { dl_fail(err, DL_ERR_NOMEM, "explain: out of memory"); goto out; }
-        seed[cls] = 1.f;
+        if (flags & DL_EXPLAIN_SCORE_PROB) {
+            /* d p_cls / d z_j = p_cls (delta_cj - p_j) / T */
+            for (int j = 0; j < K; j++) seed[j] = -probs[cls] * probs[j] / m->temperature;
+            seed[cls] += probs[cls] / m->temperature;
+        } else {
+            seed[cls] = 1.f;
+        }
         int brc = dl_exec_backward(e, out_node, seed, layer, err);
         free(seed);
         if (brc) goto out;
         if (report(&pc, 0.5, "backward")) goto out;
         const dl_node *L = &g->nodes[layer];
-        if (cam_from_gradients(method, e->act[layer], e->grad[layer], L->h * L->w, L->c, cam, err)) goto out;
+        if (cam_from_gradients(method, e->act[layer], e->grad[layer], L->h * L->w, L->c, !(flags & DL_EXPLAIN_SIGNED), cam, err))
+            goto out;
     } else if (method == DL_SALIENCY_SCORECAM) {
         if (scorecam(m, layer, cls, p0, cam, &pc, err)) goto out;
     } else {
@@ -530,7 +706,7 @@ int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size
         resize_bilinear(cam, mw, mh, map, width, height, (size_t)width);
     }
     if (opts->smooth_sigma > 0.f && gaussian_blur(map, width, height, opts->smooth_sigma, err)) goto out;
-    normalise(map, total);
+    normalise(map, total, grad_based && (flags & DL_EXPLAIN_SIGNED));
     if (report(&pc, 1.0, "explain")) goto out;
     *map_out = map;
     map = NULL;

@@ -218,4 +218,20 @@ int dl_tflite_to_graph(const uint8_t *data, size_t size, dl_graph *g, dl_preproc
                        dl_error *err);
 int dl_model_export_onnx(const dl_model *m, const char *path, dl_error *err); /* onnx_export.c */
 
+/* Softmax of logits / t (classify.c). */
+void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
+
+/* Saliency study helpers (explain.c), used by `dermlens explain --evaluate`
+ * and the tests. ROAD noisy linear imputation of the pixels where removed[i]
+ * is non-zero (filled from their neighbours, plus seeded noise of noise_sd). */
+int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
+                     dl_error *err);
+#define DL_EXPLAIN_SCORE_PROB 1u
+#define DL_EXPLAIN_SIGNED 2u
+int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                            const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
+                            dl_error *err);
+/* flags: DL_EXPLAIN_SCORE_PROB = gradient of the probability instead of the
+ * logit; DL_EXPLAIN_SIGNED = no ReLU on the map. 0 = dl_explain_rgb8. */
+
 #endif
