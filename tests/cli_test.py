@@ -58,5 +58,104 @@ try:
     check(r.returncode == 0 and "HAM10000" in r.stdout and "seed" in r.stdout, "info lacks provenance")
 finally:
     shutil.rmtree(tmp)
+# Training interrupted by SIGINT and by SIGKILL (issue 8, item 4): a tiny run on
+# tests/data/sample is interrupted by SIGINT after its first checkpoint, resumed,
+# interrupted again by SIGKILL after its first stage-2 checkpoint, and resumed to
+# the end. After each kill the output model is absent or complete and valid
+# (never partial) and the checkpoint is a complete file that --resume picks up;
+# the final model equals an uninterrupted run with the same seed and threads in
+# every tensor byte and every metadata field except the provenance (which
+# records the command line, with its --resume and output path).
+import signal, struct, time
+
+def safetensors_check(path):
+    """(ok, header): the file is complete: header fits, parses, and the
+    tensors tile the data section exactly."""
+    data = open(path, "rb").read()
+    if len(data) < 8:
+        return False, None
+    hl = struct.unpack("<Q", data[:8])[0]
+    if 8 + hl > len(data):
+        return False, None
+    try:
+        hdr = json.loads(data[8:8 + hl])
+    except ValueError:
+        return False, None
+    spans = sorted(tuple(v["data_offsets"]) for k, v in hdr.items() if k != "__metadata__")
+    end = 0
+    for b, e in spans:
+        if b != end:
+            return False, hdr
+        end = e
+    return end == len(data) - 8 - hl, hdr
+
+def model_payload(path):
+    data = open(path, "rb").read()
+    hl = struct.unpack("<Q", data[:8])[0]
+    hdr = json.loads(data[8:8 + hl])
+    hdr["__metadata__"].pop("provenance", None)
+    return hdr, data[8 + hl:]
+
+def ckpt_stage(path):
+    try:
+        ok, hdr = safetensors_check(path)
+        return json.loads(hdr["__metadata__"]["state"])["stage"] if ok else 0
+    except (OSError, KeyError, TypeError, ValueError):
+        return 0
+
+sample = os.path.join(src, "tests", "data", "sample")
+backbone = os.path.join(src, "weights", "mobilenet_v2_imagenet.safetensors")
+tmp = tempfile.mkdtemp()
+try:
+    def train_args(out):
+        # tiny: one image per class, a late cut (cheap stage 2), one thread
+        return ["train", "--backbone", backbone, "--train", sample, "--val", sample, "-o", out,
+                "--epochs-head", "3", "--epochs", "3", "--views", "1", "--batch", "8", "--threads", "1",
+                "--seed", "7", "--max-per-class", "1", "--patience", "0",
+                "--cut", "MobilenetV2/expanded_conv_15/add"]
+    t0 = time.time()
+    ref = os.path.join(tmp, "ref.safetensors")
+    r = run(*train_args(ref))
+    check(r.returncode == 0 and os.path.exists(ref), "uninterrupted training failed: " + r.stderr[-500:])
+    out = os.path.join(tmp, "model.safetensors")
+    ckpt = out + ".ckpt"
+    # (signal, stage whose checkpoint triggers it, resume?)
+    for sig, want_stage, resume in ((signal.SIGINT, 1, False), (signal.SIGKILL, 2, True)):
+        name = signal.Signals(sig).name
+        log = open(os.path.join(tmp, "train-%s.log" % name), "w+")
+        p = subprocess.Popen([exe, *train_args(out), *(["--resume"] if resume else [])],
+                             stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.time() + 300
+        sent = False
+        while p.poll() is None and time.time() < deadline:
+            if ckpt_stage(ckpt) >= want_stage:
+                p.send_signal(sig)
+                sent = True
+                break
+            time.sleep(0.002)
+        if not sent:
+            p.kill()
+        rc = p.wait()
+        check(sent and rc == -sig, "%s: run ended with %s before a stage-%d checkpoint" % (name, rc, want_stage))
+        # the model file is absent or whole, never partial
+        if os.path.exists(out):
+            ok, _ = safetensors_check(out)
+            check(ok and run("info", out).returncode == 0, "%s left a damaged model file" % name)
+        ok, hdr = safetensors_check(ckpt)
+        check(ok and hdr["__metadata__"].get("format") == "dermlens-checkpoint",
+              "%s: checkpoint is not a complete checkpoint file" % name)
+        check(ckpt_stage(ckpt) >= want_stage, "%s: checkpoint not in stage %d" % (name, want_stage))
+    r = run(*train_args(out), "--resume")
+    check(r.returncode == 0, "resume failed: " + r.stderr[-500:])
+    check("resuming after epoch" in r.stderr and "no usable checkpoint" not in r.stderr,
+          "resume did not continue from the checkpoint: " + r.stderr[-500:])
+    if os.path.exists(out) and os.path.exists(ref):
+        h1, d1 = model_payload(ref)
+        h2, d2 = model_payload(out)
+        check(d1 == d2, "resumed model's tensor data differs from the uninterrupted run's")
+        check(h1 == h2, "resumed model's header (without provenance) differs")
+    print("training interrupted by SIGINT and SIGKILL, resumed: %.0f s" % (time.time() - t0))
+finally:
+    shutil.rmtree(tmp)
 print("cli checks:", "FAILED %d" % fail if fail else "all passed")
 sys.exit(1 if fail else 0)

@@ -60,6 +60,14 @@ typedef int (*dl_progress_fn)(void *user, double fraction, const char *stage);
 #define DL_MAX_IMAGE_SIDE 65535
 /* Largest model file / total tensor bytes the loader accepts. */
 #define DL_MAX_MODEL_BYTES ((int64_t)1 << 30)
+/* Memory a model may ask for: its weights plus the activations (and largest
+ * convolution scratch) of one image at its input size, computed from the
+ * file's metadata before anything is allocated. A model needing more is
+ * refused by dl_model_load* with DL_ERR_LIMIT naming the need and the limit.
+ * Default 4 GiB; the environment variable DERMLENS_MAX_MEMORY_MB (a positive
+ * integer, MiB) overrides it. Saliency maps need about one more activation
+ * arena on top. */
+#define DL_MAX_MODEL_MEMORY_MB 4096
 
 /* ------------------------------------------------------------------ threads */
 

@@ -95,7 +95,7 @@ static int rows_to_dataset(rows *r, const dl_dataset_options *o, const char *src
         /* sorted unique labels */
         char **tmp = malloc(sizeof(char *) * (r->n ? r->n : 1));
         if (!tmp) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
-        memcpy(tmp, r->labels, sizeof(char *) * r->n);
+        if (r->n) memcpy(tmp, r->labels, sizeof(char *) * r->n); /* labels is NULL when no rows */
         qsort(tmp, r->n, sizeof(char *), cmp_str);
         int u = 0;
         for (int i = 0; i < r->n; i++)

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,10 +293,15 @@ static void model_release(dl_model *m)
     dl_graph_free(&m->graph);
 }
 
-static int read_tensors(dl_graph *g, const cJSON *hdr, const uint8_t *data, size_t data_len, dl_error *err)
+/* Header pass: validate every tensor entry (dtype, shape, offsets inside the
+ * data, no overlap) without touching the data. *ents_out (sorted by offset)
+ * borrows names from hdr; caller frees it. */
+static int read_entries(const cJSON *hdr, size_t data_len, st_entry **ents_out, int *n_out, dl_error *err)
 {
     int n = cJSON_GetArraySize(hdr);
     st_entry *ents = calloc(n ? n : 1, sizeof *ents);
+    *ents_out = NULL;
+    *n_out = 0;
     if (!ents) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
     int ne = 0, rc = -1;
     const cJSON *t;
@@ -361,26 +367,132 @@ static int read_tensors(dl_graph *g, const cJSON *hdr, const uint8_t *data, size
             dl_fail(err, DL_ERR_FORMAT, "tensors %s and %s overlap", ents[i - 1].name, ents[i].name);
             goto out;
         }
+    rc = 0;
+out:
+    if (rc) {
+        free(ents);
+        return rc;
+    }
+    *ents_out = ents;
+    *n_out = ne;
+    return 0;
+}
+
+/* Register the tensors' names and shapes in the graph with no data yet, so
+ * the graph can be checked and its memory need computed before any tensor
+ * is allocated. */
+static int add_tensor_shapes(dl_graph *g, const st_entry *ents, int ne, dl_error *err)
+{
+    dl_tensor *t = calloc(ne ? ne : 1, sizeof *t);
+    if (!t) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    free(g->tensors);
+    g->tensors = t;
+    g->cap_tensors = ne ? ne : 1;
+    g->n_tensors = 0;
     for (int i = 0; i < ne; i++) {
-        int k = dl_graph_add_tensor(g, ents[i].name, ents[i].ndim, ents[i].dims, NULL, err);
-        if (k < 0) goto out;
-        float *dst = g->tensors[k].data;
+        if (dl_graph_find_tensor(g, ents[i].name) >= 0)
+            return dl_fail(err, DL_ERR_FORMAT, "tensor %s: duplicate name", ents[i].name);
+        dl_tensor *d = &g->tensors[g->n_tensors++];
+        snprintf(d->name, sizeof d->name, "%s", ents[i].name);
+        d->ndim = ents[i].ndim;
+        memcpy(d->dims, ents[i].dims, sizeof d->dims);
+        d->count = (ents[i].end - ents[i].begin) / 4; /* checked equal to the shape's product */
+    }
+    return 0;
+}
+
+/* Data pass: allocate each tensor and decode its little-endian floats. */
+static int fill_tensors(dl_graph *g, const st_entry *ents, int ne, const uint8_t *data, dl_error *err)
+{
+    for (int i = 0; i < ne; i++) {
+        dl_tensor *t = &g->tensors[i];
+        float *dst = NULL;
+        if (posix_memalign((void **)&dst, 64, t->count ? t->count * sizeof(float) : 64) != 0)
+            return dl_fail(err, DL_ERR_NOMEM, "tensor %s: cannot allocate %zu floats", t->name, t->count);
+        t->data = dst;
         const uint8_t *src = data + ents[i].begin;
-        for (size_t j = 0; j < g->tensors[k].count; j++) {
+        for (size_t j = 0; j < t->count; j++) {
             uint32_t u = (uint32_t)src[4 * j] | (uint32_t)src[4 * j + 1] << 8 | (uint32_t)src[4 * j + 2] << 16 |
                          (uint32_t)src[4 * j + 3] << 24;
             memcpy(&dst[j], &u, 4);
-            if (!isfinite(dst[j])) {
-                dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is not finite", ents[i].name, j);
-                goto out;
-            }
+            if (!isfinite(dst[j]))
+                return dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is not finite", t->name, j);
         }
     }
-    rc = 0;
-out:
-    free(ents);
-    return rc;
+    return 0;
 }
+
+/* ------------------------------------------------------------ memory limit */
+
+static size_t mib_up(size_t bytes)
+{
+    return (bytes >> 20) + ((bytes & ((1u << 20) - 1)) != 0);
+}
+
+/* The limit in bytes: DERMLENS_MAX_MEMORY_MB if set, else the default. */
+static int memory_limit(size_t *limit, dl_error *err)
+{
+    unsigned long long mb = DL_MAX_MODEL_MEMORY_MB;
+    const char *s = getenv("DERMLENS_MAX_MEMORY_MB");
+    if (s && s[0]) {
+        char *end = NULL;
+        errno = 0;
+        mb = strtoull(s, &end, 10);
+        if (errno || end == s || *end || mb == 0 || s[0] == '-')
+            return dl_fail(err, DL_ERR_ARG, "DERMLENS_MAX_MEMORY_MB=\"%.32s\" is not a positive number of MiB", s);
+    }
+    *limit = mb > (SIZE_MAX >> 20) ? SIZE_MAX : (size_t)mb << 20;
+    return 0;
+}
+
+/* What using the model needs at batch 1: every tensor plus the executor's
+ * arena (each node's output, twice for hswish/silu which keep their
+ * pre-activation, 16-float aligned, as dl_exec_init lays it out) and the
+ * largest convolution scratch. Saturates at SIZE_MAX instead of wrapping. */
+static void memory_need(const dl_graph *g, size_t *weights, size_t *acts)
+{
+    size_t w = 0, a = 0, scratch = 0;
+    for (int i = 0; i < g->n_tensors; i++) {
+        size_t b;
+        if (!dl_mul_size(g->tensors[i].count, sizeof(float), &b) || !dl_add_size(w, b, &w)) w = SIZE_MAX;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const dl_node *n = &g->nodes[i];
+        size_t c, b;
+        bool pre = n->act == DL_ACT_HSWISH || n->act == DL_ACT_SILU;
+        if (!dl_mul_size((size_t)n->h, (size_t)n->w, &c) || !dl_mul_size(c, (size_t)n->c, &c) ||
+            !dl_add_size(c, 15, &c) || !dl_mul_size(c & ~(size_t)15, pre ? 8 : 4, &b) || !dl_add_size(a, b, &a))
+            a = SIZE_MAX;
+        if (n->op == DL_OP_CONV2D) {
+            const dl_node *in = &g->nodes[n->inputs[0]];
+            dl_conv_shape s = {.n = 1, .ih = in->h, .iw = in->w, .ic = in->c, .oh = n->h, .ow = n->w,
+                               .oc = n->c, .kh = n->kh, .kw = n->kw, .sh = n->sh, .sw = n->sw,
+                               .pt = n->pad_t, .pl = n->pad_l, .groups = n->groups, .act = n->act};
+            size_t sc = dl_conv2d_scratch_floats(&s);
+            if (sc > scratch) scratch = sc;
+        }
+    }
+    size_t sb;
+    if (!dl_mul_size(scratch, sizeof(float), &sb) || !dl_add_size(a, sb, &a)) a = SIZE_MAX;
+    *weights = w;
+    *acts = a;
+}
+
+static int check_memory(const dl_model *m, dl_error *err)
+{
+    size_t limit = 0, w, a, total;
+    if (memory_limit(&limit, err)) return -1;
+    memory_need(&m->graph, &w, &a);
+    if (!dl_add_size(w, a, &total)) total = SIZE_MAX;
+    if (total <= limit) return 0;
+    const dl_node *in = &m->graph.nodes[0];
+    return dl_fail(err, DL_ERR_LIMIT,
+                   "model needs %zu MiB (weights %zu MiB + activations %zu MiB for one %dx%d image), "
+                   "more than the %zu MiB limit (DERMLENS_MAX_MEMORY_MB)",
+                   mib_up(total), mib_up(w), mib_up(a), in->w, in->h, limit >> 20);
+}
+
+
 
 static int parse_ood(dl_model *m, const cJSON *meta, dl_error *err)
 {
@@ -469,6 +581,8 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     dl_graph_init(&m->graph);
     m->temperature = 1.f;
     cJSON *hdr = NULL, *graph = NULL, *classes = NULL, *pre = NULL;
+    st_entry *ents = NULL;
+    int n_ents = 0;
     int rc = -1;
     if (size > (size_t)DL_MAX_MODEL_BYTES) {
         dl_fail(err, DL_ERR_LIMIT, "model file is %zu bytes, limit is %lld", size, (long long)DL_MAX_MODEL_BYTES);
@@ -496,11 +610,16 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
         dl_fail(err, DL_ERR_UNSUPPORTED, "__metadata__.format_version: %s (this build reads %d)", ver ? ver : "missing", FORMAT_VERSION);
         goto out;
     }
-    if (read_tensors(&m->graph, hdr, data + 8 + hlen, size - 8 - (size_t)hlen, err)) goto out;
+    if (read_entries(hdr, size - 8 - (size_t)hlen, &ents, &n_ents, err) ||
+        add_tensor_shapes(&m->graph, ents, n_ents, err))
+        goto out;
     if (parse_json_meta(meta, "graph", true, &graph, err) || parse_json_meta(meta, "classes", true, &classes, err) ||
         parse_json_meta(meta, "preprocess", true, &pre, err))
         goto out;
     if (parse_graph(&m->graph, graph, err)) { dl_fail_prefix(err, "graph"); goto out; }
+    /* Refuse what would not fit before any tensor or arena is allocated. */
+    if (check_memory(m, err)) goto out;
+    if (fill_tensors(&m->graph, ents, n_ents, data + 8 + hlen, err)) goto out;
     const dl_node *in = &m->graph.nodes[0];
     if (in->c != 3) { dl_fail(err, DL_ERR_UNSUPPORTED, "graph.input: %d channels, need 3 (RGB)", in->c); goto out; }
     if (parse_preprocess(&m->pre, pre, err)) goto out;
@@ -535,6 +654,7 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     if (!m->info_json) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
     rc = 0;
 out:
+    free(ents);
     cJSON_Delete(hdr);
     cJSON_Delete(graph);
     cJSON_Delete(classes);
