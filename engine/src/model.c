@@ -456,6 +456,9 @@ static void memory_need(const dl_graph *g, size_t *weights, size_t *acts)
         size_t b;
         if (!dl_mul_size(g->tensors[i].count, sizeof(float), &b) || !dl_add_size(w, b, &w)) w = SIZE_MAX;
     }
+    /* dl_exec_init keeps a packed copy of the conv/dense weights for the fast
+     * kernels: count the weights twice (an upper bound). */
+    if (!dl_mul_size(w, 2, &w)) w = SIZE_MAX;
     for (int i = 0; i < g->n_nodes; i++) {
         const dl_node *n = &g->nodes[i];
         size_t c, b;
@@ -487,7 +490,7 @@ static int check_memory(const dl_model *m, dl_error *err)
     if (total <= limit) return 0;
     const dl_node *in = &m->graph.nodes[0];
     return dl_fail(err, DL_ERR_LIMIT,
-                   "model needs %zu MiB (weights %zu MiB + activations %zu MiB for one %dx%d image), "
+                   "model needs %zu MiB (weights with their packed copy %zu MiB + activations %zu MiB for one %dx%d image), "
                    "more than the %zu MiB limit (DERMLENS_MAX_MEMORY_MB)",
                    mib_up(total), mib_up(w), mib_up(a), in->w, in->h, limit >> 20);
 }
