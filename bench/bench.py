@@ -329,7 +329,7 @@ def main():
     if args.json_out:
         with open(args.json_out, 'w') as f:
             json.dump(results, f, indent=1)
-        print(f'(raw results: {args.json_out})')
+        print(f'(raw results: {os.path.relpath(args.json_out)})')
 
 
 if __name__ == '__main__':
