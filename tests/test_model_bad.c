@@ -16,44 +16,8 @@ static const char *tmpdir(void)
 /* A 2-node valid model: input 4x4x3 -> conv 1x1 (2 units) -> gap -> dense 2. */
 static int make_model(const char *path)
 {
-    dl_model m;
-    memset(&m, 0, sizeof m);
-    dl_graph_init(&m.graph);
-    dl_error err = {0};
-    dl_graph *g = &m.graph;
-    dl_node in = dl_node_make(DL_OP_INPUT, "input");
-    in.h = 4; in.w = 4; in.c = 3;
-    dl_graph_add_node(g, &in, &err);
-    int64_t wd[4] = {2, 1, 1, 3}, bd[1] = {2}, dd[2] = {2, 2};
-    float w[6] = {1, 0, 0, 0, 1, 0}, b[2] = {0.5f, -0.5f}, d[4] = {1, 2, 3, 4};
-    dl_node c = dl_node_make(DL_OP_CONV2D, "conv");
-    c.n_inputs = 1; c.inputs[0] = 0; c.units = 2; c.act = DL_ACT_RELU6; c.pad_mode = DL_PAD_SAME;
-    c.weight = dl_graph_add_tensor(g, "conv.weight", 4, wd, w, &err);
-    c.bias = dl_graph_add_tensor(g, "conv.bias", 1, bd, b, &err);
-    dl_graph_add_node(g, &c, &err);
-    dl_node p = dl_node_make(DL_OP_GAP, "pool");
-    p.n_inputs = 1; p.inputs[0] = 1;
-    dl_graph_add_node(g, &p, &err);
-    dl_node f = dl_node_make(DL_OP_DENSE, "logits");
-    f.n_inputs = 1; f.inputs[0] = 2; f.units = 2;
-    f.weight = dl_graph_add_tensor(g, "logits.weight", 2, dd, d, &err);
-    dl_graph_add_node(g, &f, &err);
-    g->features = 2;
-    g->output = 3;
-    if (dl_graph_infer(g, &err)) { fprintf(stderr, "infer: %s\n", err.message); return -1; }
-    m.pre.width = 4; m.pre.height = 4;
-    strcpy(m.pre.resize, "squash");
-    for (int i = 0; i < 3; i++) { m.pre.mean[i] = 127.5f; m.pre.std[i] = 127.5f; }
-    char *names[2] = {"a", "b"};
-    m.num_classes = 2;
-    m.class_names = names;
-    m.class_long_names = names;
-    m.temperature = 1.f;
-    strcpy(m.name, "tiny");
-    int rc = dl_model_save(&m, path, &err);
-    if (rc) fprintf(stderr, "save: %s\n", err.message);
-    dl_graph_free(g);
-    return rc;
+    const float w[6] = {1, 0, 0, 0, 1, 0}, b[2] = {0.5f, -0.5f}, d[4] = {1, 2, 3, 4};
+    return tu_save_tiny_model(path, 4, 2, w, b, d, DL_ACT_RELU6, DL_PAD_SAME, "tiny");
 }
 
 static uint8_t *file;

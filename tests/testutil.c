@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 int tu_failures = 0;
@@ -40,4 +41,49 @@ int tu_exit(void)
     if (tu_failures) fprintf(stderr, "%d check(s) failed\n", tu_failures);
     else printf("all checks passed\n");
     return tu_failures ? 1 : 0;
+}
+
+int tu_save_tiny_model(const char *path, int side, int units, const float *w, const float *b, const float *d,
+                       int act, int pad_mode, const char *name)
+{
+    dl_model m;
+    memset(&m, 0, sizeof m);
+    dl_graph_init(&m.graph);
+    dl_error err = {0};
+    dl_graph *g = &m.graph;
+    dl_node in = dl_node_make(DL_OP_INPUT, "input");
+    in.h = side; in.w = side; in.c = 3;
+    dl_graph_add_node(g, &in, &err);
+    int64_t wd[4] = {units, 1, 1, 3}, bd[1] = {units}, dd[2] = {2, units};
+    float *wz = calloc((size_t)units * 3, sizeof *wz), *dz = calloc((size_t)units * 2, sizeof *dz);
+    dl_node c = dl_node_make(DL_OP_CONV2D, "conv");
+    c.n_inputs = 1; c.inputs[0] = 0; c.units = units; c.act = act; c.pad_mode = pad_mode;
+    c.weight = dl_graph_add_tensor(g, "conv.weight", 4, wd, w ? w : wz, &err);
+    if (b) c.bias = dl_graph_add_tensor(g, "conv.bias", 1, bd, b, &err);
+    dl_graph_add_node(g, &c, &err);
+    dl_node p = dl_node_make(DL_OP_GAP, "pool");
+    p.n_inputs = 1; p.inputs[0] = 1;
+    dl_graph_add_node(g, &p, &err);
+    dl_node f = dl_node_make(DL_OP_DENSE, "logits");
+    f.n_inputs = 1; f.inputs[0] = 2; f.units = 2;
+    f.weight = dl_graph_add_tensor(g, "logits.weight", 2, dd, d ? d : dz, &err);
+    dl_graph_add_node(g, &f, &err);
+    free(wz);
+    free(dz);
+    g->features = 2;
+    g->output = 3;
+    if (dl_graph_infer(g, &err)) { fprintf(stderr, "infer: %s\n", err.message); dl_graph_free(g); return -1; }
+    m.pre.width = side; m.pre.height = side;
+    strcpy(m.pre.resize, "squash");
+    for (int i = 0; i < 3; i++) { m.pre.mean[i] = 127.5f; m.pre.std[i] = 127.5f; }
+    char *names[2] = {"a", "b"};
+    m.num_classes = 2;
+    m.class_names = names;
+    m.class_long_names = names;
+    m.temperature = 1.f;
+    snprintf(m.name, sizeof m.name, "%s", name);
+    int rc = dl_model_save(&m, path, &err);
+    if (rc) fprintf(stderr, "save: %s\n", err.message);
+    dl_graph_free(g);
+    return rc;
 }

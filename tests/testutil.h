@@ -24,4 +24,9 @@ const char *tu_source(const char *rel);
 /* Deterministic uniform floats in [lo, hi). */
 float tu_rand(unsigned *state, float lo, float hi);
 int tu_exit(void);
+/* Save a valid tiny model: side x side x 3 input -> 1x1 conv (units, act,
+ * pad_mode) -> GAP -> dense 2, classes "a"/"b". w (units*3), b (units, NULL =
+ * no bias) and d (2*units): NULL weights are zeros. 0 or -1 (message on stderr). */
+int tu_save_tiny_model(const char *path, int side, int units, const float *w, const float *b, const float *d,
+                       int act, int pad_mode, const char *name);
 #endif
