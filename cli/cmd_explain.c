@@ -263,6 +263,9 @@ static const variant k_variants[] = {
     {"block 16 project (7x7x320)", "MobilenetV2/expanded_conv_16/project/", 0, 0},
     {"block 13 expand (14x14x576)", "MobilenetV2/expanded_conv_13/expand/", 0, 0},
     {"block 12 output (add, 14x14x96)", "MobilenetV2/expanded_conv_12/add", 0, 0},
+    {"block 13 expand gated by Conv_1 (14x14, product of the two maps)", "MobilenetV2/expanded_conv_13/expand/",
+     DL_EXPLAIN_GATE_LAST, 0},
+    {"block 12 output gated by Conv_1 (14x14, product)", "MobilenetV2/expanded_conv_12/add", DL_EXPLAIN_GATE_LAST, 0},
 };
 #define N_VARIANTS ((int)(sizeof k_variants / sizeof *k_variants))
 

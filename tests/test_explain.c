@@ -339,6 +339,53 @@ int main(void)
     }
     free(map);
 
+    /* DL_EXPLAIN_GATE_LAST on a 14x14 image (the grid of the finer layer, so
+     * the final resize is the identity): the gated map must be the
+     * normalised product of the finer layer's map and the Conv_1 map
+     * upsampled to 14x14 (itself the default map of a 14x14 image). */
+    {
+        const char *fine = "MobilenetV2/expanded_conv_13/expand/";
+        uint8_t small[14 * 14 * 3];
+        for (int y = 0; y < 14; y++)
+            for (int x = 0; x < 14; x++)
+                memcpy(small + (y * 14 + x) * 3, img.pixels + (size_t)(y * 16 + 8) * img.stride + (x * 16 + 8) * 3, 3);
+        float *mf = NULL, *mc = NULL, *mg = NULL;
+        dl_explain_options fo = {.method = DL_SALIENCY_GRADCAM, .class_index = 236, .layer = fine};
+        dl_explain_options co = {.method = DL_SALIENCY_GRADCAM, .class_index = 236};
+        CHECK(dl_explain_rgb8_variant(m, small, 14, 14, 42, &fo, 0, &mf, NULL, &err) == 0, "fine: %s", err.message);
+        CHECK(dl_explain_rgb8_variant(m, small, 14, 14, 42, &co, 0, &mc, NULL, &err) == 0, "coarse: %s", err.message);
+        CHECK(dl_explain_rgb8_variant(m, small, 14, 14, 42, &fo, DL_EXPLAIN_GATE_LAST, &mg, NULL, &err) == 0,
+              "gated: %s", err.message);
+        if (mf && mc && mg) {
+            /* maps are min-max scaled to [0, 1], the product too */
+            float prod[14 * 14], lo = INFINITY, hi = -INFINITY;
+            for (int i = 0; i < 196; i++) {
+                prod[i] = mf[i] * mc[i];
+                lo = fminf(lo, prod[i]);
+                hi = fmaxf(hi, prod[i]);
+            }
+            double md = 0;
+            int zero_ok = 1;
+            for (int i = 0; i < 196; i++) {
+                md = fmax(md, fabs(mg[i] - (hi > lo ? (prod[i] - lo) / (hi - lo) : 0.f)));
+                if (mc[i] == 0.f && mg[i] != 0.f) zero_ok = 0;
+            }
+            printf("gated map vs product of the two maps: max error %.3g\n", md);
+            CHECK(hi > lo && md < 1e-4, "gated map differs from the product by %g", md);
+            CHECK(zero_ok, "gated map is non-zero where the Conv_1 map is zero");
+        }
+        free(mf);
+        free(mc);
+        free(mg);
+        /* gating the last convolution by itself changes nothing */
+        CHECK(dl_explain_rgb8_variant(m, small, 14, 14, 42, &co, DL_EXPLAIN_GATE_LAST, &mg, NULL, &err) == 0, "%s",
+              err.message);
+        CHECK(dl_explain_rgb8_variant(m, small, 14, 14, 42, &co, 0, &mc, NULL, &err) == 0, "%s", err.message);
+        CHECK(mg && mc && memcmp(mg, mc, sizeof(float) * 196) == 0, "gating Conv_1 by itself changed the map");
+        free(mg);
+        free(mc);
+    }
+
     /* Grad-CAM's alpha against finite differences through the tail graph */
     {
         dl_graph *g = &m->graph;

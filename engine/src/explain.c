@@ -570,15 +570,37 @@ int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float n
     return 0;
 }
 
+/* DL_EXPLAIN_GATE_LAST: the map of the last spatial convolution for the
+ * same seed, upsampled to the finer layer's mw x mh grid and scaled to
+ * [0, 1]; the caller multiplies the finer map (also scaled) by it. It has
+ * its own backward, stopped at that convolution: a backward that goes on
+ * below a node turns the node's gradient into its pre-activation gradient
+ * in place. NULL on error. */
+static float *last_conv_gate(const dl_graph *g, dl_exec *e, dl_saliency_method method, int out_node,
+                             const float *seed, int layer, int mw, int mh, dl_error *err)
+{
+    int last = dl_graph_last_spatial_conv(g);
+    if (last < layer) {
+        dl_fail(err, DL_ERR_ARG, "explain: the gated layer must not follow the last convolution");
+        return NULL;
+    }
+    const dl_node *C = &g->nodes[last];
+    float *coarse = alloc_f((size_t)C->h * C->w, err), *up = alloc_f((size_t)mw * mh, err);
+    if (!coarse || !up || dl_exec_backward(e, out_node, seed, last, err) ||
+        cam_from_gradients(method, e->act[last], e->grad[last], C->h * C->w, C->c, true, coarse, err)) {
+        free(coarse);
+        free(up);
+        return NULL;
+    }
+    resize_bilinear(coarse, C->w, C->h, up, mw, mh, (size_t)mw);
+    normalise(up, (size_t)mw * mh, false);
+    free(coarse);
+    return up;
+}
+
 /* ------------------------------------------------------------ API */
 
-/* Study switches for the Grad-CAM family (internal; the faithfulness sweep
- * of `dermlens explain --evaluate --sweep` compares them). */
-#define DL_EXPLAIN_SCORE_PROB 1u /* gradient of the calibrated probability instead of the logit */
-#define DL_EXPLAIN_SIGNED 2u     /* no ReLU: the signed map, min-max normalised */
-int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
-                            const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
-                            dl_error *err);
+/* dl_explain_rgb8_variant and its study flags are declared in internal.h. */
 
 int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                     const dl_explain_options *opts, float **map_out, dl_result *result, dl_error *err)
@@ -663,7 +685,7 @@ int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int heig
         mh = g->nodes[layer].h;
     }
     float *cam = alloc_f((size_t)mw * mh, err);
-    float *map = NULL;
+    float *map = NULL, *gate = NULL;
     int rc = -1;
     if (!cam) goto out;
     if (grad_based) {
@@ -679,6 +701,12 @@ int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int heig
         } else {
             seed[cls] = 1.f;
         }
+        /* gating the last convolution by itself would square its map: no gate */
+        if ((flags & DL_EXPLAIN_GATE_LAST) && layer != dl_graph_last_spatial_conv(g) &&
+            !(gate = last_conv_gate(g, e, method, out_node, seed, layer, mw, mh, err))) {
+            free(seed);
+            goto out;
+        }
         int brc = dl_exec_backward(e, out_node, seed, layer, err);
         free(seed);
         if (brc) goto out;
@@ -686,6 +714,10 @@ int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int heig
         const dl_node *L = &g->nodes[layer];
         if (cam_from_gradients(method, e->act[layer], e->grad[layer], L->h * L->w, L->c, !(flags & DL_EXPLAIN_SIGNED), cam, err))
             goto out;
+        if (gate) {
+            normalise(cam, (size_t)mw * mh, false);
+            for (size_t i = 0; i < (size_t)mw * mh; i++) cam[i] *= gate[i];
+        }
     } else if (method == DL_SALIENCY_SCORECAM) {
         if (scorecam(m, layer, cls, p0, cam, &pc, err)) goto out;
     } else {
@@ -712,6 +744,7 @@ int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int heig
     map = NULL;
     rc = 0;
 out:
+    free(gate);
     free(map);
     free(cam);
     free(probs);
