@@ -69,6 +69,21 @@
   (close-output-port port)
   (gimp-image-delete img))
 
+; A layer mask as the drawable (wrong type) must be refused, adding nothing.
+(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-bkl dl-bkl)))
+       (layer (dl-first-layer img))
+       (mask (car (gimp-layer-create-mask layer ADD-WHITE-MASK)))
+       (port (open-output-file (dl-path "mask-facts.txt"))))
+  (gimp-layer-add-mask layer mask)
+  (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img mask "" "gradcam"
+                                                    60 3 TRUE TRUE))
+               "accepted" "refused") port)
+  (display " " port)
+  (display (car (gimp-image-get-layers img)) port)
+  (newline port)
+  (close-output-port port)
+  (gimp-image-delete img))
+
 ;; ---- fault cases (issue 8) ----
 
 ; Empty selection: a rectangle selected, then subtracted: a selection that

@@ -121,6 +121,18 @@ def phase_run():
     print("tiny selection:", msg)
     img.delete()
 
+    # A layer mask as the drawable (wrong type) must be refused, adding nothing.
+    img = load(bkl)
+    layer = img.get_layers()[0]
+    mask = layer.create_mask(Gimp.AddMaskType.WHITE)
+    layer.add_mask(mask)
+    status, msg = classify(img, mask)
+    with open(path("mask-facts.txt"), "w") as f:
+        f.write("%s %d\n" % ("accepted" if status == Gimp.PDBStatusType.SUCCESS else "refused",
+                             len(img.get_layers())))
+    print("mask drawable:", msg)
+    img.delete()
+
     fault_cases(mel, nv, bkl)
 
     res = batch("batch-in", "batch.csv", "batch-out")

@@ -124,14 +124,21 @@ fi
 
 # gimp-console-2.10 exits 0 even when a batch command failed: read the logs.
 for log in "$tmp/run.log" "$tmp/inspect.log"; do
-    # The deliberate 4x4-selection failure is the one expected error.
-    if sed '/procedure .plug-in-dermlens-classify.:$/{N;/needs at least 8 x 8/d}' "$log" | \
+    # The deliberate refusals (too small, layer mask) are the expected errors.
+    if sed '/procedure .plug-in-dermlens-classify.:$/{N;/needs at least 8 x 8/d;/classifies a pixel layer/d}' "$log" | \
             grep -n -i -E 'execution error|calling error|unbound variable|Error: '; then
         echo "FAIL: errors in $(basename "$log"):"; sed -n '1,60p' "$log"; failed=1
     fi
 done
 if [ "$(cat "$work/tiny-facts.txt" 2>/dev/null)" != "refused 1" ]; then
     echo "FAIL: a 4x4 selection was not refused cleanly: $(cat "$work/tiny-facts.txt" 2>/dev/null)"; failed=1
+fi
+# A layer mask as the drawable: refused with the wrong-type message, nothing added.
+if [ "$(cat "$work/mask-facts.txt" 2>/dev/null)" != "refused 1" ]; then
+    echo "FAIL: a layer mask was not refused cleanly: $(cat "$work/mask-facts.txt" 2>/dev/null)"; failed=1
+fi
+if ! grep -q "DermLens classifies a pixel layer" "$tmp/run.log"; then
+    echo "FAIL: no wrong-type message for a layer mask"; failed=1
 fi
 # 1 x 1 layer: refused, one layer, no parasite, pixel unchanged, clear message.
 if [ "$(cat "$work/tiny1-facts.txt" 2>/dev/null)" != "refused 1 0 (12 34 56)" ]; then

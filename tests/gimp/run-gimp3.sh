@@ -138,6 +138,14 @@ if [ "$(cat "$work/tiny-facts.txt" 2>/dev/null)" != "refused 1" ]; then
     echo "FAIL: a 4x4 selection was not refused cleanly: $(cat "$work/tiny-facts.txt" 2>/dev/null)"; bad=1
 fi
 grep -h "tiny selection:" "$ctmp/run.log"
+grep -h "mask drawable:" "$ctmp/run.log"
+# A layer mask as the drawable: refused with the wrong-type message, nothing added.
+if [ "$(cat "$work/mask-facts.txt" 2>/dev/null)" != "refused 1" ]; then
+    echo "FAIL: a layer mask was not refused cleanly: $(cat "$work/mask-facts.txt" 2>/dev/null)"; bad=1
+fi
+if ! grep -q "DermLens classifies a pixel layer" "$ctmp/run.log"; then
+    echo "FAIL: no wrong-type message for a layer mask"; bad=1
+fi
 # 1 x 1 layer: refused, one layer, no parasite, pixel unchanged, clear message.
 if [ "$(cat "$work/tiny1-facts.txt" 2>/dev/null)" != "refused 1 0 (12 34 56)" ]; then
     echo "FAIL: a 1x1 layer was not refused cleanly: $(cat "$work/tiny1-facts.txt" 2>/dev/null)"; bad=1
