@@ -333,6 +333,7 @@ static gboolean do_classify(GimpImage *image, GimpDrawable *drawable, const dlp_
     if (!rgb)
         return FALSE;
 
+    dlp_report_stats("pixels read");
     gimp_progress_set_text("DermLens: loading model");
     char model_path[4096];
     dl_error err = {0};
@@ -352,6 +353,7 @@ static gboolean do_classify(GimpImage *image, GimpDrawable *drawable, const dlp_
         *msg = g_strdup_printf("Classification failed: %s", err.message);
         return FALSE;
     }
+    dlp_report_stats("model loaded and region analysed");
     if (!an.map)
         g_message("DermLens: no saliency overlay (%s). The classification is still added.",
                   an.saliency_note);
