@@ -54,35 +54,34 @@
 (dl-case "u16" dl-mel (lambda (img) (gimp-image-convert-precision img PRECISION-U16-GAMMA)))
 (dl-case "offset" dl-nv (lambda (img) (gimp-image-resize img 284 244 30 10)))
 
-; A selection that misses the layer must fail cleanly (the error is caught
-; here and recorded, so it is not an "execution error" in the log).
-(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-bkl dl-bkl)))
-       (layer (dl-first-layer img))
-       (port (open-output-file (dl-path "tiny-facts.txt"))))
-  (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 10 10 4 4)
-  (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam"
-                                                    60 3 TRUE TRUE))
-               "accepted" "refused") port)
-  (display " " port)
-  (display (car (gimp-image-get-layers img)) port)
-  (newline port)
-  (close-output-port port)
-  (gimp-image-delete img))
+; A call the plug-in must refuse: prepare returns the drawable to pass. The
+; error is caught here and recorded ("refused N-layers" in facts-file), so
+; it is not an "execution error" in the log.
+(define (dl-refusal facts-file prepare)
+  (let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-bkl dl-bkl)))
+         (drawable (prepare img (dl-first-layer img)))
+         (port (open-output-file (dl-path facts-file))))
+    (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img drawable "" "gradcam"
+                                                      60 3 TRUE TRUE))
+                 "accepted" "refused") port)
+    (display " " port)
+    (display (car (gimp-image-get-layers img)) port)
+    (newline port)
+    (close-output-port port)
+    (gimp-image-delete img)))
 
-; A layer mask as the drawable (wrong type) must be refused, adding nothing.
-(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-bkl dl-bkl)))
-       (layer (dl-first-layer img))
-       (mask (car (gimp-layer-create-mask layer ADD-WHITE-MASK)))
-       (port (open-output-file (dl-path "mask-facts.txt"))))
-  (gimp-layer-add-mask layer mask)
-  (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img mask "" "gradcam"
-                                                    60 3 TRUE TRUE))
-               "accepted" "refused") port)
-  (display " " port)
-  (display (car (gimp-image-get-layers img)) port)
-  (newline port)
-  (close-output-port port)
-  (gimp-image-delete img))
+; A 4 x 4 selection: too small.
+(dl-refusal "tiny-facts.txt"
+            (lambda (img layer)
+              (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 10 10 4 4)
+              layer))
+
+; A layer mask as the drawable (wrong type).
+(dl-refusal "mask-facts.txt"
+            (lambda (img layer)
+              (let ((mask (car (gimp-layer-create-mask layer ADD-WHITE-MASK))))
+                (gimp-layer-add-mask layer mask)
+                mask)))
 
 ;; ---- fault cases (issue 8) ----
 
