@@ -252,15 +252,19 @@ static void test_synthetic(void)
         CHECK(worst < 2e-3, "synthetic Grad-CAM flags %u: map off by %g", want[k].flags, worst);
         free(map);
     }
-    /* the public entry point is the default variant */
-    dl_error err = {0};
-    float *m0 = NULL, *m1 = NULL;
-    dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 0};
-    CHECK(dl_explain_rgb8(m, img, 8, 8, 24, &o, &m0, NULL, &err) == 0, "%s", err.message);
-    CHECK(dl_explain_rgb8_variant(m, img, 8, 8, 24, &o, 0, &m1, NULL, &err) == 0, "%s", err.message);
-    CHECK(m0 && m1 && memcmp(m0, m1, sizeof(float) * 64) == 0, "dl_explain_rgb8 differs from the default variant");
-    free(m0);
-    free(m1);
+    /* the public entry point: the flip mean by default, one pass on request */
+    for (int single = 0; single <= 1; single++) {
+        dl_error err = {0};
+        float *m0 = NULL, *m1 = NULL;
+        dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 0, .single_pass = single};
+        CHECK(dl_explain_rgb8(m, img, 8, 8, 24, &o, &m0, NULL, &err) == 0, "%s", err.message);
+        CHECK(dl_explain_rgb8_variant(m, img, 8, 8, 24, &o, single ? 0u : DL_EXPLAIN_DIHEDRAL, &m1, NULL, &err) == 0,
+              "%s", err.message);
+        CHECK(m0 && m1 && memcmp(m0, m1, sizeof(float) * 64) == 0, "dl_explain_rgb8 (single_pass %d) differs from "
+              "its variant", single);
+        free(m0);
+        free(m1);
+    }
     dl_model_free(m);
 }
 
@@ -287,7 +291,7 @@ int main(void)
     /* cost: classify vs Grad-CAM (warm-up first; printed, not asserted) */
     dl_result r = {0};
     float *map = NULL;
-    dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 236};
+    dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 236, .single_pass = 1};
     CHECK(dl_classify_rgb8(m, img.pixels, W, H, img.stride, NULL, &r, &err) == 0, "classify: %s", err.message);
     dl_result_free(&r);
     CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &o, &map, NULL, &err) == 0, "gradcam: %s", err.message);
@@ -305,9 +309,16 @@ int main(void)
         free(map);
     }
     double t_cam = (now() - t0) / reps;
-    printf("cost: classify %.1f ms, Grad-CAM (incl. its forward) %.1f ms, ratio %.3f "
-           "(Grad-CAM adds %.0f%% of a forward)\n",
-           t_cls * 1e3, t_cam * 1e3, t_cam / t_cls, (t_cam / t_cls - 1) * 100);
+    o.single_pass = 0;
+    t0 = now();
+    for (int i = 0; i < reps; i++) {
+        dl_explain_rgb8(m, img.pixels, W, H, img.stride, &o, &map, NULL, &err);
+        free(map);
+    }
+    double t_flip = (now() - t0) / reps;
+    printf("cost: classify %.1f ms, Grad-CAM one pass (incl. its forward) %.1f ms, ratio %.3f "
+           "(one pass adds %.0f%% of a forward); the default 8-flip mean %.1f ms (%.1fx classify)\n",
+           t_cls * 1e3, t_cam * 1e3, t_cam / t_cls, (t_cam / t_cls - 1) * 100, t_flip * 1e3, t_flip / t_cls);
 
     /* Grad-CAM on the dog, with the result filled as classify would */
     map = NULL;
@@ -384,6 +395,66 @@ int main(void)
         CHECK(mg && mc && memcmp(mg, mc, sizeof(float) * 196) == 0, "gating Conv_1 by itself changed the map");
         free(mg);
         free(mc);
+    }
+
+    /* DL_EXPLAIN_DIHEDRAL on the 224x224 network-size image: the map must be
+     * the normalised mean of the default maps of the 8 transformed images
+     * (class fixed), each mapped back to the untransformed pixels. */
+    {
+        dl_explain_options co = {.method = DL_SALIENCY_GRADCAM, .class_index = 236, .single_pass = 1};
+        const size_t n = (size_t)W * H;
+        uint8_t *ti = malloc(n * 3);
+        float *acc = calloc(n, sizeof(float)), *mt = NULL, *md = NULL, *m0 = NULL;
+        for (int t = 0; t < 8 && ti && acc; t++) {
+            /* pixel (x, y) of transform t shows source pixel (u, v) */
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    int u = (t & 4) ? y : x, v = (t & 4) ? x : y;
+                    if (t & 1) u = W - 1 - u;
+                    if (t & 2) v = H - 1 - v;
+                    memcpy(ti + ((size_t)y * W + x) * 3, img.pixels + (size_t)v * img.stride + (size_t)u * 3, 3);
+                }
+            CHECK(dl_explain_rgb8(m, ti, W, H, (size_t)W * 3, &co, &mt, NULL, &err) == 0, "transform %d: %s", t,
+                  err.message);
+            if (!mt) break;
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    int u = (t & 4) ? y : x, v = (t & 4) ? x : y;
+                    if (t & 1) u = W - 1 - u;
+                    if (t & 2) v = H - 1 - v;
+                    acc[(size_t)v * W + u] += mt[(size_t)y * W + x] / 8.f;
+                }
+            free(mt);
+            mt = NULL;
+        }
+        CHECK(dl_explain_rgb8_variant(m, img.pixels, W, H, img.stride, &co, DL_EXPLAIN_DIHEDRAL, &md, NULL, &err) == 0,
+              "dihedral: %s", err.message);
+        float *mpub = NULL; /* the public default is this variant */
+        CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &(dl_explain_options){.class_index = 236}, &mpub, NULL,
+                              &err) == 0, "%s", err.message);
+        CHECK(md && mpub && memcmp(md, mpub, n * sizeof(float)) == 0, "dl_explain_rgb8's default is not the flip mean");
+        free(mpub);
+        CHECK(dl_explain_rgb8(m, img.pixels, W, H, img.stride, &co, &m0, NULL, &err) == 0, "%s", err.message);
+        if (acc && md && m0) {
+            float lo = INFINITY, hi = -INFINITY;
+            for (size_t i = 0; i < n; i++) {
+                lo = fminf(lo, acc[i]);
+                hi = fmaxf(hi, acc[i]);
+            }
+            double worst = 0, moved = 0;
+            for (size_t i = 0; i < n; i++) {
+                worst = fmax(worst, fabs(md[i] - (acc[i] - lo) / (hi - lo)));
+                moved = fmax(moved, fabs(md[i] - m0[i]));
+            }
+            printf("dihedral map vs mean of 8 transformed maps: max error %.3g (max change from one pass %.3f)\n",
+                   worst, moved);
+            CHECK(hi > lo && worst < 1e-4, "dihedral map differs from the mean of the transformed maps by %g", worst);
+            CHECK(moved > 0.01, "dihedral map equals the single-pass map (max change %g)", moved);
+        }
+        free(ti);
+        free(acc);
+        free(md);
+        free(m0);
     }
 
     /* Grad-CAM's alpha against finite differences through the tail graph */

@@ -182,6 +182,15 @@ typedef struct {
     float smooth_sigma;    /* Gaussian smoothing in output pixels, 0 = none */
     dl_progress_fn progress;
     void *progress_user;
+    /* Grad-CAM family only (ignored by Score-CAM and occlusion). 0 (the
+     * default): the map is the mean of the maps of the 8 flips/transposes of
+     * the network input (4 flips if it is not square), each mapped back: the
+     * 32-px cells of the last convolution fall elsewhere in each, so the mean
+     * localises finer; it removed the evidence faster in the faithfulness
+     * selection on ham10000/val (docs/reports/explain-faithfulness.md), at 8
+     * forward + short backward passes. 1: a single pass, about a third of one
+     * forward on top of classification. */
+    int single_pass;
 } dl_explain_options;
 
 /* Saliency map for the image region, upsampled (bilinear) to width x height,

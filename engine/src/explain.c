@@ -598,6 +598,97 @@ static float *last_conv_gate(const dl_graph *g, dl_exec *e, dl_saliency_method m
     return up;
 }
 
+/* One backward from the seeded output to `layer` and the CAM of that layer
+ * (layer w x h floats into cam), gated by the last convolution's map when
+ * flags ask for it. Uses the activations of the last forward. */
+static int gradcam_pass(const dl_graph *g, dl_exec *e, dl_saliency_method method, unsigned flags, int out_node,
+                        const float *seed, int layer, float *cam, dl_error *err)
+{
+    const dl_node *L = &g->nodes[layer];
+    const int mw = L->w, mh = L->h;
+    float *gate = NULL;
+    /* gating the last convolution by itself would square its map: no gate */
+    if ((flags & DL_EXPLAIN_GATE_LAST) && layer != dl_graph_last_spatial_conv(g) &&
+        !(gate = last_conv_gate(g, e, method, out_node, seed, layer, mw, mh, err)))
+        return -1;
+    if (dl_exec_backward(e, out_node, seed, layer, err) ||
+        cam_from_gradients(method, e->act[layer], e->grad[layer], mh * mw, L->c, !(flags & DL_EXPLAIN_SIGNED), cam,
+                           err)) {
+        free(gate);
+        return -1;
+    }
+    if (gate) {
+        normalise(cam, (size_t)mw * mh, false);
+        for (size_t i = 0; i < (size_t)mw * mh; i++) cam[i] *= gate[i];
+    }
+    free(gate);
+    return 0;
+}
+
+/* Source pixel, in the untransformed network input (w x h), of pixel (x, y)
+ * of dihedral transform t: bit 2 transposes (square inputs only), bit 0
+ * mirrors left-right, bit 1 top-bottom. */
+static size_t dihedral_src(int t, int x, int y, int w, int h)
+{
+    int u = x, v = y;
+    if (t & 4) { u = y; v = x; }
+    if (t & 1) u = w - 1 - u;
+    if (t & 2) v = h - 1 - v;
+    return (size_t)v * w + u;
+}
+
+/* DL_EXPLAIN_DIHEDRAL: the mean, over the dihedral transforms of the network
+ * input (8 for a square input, the 4 flips otherwise), of each transform's
+ * map upsampled to the input size, min-max normalised and mapped back to the
+ * untransformed pixels. A CAM layer's grid is coarse (32 px cells at Conv_1)
+ * and, with TF SAME stride-2 padding, not symmetric: each transform puts the
+ * cell borders elsewhere, so the mean localises finer than one pass. Lesion
+ * images have no up, down, left or right, and the model was trained with
+ * these flips. The class and seed stay those of the untransformed forward,
+ * which must be the last forward run. Returns the input-size map (malloc'd)
+ * or NULL. */
+static float *dihedral_cam(dl_model *m, dl_saliency_method method, unsigned flags, int out_node, const float *seed,
+                           int layer, progress_ctx *pc, dl_error *err)
+{
+    const dl_graph *g = &m->graph;
+    dl_exec *e = &m->exec;
+    const dl_node *L = &g->nodes[layer];
+    const int W = m->pre.width, H = m->pre.height, C = g->nodes[0].c;
+    const int n_t = W == H ? 8 : 4;
+    const size_t n = (size_t)W * H;
+    float *x0 = alloc_f(n * C, err), *acc = alloc_f(n, err), *up = alloc_f(n, err);
+    float *coarse = alloc_f((size_t)L->w * L->h, err);
+    int rc = -1;
+    if (!x0 || !acc || !up || !coarse) goto out;
+    memcpy(x0, e->act[0], n * C * sizeof(float));
+    memset(acc, 0, n * sizeof(float));
+    for (int t = 0; t < n_t; t++) {
+        if (t > 0) { /* t = 0 is the identity: its forward has been run */
+            float *xi = e->act[0];
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    memcpy(xi + ((size_t)y * W + x) * C, x0 + dihedral_src(t, x, y, W, H) * C, C * sizeof(float));
+            if (dl_exec_forward(e, xi, -1, err)) goto out;
+        }
+        if (gradcam_pass(g, e, method, flags, out_node, seed, layer, coarse, err)) goto out;
+        resize_bilinear(coarse, L->w, L->h, up, W, H, (size_t)W);
+        normalise(up, n, (flags & DL_EXPLAIN_SIGNED) != 0);
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) acc[dihedral_src(t, x, y, W, H)] += up[(size_t)y * W + x] / n_t;
+        if (report(pc, 0.05 + 0.45 * (t + 1) / n_t, "backward")) goto out;
+    }
+    rc = 0;
+out:
+    free(x0);
+    free(up);
+    free(coarse);
+    if (rc) {
+        free(acc);
+        return NULL;
+    }
+    return acc;
+}
+
 /* ------------------------------------------------------------ API */
 
 /* dl_explain_rgb8_variant and its study flags are declared in internal.h. */
@@ -605,7 +696,8 @@ static float *last_conv_gate(const dl_graph *g, dl_exec *e, dl_saliency_method m
 int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                     const dl_explain_options *opts, float **map_out, dl_result *result, dl_error *err)
 {
-    return dl_explain_rgb8_variant(m, rgb, width, height, stride, opts, 0u, map_out, result, err);
+    unsigned flags = opts && opts->single_pass ? 0u : DL_EXPLAIN_DIHEDRAL;
+    return dl_explain_rgb8_variant(m, rgb, width, height, stride, opts, flags, map_out, result, err);
 }
 
 int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
@@ -685,7 +777,7 @@ int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int heig
         mh = g->nodes[layer].h;
     }
     float *cam = alloc_f((size_t)mw * mh, err);
-    float *map = NULL, *gate = NULL;
+    float *map = NULL;
     int rc = -1;
     if (!cam) goto out;
     if (grad_based) {
@@ -701,23 +793,18 @@ int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int heig
         } else {
             seed[cls] = 1.f;
         }
-        /* gating the last convolution by itself would square its map: no gate */
-        if ((flags & DL_EXPLAIN_GATE_LAST) && layer != dl_graph_last_spatial_conv(g) &&
-            !(gate = last_conv_gate(g, e, method, out_node, seed, layer, mw, mh, err))) {
-            free(seed);
-            goto out;
+        int grc;
+        if (flags & DL_EXPLAIN_DIHEDRAL) {
+            free(cam);
+            mw = m->pre.width;
+            mh = m->pre.height;
+            grc = !(cam = dihedral_cam(m, method, flags, out_node, seed, layer, &pc, err));
+        } else {
+            grc = gradcam_pass(g, e, method, flags, out_node, seed, layer, cam, err);
         }
-        int brc = dl_exec_backward(e, out_node, seed, layer, err);
         free(seed);
-        if (brc) goto out;
+        if (grc) goto out;
         if (report(&pc, 0.5, "backward")) goto out;
-        const dl_node *L = &g->nodes[layer];
-        if (cam_from_gradients(method, e->act[layer], e->grad[layer], L->h * L->w, L->c, !(flags & DL_EXPLAIN_SIGNED), cam, err))
-            goto out;
-        if (gate) {
-            normalise(cam, (size_t)mw * mh, false);
-            for (size_t i = 0; i < (size_t)mw * mh; i++) cam[i] *= gate[i];
-        }
     } else if (method == DL_SALIENCY_SCORECAM) {
         if (scorecam(m, layer, cls, p0, cam, &pc, err)) goto out;
     } else {
@@ -744,7 +831,6 @@ int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int heig
     map = NULL;
     rc = 0;
 out:
-    free(gate);
     free(map);
     free(cam);
     free(probs);

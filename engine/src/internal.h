@@ -227,12 +227,16 @@ void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
 int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
                      dl_error *err);
 /* Study switches for the Grad-CAM family (the faithfulness sweep of
- * `dermlens explain --evaluate --sweep` compares them; 0 = dl_explain_rgb8). */
+ * `dermlens explain --evaluate --sweep` compares them; 0 = one pass, i.e. dl_explain_rgb8
+ * with single_pass; dl_explain_rgb8's default is DL_EXPLAIN_DIHEDRAL). */
 #define DL_EXPLAIN_SCORE_PROB 1u /* gradient of the calibrated probability instead of the logit */
 #define DL_EXPLAIN_SIGNED 2u     /* no ReLU: the signed map, min-max normalised */
 #define DL_EXPLAIN_GATE_LAST 4u  /* the map of opts->layer (a finer layer) times the map of the
                                     last spatial convolution: the coarse map says where, the fine
                                     one sharpens it; one backward down to the finer layer */
+#define DL_EXPLAIN_DIHEDRAL 8u   /* mean of the maps of the 8 dihedral transforms (flips, and
+                                    transposes of a square input) of the network input, each
+                                    mapped back: 8 forward + backward passes */
 int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                             const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
                             dl_error *err);
