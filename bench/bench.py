@@ -316,10 +316,11 @@ def main():
               f'{p["ms_per_image"]:>14.2f} {p["gflops"]:>7.1f} {p["ms_per_image"] / d["ms_per_image"]:>6.2f}')
     print()
     for t, e in (('1', ex), ('2', ex2)):
-        c, gc = med(e['classify_ms']), med(e['gradcam_ms'])
+        c, gc, gf = med(e['classify_ms']), med(e['gradcam_ms']), med(e['gradcam_flipmean_ms'])
         print(f'Grad-CAM ({t} thread{"s" if t != "1" else ""}): classify {c:.2f} ms, classify+Grad-CAM map '
-              f'{gc:.2f} ms -> Grad-CAM costs {gc / c - 1:.2f} of a forward (extra); '
-              f'plug-in engine work on 4000x3000: {med(e["plugin_4000x3000_ms"]):.0f} ms')
+              f'(one pass) {gc:.2f} ms -> Grad-CAM costs {gc / c - 1:.2f} of a forward (extra); the default '
+              f'8-flip mean {gf:.2f} ms ({gf / c:.1f}x classify); '
+              f'plug-in engine work on 4000x3000 (classify + default map): {med(e["plugin_4000x3000_ms"]):.0f} ms')
     print(f'model load (median): DermLens {med(loads["dermlens"]):.1f} ms, ORT session {med(loads["onnxruntime"]):.1f} ms, '
           f'PyTorch (safetensors + module) {med(loads["pytorch"]):.1f} ms')
     print(f'peak RSS (whole process, largest batch): DermLens {rss["dermlens"] / 1024:.0f} MiB, ORT (node) '
