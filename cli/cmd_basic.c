@@ -73,7 +73,7 @@ int cmd_classify(int argc, char **argv)
         {"json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON: each input's path and every class's probability", NULL},
         {"tta", 0, 0, G_OPTION_ARG_NONE, &tta, "Test-time augmentation: average over flips and 90-degree turns", NULL},
         {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, "IMAGE..."},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("IMAGE... - classify dermoscopic images");
     g_option_context_set_summary(ctx,
@@ -191,7 +191,7 @@ int cmd_info(int argc, char **argv)
     GOptionEntry entries[] = {
         {"json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print the model's metadata as JSON", NULL},
         {"layers", 'l', 0, G_OPTION_ARG_NONE, &layers, "List every layer", NULL},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, "MODEL"},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("[MODEL] - describe a model file");
     g_option_context_set_summary(ctx, "Shows the graph, classes, preprocessing, calibration and provenance of a\n"
@@ -269,7 +269,7 @@ int cmd_import(int argc, char **argv)
         {"labels", 'l', 0, G_OPTION_ARG_FILENAME, &labels, "Class names, one per line", "FILE"},
         {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Model name stored in the file", "NAME"},
         {"provenance", 'p', 0, G_OPTION_ARG_STRING, &prov, "Provenance as a JSON object", "JSON"},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, "MODEL.tflite"},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("MODEL.tflite -o OUT.safetensors - import a TFLite model");
     g_option_context_set_summary(ctx,

@@ -24,7 +24,7 @@ int cmd_batch(int argc, char **argv)
         {"output-dir", 'o', 0, G_OPTION_ARG_FILENAME, &out_dir, "Also write annotated PNG copies here", "DIR"},
         {"method", 'M', 0, G_OPTION_ARG_STRING, &method, "Saliency method for annotated copies (default gradcam)", "M"},
         {"opacity", 0, 0, G_OPTION_ARG_DOUBLE, &opacity, "Overlay opacity 0..100 (default 60)", "P"},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &dirs, NULL, "FOLDER"},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &dirs, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("FOLDER --csv OUT.csv - classify every image in a folder");
     g_option_context_set_summary(ctx,

@@ -224,7 +224,7 @@ int cmd_evaluate(int argc, char **argv)
         {"limit", 0, 0, G_OPTION_ARG_INT, &limit, "Evaluate only N evenly spaced images (quick check)", "N"},
         {"exclude", 'x', 0, G_OPTION_ARG_FILENAME, &exclude, "Skip images whose id (file name without extension) is listed in FILE (one per line, or first CSV column), e.g. cross-split near-duplicates", "FILE"},
         {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Worker threads (default: all cores)", "N"},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &pos, NULL, "MODEL DATASET"},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &pos, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("MODEL DATASET - score a model on labelled images");
     g_option_context_set_summary(ctx,

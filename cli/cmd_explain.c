@@ -1535,7 +1535,7 @@ int cmd_explain(int argc, char **argv)
         {"plot", 0, 0, G_OPTION_ARG_FILENAME, &plot_path, "--evaluate: write the mean deletion curves as PNG", "FILE"},
         {"json", 'j', 0, G_OPTION_ARG_FILENAME, &json_path, "--evaluate: also write the tables as JSON", "FILE"},
         {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, "IMAGE"},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("IMAGE -o overlay.png | --evaluate DIR - show which pixels drove a prediction");
     g_option_context_set_summary(ctx,

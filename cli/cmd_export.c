@@ -13,7 +13,7 @@ int cmd_export(int argc, char **argv)
     GOptionEntry entries[] = {
         {"onnx", 0, 0, G_OPTION_ARG_NONE, &onnx, "Write ONNX (opset 13); the only format so far", NULL},
         {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Output file (written atomically)", "FILE"},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, "MODEL"},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- export a model for other runtimes: --onnx MODEL -o FILE");
     g_option_context_set_summary(ctx,

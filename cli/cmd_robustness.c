@@ -396,7 +396,7 @@ int cmd_robustness(int argc, char **argv)
         {"out-dir", 'o', 0, G_OPTION_ARG_FILENAME, &out_dir, "Output folder (default ./robustness-NAME)", "DIR"},
         {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Run name (default from the data path)", "NAME"},
         {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Worker threads (default: all cores)", "N"},
-        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &pos, NULL, "MODEL DATASET"},
+        {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &pos, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("MODEL DATASET - balanced accuracy under image perturbations");
     g_option_context_set_summary(ctx,
