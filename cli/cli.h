@@ -40,3 +40,4 @@ int cli_run_parallel(dl_model *m, const char *model_path, int n, int threads, co
 /* "dermlens ARGS..." shell-quoted where needed; g_free. */
 char *cli_command_line(int argc, char **argv);
 #endif
+int cmd_ensemble(int argc, char **argv);

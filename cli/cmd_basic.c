@@ -311,3 +311,18 @@ int cmd_import(int argc, char **argv)
     g_free(prov);
     return 0;
 }
+        const cJSON *members = cJSON_GetObjectItem(info, "members");
+        if (cJSON_IsArray(members)) {
+            printf("ensemble:     %d members (mean of calibrated probabilities; saliency maps averaged)\n",
+                   cJSON_GetArraySize(members));
+            const cJSON *mj;
+            int k = 0;
+            cJSON_ArrayForEach(mj, members) {
+                const cJSON *nm = cJSON_GetObjectItem(mj, "name"), *rs = cJSON_GetObjectItem(mj, "resize");
+                const cJSON *tj = cJSON_GetObjectItem(mj, "temperature"), *oj = cJSON_GetObjectItem(mj, "ood_threshold");
+                printf("    %d %s (%s, T = %.3f", k++, cJSON_IsString(nm) ? nm->valuestring : "?",
+                       cJSON_IsString(rs) ? rs->valuestring : "?", cJSON_IsNumber(tj) ? tj->valuedouble : 1.0);
+                if (cJSON_IsNumber(oj)) printf(", OOD threshold %.1f", oj->valuedouble);
+                printf(")\n");
+            }
+        }

@@ -29,14 +29,17 @@ int cmd_train(int argc, char **argv)
 {
     dl_train_config c;
     dl_train_config_defaults(&c);
-    gchar **train = NULL, *val = NULL, *out = NULL, *head_out = NULL, *backbone = NULL, *ckpt = NULL, *log_csv = NULL;
+    gchar **train = NULL, **val = NULL, *init = NULL, *exclude = NULL, *resize = NULL;
+    gboolean scale_aug = FALSE, source_balance = FALSE, prior_shift = FALSE;
+    gdouble scale_min = 0.30, scale_max = 1.40, aspect = 1.33, colour = 1.0, class_power = 0, ema = 0, mixup = 0;
+    gchar *out = NULL, *head_out = NULL, *backbone = NULL, *ckpt = NULL, *log_csv = NULL;
     gchar *cut = NULL, *name = NULL, *train_split = NULL, *val_split = NULL;
     gboolean resume = FALSE, head_only = FALSE, weighted = FALSE;
     gint seed = (gint)c.seed, max_per_class = 0;
     gdouble lr = c.lr, lr_head = c.lr_head, wd = c.weight_decay, ls = c.label_smoothing, dropout = c.dropout;
     GOptionEntry entries[] = {
         {"train", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &train, "Training set: class-subfolder dir or CSV (repeat to pool sets)", "DIR|CSV"},
-        {"val", 0, 0, G_OPTION_ARG_FILENAME, &val, "Validation set (tuning, early stopping, calibration)", "DIR|CSV"},
+        {"val", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &val, "Validation set (tuning, early stopping, calibration; repeat to pool sets)", "DIR|CSV"},
         {"train-split", 0, 0, G_OPTION_ARG_STRING, &train_split, "CSV only: keep rows with this `split` value", "S"},
         {"val-split", 0, 0, G_OPTION_ARG_STRING, &val_split, "CSV only: split value for --val", "S"},
         {"output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Output model file", "FILE"},
@@ -64,6 +67,21 @@ int cmd_train(int argc, char **argv)
         {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Continue an interrupted run from its checkpoint", NULL},
         {"log", 0, 0, G_OPTION_ARG_FILENAME, &log_csv, "Per-epoch CSV log", "FILE"},
         {"name", 0, 0, G_OPTION_ARG_STRING, &name, "Model name stored in the file", "NAME"},
+        {"init", 0, 0, G_OPTION_ARG_FILENAME, &init, "Warm start: copy same-named weights from this model (head too if its classes match)", "MODEL"},
+        {"exclude", 0, 0, G_OPTION_ARG_FILENAME, &exclude, "Drop these image ids (one per line) from train and val (e.g. near-duplicates of test images)", "FILE"},
+        {"resize", 0, 0, G_OPTION_ARG_STRING, &resize, "Preprocessing recorded in the model: squash (whole image) or center_crop", "MODE"},
+        {"max-side", 0, 0, G_OPTION_ARG_INT, &c.max_side, "Decode training images keeping their aspect, longer side at most N (default 320)", "N"},
+        {"scale-aug", 0, 0, G_OPTION_ARG_NONE, &scale_aug, "Random-resized-crop views: zoom in and out, aspect jitter, any rotation, stronger colour jitter", NULL},
+        {"scale-min", 0, 0, G_OPTION_ARG_DOUBLE, &scale_min, "Smallest crop area relative to the preprocessing's view (default 0.30)", "A"},
+        {"scale-max", 0, 0, G_OPTION_ARG_DOUBLE, &scale_max, "Largest (> 1 zooms out, reflect fill; default 1.40)", "A"},
+        {"aspect-jitter", 0, 0, G_OPTION_ARG_DOUBLE, &aspect, "Aspect ratio jitter factor (default 1.33)", "R"},
+        {"colour-jitter", 0, 0, G_OPTION_ARG_DOUBLE, &colour, "Colour jitter strength with --scale-aug (default 1)", "S"},
+        {"source-balance", 0, 0, G_OPTION_ARG_NONE, &source_balance, "Draw each class equally from every --train set that has it", NULL},
+        {"class-power", 0, 0, G_OPTION_ARG_DOUBLE, &class_power, "Class sampling weight count^P (0 = balanced, the default; 1 = natural)", "P"},
+        {"epoch-size", 0, 0, G_OPTION_ARG_INT, &c.epoch_size, "Images drawn per stage-2 epoch (default: the training set's size)", "N"},
+        {"ema", 0, 0, G_OPTION_ARG_DOUBLE, &ema, "Exponential moving average of the weights, decay per step (e.g. 0.998; 0 = off): evaluated and shipped", "D"},
+        {"mixup", 0, 0, G_OPTION_ARG_DOUBLE, &mixup, "Probability per batch of mixup or cutmix (half each; full fine-tuning only)", "P"},
+        {"prior-shift", 0, 0, G_OPTION_ARG_NONE, &prior_shift, "Choose a logit prior shift on validation (alpha x log training prior, folded into the model)", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- train a lesion classifier by transfer learning");
     g_option_context_set_summary(ctx,
@@ -85,7 +103,7 @@ int cmd_train(int argc, char **argv)
         return 2;
     }
     g_option_context_free(ctx);
-    if (!train || !train[0] || !val || !out) {
+    if (!train || !train[0] || !val || !val[0] || !out) {
         fprintf(stderr, "dermlens train: need --train, --val and -o (see --help)\n");
         g_free(cmdline);
         return 2;
@@ -93,7 +111,22 @@ int cmd_train(int argc, char **argv)
     gchar *full_cmd = g_strconcat("dermlens ", cmdline, NULL);
     c.train_sets = (const char *const *)train;
     c.n_train_sets = (int)g_strv_length(train);
-    c.val_set = val;
+    c.val_set = val[0];
+    c.val_sets = (const char *const *)val;
+    c.n_val_sets = (int)g_strv_length(val);
+    c.init_model = init;
+    c.exclude = exclude;
+    c.resize = resize;
+    c.scale_aug = scale_aug;
+    c.scale_min = (float)scale_min;
+    c.scale_max = (float)scale_max;
+    c.aspect_jitter = (float)aspect;
+    c.colour_jitter = (float)colour;
+    c.source_balance = source_balance;
+    c.class_power = (float)class_power;
+    c.ema = (float)ema;
+    c.mixup = (float)mixup;
+    c.prior_shift = prior_shift;
     c.train_split = train_split;
     c.val_split = val_split;
     c.output = out;

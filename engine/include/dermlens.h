@@ -131,6 +131,20 @@ const char *dl_model_sha256(const dl_model *m);
  * preprocessing, provenance). Borrowed. */
 const char *dl_model_info_json(const dl_model *m);
 
+/* Ensembles: one file may hold several members (same graph structure and
+ * classes, own weights, preprocessing, temperature and OOD detector). Every
+ * API call on the model runs all members: classification averages their
+ * calibrated probabilities, saliency averages their maps of the ensemble's
+ * class, the OOD score is the mean of score/threshold on member 0's scale.
+ * A single model is an ensemble of 1. */
+int dl_model_num_members(const dl_model *m);
+const char *dl_model_member_name(const dl_model *m, int k); /* 0 <= k < num_members; borrowed */
+/* Write models[0..n-1] (2..16 single models, borrowed) as one ensemble file,
+ * atomically. name and provenance_json (a JSON object) may be NULL: member
+ * 0's are kept. Each member's own provenance travels with it. */
+int dl_model_save_ensemble(dl_model *const *models, int n, const char *name, const char *provenance_json,
+                           const char *path, dl_error *err);
+
 /* ------------------------------------------------------------------ classify */
 
 typedef struct {
@@ -241,6 +255,11 @@ void dl_dataset_free(dl_dataset *ds);
 int dl_dataset_load_images(const dl_dataset *ds, int width, int height, int threads,
                            uint8_t ***images, char ***errors, dl_progress_fn progress, void *user,
                            dl_error *err);
+/* As dl_dataset_load_images, but each image keeps its aspect ratio, scaled
+ * down (never up) so that its longer side is at most max_side. *dims gets
+ * 2n ints (width, height of image i at 2i, 2i+1; malloc'd, caller frees). */
+int dl_dataset_load_images_fit(const dl_dataset *ds, int max_side, int threads, uint8_t ***images, int **dims,
+                               char ***errors, dl_progress_fn progress, void *user, dl_error *err);
 void dl_dataset_free_images(const dl_dataset *ds, uint8_t **images, char **errors);
 
 /* ------------------------------------------------------------------ training */
@@ -286,6 +305,23 @@ typedef struct {
     void *progress_user;
     void (*log)(void *user, const char *line); /* one line per epoch / event */
     void *log_user;
+    /* --- added for multi-source, scale-aware fine-tuning (all 0 = off) --- */
+    const char *const *val_sets;   /* pooled validation sets (overrides val_set when n_val_sets > 0) */
+    int n_val_sets;
+    const char *init_model;        /* warm start: copy same-named, same-sized weights from this model */
+    const char *exclude;           /* file of image ids (one per line) dropped from train and val */
+    const char *resize;            /* recorded preprocessing: "squash" (default) or "center_crop" */
+    int max_side;                  /* decode training images keeping aspect, longer side <= this (default 320) */
+    int scale_aug;                 /* 1: random-resized-crop views (zoom in/out, aspect, rotation, colour) */
+    float scale_min, scale_max;    /* crop area relative to the preprocessing's view (default 0.3..1.4) */
+    float aspect_jitter;           /* aspect ratio in [1/a, a] (default 1.33) */
+    float colour_jitter;           /* colour jitter strength (default 1) */
+    int source_balance;            /* 1: each class drawn equally from every source that has it */
+    float class_power;             /* class sampling weight n_k^power (0 = balanced, 1 = natural) */
+    int epoch_size;                /* images drawn per stage-2 epoch (0: the training set's size) */
+    float ema;                     /* weight EMA decay per step (0 = off); evaluated and shipped */
+    float mixup;                   /* probability per batch of mixup or cutmix (half each) */
+    int prior_shift;               /* 1: choose a logit prior shift on val (alpha x log train prior) */
 } dl_train_config;
 
 /* Fill defaults (the values the shipped model was trained with). */

@@ -42,6 +42,12 @@ static void dihedral(const float *src, float *dst, int n, int t)
         }
 }
 
+static float ood_score(const dl_model *m, const float *f);
+float dl_model_ood_score_of(const dl_model *m, const float *features)
+{
+    return m->ood_dim ? ood_score(m, features) : NAN;
+}
+
 static float ood_score(const dl_model *m, const float *f)
 {
     int d = m->ood_dim;
@@ -107,13 +113,11 @@ int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float 
     return 0;
 }
 
-int dl_classify_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
-                     const dl_classify_options *opts, dl_result *out, dl_error *err)
+/* One member's mean over the TTA views: calibrated probabilities, logits and
+ * pooled features into acc (K + K + F floats, zeroed by the caller). */
+static int classify_one(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                        const dl_classify_options *opts, float *acc, dl_error *err)
 {
-    if (!m || !out) return dl_fail(err, DL_ERR_ARG, "NULL model or result");
-    memset(out, 0, sizeof *out);
-    dl_classify_options def = {.top_k = 5};
-    if (!opts) opts = &def;
     if (dl_model_ensure_exec(m, err)) return -1;
     dl_exec *e = &m->exec;
     const int K = m->num_classes, F = dl_model_feature_dim(m);
@@ -124,12 +128,10 @@ int dl_classify_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, siz
     if (dl_preprocess_rgb8(&m->pre, rgb, width, height, stride, e->act[0], err)) return -1;
     int views = opts->tta && W == H ? 8 : 1; /* dihedral views need a square input */
     float *base = NULL;
-    float *acc = calloc((size_t)K * 2 + (F ? F : 1), sizeof(float));
-    if (!acc) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
     float *acc_logits = acc + K, *acc_feat = acc + 2 * K;
     if (views > 1) {
         base = malloc(sizeof(float) * in_count);
-        if (!base) { free(acc); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
+        if (!base) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
         memcpy(base, e->act[0], sizeof(float) * in_count);
     }
     float *probs = malloc(sizeof(float) * K);
@@ -149,10 +151,51 @@ int dl_classify_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, siz
             goto out;
         }
     }
-    rc = dl_result_fill(m, out, acc, acc_logits, acc_feat, opts->top_k, err);
+    rc = 0;
 out:
     free(probs);
     free(base);
+    return rc;
+}
+
+int dl_classify_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                     const dl_classify_options *opts, dl_result *out, dl_error *err)
+{
+    if (!m || !out) return dl_fail(err, DL_ERR_ARG, "NULL model or result");
+    memset(out, 0, sizeof *out);
+    dl_classify_options def = {.top_k = 5};
+    if (!opts) opts = &def;
+    const int K = m->num_classes, F = dl_model_feature_dim(m);
+    const size_t per = (size_t)K * 2 + (F ? F : 1);
+    float *acc = calloc(per * 2, sizeof(float));
+    if (!acc) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    float *one = acc + per;
+    int rc = classify_one(m, rgb, width, height, stride, opts, acc, err);
+    /* an ensemble: mean of the members' calibrated probabilities (and, for
+     * the record, logits); features and OOD scale are member 0's */
+    double ood_ratio = 0;
+    bool ood_all = m->ood_dim > 0;
+    const int n = 1 + m->n_members;
+    if (!rc && m->n_members) {
+        float s0 = m->ood_dim ? dl_model_ood_score_of(m, acc + 2 * K) : NAN;
+        if (ood_all) ood_ratio += s0 / m->ood_threshold;
+        for (int k = 0; k < m->n_members && !rc; k++) {
+            dl_model *x = m->members[k];
+            memset(one, 0, sizeof(float) * per);
+            rc = classify_one(x, rgb, width, height, stride, opts, one, err);
+            if (rc) break;
+            for (int c = 0; c < 2 * K; c++) acc[c] += one[c];
+            if (x->ood_dim && ood_all) ood_ratio += dl_model_ood_score_of(x, one + 2 * K) / x->ood_threshold;
+            else ood_all = false;
+        }
+        for (int c = 0; c < 2 * K; c++) acc[c] /= n;
+    }
+    if (!rc) rc = dl_result_fill(m, out, acc, acc + K, acc + 2 * K, opts->top_k, err);
+    if (!rc && m->n_members) {
+        /* on member 0's scale, so its threshold still reads right */
+        out->ood_score = ood_all ? (float)(ood_ratio / n * m->ood_threshold) : NAN;
+        out->ood_flag = ood_all && isfinite(out->ood_score) && ood_ratio / n > 1.0;
+    }
     free(acc);
     return rc;
 }

@@ -363,6 +363,8 @@ int dl_dataset_open(const char *path, const dl_dataset_options *o, dl_dataset *d
 typedef struct {
     const dl_dataset *ds;
     int w, h;
+    int max_side;     /* > 0: keep the aspect, longer side at most this (no upscaling) */
+    int *dims;        /* with max_side: [2n] width, height of each image */
     uint8_t **images;
     char **errors;
     int next;
@@ -381,12 +383,28 @@ static void *load_worker(void *arg)
         dl_error e = {0};
         dl_image img = {0}, small = {0};
         int rc = dl_image_load(j->ds->paths[i], &img, &e);
-        if (rc == 0) rc = dl_image_resize(&img, j->w, j->h, &small, &e);
+        int w = j->w, h = j->h;
+        if (rc == 0 && j->max_side > 0) {
+            int big = img.width > img.height ? img.width : img.height;
+            w = img.width;
+            h = img.height;
+            if (big > j->max_side) {
+                w = (int)((double)img.width * j->max_side / big + 0.5);
+                h = (int)((double)img.height * j->max_side / big + 0.5);
+                if (w < 1) w = 1;
+                if (h < 1) h = 1;
+            }
+        }
+        if (rc == 0) rc = dl_image_resize(&img, w, h, &small, &e);
         if (rc == 0) {
-            uint8_t *buf = malloc((size_t)j->w * j->h * 3);
+            uint8_t *buf = malloc((size_t)w * h * 3);
             if (buf) {
-                for (int y = 0; y < j->h; y++)
-                    memcpy(buf + (size_t)y * j->w * 3, small.pixels + (size_t)y * small.stride, (size_t)j->w * 3);
+                for (int y = 0; y < h; y++)
+                    memcpy(buf + (size_t)y * w * 3, small.pixels + (size_t)y * small.stride, (size_t)w * 3);
+                if (j->dims) {
+                    j->dims[2 * i] = w;
+                    j->dims[2 * i + 1] = h;
+                }
                 j->images[i] = buf;
             } else {
                 j->errors[i] = strdup("out of memory");
@@ -403,14 +421,10 @@ static void *load_worker(void *arg)
     return NULL;
 }
 
-int dl_dataset_load_images(const dl_dataset *ds, int width, int height, int threads, uint8_t ***images,
-                           char ***errors, dl_progress_fn progress, void *user, dl_error *err)
+static int load_images(const dl_dataset *ds, int width, int height, int max_side, int *dims, int threads,
+                       uint8_t ***images, char ***errors, dl_progress_fn progress, void *user, dl_error *err)
 {
-    *images = NULL;
-    *errors = NULL;
-    if (width < 1 || height < 1 || width > 4096 || height > 4096)
-        return dl_fail(err, DL_ERR_ARG, "image size %dx%d out of range", width, height);
-    load_job j = {.ds = ds, .w = width, .h = height};
+    load_job j = {.ds = ds, .w = width, .h = height, .max_side = max_side, .dims = dims};
     j.images = calloc(ds->n ? ds->n : 1, sizeof(uint8_t *));
     j.errors = calloc(ds->n ? ds->n : 1, sizeof(char *));
     if (!j.images || !j.errors) {
@@ -454,6 +468,33 @@ int dl_dataset_load_images(const dl_dataset *ds, int width, int height, int thre
         *errors = NULL;
         return dl_fail(err, DL_ERR_CANCELLED, "cancelled");
     }
+    return 0;
+}
+
+int dl_dataset_load_images(const dl_dataset *ds, int width, int height, int threads, uint8_t ***images,
+                           char ***errors, dl_progress_fn progress, void *user, dl_error *err)
+{
+    *images = NULL;
+    *errors = NULL;
+    if (width < 1 || height < 1 || width > 4096 || height > 4096)
+        return dl_fail(err, DL_ERR_ARG, "image size %dx%d out of range", width, height);
+    return load_images(ds, width, height, 0, NULL, threads, images, errors, progress, user, err);
+}
+
+int dl_dataset_load_images_fit(const dl_dataset *ds, int max_side, int threads, uint8_t ***images, int **dims,
+                               char ***errors, dl_progress_fn progress, void *user, dl_error *err)
+{
+    *images = NULL;
+    *errors = NULL;
+    *dims = NULL;
+    if (max_side < 1 || max_side > 4096) return dl_fail(err, DL_ERR_ARG, "image side %d out of range", max_side);
+    int *d = calloc(ds->n ? (size_t)ds->n * 2 : 2, sizeof(int));
+    if (!d) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    if (load_images(ds, 0, 0, max_side, d, threads, images, errors, progress, user, err)) {
+        free(d);
+        return -1;
+    }
+    *dims = d;
     return 0;
 }
 

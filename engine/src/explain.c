@@ -700,9 +700,74 @@ int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size
     return dl_explain_rgb8_variant(m, rgb, width, height, stride, opts, flags, map_out, result, err);
 }
 
+static int explain_one(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                       const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
+                       dl_error *err);
+
+/* Progress of member k of n mapped onto the whole ensemble's 0..1. */
+typedef struct {
+    const dl_explain_options *outer;
+    int k, n;
+} member_progress;
+
+static int member_progress_fn(void *user, double f, const char *stage)
+{
+    member_progress *mp = user;
+    return mp->outer->progress(mp->outer->progress_user, (mp->k + f) / mp->n, stage);
+}
+
 int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                             const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
                             dl_error *err)
+{
+    if (!m || !m->n_members || !map_out || !rgb)
+        return explain_one(m, rgb, width, height, stride, opts, flags, map_out, result, err);
+    /* An ensemble explains the ensemble's decision: its top class (unless
+     * one is asked for), each member's map of that class, averaged. */
+    *map_out = NULL;
+    if (result) memset(result, 0, sizeof *result);
+    dl_explain_options def = {.method = DL_SALIENCY_GRADCAM, .class_index = -1};
+    dl_explain_options o = opts ? *opts : def;
+    dl_result ens;
+    dl_classify_options co = {.top_k = 5};
+    if (dl_classify_rgb8(m, rgb, width, height, stride, &co, &ens, err)) return -1;
+    if (o.class_index < 0) o.class_index = ens.top_index[0];
+    member_progress mp = {opts, 0, 1 + m->n_members};
+    if (opts && opts->progress) {
+        o.progress = member_progress_fn;
+        o.progress_user = &mp;
+    }
+    float *sum = NULL;
+    size_t total = (size_t)width * height; /* explain_one has checked the size by the time sum is used */
+    int rc = -1;
+    for (int k = 0; k <= m->n_members; k++) {
+        float *mk = NULL;
+        mp.k = k;
+        if (explain_one(k ? m->members[k - 1] : m, rgb, width, height, stride, &o, flags, &mk, NULL, err)) goto out;
+        if (!sum) {
+            sum = mk;
+        } else {
+            for (size_t i = 0; i < total; i++) sum[i] += mk[i];
+            free(mk);
+        }
+    }
+    normalise(sum, total, false);
+    *map_out = sum;
+    sum = NULL;
+    if (result) {
+        *result = ens;
+        memset(&ens, 0, sizeof ens);
+    }
+    rc = 0;
+out:
+    free(sum);
+    dl_result_free(&ens);
+    return rc;
+}
+
+static int explain_one(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                       const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
+                       dl_error *err)
 {
     if (map_out) *map_out = NULL;
     if (result) memset(result, 0, sizeof *result);

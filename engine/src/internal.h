@@ -190,6 +190,11 @@ struct dl_model {
     char *provenance_json;
     dl_exec exec;         /* workspace for batch 1 */
     bool exec_ready;
+    /* Ensemble: this model is member 0; members[] are the others (same
+     * graph structure and classes; own weights, preprocessing, temperature
+     * and OOD detector). Owned; freed with the model. */
+    int n_members;
+    struct dl_model **members;
 };
 
 /* Model file (safetensors container; weights/FORMAT.md). */
@@ -218,6 +223,8 @@ int dl_tflite_to_graph(const uint8_t *data, size_t size, dl_graph *g, dl_preproc
                        dl_error *err);
 int dl_model_export_onnx(const dl_model *m, const char *path, dl_error *err); /* onnx_export.c */
 
+/* Mahalanobis OOD score of pooled features under m's detector (NAN if none). */
+float dl_model_ood_score_of(const dl_model *m, const float *features);
 /* Softmax of logits / t (classify.c). */
 void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
 

@@ -16,6 +16,7 @@
 #define FORMAT_VERSION 1
 #define MAX_HEADER_BYTES (64u << 20)
 #define MAX_CLASSES 100000
+#define MAX_MEMBERS 16
 
 typedef struct {
     const char *name;
@@ -23,6 +24,8 @@ typedef struct {
     int64_t dims[4];
     int ndim;
 } st_entry;
+
+static int member_of(const char *name, const char **rest);
 
 static int cmp_entry(const void *a, const void *b)
 {
@@ -291,6 +294,13 @@ static void model_release(dl_model *m)
     free(m->provenance_json);
     if (m->exec_ready) dl_exec_free(&m->exec);
     dl_graph_free(&m->graph);
+    for (int i = 0; i < m->n_members; i++) {
+        if (m->members[i]) model_release(m->members[i]);
+        free(m->members[i]);
+    }
+    free(m->members);
+    m->members = NULL;
+    m->n_members = 0;
 }
 
 /* Header pass: validate every tensor entry (dtype, shape, offsets inside the
@@ -309,7 +319,9 @@ static int read_entries(const cJSON *hdr, size_t data_len, st_entry **ents_out, 
         if (strcmp(t->string, "__metadata__") == 0) continue;
         st_entry *e = &ents[ne];
         e->name = t->string;
-        if (strlen(e->name) >= DL_NAME_MAX) { dl_fail(err, DL_ERR_FORMAT, "tensor name too long"); goto out; }
+        const char *bare = e->name; /* an ensemble member's prefix does not count */
+        member_of(e->name, &bare);
+        if (strlen(bare) >= DL_NAME_MAX) { dl_fail(err, DL_ERR_FORMAT, "tensor name too long"); goto out; }
         const char *dtype = meta_string(t, "dtype");
         if (!dtype) { dl_fail(err, DL_ERR_FORMAT, "tensor %s: dtype missing", e->name); goto out; }
         if (strcmp(dtype, "F32") != 0) {
@@ -573,9 +585,172 @@ static char *build_info_json(const dl_model *m, const cJSON *meta)
         cJSON_AddNumberToObject(o, "dim", m->ood_dim);
         cJSON_AddNumberToObject(o, "threshold", m->ood_threshold);
     }
+    if (m->n_members) {
+        /* an ensemble: every member, member 0 first (the top-level fields) */
+        cJSON *mem = cJSON_AddArrayToObject(info, "members");
+        for (int k = 0; k <= m->n_members; k++) {
+            const dl_model *x = k ? m->members[k - 1] : m;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", x->name);
+            cJSON_AddNumberToObject(o, "temperature", x->temperature);
+            cJSON_AddStringToObject(o, "resize", x->pre.resize);
+            if (x->ood_dim) cJSON_AddNumberToObject(o, "ood_threshold", x->ood_threshold);
+            cJSON_AddItemToArray(mem, o);
+        }
+        cJSON_AddStringToObject(info, "ensemble",
+                                "mean of the members' calibrated probabilities; saliency maps averaged; OOD score = "
+                                "mean of score/threshold over members, flagged above 1");
+    }
     char *s = cJSON_Print(info);
     cJSON_Delete(info);
     return s;
+}
+
+/* "member<N>/..." -> N (1..MAX_MEMBERS) and the rest of the name; 0 if the
+ * name has no member prefix (it belongs to member 0). */
+static int member_of(const char *name, const char **rest)
+{
+    if (strncmp(name, "member", 6) != 0) return 0;
+    const char *p = name + 6;
+    int n = 0, digits = 0;
+    while (*p >= '0' && *p <= '9' && digits < 3) n = n * 10 + (*p++ - '0'), digits++;
+    if (!digits || *p != '/' || n < 1) return 0;
+    if (rest) *rest = p + 1;
+    return n;
+}
+
+/* The tensor entries of member k (0: unprefixed), names without the prefix. */
+static int member_entries(const st_entry *ents, int n, int k, st_entry **out, int *n_out, dl_error *err)
+{
+    st_entry *sel = malloc(sizeof *sel * (n ? n : 1));
+    if (!sel) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    int c = 0;
+    for (int i = 0; i < n; i++) {
+        const char *rest = ents[i].name;
+        if (member_of(ents[i].name, &rest) != k) continue;
+        sel[c] = ents[i];
+        sel[c].name = rest;
+        c++;
+    }
+    *out = sel;
+    *n_out = c;
+    return 0;
+}
+
+static int parse_classes(dl_model *m, const cJSON *cj, int out_units, dl_error *err);
+static int parse_ood(dl_model *m, const cJSON *meta, dl_error *err);
+
+/* Member k >= 1 of an ensemble: the top-level graph's structure with its own
+ * tensors (prefix member<k>/), preprocessing (default: member 0's),
+ * temperature and OOD detector. */
+static int parse_member(dl_model *m0, int k, const cJSON *mj, const cJSON *graph, const cJSON *classes,
+                        const st_entry *ents, int n_ents, const uint8_t *tensor_data, dl_model **out, dl_error *err)
+{
+    dl_model *mm = calloc(1, sizeof *mm);
+    st_entry *sel = NULL;
+    int ns = 0, rc = -1;
+    cJSON *meta = NULL;
+    if (!mm) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    dl_graph_init(&mm->graph);
+    mm->temperature = 1.f;
+    if (!cJSON_IsObject(mj)) { dl_fail(err, DL_ERR_FORMAT, "not an object"); goto out; }
+    {
+        /* strict: a misspelt key must not silently fall back to a default */
+        static const char *const known[] = {"name", "temperature", "preprocess", "ood_threshold", "provenance"};
+        const cJSON *kv;
+        cJSON_ArrayForEach(kv, mj) {
+            bool ok = false;
+            for (size_t q = 0; q < sizeof known / sizeof *known; q++) ok |= !strcmp(kv->string, known[q]);
+            if (!ok) { dl_fail(err, DL_ERR_FORMAT, "unknown key \"%.64s\"", kv->string); goto out; }
+        }
+    }
+    if (member_entries(ents, n_ents, k, &sel, &ns, err) || add_tensor_shapes(&mm->graph, sel, ns, err)) goto out;
+    if (parse_graph(&mm->graph, graph, err)) { dl_fail_prefix(err, "graph"); goto out; }
+    if (check_memory(mm, err) || fill_tensors(&mm->graph, sel, ns, tensor_data, err)) goto out;
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(mj, "preprocess");
+    if (pre) {
+        if (parse_preprocess(&mm->pre, pre, err)) goto out;
+    } else {
+        mm->pre = m0->pre;
+    }
+    if (mm->pre.width != m0->pre.width || mm->pre.height != m0->pre.height) {
+        dl_fail(err, DL_ERR_FORMAT, "preprocess size %dx%d differs from the graph input", mm->pre.width, mm->pre.height);
+        goto out;
+    }
+    if (parse_classes(mm, classes, m0->num_classes, err)) goto out;
+    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(mj, "name");
+    snprintf(mm->name, sizeof mm->name, "%s", cJSON_IsString(nm) ? nm->valuestring : "member");
+    const cJSON *tj = cJSON_GetObjectItemCaseSensitive(mj, "temperature");
+    if (tj) {
+        if (!cJSON_IsNumber(tj) || !(tj->valuedouble > 0.01 && tj->valuedouble < 100)) {
+            dl_fail(err, DL_ERR_FORMAT, "temperature out of (0.01, 100)");
+            goto out;
+        }
+        mm->temperature = (float)tj->valuedouble;
+    }
+    const cJSON *prov = cJSON_GetObjectItemCaseSensitive(mj, "provenance");
+    if (prov) {
+        if (!cJSON_IsObject(prov)) { dl_fail(err, DL_ERR_FORMAT, "provenance: not an object"); goto out; }
+        mm->provenance_json = cJSON_PrintUnformatted(prov);
+    }
+    /* the OOD parser reads its threshold from a metadata map of strings */
+    meta = cJSON_CreateObject();
+    const cJSON *thr = cJSON_GetObjectItemCaseSensitive(mj, "ood_threshold");
+    if (thr) {
+        char buf[64];
+        if (!cJSON_IsNumber(thr) || !isfinite(thr->valuedouble) || thr->valuedouble <= 0) {
+            dl_fail(err, DL_ERR_FORMAT, "ood_threshold: not a positive finite number");
+            goto out;
+        }
+        snprintf(buf, sizeof buf, "%.9g", thr->valuedouble);
+        cJSON_AddStringToObject(meta, "ood_threshold", buf);
+    }
+    if (parse_ood(mm, meta, err)) goto out;
+    memcpy(mm->sha256, m0->sha256, sizeof mm->sha256);
+    *out = mm;
+    mm = NULL;
+    rc = 0;
+out:
+    cJSON_Delete(meta);
+    free(sel);
+    if (mm) { model_release(mm); free(mm); }
+    return rc;
+}
+
+/* The optional "members" metadata: a JSON array, one object per member
+ * after the first. Every prefixed tensor must belong to a listed member. */
+static int parse_members(dl_model *m, const cJSON *meta, const cJSON *graph, const cJSON *classes,
+                         const st_entry *ents, int n_ents, const uint8_t *tensor_data, dl_error *err)
+{
+    int max_k = 0;
+    for (int i = 0; i < n_ents; i++) {
+        int k = member_of(ents[i].name, NULL);
+        if (k > max_k) max_k = k;
+    }
+    cJSON *arr = NULL;
+    if (parse_json_meta(meta, "members", false, &arr, err)) return -1;
+    int n = arr ? cJSON_GetArraySize(arr) : 0;
+    if (arr && (!cJSON_IsArray(arr) || n < 1 || n > MAX_MEMBERS - 1)) {
+        cJSON_Delete(arr);
+        return dl_fail(err, DL_ERR_FORMAT, "__metadata__.members: must be an array of 1..%d members", MAX_MEMBERS - 1);
+    }
+    if (max_k > n) {
+        cJSON_Delete(arr);
+        return dl_fail(err, DL_ERR_FORMAT, "tensor prefix member%d/: no such ensemble member (%d listed)", max_k, n);
+    }
+    if (!n) return 0;
+    m->members = calloc(n, sizeof *m->members);
+    if (!m->members) { cJSON_Delete(arr); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
+    m->n_members = n;
+    for (int k = 1; k <= n; k++) {
+        if (parse_member(m, k, cJSON_GetArrayItem(arr, k - 1), graph, classes, ents, n_ents, tensor_data,
+                         &m->members[k - 1], err)) {
+            cJSON_Delete(arr);
+            return dl_fail_prefix(err, "ensemble member %d", k);
+        }
+    }
+    cJSON_Delete(arr);
+    return 0;
 }
 
 int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
@@ -584,8 +759,8 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     dl_graph_init(&m->graph);
     m->temperature = 1.f;
     cJSON *hdr = NULL, *graph = NULL, *classes = NULL, *pre = NULL;
-    st_entry *ents = NULL;
-    int n_ents = 0;
+    st_entry *ents = NULL, *own = NULL;
+    int n_ents = 0, n_own = 0;
     int rc = -1;
     if (size > (size_t)DL_MAX_MODEL_BYTES) {
         dl_fail(err, DL_ERR_LIMIT, "model file is %zu bytes, limit is %lld", size, (long long)DL_MAX_MODEL_BYTES);
@@ -614,7 +789,7 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
         goto out;
     }
     if (read_entries(hdr, size - 8 - (size_t)hlen, &ents, &n_ents, err) ||
-        add_tensor_shapes(&m->graph, ents, n_ents, err))
+        member_entries(ents, n_ents, 0, &own, &n_own, err) || add_tensor_shapes(&m->graph, own, n_own, err))
         goto out;
     if (parse_json_meta(meta, "graph", true, &graph, err) || parse_json_meta(meta, "classes", true, &classes, err) ||
         parse_json_meta(meta, "preprocess", true, &pre, err))
@@ -622,7 +797,7 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     if (parse_graph(&m->graph, graph, err)) { dl_fail_prefix(err, "graph"); goto out; }
     /* Refuse what would not fit before any tensor or arena is allocated. */
     if (check_memory(m, err)) goto out;
-    if (fill_tensors(&m->graph, ents, n_ents, data + 8 + hlen, err)) goto out;
+    if (fill_tensors(&m->graph, own, n_own, data + 8 + hlen, err)) goto out;
     const dl_node *in = &m->graph.nodes[0];
     if (in->c != 3) { dl_fail(err, DL_ERR_UNSUPPORTED, "graph.input: %d channels, need 3 (RGB)", in->c); goto out; }
     if (parse_preprocess(&m->pre, pre, err)) goto out;
@@ -653,11 +828,13 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     }
     if (parse_ood(m, meta, err)) goto out;
     dl_sha256_hex(data, size, m->sha256);
+    if (parse_members(m, meta, graph, classes, ents, n_ents, data + 8 + hlen, err)) goto out;
     m->info_json = build_info_json(m, meta);
     if (!m->info_json) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
     rc = 0;
 out:
     free(ents);
+    free(own);
     cJSON_Delete(hdr);
     cJSON_Delete(graph);
     cJSON_Delete(classes);
@@ -753,32 +930,73 @@ int dl_model_save(const dl_model *m, const char *path, dl_error *err)
         snprintf(buf, sizeof buf, "%.9g", m->ood_threshold);
         cJSON_AddStringToObject(meta, "ood_threshold", buf);
     }
-    /* Tensors in graph order; ood tensors travel in the graph's tensor list. */
-    size_t off = 0;
-    for (int i = 0; i < g->n_tensors; i++) {
-        const dl_tensor *t = &g->tensors[i];
-        cJSON *tj = cJSON_CreateObject();
-        cJSON_AddStringToObject(tj, "dtype", "F32");
-        cJSON *shape = cJSON_AddArrayToObject(tj, "shape");
-        for (int k = 0; k < t->ndim; k++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->dims[k]));
-        double o2[2] = {(double)off, (double)(off + t->count * 4)};
-        cJSON_AddItemToObject(tj, "data_offsets", cJSON_CreateDoubleArray(o2, 2));
-        cJSON_AddItemToObject(hdr, t->name, tj);
-        off += t->count * 4;
+    /* Ensemble members share member 0's graph structure and classes */
+    int total_tensors = g->n_tensors;
+    if (m->n_members) {
+        if (m->n_members > MAX_MEMBERS - 1) {
+            cJSON_Delete(hdr);
+            return dl_fail(err, DL_ERR_ARG, "an ensemble holds at most %d members", MAX_MEMBERS);
+        }
+        const char *g0s = cJSON_GetObjectItem(meta, "graph")->valuestring;
+        cJSON *arr = cJSON_CreateArray();
+        for (int k = 0; k < m->n_members; k++) {
+            const dl_model *x = m->members[k];
+            cJSON *gj = graph_to_json(&x->graph);
+            char *gs = cJSON_PrintUnformatted(gj);
+            cJSON_Delete(gj);
+            bool same = gs && !strcmp(gs, g0s) && x->num_classes == m->num_classes;
+            free(gs);
+            for (int c = 0; same && c < m->num_classes; c++) same = !strcmp(x->class_names[c], m->class_names[c]);
+            if (!same) {
+                cJSON_Delete(arr);
+                cJSON_Delete(hdr);
+                return dl_fail(err, DL_ERR_ARG, "ensemble member %d (%s): its graph or classes differ from member 0's",
+                               k + 1, x->name);
+            }
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", x->name);
+            cJSON_AddNumberToObject(o, "temperature", x->temperature);
+            cJSON_AddItemToObject(o, "preprocess", preprocess_to_json(&x->pre));
+            if (x->ood_dim) cJSON_AddNumberToObject(o, "ood_threshold", x->ood_threshold);
+            cJSON *pj = x->provenance_json ? cJSON_Parse(x->provenance_json) : NULL;
+            if (pj) cJSON_AddItemToObject(o, "provenance", pj);
+            cJSON_AddItemToArray(arr, o);
+            total_tensors += x->graph.n_tensors;
+        }
+        add_meta_json(meta, "members", arr);
     }
-    const float **datas = malloc(sizeof(float *) * (g->n_tensors ? g->n_tensors : 1));
-    size_t *counts = malloc(sizeof(size_t) * (g->n_tensors ? g->n_tensors : 1));
+    /* Tensors in graph order, then each member's under member<k>/; ood
+     * tensors travel in the graph's tensor list. */
+    const float **datas = malloc(sizeof(float *) * (total_tensors ? total_tensors : 1));
+    size_t *counts = malloc(sizeof(size_t) * (total_tensors ? total_tensors : 1));
     if (!datas || !counts) {
         free(datas);
         free(counts);
         cJSON_Delete(hdr);
         return dl_fail(err, DL_ERR_NOMEM, "out of memory");
     }
-    for (int i = 0; i < g->n_tensors; i++) {
-        datas[i] = g->tensors[i].data;
-        counts[i] = g->tensors[i].count;
+    size_t off = 0;
+    int nt = 0;
+    for (int k = 0; k <= m->n_members; k++) {
+        const dl_graph *gk = k ? &m->members[k - 1]->graph : g;
+        for (int i = 0; i < gk->n_tensors; i++) {
+            const dl_tensor *t = &gk->tensors[i];
+            cJSON *tj = cJSON_CreateObject();
+            cJSON_AddStringToObject(tj, "dtype", "F32");
+            cJSON *shape = cJSON_AddArrayToObject(tj, "shape");
+            for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->dims[d]));
+            double o2[2] = {(double)off, (double)(off + t->count * 4)};
+            cJSON_AddItemToObject(tj, "data_offsets", cJSON_CreateDoubleArray(o2, 2));
+            char name[sizeof t->name + 24];
+            if (k) snprintf(name, sizeof name, "member%d/%s", k, t->name);
+            else snprintf(name, sizeof name, "%s", t->name);
+            cJSON_AddItemToObject(hdr, name, tj);
+            off += t->count * 4;
+            datas[nt] = t->data;
+            counts[nt++] = t->count;
+        }
     }
-    int rc = dl_safetensors_write(path, hdr, g->n_tensors, datas, counts, err);
+    int rc = dl_safetensors_write(path, hdr, nt, datas, counts, err);
     free(datas);
     free(counts);
     return rc;
@@ -802,4 +1020,39 @@ int dl_safetensors_write(const char *path, cJSON *hdr, int n, const float *const
     for (int i = 0; !rc && i < n; i++) rc = dl_atomic_write(&f, datas[i], counts[i] * 4, err);
     if (rc) { dl_atomic_abort(&f); return -1; }
     return dl_atomic_commit(&f, err);
+}
+
+/* ------------------------------------------------------------ ensembles */
+
+int dl_model_num_members(const dl_model *m) { return m ? 1 + m->n_members : 0; }
+
+const char *dl_model_member_name(const dl_model *m, int k)
+{
+    if (!m || k < 0 || k > m->n_members) return NULL;
+    return k ? m->members[k - 1]->name : m->name;
+}
+
+int dl_model_save_ensemble(dl_model *const *models, int n, const char *name, const char *provenance_json,
+                           const char *path, dl_error *err)
+{
+    if (!models || n < 2 || n > MAX_MEMBERS)
+        return dl_fail(err, DL_ERR_ARG, "an ensemble needs 2 to %d member models (got %d)", MAX_MEMBERS, n);
+    for (int k = 0; k < n; k++)
+        if (!models[k] || models[k]->n_members)
+            return dl_fail(err, DL_ERR_ARG, "member %d is itself an ensemble: list its members instead", k + 1);
+    if (provenance_json) {
+        cJSON *pj = cJSON_Parse(provenance_json);
+        if (!cJSON_IsObject(pj)) {
+            cJSON_Delete(pj);
+            return dl_fail(err, DL_ERR_ARG, "ensemble provenance is not a JSON object");
+        }
+        cJSON_Delete(pj);
+    }
+    /* a shallow view: member 0's fields with the others attached */
+    dl_model view = *models[0];
+    view.members = (dl_model **)models + 1;
+    view.n_members = n - 1;
+    if (name) snprintf(view.name, sizeof view.name, "%s", name);
+    if (provenance_json) view.provenance_json = (char *)provenance_json;
+    return dl_model_save(&view, path, err);
 }

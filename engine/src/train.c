@@ -75,6 +75,7 @@ typedef struct {
     int *train_labels, *val_labels;
     int *class_count;
     /* caches */
+    dl_preprocess prep; /* the backbone's, with the chosen resize mode */
     int cut;          /* node index in the full graph */
     size_t cut_size;  /* floats per sample at cut */
     int feat_dim;
@@ -83,7 +84,15 @@ typedef struct {
     float *cut_val, *feat_val;
     /* full fine-tuning (cut = input): decoded images, augmented on the fly */
     uint8_t **train_imgs;
+    uint8_t **base;      /* [n_train] input-size renders of the recorded preprocessing */
     const dl_preprocess *pre;
+    /* multi-source sampling and scale augmentation */
+    int *train_source;   /* [n_train] index of the --train set an image came from */
+    int n_sources;
+    uint8_t **native;    /* [n_train] aspect-kept decodes (scale_aug), else NULL */
+    int *native_dims;    /* [2 n_train] */
+    dl_view_params vp;
+    int center_crop;     /* recorded preprocessing crops the centre square */
 } trainer;
 
 static void logf_(const dl_train_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -100,39 +109,119 @@ static void logf_(const dl_train_config *c, const char *fmt, ...)
 
 /* ------------------------------------------------------------ data */
 
-static int load_sets(trainer *t, dl_dataset *train, dl_dataset *val, dl_error *err)
+/* Append src's images to dst (same class order); src is emptied. */
+static int append_set(dl_dataset *dst, dl_dataset *more, dl_error *err)
 {
-    const dl_train_config *c = t->cfg;
-    if (c->n_train_sets < 1 || !c->val_set) return dl_fail(err, DL_ERR_ARG, "need at least one training set and a validation set");
-    dl_dataset_options o = {.split = c->train_split};
-    if (dl_dataset_open(c->train_sets[0], &o, train, err)) return -1;
-    for (int s = 1; s < c->n_train_sets; s++) {
-        dl_dataset more;
-        dl_dataset_options o2 = {.split = c->train_split, .class_order = (const char *const *)train->class_names,
-                                 .n_class_order = train->n_classes};
-        if (dl_dataset_open(c->train_sets[s], &o2, &more, err)) return -1;
-        /* append */
-        int n = train->n + more.n;
+    {
+        int n = dst->n + more->n;
+        dl_dataset *train = dst;
         char **p = realloc(train->paths, sizeof(char *) * n);
         if (p) train->paths = p;
         int *l = realloc(train->labels, sizeof(int) * n);
         if (l) train->labels = l;
         char **g = realloc(train->groups, sizeof(char *) * n);
         if (g) train->groups = g;
-        if (!p || !l || !g) { dl_dataset_free(&more); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
-        for (int i = 0; i < more.n; i++) {
-            train->paths[train->n + i] = more.paths[i];
-            train->labels[train->n + i] = more.labels[i];
-            train->groups[train->n + i] = more.groups[i];
-            more.paths[i] = more.groups[i] = NULL;
+        if (!p || !l || !g) { dl_dataset_free(more); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
+        for (int i = 0; i < more->n; i++) {
+            train->paths[train->n + i] = more->paths[i];
+            train->labels[train->n + i] = more->labels[i];
+            train->groups[train->n + i] = more->groups[i];
+            more->paths[i] = more->groups[i] = NULL;
         }
         train->n = n;
-        dl_dataset_free(&more);
+        dl_dataset_free(more);
     }
+    return 0;
+}
+
+/* Image id of a path: its file name without the extension. */
+static void image_id(const char *path, char *out, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(out, cap, "%s", b);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out) *dot = 0;
+}
+
+/* Drop images whose id is listed in the exclusion file (one id per line;
+ * '#' comments). sources (may be NULL) is compacted alongside. */
+static int apply_exclusions(const dl_train_config *c, dl_dataset *d, int *sources, const char *what, dl_error *err)
+{
+    if (!c->exclude) return 0;
+    uint8_t *data;
+    size_t size;
+    if (dl_read_file(c->exclude, (size_t)64 << 20, &data, &size, err)) return dl_fail_prefix(err, "--exclude");
+    char *text = malloc(size + 1);
+    if (!text) { free(data); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
+    memcpy(text, data, size);
+    text[size] = 0;
+    free(data);
+    int keep = 0, dropped = 0;
+    for (int i = 0; i < d->n; i++) {
+        char id[256];
+        image_id(d->paths[i], id, sizeof id);
+        bool hit = false;
+        size_t idl = strlen(id);
+        for (char *line = text; line && *line && !hit;) {
+            char *nl = strchr(line, '\n');
+            size_t len = nl ? (size_t)(nl - line) : strlen(line);
+            while (len && (line[len - 1] == '\r' || line[len - 1] == ' ')) len--;
+            if (len == idl && line[0] != '#' && !memcmp(line, id, len)) hit = true;
+            line = nl ? nl + 1 : NULL;
+        }
+        if (hit) {
+            free(d->paths[i]);
+            free(d->groups[i]);
+            dropped++;
+            continue;
+        }
+        d->paths[keep] = d->paths[i];
+        d->labels[keep] = d->labels[i];
+        d->groups[keep] = d->groups[i];
+        if (sources) sources[keep] = sources[i];
+        keep++;
+    }
+    d->n = keep;
+    free(text);
+    logf_(c, "excluded %d %s images listed in %s", dropped, what, c->exclude);
+    return 0;
+}
+
+static int load_sets(trainer *t, dl_dataset *train, dl_dataset *val, dl_error *err)
+{
+    const dl_train_config *c = t->cfg;
+    int n_val_sets = c->n_val_sets > 0 ? c->n_val_sets : 1;
+    const char *const *val_sets = c->n_val_sets > 0 ? c->val_sets : &c->val_set;
+    if (c->n_train_sets < 1 || !val_sets[0]) return dl_fail(err, DL_ERR_ARG, "need at least one training set and a validation set");
+    dl_dataset_options o = {.split = c->train_split};
+    if (dl_dataset_open(c->train_sets[0], &o, train, err)) return -1;
+    int *sources = calloc(train->n, sizeof(int));
+    if (!sources) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    for (int s = 1; s < c->n_train_sets; s++) {
+        dl_dataset more;
+        dl_dataset_options o2 = {.split = c->train_split, .class_order = (const char *const *)train->class_names,
+                                 .n_class_order = train->n_classes};
+        if (dl_dataset_open(c->train_sets[s], &o2, &more, err)) { free(sources); return -1; }
+        int *ns = realloc(sources, sizeof(int) * ((size_t)train->n + more.n));
+        if (!ns) { free(sources); dl_dataset_free(&more); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
+        sources = ns;
+        for (int i = 0; i < more.n; i++) sources[train->n + i] = s;
+        if (append_set(train, &more, err)) { free(sources); return -1; }
+    }
+    t->train_source = sources;
+    t->n_sources = c->n_train_sets;
     if (train->n_classes < 2) return dl_fail(err, DL_ERR_DATA, "training data has %d class; need at least 2", train->n_classes);
     dl_dataset_options ov = {.split = c->val_split, .class_order = (const char *const *)train->class_names,
                              .n_class_order = train->n_classes};
-    if (dl_dataset_open(c->val_set, &ov, val, err)) return dl_fail_prefix(err, "validation set");
+    if (dl_dataset_open(val_sets[0], &ov, val, err)) return dl_fail_prefix(err, "validation set");
+    for (int s = 1; s < n_val_sets; s++) {
+        dl_dataset more;
+        if (dl_dataset_open(val_sets[s], &ov, &more, err)) return dl_fail_prefix(err, "validation set");
+        if (append_set(val, &more, err)) return -1;
+    }
+    if (apply_exclusions(c, train, t->train_source, "training", err) || apply_exclusions(c, val, NULL, "validation", err))
+        return -1;
     /* optional cap per class (deterministic: first N in sorted order) */
     if (c->max_per_class > 0) {
         dl_dataset *sets[2] = {train, val};
@@ -143,6 +232,7 @@ static int load_sets(trainer *t, dl_dataset *train, dl_dataset *val, dl_error *e
             int keep = 0;
             for (int i = 0; i < d->n; i++) {
                 if (seen[d->labels[i]]++ < c->max_per_class) {
+                    if (s == 0) t->train_source[keep] = t->train_source[i];
                     d->paths[keep] = d->paths[i];
                     d->labels[keep] = d->labels[i];
                     d->groups[keep] = d->groups[i];
@@ -160,7 +250,8 @@ static int load_sets(trainer *t, dl_dataset *train, dl_dataset *val, dl_error *e
 }
 
 /* Drop images that failed to decode (reported) so indices stay dense. */
-static int compact(const dl_train_config *c, dl_dataset *d, uint8_t **imgs, char **errs, const char *what)
+static int compact(const dl_train_config *c, dl_dataset *d, uint8_t **imgs, char **errs, int *sources, int *dims,
+                   const char *what)
 {
     int keep = 0, bad = 0;
     for (int i = 0; i < d->n; i++) {
@@ -177,6 +268,8 @@ static int compact(const dl_train_config *c, dl_dataset *d, uint8_t **imgs, char
         d->groups[keep] = d->groups[i];
         d->labels[keep] = d->labels[i];
         imgs[keep] = imgs[i];
+        if (sources) sources[keep] = sources[i];
+        if (dims) { dims[2 * keep] = dims[2 * i]; dims[2 * keep + 1] = dims[2 * i + 1]; }
         errs[keep] = NULL;
         keep++;
     }
@@ -312,6 +405,54 @@ static void to_input(const dl_preprocess *p, const uint8_t *img, int n, float *o
     for (int i = 0; i < n * 3; i++) out[i] = ((float)img[i] - p->mean[i % 3]) / p->std[i % 3];
 }
 
+/* What the recorded preprocessing makes of an image, at W x H (RGB8). */
+static uint8_t *render_base(const uint8_t *img, int w, int h, int center_crop, int W, int H)
+{
+    dl_image src = {.width = w, .height = h, .stride = (size_t)w * 3, .pixels = (uint8_t *)img};
+    if (center_crop) {
+        int side = w < h ? w : h;
+        src.pixels += (size_t)((h - side) / 2) * src.stride + (size_t)((w - side) / 2) * 3;
+        src.width = src.height = side;
+    }
+    dl_image r = {0};
+    dl_error e = {0};
+    if (dl_image_resize(&src, W, H, &r, &e)) return NULL;
+    uint8_t *out = malloc((size_t)W * H * 3);
+    if (out)
+        for (int y = 0; y < H; y++) memcpy(out + (size_t)y * W * 3, r.pixels + (size_t)y * r.stride, (size_t)W * 3);
+    dl_image_free(&r);
+    return out;
+}
+
+static uint8_t **render_all(uint8_t **imgs, const int *dims, int n, int center_crop, int W, int H)
+{
+    uint8_t **out = calloc(n ? n : 1, sizeof(uint8_t *));
+    if (!out) return NULL;
+    for (int i = 0; i < n; i++) {
+        out[i] = render_base(imgs[i], dims[2 * i], dims[2 * i + 1], center_crop, W, H);
+        if (!out[i]) {
+            for (int j = 0; j < i; j++) free(out[j]);
+            free(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* One augmented training view at the input size: a scale-and-framing view
+ * of the aspect-kept decode when there is one, else the affine jitter of
+ * the input-size image. */
+static void train_view(const trainer *t, int img, uint8_t *dst, uint64_t seed)
+{
+    const int W = t->prep.width, H = t->prep.height;
+    if (t->native) {
+        int w = t->native_dims[2 * img], h = t->native_dims[2 * img + 1];
+        dl_augment_view(t->native[img], w, h, (size_t)w * 3, t->center_crop, dst, W, H, &t->vp, seed);
+    } else {
+        dl_augment_rgb8(t->base[img], dst, W, H, seed);
+    }
+}
+
 /* Run the frozen backbone on every (image, view) and keep the activation at
  * cut and the pooled features. View 0 is the clean image. */
 static int build_caches(trainer *t, const dl_model *bb, dl_graph *full, uint8_t **imgs, int n, int views,
@@ -345,7 +486,7 @@ static int build_caches(trainer *t, const dl_model *bb, dl_graph *full, uint8_t 
             if (v == 0) {
                 to_input(&bb->pre, imgs[img], (int)in_n, dst);
             } else {
-                dl_augment_rgb8(imgs[img], aug, W, H, dl_seed_mix(dl_seed_mix(c->seed, (uint64_t)img), (uint64_t)v));
+                train_view(t, img, aug, dl_seed_mix(dl_seed_mix(c->seed, (uint64_t)img), (uint64_t)v));
                 to_input(&bb->pre, aug, (int)in_n, dst);
             }
         }
@@ -448,8 +589,8 @@ static char *ckpt_path(const dl_train_config *c)
 /* A checkpoint is a safetensors file: the sub graph's trainable tensors,
  * their Adam moments and, for early stopping, the best weights so far; the
  * state (stage, epoch, step, best score) in the metadata. */
-static int ckpt_save(const char *path, const dl_graph *sub, const adam *a, const dl_graph *best, int stage,
-                     int epoch, double best_score, int best_epoch, int bad_epochs, dl_error *err)
+static int ckpt_save(const char *path, const dl_graph *sub, const adam *a, const dl_graph *best, const dl_graph *ema,
+                     int stage, int epoch, double best_score, int best_epoch, int bad_epochs, dl_error *err)
 {
     cJSON *hdr = cJSON_CreateObject();
     cJSON *meta = cJSON_AddObjectToObject(hdr, "__metadata__");
@@ -462,11 +603,13 @@ static int ckpt_save(const char *path, const dl_graph *sub, const adam *a, const
     int nt = 0;
     const float *datas[4096];
     size_t counts[4096];
-    for (int i = 0; i < a->n && nt + 4 <= 4096; i++) {
+    const int parts = ema ? 5 : 4;
+    for (int i = 0; i < a->n && nt + parts <= 4096; i++) {
         const dl_tensor *t = &sub->tensors[a->tensor[i]];
-        const char *pre[4] = {"w.", "m.", "v.", "best."};
-        const float *src[4] = {t->data, a->m[i], a->v[i], best->tensors[a->tensor[i]].data};
-        for (int k = 0; k < 4; k++) {
+        const char *pre[5] = {"w.", "m.", "v.", "best.", "ema."};
+        const float *src[5] = {t->data, a->m[i], a->v[i], best->tensors[a->tensor[i]].data,
+                               ema ? ema->tensors[a->tensor[i]].data : NULL};
+        for (int k = 0; k < parts; k++) {
             cJSON *tj = cJSON_CreateObject();
             cJSON_AddStringToObject(tj, "dtype", "F32");
             cJSON *shape = cJSON_AddArrayToObject(tj, "shape");
@@ -484,7 +627,7 @@ static int ckpt_save(const char *path, const dl_graph *sub, const adam *a, const
 }
 
 /* Restores into sub/adam/best. Returns 0 and the state, -1 on error. */
-static int ckpt_load(const char *path, dl_graph *sub, adam *a, dl_graph *best, int *stage, int *epoch,
+static int ckpt_load(const char *path, dl_graph *sub, adam *a, dl_graph *best, dl_graph *ema, int *stage, int *epoch,
                      double *best_score, int *best_epoch, int *bad_epochs, dl_error *err)
 {
     uint8_t *data;
@@ -507,9 +650,10 @@ static int ckpt_load(const char *path, dl_graph *sub, adam *a, dl_graph *best, i
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < a->n; i++) {
             dl_tensor *t = &sub->tensors[a->tensor[i]];
-            const char *pre[4] = {"w.", "m.", "v.", "best."};
-            float *dst[4] = {t->data, a->m[i], a->v[i], best->tensors[a->tensor[i]].data};
-            for (int k = 0; k < 4; k++) {
+            const char *pre[5] = {"w.", "m.", "v.", "best.", "ema."};
+            float *dst[5] = {t->data, a->m[i], a->v[i], best->tensors[a->tensor[i]].data,
+                             ema ? ema->tensors[a->tensor[i]].data : NULL};
+            for (int k = 0; k < (ema ? 5 : 4); k++) {
                 char name[256];
                 snprintf(name, sizeof name, "%s%s", pre[k], t->name);
                 const cJSON *tj = cJSON_GetObjectItem(hdr, name);
@@ -616,6 +760,69 @@ static float fit_temperature(const float *logits, const int *labels, int n, int 
     }
     free(scaled);
     return (float)best_t;
+}
+
+/* Balanced sampling calibrates the logits to equal class priors; the images
+ * users bring follow something closer to the training frequencies. Choose
+ * alpha in [0, 1] maximising the mean of accuracy, balanced accuracy and
+ * melanoma recall on validation for logits + alpha * log(prior), fold it
+ * into the logits bias and shift val_logits alike. Returns alpha, -1 on OOM. */
+static double choose_prior_shift(const trainer *t, dl_graph *full, float *val_logits, const int *labels, int n,
+                                 cJSON *prov)
+{
+    const int K = t->K;
+    double *lp = malloc(sizeof(double) * K);
+    int *pred = malloc(sizeof(int) * (n ? n : 1));
+    if (!lp || !pred) { free(lp); free(pred); return -1; }
+    int total = 0, mel = -1;
+    for (int k = 0; k < K; k++) total += t->class_count[k];
+    for (int k = 0; k < K; k++) {
+        lp[k] = log((t->class_count[k] + 1.0) / (total + K));
+        if (!strcmp(t->classes[k], "mel")) mel = k;
+    }
+    double mean_lp = 0;
+    for (int k = 0; k < K; k++) mean_lp += lp[k] / K;
+    for (int k = 0; k < K; k++) lp[k] -= mean_lp;
+    double best_alpha = 0, best_j = -1;
+    cJSON *sweep = cJSON_CreateArray();
+    for (int a = 0; a <= 20; a++) {
+        double alpha = a * 0.05;
+        int correct = 0, mp = 0, mtp = 0;
+        for (int i = 0; i < n; i++) {
+            int bk = 0;
+            for (int k = 1; k < K; k++)
+                if (val_logits[(size_t)i * K + k] + alpha * lp[k] > val_logits[(size_t)i * K + bk] + alpha * lp[bk]) bk = k;
+            pred[i] = bk;
+            correct += bk == labels[i];
+            if (labels[i] == mel) { mp++; mtp += bk == mel; }
+        }
+        double acc = (double)correct / n, bacc = dl_balanced_accuracy(n, K, labels, pred);
+        double mr = mp ? (double)mtp / mp : 0, j = (acc + bacc + (mp ? mr : 0)) / (mp ? 3 : 2);
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "alpha", alpha);
+        cJSON_AddNumberToObject(row, "val_accuracy", acc);
+        cJSON_AddNumberToObject(row, "val_balanced_accuracy", bacc);
+        cJSON_AddNumberToObject(row, "val_melanoma_recall", mr);
+        cJSON_AddItemToArray(sweep, row);
+        logf_(t->cfg, "prior shift alpha %.2f: val acc %.4f bal.acc %.4f mel recall %.3f", alpha, acc, bacc, mr);
+        if (j > best_j + 1e-9) { best_j = j; best_alpha = alpha; }
+    }
+    int bi = dl_graph_find_tensor(full, "head/logits.bias");
+    if (bi >= 0 && full->tensors[bi].count == (size_t)K) {
+        for (int k = 0; k < K; k++) full->tensors[bi].data[k] += (float)(best_alpha * lp[k]);
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < K; k++) val_logits[(size_t)i * K + k] += (float)(best_alpha * lp[k]);
+    } else {
+        best_alpha = 0;
+    }
+    cJSON *ps = cJSON_AddObjectToObject(prov, "prior_shift");
+    cJSON_AddNumberToObject(ps, "alpha", best_alpha);
+    cJSON_AddStringToObject(ps, "rule", "alpha in 0..1 (step 0.05) maximising mean(val accuracy, val balanced accuracy, val melanoma recall); folded into head/logits.bias");
+    cJSON_AddItemToObject(ps, "sweep", sweep);
+    logf_(t->cfg, "prior shift: alpha %.2f chosen on validation (folded into the logits bias)", best_alpha);
+    free(lp);
+    free(pred);
+    return best_alpha;
 }
 
 /* ------------------------------------------------------------ OOD */
@@ -735,15 +942,30 @@ typedef struct {
     double seconds_per_epoch;
 } stage_run;
 
+/* Exchange the trainable tensors' data of a and b (same structure). */
+static void swap_weights(dl_graph *a, dl_graph *b, const adam *opt)
+{
+    for (int i = 0; i < opt->n; i++) {
+        float *tmp = a->tensors[opt->tensor[i]].data;
+        a->tensors[opt->tensor[i]].data = b->tensors[opt->tensor[i]].data;
+        b->tensors[opt->tensor[i]].data = tmp;
+    }
+}
+
 static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
 {
     const dl_train_config *c = t->cfg;
     const int K = t->K, V = c->views, B = c->batch, n = t->n_train;
-    dl_graph sub, best;
+    dl_graph sub, best, ema;
     dl_exec e;
     adam opt;
     int rc = -1;
-    float *grad = NULL, *cw = NULL;
+    float *grad = NULL, *grad2 = NULL, *cw = NULL, *mixbuf = NULL;
+    int *labels2 = NULL;
+    double *class_cdf = NULL;
+    int ***by_cs = NULL, **cs_count = NULL;
+    const bool use_ema = c->ema > 0 && c->ema < 1 && r->stage == 2;
+    const bool use_mix = c->mixup > 0 && r->online;
     uint8_t *aug = NULL;
     int *labels = NULL;
     int **by_class = NULL;
@@ -751,7 +973,10 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
     memset(&e, 0, sizeof e);
     memset(&opt, 0, sizeof opt);
     dl_graph_init(&best);
-    if (build_sub(&sub, full, r->cut, err) || build_sub(&best, full, r->cut, err)) goto out;
+    dl_graph_init(&ema);
+    if (build_sub(&sub, full, r->cut, err) || build_sub(&best, full, r->cut, err) ||
+        (use_ema && build_sub(&ema, full, r->cut, err)))
+        goto out;
     if (dl_exec_init(&e, &sub, B, err) || dl_exec_enable_backward(&e, true, err) || adam_init(&opt, &sub, err)) goto out;
     grad = malloc(sizeof(float) * B * K);
     if (r->online && !(aug = malloc((size_t)t->pre->width * t->pre->height * 3))) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
@@ -770,6 +995,44 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
         free(fill);
     }
     for (int k = 0; k < K; k++) cw[k] = t->class_count[k] ? (float)n / (K * (float)t->class_count[k]) : 0.f;
+    /* sampling: class k with weight count_k^power (0 = balanced); with
+     * source balance, then a source that has class k, uniformly, so that
+     * neither one source nor the largest class decides a class */
+    const int S = t->n_sources > 0 ? t->n_sources : 1;
+    class_cdf = malloc(sizeof(double) * K);
+    by_cs = calloc(K, sizeof(int **));
+    cs_count = calloc(K, sizeof(int *));
+    if (!class_cdf || !by_cs || !cs_count) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
+    {
+        double acc = 0;
+        for (int k = 0; k < K; k++) {
+            acc += t->class_count[k] ? pow((double)t->class_count[k], c->class_power) : 0.0;
+            class_cdf[k] = acc;
+        }
+        for (int k = 0; k < K; k++) class_cdf[k] /= acc;
+        for (int k = 0; k < K; k++) {
+            by_cs[k] = calloc(S, sizeof(int *));
+            cs_count[k] = calloc(S, sizeof(int));
+            if (!by_cs[k] || !cs_count[k]) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
+        }
+        for (int i = 0; i < n; i++) cs_count[t->train_labels[i]][t->train_source ? t->train_source[i] : 0]++;
+        for (int k = 0; k < K; k++)
+            for (int q = 0; q < S; q++) {
+                by_cs[k][q] = malloc(sizeof(int) * (cs_count[k][q] ? cs_count[k][q] : 1));
+                if (!by_cs[k][q]) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
+                cs_count[k][q] = 0;
+            }
+        for (int i = 0; i < n; i++) {
+            int k = t->train_labels[i], q = t->train_source ? t->train_source[i] : 0;
+            by_cs[k][q][cs_count[k][q]++] = i;
+        }
+    }
+    if (use_mix) {
+        grad2 = malloc(sizeof(float) * B * K);
+        labels2 = malloc(sizeof(int) * B);
+        mixbuf = malloc(sizeof(float) * r->per * B);
+        if (!grad2 || !labels2 || !mixbuf) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
+    }
 
     int start_epoch = 0, bad_epochs = 0;
     double best_score = -1;
@@ -777,15 +1040,18 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
     if (r->resume && r->ckpt) {
         int st = 0, ep = 0;
         dl_error e2 = {0};
-        if (ckpt_load(r->ckpt, &sub, &opt, &best, &st, &ep, &best_score, &r->best_epoch, &bad_epochs, &e2) == 0) {
+        if (ckpt_load(r->ckpt, &sub, &opt, &best, use_ema ? &ema : NULL, &st, &ep, &best_score, &r->best_epoch,
+                      &bad_epochs, &e2) == 0) {
             if (st == r->stage) {
                 start_epoch = ep;
                 logf_(c, "stage %d: resuming after epoch %d (best val balanced accuracy %.4f at epoch %d)", r->stage, ep,
                       best_score, r->best_epoch);
             } else {
                 /* checkpoint from the other stage: start this one fresh */
-                dl_graph_free(&sub); dl_graph_free(&best); adam_free(&opt); dl_exec_free(&e);
+                dl_graph_free(&sub); dl_graph_free(&best); dl_graph_free(&ema); adam_free(&opt); dl_exec_free(&e);
+                dl_graph_init(&ema);
                 if (build_sub(&sub, full, r->cut, err) || build_sub(&best, full, r->cut, err) ||
+                    (use_ema && build_sub(&ema, full, r->cut, err)) ||
                     dl_exec_init(&e, &sub, B, err) || dl_exec_enable_backward(&e, true, err) || adam_init(&opt, &sub, err))
                     goto out;
                 best_score = -1; r->best_epoch = 0; bad_epochs = 0;
@@ -799,7 +1065,8 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
         if (logf && ftell(logf) == 0)
             fprintf(logf, "stage,epoch,lr,train_loss,train_acc,val_loss,val_acc,val_balanced_acc,val_macro_auc,val_mel_recall,seconds,images_per_s\n");
     }
-    const int steps = (n + B - 1) / B;
+    const int draws = r->stage == 2 && c->epoch_size > 0 ? c->epoch_size : n;
+    const int steps = (draws + B - 1) / B;
     const long total_steps = (long)steps * r->epochs, warm = (long)steps * r->warmup_epochs;
     e.training = true;
     double t_sum = 0;
@@ -817,6 +1084,23 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
                 int img;
                 if (c->class_weighted) {
                     img = (int)(dl_rand_uniform(&rng) * n);
+                } else if (c->class_power != 0 || c->source_balance) {
+                    double u = dl_rand_uniform(&rng);
+                    int k = 0;
+                    while (k < K - 1 && (u >= class_cdf[k] || !t->class_count[k])) k++;
+                    int q;
+                    if (c->source_balance) {
+                        int have = 0;
+                        for (int j = 0; j < S; j++) have += cs_count[k][j] > 0;
+                        int pick = (int)(dl_rand_uniform(&rng) * have);
+                        for (q = 0; q < S; q++)
+                            if (cs_count[k][q] > 0 && pick-- == 0) break;
+                        if (q >= S) q = 0;
+                        while (!cs_count[k][q]) q = (q + 1) % S;
+                        img = by_cs[k][q][(int)(dl_rand_uniform(&rng) * cs_count[k][q])];
+                    } else {
+                        img = by_class[k][(int)(dl_rand_uniform(&rng) * t->class_count[k])];
+                    }
                 } else {
                     int k;
                     do k = (int)(dl_rand_uniform(&rng) * K); while (!t->class_count[k]);
@@ -827,16 +1111,48 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
                 if (v >= V) v = V - 1;
                 if (r->online) {
                     const int W = t->pre->width, H = t->pre->height;
-                    dl_augment_rgb8(t->train_imgs[img], aug, W, H, dl_seed_mix(rng, (uint64_t)s * B + b));
+                    train_view(t, img, aug, dl_seed_mix(rng, (uint64_t)s * B + b));
                     to_input(t->pre, aug, W * H, e.act[0] + (size_t)b * r->per);
                 } else {
                     memcpy(e.act[0] + (size_t)b * r->per, r->train_cache + ((size_t)img * V + v) * r->per, sizeof(float) * r->per);
                 }
                 labels[b] = t->train_labels[img];
             }
+            double lam = 1.0;
+            if (use_mix && dl_rand_uniform(&rng) < c->mixup) {
+                /* pair each image with its mirror in the batch */
+                const int Wd = t->pre->width, Hd = t->pre->height;
+                memcpy(mixbuf, e.act[0], sizeof(float) * r->per * B);
+                for (int b = 0; b < B; b++) labels2[b] = labels[B - 1 - b];
+                if (dl_rand_uniform(&rng) < 0.5) {
+                    lam = dl_rand_beta(&rng, 0.4, 0.4);
+                    for (int b = 0; b < B; b++) {
+                        float *x = e.act[0] + (size_t)b * r->per;
+                        const float *y = mixbuf + (size_t)(B - 1 - b) * r->per;
+                        for (size_t q = 0; q < r->per; q++) x[q] = (float)lam * x[q] + (float)(1 - lam) * y[q];
+                    }
+                } else {
+                    /* cutmix: a box of area 1 - lam from the partner */
+                    double cut = sqrt(1.0 - dl_rand_uniform(&rng));
+                    int bw = (int)(Wd * cut), bh = (int)(Hd * cut);
+                    int x0 = (int)(dl_rand_uniform(&rng) * (Wd - bw + 1)), y0 = (int)(dl_rand_uniform(&rng) * (Hd - bh + 1));
+                    lam = 1.0 - (double)bw * bh / ((double)Wd * Hd);
+                    for (int b = 0; b < B; b++) {
+                        float *x = e.act[0] + (size_t)b * r->per;
+                        const float *y = mixbuf + (size_t)(B - 1 - b) * r->per;
+                        for (int yy = y0; yy < y0 + bh; yy++)
+                            memcpy(x + ((size_t)yy * Wd + x0) * 3, y + ((size_t)yy * Wd + x0) * 3, sizeof(float) * bw * 3);
+                    }
+                }
+            }
             if (dl_exec_forward(&e, e.act[0], sub.output, err)) goto out;
             const float *lg = e.act[sub.output];
             float loss = dl_softmax_xent(B, K, lg, labels, c->class_weighted ? cw : NULL, r->smoothing, grad);
+            if (lam < 1.0) {
+                float loss2 = dl_softmax_xent(B, K, lg, labels2, c->class_weighted ? cw : NULL, r->smoothing, grad2);
+                loss = (float)(lam * loss + (1 - lam) * loss2);
+                for (int q = 0; q < B * K; q++) grad[q] = (float)(lam * grad[q] + (1 - lam) * grad2[q]);
+            }
             for (int b = 0; b < B; b++) {
                 int best_k = 0;
                 for (int k = 1; k < K; k++) if (lg[b * K + k] > lg[b * K + best_k]) best_k = k;
@@ -852,6 +1168,16 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
             if (step < warm) lr_t = r->lr * (float)(step + 1) / (float)warm;
             else lr_t = r->lr * (0.02f + 0.98f * 0.5f * (1.f + cosf((float)M_PI * (float)(step - warm) / (float)(total_steps - warm > 0 ? total_steps - warm : 1))));
             adam_step(&opt, &sub, e.wgrad, lr_t, r->wd);
+            if (use_ema) {
+                /* bias-corrected start: the average warms up over the first steps */
+                float d = (float)c->ema, d0 = (float)(1.0 + opt.step) / (float)(10.0 + opt.step);
+                if (d0 < d) d = d0;
+                for (int i = 0; i < opt.n; i++) {
+                    const dl_tensor *w = &sub.tensors[opt.tensor[i]];
+                    float *a = ema.tensors[opt.tensor[i]].data;
+                    for (size_t q = 0; q < w->count; q++) a[q] = d * a[q] + (1 - d) * w->data[q];
+                }
+            }
             if (c->progress) {
                 double el = now_s() - t0, ips = seen / (el > 1e-9 ? el : 1e-9);
                 double eta = (steps - s - 1) * B / (ips > 0 ? ips : 1);
@@ -863,7 +1189,11 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
         }
         double train_s = now_s() - t0;
         val_stats vs;
-        if (eval_sub(&e, r->val_cache, r->per, t->n_val, K, t->val_labels, NULL, &vs, label_map, err)) goto out;
+        /* with EMA the averaged weights are what is evaluated (and kept) */
+        if (use_ema) swap_weights(&sub, &ema, &opt);
+        int erc = eval_sub(&e, r->val_cache, r->per, t->n_val, K, t->val_labels, NULL, &vs, label_map, err);
+        if (use_ema) swap_weights(&sub, &ema, &opt);
+        if (erc) goto out;
         double secs = now_s() - t0;
         t_sum += secs;
         r->epochs_run = ep + 1;
@@ -874,7 +1204,7 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
             r->best_epoch = ep + 1;
             r->best = vs;
             bad_epochs = 0;
-            copy_weights(&best, &sub);
+            copy_weights(&best, use_ema ? &ema : &sub);
         } else {
             bad_epochs++;
         }
@@ -886,9 +1216,11 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
                     loss_sum / steps, (double)correct / seen, vs.loss, vs.acc, vs.bacc, vs.auc, vs.mel_recall, secs, seen / train_s);
             fflush(logf);
         }
-        if (r->ckpt && ckpt_save(r->ckpt, &sub, &opt, &best, r->stage, ep + 1, best_score, r->best_epoch, bad_epochs, err)) goto out;
+        if (r->ckpt && ckpt_save(r->ckpt, &sub, &opt, &best, use_ema ? &ema : NULL, r->stage, ep + 1, best_score,
+                                 r->best_epoch, bad_epochs, err))
+            goto out;
     }
-    if (best_score < 0) {
+    if (best_score < 0 && r->epochs > 0) {
         /* resumed after the last epoch: the best weights came from the checkpoint */
         logf_(c, "stage %d already complete in the checkpoint", r->stage);
     }
@@ -898,6 +1230,14 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
 out:
     if (logf) fclose(logf);
     if (by_class) for (int k = 0; k < K; k++) free(by_class[k]);
+    if (by_cs)
+        for (int k = 0; k < K; k++) {
+            if (by_cs[k]) for (int q = 0; q < (t->n_sources > 0 ? t->n_sources : 1); q++) free(by_cs[k][q]);
+            free(by_cs[k]);
+        }
+    if (cs_count) for (int k = 0; k < K; k++) free(cs_count[k]);
+    free(by_cs); free(cs_count); free(class_cdf); free(grad2); free(labels2); free(mixbuf);
+    dl_graph_free(&ema);
     free(by_class); free(grad); free(labels); free(cw); free(aug);
     adam_free(&opt);
     dl_exec_free(&e);
@@ -971,7 +1311,7 @@ static int save_model(const trainer *t, const dl_model *bb, dl_graph *full, cons
     dl_model m;
     memset(&m, 0, sizeof m);
     m.graph = *full;
-    m.pre = bb->pre;
+    m.pre = t->prep;
     snprintf(m.name, sizeof m.name, "%s", t->cfg->name ? t->cfg->name : "DermLens model");
     m.num_classes = t->K;
     m.class_names = t->classes;
@@ -1028,13 +1368,54 @@ int dl_train(const dl_train_config *c, dl_error *err)
     t.classes = train.class_names;
     logf_(c, "data: %d training images, %d validation images, %d classes", train.n, val.n, t.K);
     const int W = bb->pre.width, H = bb->pre.height;
-    if (dl_dataset_load_images(&train, W, H, c->threads > 0 ? c->threads : dl_get_num_threads(), &timg, &terr,
-                               c->progress, c->progress_user, err) ||
-        dl_dataset_load_images(&val, W, H, c->threads > 0 ? c->threads : dl_get_num_threads(), &vimg, &verr,
-                               c->progress, c->progress_user, err))
+    t.prep = bb->pre;
+    if (c->resize) {
+        if (strcmp(c->resize, "squash") && strcmp(c->resize, "center_crop")) {
+            dl_fail(err, DL_ERR_ARG, "--resize: \"%s\" is not squash or center_crop", c->resize);
+            goto out;
+        }
+        snprintf(t.prep.resize, sizeof t.prep.resize, "%s", c->resize);
+    }
+    t.center_crop = !strcmp(t.prep.resize, "center_crop");
+    dl_view_params_defaults(&t.vp);
+    if (c->scale_min > 0) t.vp.scale_min = c->scale_min;
+    if (c->scale_max > 0) t.vp.scale_max = c->scale_max;
+    if (c->aspect_jitter > 0) t.vp.aspect = c->aspect_jitter;
+    if (c->colour_jitter >= 0 && c->scale_aug) t.vp.colour = c->colour_jitter > 0 ? c->colour_jitter : 1.0;
+    if (!(t.vp.scale_min > 0 && t.vp.scale_min <= t.vp.scale_max && t.vp.scale_max <= 4)) {
+        dl_fail(err, DL_ERR_ARG, "scale range %.3g..%.3g out of range (0 < min <= max <= 4)", t.vp.scale_min, t.vp.scale_max);
         goto out;
-    compact(c, &train, timg, terr, "training");
-    compact(c, &val, vimg, verr, "validation");
+    }
+    {
+        /* decode keeping the aspect (the views are cut from these), then
+         * render what the recorded preprocessing shows at the input size */
+        int nthreads = c->threads > 0 ? c->threads : dl_get_num_threads();
+        int max_side = c->max_side > 0 ? c->max_side : 320;
+        uint8_t **tnat = NULL, **vnat = NULL;
+        int *vdims = NULL;
+        if (dl_dataset_load_images_fit(&train, max_side, nthreads, &tnat, &t.native_dims, &terr, c->progress,
+                                       c->progress_user, err) ||
+            dl_dataset_load_images_fit(&val, max_side, nthreads, &vnat, &vdims, &verr, c->progress, c->progress_user,
+                                       err)) {
+            if (tnat) dl_dataset_free_images(&train, tnat, terr);
+            terr = NULL;
+            free(vdims);
+            goto out;
+        }
+        compact(c, &train, tnat, terr, t.train_source, t.native_dims, "training");
+        compact(c, &val, vnat, verr, NULL, vdims, "validation");
+        timg = render_all(tnat, t.native_dims, train.n, t.center_crop, W, H);
+        vimg = render_all(vnat, vdims, val.n, t.center_crop, W, H);
+        dl_dataset_free_images(&val, vnat, NULL);
+        free(vdims);
+        if (c->scale_aug) {
+            t.native = tnat;
+        } else {
+            dl_dataset_free_images(&train, tnat, NULL);
+        }
+        if (!timg || !vimg) { dl_fail(err, DL_ERR_NOMEM, "out of memory rendering the input views"); goto out; }
+        t.base = timg;
+    }
     if (train.n == 0 || val.n == 0) { dl_fail(err, DL_ERR_DATA, "no readable images left"); goto out; }
     t.n_train = train.n;
     t.n_val = val.n;
@@ -1049,6 +1430,27 @@ int dl_train(const dl_train_config *c, dl_error *err)
     for (int k = 0; k < t.K; k++) logf_(c, "  class %-6s %5d training images", t.classes[k], t.class_count[k]);
 
     if (build_full(&full, &bb->graph, t.K, c->hidden, c->dropout, c->seed, err)) goto out;
+    if (c->init_model) {
+        /* warm start: every same-named, same-sized tensor; the head only
+         * when the class lists agree (else its logits would mean other things) */
+        dl_model *init = dl_model_load(c->init_model, err);
+        if (!init) { dl_fail_prefix(err, "--init"); goto out; }
+        bool same_classes = init->num_classes == t.K;
+        for (int k = 0; k < t.K && same_classes; k++) same_classes = !strcmp(init->class_names[k], t.classes[k]);
+        int copied = 0;
+        for (int i = 0; i < init->graph.n_tensors; i++) {
+            const dl_tensor *src = &init->graph.tensors[i];
+            if (!same_classes && !strncmp(src->name, "head/", 5)) continue;
+            int j = dl_graph_find_tensor(&full, src->name);
+            if (j >= 0 && full.tensors[j].count == src->count) {
+                memcpy(full.tensors[j].data, src->data, sizeof(float) * src->count);
+                copied++;
+            }
+        }
+        logf_(c, "warm start from %s: %d tensors copied%s", c->init_model, copied,
+              same_classes ? " (head included)" : " (backbone only: other classes)");
+        dl_model_free(init);
+    }
     t.feat_dim = full.nodes[full.features].c;
     t.cut = full.features;
     if (c->stages == 2) {
@@ -1063,11 +1465,15 @@ int dl_train(const dl_train_config *c, dl_error *err)
               full.nodes[t.cut].w, full.nodes[t.cut].c);
     }
     t.cut_size = dl_node_out_count(&full.nodes[t.cut]);
-    if (build_caches(&t, bb, &full, timg, train.n, c->views, &t.cut_train, &t.feat_train, "training", err)) goto out;
+    /* a warm start straight into full fine-tuning needs no stage-1 cache */
+    bool skip_train_cache = c->stages == 2 && c->epochs_head == 0 && t.cut == 0;
+    if (!skip_train_cache &&
+        build_caches(&t, bb, &full, timg, train.n, c->views, &t.cut_train, &t.feat_train, "training", err))
+        goto out;
     if (build_caches(&t, bb, &full, vimg, val.n, 1, &t.cut_val, &t.feat_val, "validation", err)) goto out;
     if (t.cut == 0) {
         t.train_imgs = timg; /* kept for on-the-fly augmentation */
-        t.pre = &bb->pre;
+        t.pre = &t.prep;
     } else {
         dl_dataset_free_images(&train, timg, terr);
         timg = NULL;
@@ -1082,7 +1488,7 @@ int dl_train(const dl_train_config *c, dl_error *err)
     cJSON *data = cJSON_AddObjectToObject(prov, "data");
     cJSON *ts = cJSON_AddArrayToObject(data, "train");
     for (int s = 0; s < c->n_train_sets; s++) cJSON_AddItemToArray(ts, cJSON_CreateString(c->train_sets[s]));
-    cJSON_AddStringToObject(data, "val", c->val_set);
+    cJSON_AddStringToObject(data, "val", c->n_val_sets > 0 ? c->val_sets[0] : c->val_set);
     if (c->train_split) cJSON_AddStringToObject(data, "train_split", c->train_split);
     if (c->val_split) cJSON_AddStringToObject(data, "val_split", c->val_split);
     cJSON_AddNumberToObject(data, "n_train", train.n);
@@ -1111,6 +1517,24 @@ int dl_train(const dl_train_config *c, dl_error *err)
     cJSON_AddStringToObject(hp, "imbalance", c->class_weighted ? "class-weighted loss" : "class-balanced sampling");
     cJSON_AddStringToObject(hp, "augmentation", "rotation +-40, shift +-20%, shear 0.2, zoom +-20%, h/v flips, 90-degree turns, colour jitter, nearest fill");
     cJSON_AddStringToObject(hp, "cut", full.nodes[t.cut].name);
+    cJSON_AddStringToObject(hp, "resize", t.prep.resize);
+    if (c->scale_aug) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "random-resized crop of the preprocessing view: area %.2f-%.2f (log-uniform, reflect fill), aspect 1/%.2f-%.2f, rotation +-%.0f, h/v flips, colour jitter x%.2f (brightness, contrast, saturation, gamma, channel gains, hue)",
+                 t.vp.scale_min, t.vp.scale_max, t.vp.aspect, t.vp.aspect, t.vp.rotate_deg, t.vp.colour);
+        cJSON_ReplaceItemInObject(hp, "augmentation", cJSON_CreateString(buf));
+    }
+    cJSON_AddNumberToObject(hp, "class_power", c->class_power);
+    cJSON_AddBoolToObject(hp, "source_balance", c->source_balance != 0);
+    if (c->epoch_size > 0) cJSON_AddNumberToObject(hp, "epoch_size", c->epoch_size);
+    if (c->ema > 0) cJSON_AddNumberToObject(hp, "ema", c->ema);
+    if (c->mixup > 0) cJSON_AddNumberToObject(hp, "mixup_cutmix_probability", c->mixup);
+    if (c->init_model) cJSON_AddStringToObject(hp, "init_model", c->init_model);
+    if (c->exclude) cJSON_AddStringToObject(hp, "exclude", c->exclude);
+    if (c->n_val_sets > 1) {
+        cJSON *vs = cJSON_AddArrayToObject(data, "val_sets");
+        for (int q = 0; q < c->n_val_sets; q++) cJSON_AddItemToArray(vs, cJSON_CreateString(c->val_sets[q]));
+    }
     cJSON_AddStringToObject(prov, "version", DL_VERSION_STRING);
     if (c->command_line) cJSON_AddStringToObject(prov, "command_line", c->command_line);
     cJSON_AddStringToObject(prov, "license", "CC BY-NC 4.0 (trained on HAM10000); backbone Apache-2.0");
@@ -1183,6 +1607,10 @@ int dl_train(const dl_train_config *c, dl_error *err)
     val_feat = malloc(sizeof(float) * (size_t)val.n * t.feat_dim);
     if (!val_logits || !train_feat || !val_feat) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
     if (forward_from_cache(&full, final_cut, final_val_cache, final_per, val.n, 1, full.output, val_logits, t.K, err)) goto out;
+    if (c->prior_shift && choose_prior_shift(&t, &full, val_logits, val.labels, val.n, prov) < 0) {
+        dl_fail(err, DL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     float T = fit_temperature(val_logits, val.labels, val.n, t.K);
     logf_(c, "temperature scaling on validation: T = %.3f", T);
     /* OOD on clean views */
@@ -1201,6 +1629,8 @@ int dl_train(const dl_train_config *c, dl_error *err)
 out:
     if (timg || terr) dl_dataset_free_images(&train, timg, terr);
     if (vimg || verr) dl_dataset_free_images(&val, vimg, verr);
+    if (t.native) dl_dataset_free_images(&train, t.native, NULL);
+    free(t.native_dims); free(t.train_source);
     free(t.cut_train); free(t.feat_train); free(t.cut_val); free(t.feat_val); free(t.class_count);
     free(val_logits); free(train_feat); free(val_feat); free(ood_mean); free(ood_prec); free(ckpt);
     cJSON_Delete(prov);
