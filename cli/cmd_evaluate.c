@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,10 +207,164 @@ static int eval_item(void *user, dl_model *m, int i, dl_error *err)
     return rc;
 }
 
+/* ------------------------------------------------------------ subgroups */
+
+static const char *const k_subgroup_cols[] = {"sex", "age", "localization", "dataset", "dx_type"};
+#define N_SUBGROUP_COLS 5
+
+/* Image id of a path: file name without the extension (g_free). */
+static gchar *image_id_of(const char *path)
+{
+    gchar *b = g_path_get_basename(path);
+    char *dot = strrchr(b, '.');
+    if (dot && dot != b) *dot = 0;
+    return b;
+}
+
+/* "age" values become bands so that groups are big enough to mean anything. */
+static const char *age_band(const char *v)
+{
+    char *end = NULL;
+    double a = v && *v ? g_ascii_strtod(v, &end) : NAN;
+    if (!end || *end || !isfinite(a)) return "unknown";
+    return a < 30 ? "0-29" : a < 45 ? "30-44" : a < 60 ? "45-59" : a < 75 ? "60-74" : "75+";
+}
+
+/* Subgroup metrics from a metadata CSV keyed by `image_id` (or by the file
+ * name of `path`): for each of sex, age band, localization, dataset and
+ * dx_type that it carries, per value: images, accuracy, balanced accuracy
+ * over the classes present, melanoma recall and mel-vs-nv AUC. Appends a
+ * report section to md and an array to json. Returns 0, or -1 with a message. */
+static int subgroup_tables(const char *meta_path, const dl_dataset *ds, const int *ok_index, int n_ok, int P,
+                           const char *const *cnames, const int *labels, const float *rprobs, GString *md,
+                           cJSON *json)
+{
+    dl_csv_table t;
+    dl_error err = {0};
+    if (dl_csv_table_load(meta_path, &t, &err)) {
+        fprintf(stderr, "dermlens evaluate: --metadata: %s\n", err.message);
+        return -1;
+    }
+    int cid = dl_csv_table_column(&t, "image_id"), cpath = dl_csv_table_column(&t, "path");
+    if (cid < 0 && cpath < 0) {
+        fprintf(stderr, "dermlens evaluate: --metadata %s: needs an image_id or a path column\n", meta_path);
+        dl_csv_table_free(&t);
+        return -1;
+    }
+    GHashTable *row_of = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (int r = 0; r < t.n_rows; r++) {
+        const char *key = t.cells[(size_t)r * t.n_cols + (cid >= 0 ? cid : cpath)];
+        g_hash_table_insert(row_of, cid >= 0 ? g_strdup(key) : image_id_of(key), GINT_TO_POINTER(r + 1));
+    }
+    int *row = g_new(int, n_ok > 0 ? n_ok : 1), matched = 0;
+    for (int i = 0; i < n_ok; i++) {
+        gchar *id = image_id_of(ds->paths[ok_index[i]]);
+        row[i] = GPOINTER_TO_INT(g_hash_table_lookup(row_of, id)) - 1;
+        matched += row[i] >= 0;
+        g_free(id);
+    }
+    int mel = -1, nv = -1;
+    for (int p = 0; p < P; p++) {
+        if (!strcmp(cnames[p], "mel")) mel = p;
+        if (!strcmp(cnames[p], "nv")) nv = p;
+    }
+    g_string_append_printf(md, "\n## Subgroups\n\nFrom `%s` (joined by image id: %d of %d scored images found). "
+                               "Balanced accuracy is the mean recall over the classes present in the group; groups "
+                               "under 30 images are noisy. A teacher should read this table before trusting the "
+                               "model on a patient group.\n",
+                           meta_path, matched, n_ok);
+    cJSON *arr = cJSON_AddArrayToObject(json, "subgroups");
+    int *pred = g_new(int, n_ok > 0 ? n_ok : 1);
+    for (int i = 0; i < n_ok; i++) {
+        const float *q = rprobs + (size_t)i * P;
+        int b = 0;
+        for (int p = 1; p < P; p++)
+            if (q[p] > q[b]) b = p;
+        pred[i] = b;
+    }
+    float *sc = g_new(float, n_ok > 0 ? n_ok : 1);
+    int *po = g_new(int, n_ok > 0 ? n_ok : 1);
+    for (int g = 0; g < N_SUBGROUP_COLS; g++) {
+        int col = dl_csv_table_column(&t, k_subgroup_cols[g]);
+        if (col < 0) continue;
+        bool is_age = !strcmp(k_subgroup_cols[g], "age");
+        /* the values, in first-seen order (age: in band order) */
+        GPtrArray *values = g_ptr_array_new_with_free_func(g_free);
+        if (is_age) {
+            const char *bands[] = {"0-29", "30-44", "45-59", "60-74", "75+", "unknown"};
+            for (int b = 0; b < 6; b++) g_ptr_array_add(values, g_strdup(bands[b]));
+        }
+        for (int i = 0; i < n_ok && !is_age; i++) {
+            if (row[i] < 0) continue;
+            const char *v = t.cells[(size_t)row[i] * t.n_cols + col];
+            bool seen = false;
+            for (guint k = 0; k < values->len && !seen; k++) seen = !strcmp(values->pdata[k], v[0] ? v : "unknown");
+            if (!seen && values->len < 64) g_ptr_array_add(values, g_strdup(v[0] ? v : "unknown"));
+        }
+        g_string_append_printf(md, "\n### %s\n\n| %s | images | accuracy | balanced accuracy | melanoma recall (n) | mel vs nv AUC |\n"
+                                   "|---|---:|---:|---:|---:|---:|\n",
+                               k_subgroup_cols[g], is_age ? "age band" : k_subgroup_cols[g]);
+        for (guint k = 0; k < values->len; k++) {
+            const char *val = values->pdata[k];
+            int n = 0, correct = 0, mp = 0, mtp = 0, nn = 0;
+            int *sup = g_new0(int, P), *hit = g_new0(int, P);
+            for (int i = 0; i < n_ok; i++) {
+                if (row[i] < 0) continue;
+                const char *v = t.cells[(size_t)row[i] * t.n_cols + col];
+                const char *vv = is_age ? age_band(v) : (v[0] ? v : "unknown");
+                if (strcmp(vv, val)) continue;
+                n++;
+                correct += pred[i] == labels[i];
+                sup[labels[i]]++;
+                hit[labels[i]] += pred[i] == labels[i];
+                if (labels[i] == mel) { mp++; mtp += pred[i] == mel; }
+                if (mel >= 0 && nv >= 0 && (labels[i] == mel || labels[i] == nv)) {
+                    const float *q = rprobs + (size_t)i * P;
+                    double d = (double)q[mel] + q[nv];
+                    sc[nn] = d > 0 ? (float)(q[mel] / d) : 0.5f;
+                    po[nn++] = labels[i] == mel;
+                }
+            }
+            if (!n) { g_free(sup); g_free(hit); continue; }
+            double bsum = 0;
+            int bk = 0;
+            for (int p = 0; p < P; p++)
+                if (sup[p]) { bsum += (double)hit[p] / sup[p]; bk++; }
+            double auc = nn ? dl_auc_binary(nn, sc, po) : NAN;
+            char a1[32], a2[32], a3[32], a4[32];
+            fmt_num(a1, sizeof a1, (double)correct / n, 3);
+            fmt_num(a2, sizeof a2, bk ? bsum / bk : NAN, 3);
+            fmt_num(a3, sizeof a3, mp ? (double)mtp / mp : NAN, 3);
+            fmt_num(a4, sizeof a4, auc, 3);
+            g_string_append_printf(md, "| %s | %d | %s | %s | %s (%d) | %s |\n", val, n, a1, a2, a3, mp, a4);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "column", k_subgroup_cols[g]);
+            cJSON_AddStringToObject(o, "value", val);
+            cJSON_AddNumberToObject(o, "images", n);
+            cJSON_AddItemToObject(o, "accuracy", json_num((double)correct / n));
+            cJSON_AddItemToObject(o, "balanced_accuracy", json_num(bk ? bsum / bk : NAN));
+            cJSON_AddItemToObject(o, "melanoma_recall", json_num(mp ? (double)mtp / mp : NAN));
+            cJSON_AddNumberToObject(o, "melanoma_images", mp);
+            cJSON_AddItemToObject(o, "mel_vs_nv_auc", json_num(auc));
+            cJSON_AddItemToArray(arr, o);
+            g_free(sup);
+            g_free(hit);
+        }
+        g_ptr_array_free(values, TRUE);
+    }
+    g_free(sc);
+    g_free(po);
+    g_free(pred);
+    g_free(row);
+    g_hash_table_destroy(row_of);
+    dl_csv_table_free(&t);
+    return 0;
+}
+
 int cmd_evaluate(int argc, char **argv)
 {
     char *cmdline = cli_command_line(argc, argv);
-    gchar *split = NULL, *label_col = NULL, *out_dir = NULL, *name = NULL, *exclude = NULL;
+    gchar *split = NULL, *label_col = NULL, *out_dir = NULL, *name = NULL, *exclude = NULL, *metadata = NULL;
     gboolean tta = FALSE;
     gint bootstrap = 1000, threads = 0, limit = 0, seed = 20240601;
     gchar **pos = NULL;
@@ -224,6 +379,7 @@ int cmd_evaluate(int argc, char **argv)
         {"limit", 0, 0, G_OPTION_ARG_INT, &limit, "Evaluate only N evenly spaced images (quick check)", "N"},
         {"exclude", 'x', 0, G_OPTION_ARG_FILENAME, &exclude, "Skip images whose id (file name without extension) is listed in FILE (one per line, or first CSV column), e.g. cross-split near-duplicates", "FILE"},
         {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Worker threads (default: all cores)", "N"},
+        {"metadata", 'm', 0, G_OPTION_ARG_FILENAME, &metadata, "Subgroup table from a CSV keyed by image_id (or path) with any of sex, age, localization, dataset, dx_type (e.g. HAM10000_metadata.csv); default: the DATASET CSV itself when it has such columns", "CSV"},
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &pos, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("MODEL DATASET - score a model on labelled images");
@@ -260,7 +416,9 @@ int cmd_evaluate(int argc, char **argv)
     dl_model *m = cli_load_model(model_path);
     dl_dataset ds = {0};
     eval_job job = {0};
-    int *index = NULL, *labels = NULL, *keep_map = NULL;
+    int *index = NULL, *labels = NULL, *keep_map = NULL, *ok_index = NULL;
+    GString *subgroup_md = NULL;
+    cJSON *subgroup_json = NULL;
     float *rprobs = NULL;
     char **errors = NULL;
     const char **cnames = NULL;
@@ -403,6 +561,7 @@ int cmd_evaluate(int argc, char **argv)
     cnames = g_new0(const char *, P);
     for (int p = 0; p < P; p++) cnames[p] = dl_model_class_name(m, keep[p]);
     labels = g_new(int, n);
+    ok_index = g_new(int, n);
     rprobs = g_new(float, (size_t)n * P);
     for (int i = 0; i < n; i++) {
         if (errors[i]) continue;
@@ -411,6 +570,7 @@ int cmd_evaluate(int argc, char **argv)
         for (int p = 0; p < P; p++) s += src[keep[p]];
         float *dst = rprobs + (size_t)n_ok * P;
         for (int p = 0; p < P; p++) dst[p] = s > 0 ? (float)(src[keep[p]] / s) : 1.0f / P;
+        ok_index[n_ok] = index[i];
         labels[n_ok++] = keep_map[data_to_model[ds.labels[index[i]]]];
     }
     if (n_ok == 0) {
@@ -466,6 +626,28 @@ int cmd_evaluate(int argc, char **argv)
     char tbuf[64];
     time_t now = time(NULL);
     strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+
+    /* ---------------- subgroups (metadata given, or the data CSV carries it) */
+    {
+        const char *meta_src = metadata;
+        if (!meta_src && g_str_has_suffix(data_path, ".csv")) {
+            dl_csv_table t;
+            dl_error e2 = {0};
+            if (dl_csv_table_load(data_path, &t, &e2) == 0) {
+                for (int g = 0; g < N_SUBGROUP_COLS && !meta_src; g++)
+                    if (dl_csv_table_column(&t, k_subgroup_cols[g]) >= 0) meta_src = data_path;
+                dl_csv_table_free(&t);
+            }
+        }
+        if (meta_src) {
+            subgroup_md = g_string_new(NULL);
+            subgroup_json = cJSON_CreateObject();
+            if (subgroup_tables(meta_src, &ds, ok_index, n_ok, P, cnames, labels, rprobs, subgroup_md, subgroup_json)) {
+                g_free(keep);
+                goto out;
+            }
+        }
+    }
 
     /* ---------------- predictions.csv (the model's own probabilities) */
     {
@@ -561,6 +743,10 @@ int cmd_evaluate(int argc, char **argv)
             cJSON *row = cJSON_CreateArray();
             for (int b = 0; b < P; b++) cJSON_AddItemToArray(row, cJSON_CreateNumber(met.confusion[a * P + b]));
             cJSON_AddItemToArray(cm, row);
+        }
+        if (subgroup_json) {
+            cJSON *sg = cJSON_DetachItemFromObject(subgroup_json, "subgroups");
+            if (sg) cJSON_AddItemToObject(r, "subgroups", sg);
         }
         cJSON *rel = cJSON_AddArrayToObject(r, "reliability");
         for (int b = 0; b < NB; b++) {
@@ -719,6 +905,7 @@ int cmd_evaluate(int argc, char **argv)
             for (int q = 0; q < P; q++) g_string_append_printf(s, " %d |", met.confusion[r * P + q]);
             g_string_append_c(s, '\n');
         }
+        if (subgroup_md) g_string_append(s, subgroup_md->str);
         if (plots_ok) {
             g_string_append(s, "\n## Plots\n\n![confusion matrix](confusion.png)\n\n![ROC curves](roc.png)\n\n"
                                "![reliability diagram](reliability.png)\n");
@@ -775,6 +962,10 @@ out:
     g_free(index);
     g_free(labels);
     g_free(keep_map);
+    g_free(ok_index);
+    if (subgroup_md) g_string_free(subgroup_md, TRUE);
+    cJSON_Delete(subgroup_json);
+    g_free(metadata);
     g_free(data_to_model);
     g_free(rprobs);
     g_free(cnames);

@@ -247,6 +247,19 @@ int dl_dataset_parse_csv(const char *text, size_t len, const char *base_dir,
                          const dl_dataset_options *opts, dl_dataset *ds, dl_error *err);
 void dl_dataset_free(dl_dataset *ds);
 
+/* A whole CSV file as strings (RFC 4180 quotes; the same limits as the
+ * dataset reader: 256 fields, 4 KiB per field, 10 M rows). Untrusted input.
+ * cells[row * n_cols + col]. Caller frees with dl_csv_table_free. */
+typedef struct {
+    int n_cols, n_rows;
+    char **header;  /* [n_cols] */
+    char **cells;   /* [n_rows * n_cols] */
+} dl_csv_table;
+int dl_csv_table_parse(const char *text, size_t len, dl_csv_table *t, dl_error *err);
+int dl_csv_table_load(const char *path, dl_csv_table *t, dl_error *err);
+int dl_csv_table_column(const dl_csv_table *t, const char *name); /* -1 if absent */
+void dl_csv_table_free(dl_csv_table *t);
+
 /* Decode every image of ds and resize it to width x height RGB8 (squash),
  * using `threads` worker threads. Images that fail are reported in
  * errors[i] (malloc'd message, else NULL) and their slot is NULL.

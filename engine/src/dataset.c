@@ -337,6 +337,86 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------ CSV tables */
+
+void dl_csv_table_free(dl_csv_table *t)
+{
+    if (!t) return;
+    for (int c = 0; c < t->n_cols; c++) free(t->header[c]);
+    for (size_t i = 0; i < (size_t)t->n_rows * t->n_cols; i++) free(t->cells[i]);
+    free(t->header);
+    free(t->cells);
+    memset(t, 0, sizeof *t);
+}
+
+int dl_csv_table_parse(const char *text, size_t len, dl_csv_table *t, dl_error *err)
+{
+    memset(t, 0, sizeof *t);
+    char *f[MAX_FIELDS];
+    size_t pos = 0;
+    if (len >= 3 && (uint8_t)text[0] == 0xEF && (uint8_t)text[1] == 0xBB && (uint8_t)text[2] == 0xBF) pos = 3;
+    int nh = csv_record(text, len, &pos, f, 1, err);
+    if (nh < 0) return -1;
+    t->header = malloc(sizeof(char *) * nh);
+    if (!t->header) {
+        for (int k = 0; k < nh; k++) free(f[k]);
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    }
+    memcpy(t->header, f, sizeof(char *) * nh);
+    t->n_cols = nh;
+    size_t cap = 0;
+    int line = 1;
+    while (pos < len) {
+        line++;
+        if (text[pos] == '\n' || text[pos] == '\r') { pos++; continue; }
+        int nf = csv_record(text, len, &pos, f, line, err);
+        if (nf < 0) { dl_csv_table_free(t); return -1; }
+        if (nf != nh) {
+            for (int k = 0; k < nf; k++) free(f[k]);
+            dl_csv_table_free(t);
+            return dl_fail(err, DL_ERR_FORMAT, "line %d: %d fields, header has %d", line, nf, nh);
+        }
+        if (t->n_rows >= MAX_ROWS) {
+            for (int k = 0; k < nf; k++) free(f[k]);
+            dl_csv_table_free(t);
+            return dl_fail(err, DL_ERR_LIMIT, "more than %d rows", MAX_ROWS);
+        }
+        if ((size_t)(t->n_rows + 1) * nh > cap) {
+            size_t nc = cap ? cap * 2 : (size_t)nh * 64;
+            char **cells = realloc(t->cells, sizeof(char *) * nc);
+            if (!cells) {
+                for (int k = 0; k < nf; k++) free(f[k]);
+                dl_csv_table_free(t);
+                return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+            }
+            t->cells = cells;
+            cap = nc;
+        }
+        memcpy(t->cells + (size_t)t->n_rows * nh, f, sizeof(char *) * nh);
+        t->n_rows++;
+    }
+    return 0;
+}
+
+int dl_csv_table_column(const dl_csv_table *t, const char *name)
+{
+    for (int c = 0; c < t->n_cols; c++)
+        if (!strcmp(t->header[c], name)) return c;
+    return -1;
+}
+
+int dl_csv_table_load(const char *path, dl_csv_table *t, dl_error *err)
+{
+    uint8_t *data;
+    size_t size;
+    memset(t, 0, sizeof *t);
+    if (dl_read_file(path, 256u << 20, &data, &size, err)) return -1;
+    int rc = dl_csv_table_parse((const char *)data, size, t, err);
+    if (rc) dl_fail_prefix(err, "%s", path);
+    free(data);
+    return rc;
+}
+
 int dl_dataset_open(const char *path, const dl_dataset_options *o, dl_dataset *ds, dl_error *err)
 {
     memset(ds, 0, sizeof *ds);
