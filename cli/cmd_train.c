@@ -30,7 +30,7 @@ int cmd_train(int argc, char **argv)
     dl_train_config c;
     dl_train_config_defaults(&c);
     gchar **train = NULL, **val = NULL, *init = NULL, *exclude = NULL, *resize = NULL;
-    gboolean scale_aug = FALSE, source_balance = FALSE, prior_shift = FALSE;
+    gboolean scale_aug = FALSE, source_balance = FALSE, prior_shift = FALSE, restart = FALSE;
     gdouble scale_min = 0.30, scale_max = 1.40, aspect = 1.33, colour = 1.0, class_power = 0, ema = 0, mixup = 0;
     gchar *out = NULL, *head_out = NULL, *backbone = NULL, *ckpt = NULL, *log_csv = NULL;
     gchar *cut = NULL, *name = NULL, *train_split = NULL, *val_split = NULL;
@@ -64,7 +64,8 @@ int cmd_train(int argc, char **argv)
         {"seed", 0, 0, G_OPTION_ARG_INT, &seed, "Random seed (default 42)", "S"},
         {"threads", 't', 0, G_OPTION_ARG_INT, &c.threads, "Threads (default: all cores)", "N"},
         {"checkpoint", 0, 0, G_OPTION_ARG_FILENAME, &ckpt, "Checkpoint file (default: OUTPUT.ckpt), written atomically every epoch", "FILE"},
-        {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Continue an interrupted run from its checkpoint", NULL},
+        {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Continue an interrupted run from its checkpoint (an unusable checkpoint stops the run; it is never overwritten)", NULL},
+        {"restart", 0, 0, G_OPTION_ARG_NONE, &restart, "Start over even if a checkpoint exists (it is replaced after the first epoch)", NULL},
         {"log", 0, 0, G_OPTION_ARG_FILENAME, &log_csv, "Per-epoch CSV log", "FILE"},
         {"name", 0, 0, G_OPTION_ARG_STRING, &name, "Model name stored in the file", "NAME"},
         {"init", 0, 0, G_OPTION_ARG_FILENAME, &init, "Warm start: copy same-named weights from this model (head too if its classes match)", "MODEL"},
@@ -127,6 +128,7 @@ int cmd_train(int argc, char **argv)
     c.ema = (float)ema;
     c.mixup = (float)mixup;
     c.prior_shift = prior_shift;
+    c.restart = restart;
     c.train_split = train_split;
     c.val_split = val_split;
     c.output = out;

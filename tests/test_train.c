@@ -188,6 +188,38 @@ int main(void)
     dl_model_free(ma);
     dl_model_free(mc);
 
+    /* 3b. a checkpoint that cannot be used is never replaced: --resume
+     * stops with the reason, a fresh run refuses it, --restart replaces it */
+    {
+        base_config(&c, train);
+        c.output = out_path("t_ckpt_guard.safetensors");
+        c.epochs_head = 1;
+        c.epochs = 1;
+        const char *ck = out_path("t_ckpt_guard.safetensors.ckpt");
+        FILE *f = fopen(ck, "wb");
+        const char junk[] = "not a checkpoint: 18 MB of someone's model could be here";
+        if (f) { fwrite(junk, 1, sizeof junk, f); fclose(f); }
+        c.resume = 1;
+        ls = (log_state){0};
+        CHECK(run(&c, &ls, &err) == -1 && strstr(err.message, "left untouched") && strstr(err.message, "--restart"),
+              "--resume with a damaged checkpoint: %s", err.message);
+        size_t n = 0;
+        uint8_t *after = slurp(ck, &n);
+        CHECK(after && n == sizeof junk && !memcmp(after, junk, n), "the unusable checkpoint was changed");
+        free(after);
+        c.resume = 0;
+        CHECK(run(&c, &ls, &err) == -1 && strstr(err.message, "earlier run"), "fresh run over a checkpoint: %s",
+              err.message);
+        c.restart = 1;
+        CHECK(run(&c, &ls, &err) == 0, "--restart: %s", err.message);
+        CHECK(access(ck, F_OK) != 0, "a finished run left its checkpoint behind");
+        c.restart = 0;
+        /* an output folder that cannot be written is refused before any work */
+        c.output = "/proc/dermlens-no-such-dir/x.safetensors";
+        CHECK(run(&c, &ls, &err) == -1 && strstr(err.message, "cannot write into"), "unwritable output: %s",
+              err.message);
+    }
+
     /* 4. bad data */
     base_config(&c, train);
     c.output = out_path("t_bad.safetensors");

@@ -335,6 +335,7 @@ typedef struct {
     float ema;                     /* weight EMA decay per step (0 = off); evaluated and shipped */
     float mixup;                   /* probability per batch of mixup or cutmix (half each) */
     int prior_shift;               /* 1: choose a logit prior shift on val (alpha x log train prior) */
+    int restart;                   /* 1: replace an existing checkpoint (else refused unless resuming) */
 } dl_train_config;
 
 /* Fill defaults (the values the shipped model was trained with). */

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 int dl_model_ensure_exec(dl_model *m, dl_error *err);
 
@@ -1056,8 +1058,15 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
                     goto out;
                 best_score = -1; r->best_epoch = 0; bad_epochs = 0;
             }
+        } else if (access(r->ckpt, F_OK) == 0 && !c->restart) {
+            /* never overwrite what we cannot use: the user decides */
+            dl_fail(err, DL_ERR_DATA,
+                    "--resume: the checkpoint %s cannot be used (%s); it is left untouched. Use --restart to "
+                    "start over and replace it, or -o/--checkpoint to write elsewhere",
+                    r->ckpt, e2.message);
+            goto out;
         } else {
-            logf_(c, "no usable checkpoint (%s): starting stage %d from scratch", e2.message, r->stage);
+            logf_(c, "no checkpoint to resume (%s): starting stage %d from scratch", e2.message, r->stage);
         }
     }
     if (c->log_csv) {
@@ -1357,6 +1366,38 @@ int dl_train(const dl_train_config *c, dl_error *err)
     cJSON *prov = NULL;
     int rc = -1;
     if (!c->output) return dl_fail(err, DL_ERR_ARG, "no output path");
+    {
+        /* refuse now, not after an hour: the output and checkpoint folders
+         * must be writable, and an earlier run's checkpoint is not
+         * overwritten unless asked */
+        char *ck = ckpt_path(c);
+        const char *paths[3] = {c->output, ck, c->log_csv};
+        for (int q = 0; q < 3; q++) {
+            if (!paths[q]) continue;
+            char *dir = strdup(paths[q]);
+            if (!dir) { free(ck); return dl_fail(err, DL_ERR_NOMEM, "out of memory"); }
+            char *slash = strrchr(dir, '/');
+            if (slash == dir) slash[1] = 0;
+            else if (slash) *slash = 0;
+            else strcpy(dir, ".");
+            int ok = access(dir, W_OK | X_OK) == 0;
+            if (!ok) {
+                dl_fail(err, DL_ERR_IO, "cannot write into %s (for %s): %s", dir, paths[q], strerror(errno));
+                free(dir);
+                free(ck);
+                return -1;
+            }
+            free(dir);
+        }
+        if (ck && !c->resume && !c->restart && access(ck, F_OK) == 0) {
+            dl_fail(err, DL_ERR_ARG,
+                    "a checkpoint of an earlier run exists at %s: --resume to continue it, or --restart to replace it",
+                    ck);
+            free(ck);
+            return -1;
+        }
+        free(ck);
+    }
     if (c->views < 1 || c->views > 64 || c->batch < 1 || c->batch > 1024 || c->epochs < 0 || c->epochs_head < 0 ||
         c->hidden < 1 || c->stages < 1 || c->stages > 2 || !(c->dropout >= 0 && c->dropout < 1))
         return dl_fail(err, DL_ERR_ARG, "training parameters out of range");
@@ -1625,6 +1666,9 @@ int dl_train(const dl_train_config *c, dl_error *err)
     cJSON_AddStringToObject(prov, "design", c->stages == 2 ? "stage 1 (frozen backbone, new head) then stage 2 (fine-tuning the top of the backbone with the head)" : "stage 1 only: frozen backbone + new head");
     if (save_model(&t, bb, &full, c->output, T, ood_mean, ood_prec, thr, prov, err)) goto out;
     logf_(c, "wrote %s", c->output);
+    /* the run is complete: its checkpoint has served (a later run with the
+     * same output starts fresh instead of being refused) */
+    if (ckpt && unlink(ckpt) == 0) logf_(c, "removed the checkpoint %s", ckpt);
     rc = 0;
 out:
     if (timg || terr) dl_dataset_free_images(&train, timg, terr);
