@@ -215,6 +215,11 @@ int cmd_info(int argc, char **argv)
         const cJSON *g = cJSON_GetObjectItem(info, "graph");
         const cJSON *p = cJSON_GetObjectItem(info, "preprocess");
         printf("model:        %s\nfile:         %s\nsha256:       %s\n", dl_model_name(m), mp, dl_model_sha256(m));
+        {
+            const cJSON *ts = cJSON_GetObjectItem(info, "tensor_sha256");
+            const char *tv = cJSON_IsString(ts) ? ts->valuestring : "not recorded";
+            printf("weights:      sha256 %s%s\n", tv, strlen(tv) == 64 ? " (verified at load)" : " (written by an older version)");
+        }
         printf("format:       dermlens safetensors v%s\n", cJSON_GetObjectItem(info, "format_version")->valuestring);
         printf("graph:        %d nodes, %.0f parameters, %.3f GFLOP per image\n",
                cJSON_GetObjectItem(g, "nodes")->valueint, cJSON_GetObjectItem(g, "parameters")->valuedouble,

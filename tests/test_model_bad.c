@@ -139,20 +139,92 @@ int main(void)
     expect_edit("missing weight tensor", "\\\"weight\\\":\\\"conv.weight\\\"", "\\\"weight\\\":\\\"nope\\\"", "not in the file");
     expect_edit("wrong format", "\"format\":\"dermlens\"", "\"format\":\"other\"", "format");
     expect_edit("future version", "\"format_version\":\"1\"", "\"format_version\":\"99\"", "format_version");
-    expect_edit("missing graph", "\"graph\":", "\"grap\":", "graph");
+    expect_edit("missing graph", "\"graph\":", "\"x-graph\":", "graph: missing");
+    /* strictness: one changed byte in a key is refused, not read as a default */
+    expect_edit("misspelt metadata key", "\"graph\":", "\"grap\":", "unknown key \"grap\"");
+    expect_edit("misspelt node key", "\\\"padding\\\":", "\\\"paddinf\\\":", "unknown key \"paddinf\"");
+    expect_edit("misspelt preprocess key", "\\\"resize\\\":", "\\\"resizf\\\":", "unknown key");
+    expect_edit("temperature not a number", "\"temperature\":\"1\"", "\"temperature\":\"abc\"", "temperature");
+    expect_edit("temperature nan", "\"temperature\":\"1\"", "\"temperature\":\"nan\"", "temperature");
+    expect_edit("temperature with junk", "\"temperature\":\"1\"", "\"temperature\":\"1x\"", "temperature");
     expect_edit("class count mismatch", "{\\\"name\\\":\\\"b\\\",\\\"long_name\\\":\\\"b\\\"}", "{\\\"name\\\":\\\"b\\\"},{\\\"name\\\":\\\"c\\\"}", "classes");
     expect_edit("zero std", "\\\"std\\\":[127.5", "\\\"std\\\":[0", "std");
     expect_edit("bad kernel", "\\\"kernel\\\":[1,1]", "\\\"kernel\\\":[100000,1]", "kernel");
     expect_edit("bad temperature", "\"temperature\":\"1\"", "\"temperature\":\"-3\"", "temperature");
     expect_edit("huge input", "\\\"height\\\":4", "\\\"height\\\":100000", "input");
 
-    /* NaN weight in the data section */
-    bad = malloc(file_size);
+    /* the tensor data's recorded sha256: any changed weight byte is caught */
+    CHECK(memmem(file + 8, hlen, "\"tensor_sha256\":\"", 17) != NULL, "the writer recorded no tensor digest");
+    bad = malloc(file_size + 8);
     memcpy(bad, file, file_size);
-    uint32_t nan_bits = 0x7fc00000u;
-    memcpy(bad + 8 + hlen, &nan_bits, 4);
-    expect_bytes("NaN weight", bad, file_size, "not finite");
+    bad[8 + hlen + 1] ^= 0x01; /* a low mantissa bit of the first weight */
+    expect_bytes("one flipped weight bit", bad, file_size, "does not match the recorded");
+    /* header length off by 4: the JSON no longer ends where the length says */
+    memcpy(bad, file, file_size);
+    bad[0] = (uint8_t)(hlen + 4);
+    bad[1] = (uint8_t)((hlen + 4) >> 8);
+    expect_bytes("header length off by 4", bad, file_size, "header");
+    /* bytes appended after the last tensor */
+    memcpy(bad, file, file_size);
+    memset(bad + file_size, 0, 8);
+    expect_bytes("slack after the tensors", bad, file_size + 8, "data section");
     free(bad);
+
+    /* NaN and huge weights (digest renamed to an ignored x- key so the value
+     * checks themselves are reached) */
+    {
+        char *h = header_copy();
+        char *k = strstr(h, "\"tensor_sha256\"");
+        CHECK(k != NULL, "no digest key");
+        if (k) {
+            size_t n = strlen(h) + 3;
+            char *e = malloc(n);
+            memcpy(e, h, (size_t)(k - h));
+            strcpy(e + (k - h), "\"x-");
+            strcat(e, k + 1);
+            size_t sz;
+            bad = with_header(e, &sz);
+            size_t data_at = sz - (file_size - 8 - hlen);
+            uint32_t nan_bits = 0x7fc00000u;
+            memcpy(bad + data_at, &nan_bits, 4);
+            expect_bytes("NaN weight", bad, sz, "not finite");
+            float huge = 3e38f;
+            memcpy(bad + data_at, &huge, 4);
+            expect_bytes("3e38 weight", bad, sz, "outside");
+            free(bad);
+            free(e);
+        }
+        free(h);
+    }
+
+    /* the shipped lesion model's OOD threshold: "nan", "inf" or "abc" would
+     * silently switch the warning off (or always on); each is refused */
+    {
+        uint8_t *lm = NULL;
+        size_t lsz = 0;
+        dl_error e2 = {0};
+        if (dl_read_file(tu_source("weights/dermlens_ham10000.safetensors"), (size_t)1 << 30, &lm, &lsz, &e2) == 0) {
+            const char *key = "\"ood_threshold\":\"";
+            uint8_t *at = memmem(lm, lsz > 65536 ? 65536 : lsz, key, strlen(key));
+            CHECK(at != NULL, "shipped model has no ood_threshold");
+            const char *subst[3] = {"nan", "inf", "abc"};
+            for (int q = 0; at && q < 3; q++) {
+                uint8_t *v = at + strlen(key), *end = memchr(v, '"', 64);
+                if (!end) break;
+                /* same length: pad the replacement with spaces inside the quotes is not a number either */
+                uint8_t *copy = malloc(lsz);
+                memcpy(copy, lm, lsz);
+                uint8_t *cv = copy + (v - lm);
+                memset(cv, ' ', (size_t)(end - v));
+                memcpy(cv, subst[q], strlen(subst[q]) < (size_t)(end - v) ? strlen(subst[q]) : (size_t)(end - v));
+                char what[64];
+                snprintf(what, sizeof what, "ood_threshold \"%s\"", subst[q]);
+                expect_bytes(what, copy, lsz, "ood_threshold");
+                free(copy);
+            }
+            free(lm);
+        }
+    }
 
     /* files that are not there or not regular */
     CHECK(dl_model_load("/nonexistent/model.safetensors", &err) == NULL && err.code == DL_ERR_IO, "missing file");

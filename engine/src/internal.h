@@ -44,6 +44,17 @@ void dl_atomic_abort(dl_atomic_file *f);                /* unlink temp; frees f 
 
 void dl_sha256(const void *data, size_t size, uint8_t out[32]);
 void dl_sha256_hex(const void *data, size_t size, char out[65]);
+/* Streaming SHA-256 (same digest as dl_sha256 over the concatenation). */
+typedef struct {
+    uint32_t h[8];
+    uint8_t buf[64];
+    size_t fill;
+    uint64_t total;
+} dl_sha256_ctx;
+void dl_sha256_init(dl_sha256_ctx *c);
+void dl_sha256_update(dl_sha256_ctx *c, const void *data, size_t size);
+void dl_sha256_final(dl_sha256_ctx *c, uint8_t out[32]);
+void dl_sha256_to_hex(const uint8_t d[32], char out[65]);
 
 /* ---------------------------------------------------------------- graph */
 
@@ -58,6 +69,7 @@ typedef enum {
     DL_OP_SOFTMAX,
     DL_OP_PAD,      /* zero pad */
     DL_OP_DROPOUT,  /* identity at inference */
+    DL_OP_MUL,      /* two inputs: same shape, or the second 1x1xC (channel gate); fused activation */
     DL_OP_COUNT
 } dl_op;
 
@@ -186,6 +198,7 @@ struct dl_model {
     float *ood_precision; /* ood_dim x ood_dim */
     float ood_threshold;
     char sha256[65];
+    char tensor_sha256[65]; /* recorded digest of the tensor data, verified at load ("" if the file has none) */
     char *info_json;      /* whole metadata as JSON, for `info` */
     char *provenance_json;
     dl_exec exec;         /* workspace for batch 1 */

@@ -17,6 +17,9 @@
 #define MAX_HEADER_BYTES (64u << 20)
 #define MAX_CLASSES 100000
 #define MAX_MEMBERS 16
+/* No trained or imported weight comes near this (shipped models: < 200);
+ * a bit flip in an exponent does. */
+#define MAX_WEIGHT_ABS 1e6f
 
 typedef struct {
     const char *name;
@@ -61,6 +64,39 @@ static bool json_pair(const cJSON *obj, const char *key, int lo, int hi, int *a,
     return true;
 }
 
+/* Strict objects: a key the reader does not know is refused (a damaged or
+ * misspelt key must not silently fall back to a default); "x-" keys are the
+ * documented extension space and are ignored. */
+static int check_keys(const cJSON *obj, const char *const *known, int n, const char *where, dl_error *err)
+{
+    const cJSON *kv;
+    cJSON_ArrayForEach(kv, obj) {
+        if (!kv->string) continue;
+        if (!strncmp(kv->string, "x-", 2)) continue;
+        bool ok = false;
+        for (int i = 0; i < n && !ok; i++) ok = !strcmp(kv->string, known[i]);
+        if (!ok) return dl_fail(err, DL_ERR_FORMAT, "%s: unknown key \"%.64s\"", where, kv->string);
+    }
+    return 0;
+}
+#define CHECK_KEYS(obj, where, ...)                                                                   \
+    do {                                                                                               \
+        static const char *const known_[] = {__VA_ARGS__};                                             \
+        if (check_keys((obj), known_, (int)(sizeof known_ / sizeof *known_), (where), err)) return -1; \
+    } while (0)
+
+/* A metadata number: the whole string must be a finite number in [lo, hi]. */
+static bool strict_float(const char *s, double lo, double hi, float *out)
+{
+    if (!s || !*s) return false;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) return false;
+    *out = (float)v;
+    return true;
+}
+
 /* ------------------------------------------------------------ graph JSON */
 
 static int parse_graph(dl_graph *g, const cJSON *gj, dl_error *err)
@@ -69,6 +105,8 @@ static int parse_graph(dl_graph *g, const cJSON *gj, dl_error *err)
     const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(gj, "nodes");
     if (!cJSON_IsObject(in)) return dl_fail(err, DL_ERR_FORMAT, "graph.input: missing or not an object");
     if (!cJSON_IsArray(nodes)) return dl_fail(err, DL_ERR_FORMAT, "graph.nodes: missing or not an array");
+    CHECK_KEYS(gj, "graph", "input", "nodes", "output", "features");
+    CHECK_KEYS(in, "graph.input", "name", "height", "width", "channels");
     const char *in_name = meta_string(in, "name");
     dl_node n0 = dl_node_make(DL_OP_INPUT, in_name ? in_name : "input");
     if (!json_int(in, "height", 1, 65536, &n0.h) || !json_int(in, "width", 1, 65536, &n0.w) ||
@@ -81,6 +119,9 @@ static int parse_graph(dl_graph *g, const cJSON *gj, dl_error *err)
         idx++;
         const char *name = meta_string(nj, "name");
         const char *op = meta_string(nj, "op");
+        if (!cJSON_IsObject(nj)) return dl_fail(err, DL_ERR_FORMAT, "graph.nodes[%d]: not an object", idx - 1);
+        CHECK_KEYS(nj, name ? name : "graph.nodes[]", "name", "op", "inputs", "kernel", "stride", "padding", "groups",
+                   "units", "activation", "rate", "weight", "bias");
         if (!name || !name[0]) return dl_fail(err, DL_ERR_FORMAT, "graph.nodes[%d].name: missing", idx - 1);
         if (strlen(name) >= DL_NAME_MAX) return dl_fail(err, DL_ERR_FORMAT, "graph.nodes[%d].name: too long", idx - 1);
         int opi = op ? dl_op_from_name(op) : -1;
@@ -136,7 +177,8 @@ static int parse_graph(dl_graph *g, const cJSON *gj, dl_error *err)
         }
         const cJSON *rate = cJSON_GetObjectItemCaseSensitive(nj, "rate");
         if (rate) {
-            if (!cJSON_IsNumber(rate)) return dl_fail(err, DL_ERR_FORMAT, "node %s: rate not a number", name);
+            if (!cJSON_IsNumber(rate) || !(rate->valuedouble >= 0 && rate->valuedouble < 1))
+                return dl_fail(err, DL_ERR_FORMAT, "node %s: rate must be a number in [0, 1)", name);
             n.rate = (float)rate->valuedouble;
         }
         const char *w = meta_string(nj, "weight"), *b = meta_string(nj, "bias");
@@ -219,6 +261,8 @@ static int parse_json_meta(const cJSON *meta, const char *key, bool required, cJ
 static int parse_preprocess(dl_preprocess *p, const cJSON *pj, dl_error *err)
 {
     memset(p, 0, sizeof *p);
+    if (!cJSON_IsObject(pj)) return dl_fail(err, DL_ERR_FORMAT, "preprocess: not an object");
+    CHECK_KEYS(pj, "preprocess", "width", "height", "resize", "mean", "std");
     if (!json_int(pj, "width", 1, 8192, &p->width) || !json_int(pj, "height", 1, 8192, &p->height))
         return dl_fail(err, DL_ERR_FORMAT, "preprocess.width/height: missing or out of range");
     const char *r = meta_string(pj, "resize");
@@ -268,6 +312,7 @@ static int parse_classes(dl_model *m, const cJSON *cj, int out_units, dl_error *
     m->num_classes = n;
     for (int i = 0; i < n; i++) {
         const cJSON *c = cJSON_GetArrayItem(cj, i);
+        if (cJSON_IsObject(c)) CHECK_KEYS(c, "__metadata__.classes[]", "name", "long_name");
         const char *name = cJSON_IsString(c) ? c->valuestring : meta_string(c, "name");
         const char *lname = cJSON_IsObject(c) ? meta_string(c, "long_name") : NULL;
         if (!name) return dl_fail(err, DL_ERR_FORMAT, "__metadata__.classes[%d]: no name", i);
@@ -429,6 +474,9 @@ static int fill_tensors(dl_graph *g, const st_entry *ents, int ne, const uint8_t
             memcpy(&dst[j], &u, 4);
             if (!isfinite(dst[j]))
                 return dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is not finite", t->name, j);
+            if (fabsf(dst[j]) > MAX_WEIGHT_ABS)
+                return dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is %g, outside +-%g (damaged file?)",
+                               t->name, j, dst[j], MAX_WEIGHT_ABS);
         }
     }
     return 0;
@@ -526,7 +574,8 @@ static int parse_ood(dl_model *m, const cJSON *meta, dl_error *err)
     if (!m->ood_mean || !m->ood_precision) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
     memcpy(m->ood_mean, tm->data, sizeof(float) * d);
     memcpy(m->ood_precision, tp->data, sizeof(float) * d * d);
-    m->ood_threshold = strtof(thr, NULL);
+    if (!strict_float(thr, 1e-30, 1e30, &m->ood_threshold))
+        return dl_fail(err, DL_ERR_FORMAT, "ood_threshold: \"%.32s\" is not a positive finite number", thr);
     return 0;
 }
 
@@ -535,6 +584,7 @@ static char *build_info_json(const dl_model *m, const cJSON *meta)
     cJSON *info = cJSON_CreateObject();
     cJSON_AddStringToObject(info, "name", m->name);
     cJSON_AddStringToObject(info, "sha256", m->sha256);
+    cJSON_AddStringToObject(info, "tensor_sha256", m->tensor_sha256[0] ? m->tensor_sha256 : "not recorded");
     const char *fv = meta_string(meta, "format_version");
     cJSON_AddStringToObject(info, "format_version", fv ? fv : "?");
     cJSON_AddNumberToObject(info, "temperature", m->temperature);
@@ -774,10 +824,23 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
         goto out;
     }
     if (data[8] != '{') { dl_fail(err, DL_ERR_FORMAT, "header does not start with '{' (wrong magic: not a safetensors file)"); goto out; }
-    hdr = cJSON_ParseWithLength((const char *)data + 8, (size_t)hlen);
+    const char *hend = NULL;
+    hdr = cJSON_ParseWithLengthOpts((const char *)data + 8, (size_t)hlen, &hend, false);
     if (!cJSON_IsObject(hdr)) { dl_fail(err, DL_ERR_FORMAT, "header is not a well-formed JSON object"); goto out; }
+    /* the header length is exact: after the JSON only the padding spaces */
+    for (const char *q = hend; q < (const char *)data + 8 + hlen; q++)
+        if (*q != ' ') {
+            dl_fail(err, DL_ERR_FORMAT, "header length %llu does not end where the header JSON does (damaged length?)",
+                    (unsigned long long)hlen);
+            goto out;
+        }
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(hdr, "__metadata__");
     if (!cJSON_IsObject(meta)) { dl_fail(err, DL_ERR_FORMAT, "__metadata__: missing (not a DermLens model)"); goto out; }
+    {
+        static const char *const known[] = {"format", "format_version", "name", "temperature", "graph", "preprocess",
+                                            "classes", "provenance", "ood_threshold", "members", "tensor_sha256"};
+        if (check_keys(meta, known, (int)(sizeof known / sizeof *known), "__metadata__", err)) goto out;
+    }
     const cJSON *mv;
     cJSON_ArrayForEach(mv, meta) {
         if (!cJSON_IsString(mv)) { dl_fail(err, DL_ERR_FORMAT, "__metadata__.%s: value is not a string", mv->string); goto out; }
@@ -791,6 +854,34 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     if (read_entries(hdr, size - 8 - (size_t)hlen, &ents, &n_ents, err) ||
         member_entries(ents, n_ents, 0, &own, &n_own, err) || add_tensor_shapes(&m->graph, own, n_own, err))
         goto out;
+    {
+        /* tensors tile the data section exactly: no gap, no slack at the end */
+        size_t at = 0, data_len = size - 8 - (size_t)hlen;
+        for (int i = 0; i < n_ents; i++) {
+            if (ents[i].begin != at) {
+                dl_fail(err, DL_ERR_FORMAT, "tensor %s starts at byte %zu, expected %zu (gap or shifted data)",
+                        ents[i].name, ents[i].begin, at);
+                goto out;
+            }
+            at = ents[i].end;
+        }
+        if (at != data_len) {
+            dl_fail(err, DL_ERR_FORMAT, "the tensors end at byte %zu of a %zu-byte data section", at, data_len);
+            goto out;
+        }
+        /* the recorded digest of the tensor data, if the writer left one */
+        const char *want = meta_string(meta, "tensor_sha256");
+        if (want) {
+            char got[65];
+            dl_sha256_hex(data + 8 + hlen, data_len, got);
+            if (strlen(want) != 64 || strcmp(want, got)) {
+                dl_fail(err, DL_ERR_FORMAT, "tensor data sha256 %.16s... does not match the recorded %.16s... "
+                        "(the weights were changed or damaged)", got, want);
+                goto out;
+            }
+            memcpy(m->tensor_sha256, got, sizeof got);
+        }
+    }
     if (parse_json_meta(meta, "graph", true, &graph, err) || parse_json_meta(meta, "classes", true, &classes, err) ||
         parse_json_meta(meta, "preprocess", true, &pre, err))
         goto out;
@@ -813,7 +904,7 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     snprintf(m->name, sizeof m->name, "%s", name ? name : "unnamed");
     const char *temp = meta_string(meta, "temperature");
     if (temp) {
-        m->temperature = strtof(temp, NULL);
+        if (!strict_float(temp, 0.0, 1e30, &m->temperature)) m->temperature = NAN;
         if (!(m->temperature > 0.01f && m->temperature < 100.f)) {
             dl_fail(err, DL_ERR_FORMAT, "__metadata__.temperature: %s out of (0.01, 100)", temp);
             goto out;
@@ -1005,6 +1096,19 @@ int dl_model_save(const dl_model *m, const char *path, dl_error *err)
 int dl_safetensors_write(const char *path, cJSON *hdr, int n, const float *const *datas, const size_t *counts,
                          dl_error *err)
 {
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(hdr, "__metadata__");
+    if (cJSON_IsObject(meta)) {
+        /* a digest of the tensor data, verified by the loader */
+        dl_sha256_ctx c;
+        uint8_t d[32];
+        char hex[65];
+        dl_sha256_init(&c);
+        for (int i = 0; i < n; i++) dl_sha256_update(&c, datas[i], counts[i] * 4);
+        dl_sha256_final(&c, d);
+        dl_sha256_to_hex(d, hex);
+        cJSON_DeleteItemFromObjectCaseSensitive(meta, "tensor_sha256");
+        cJSON_AddStringToObject(meta, "tensor_sha256", hex);
+    }
     char *hs = cJSON_PrintUnformatted(hdr);
     cJSON_Delete(hdr);
     if (!hs) return dl_fail(err, DL_ERR_NOMEM, "out of memory");

@@ -37,32 +37,74 @@ static void block(uint32_t h[8], const uint8_t *p)
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
 }
 
-void dl_sha256(const void *data, size_t size, uint8_t out[32])
+void dl_sha256_init(dl_sha256_ctx *c)
 {
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, h0, sizeof h0);
+    c->fill = 0;
+    c->total = 0;
+}
+
+void dl_sha256_update(dl_sha256_ctx *c, const void *data, size_t size)
+{
     const uint8_t *p = data;
-    size_t n = size;
-    while (n >= 64) { block(h, p); p += 64; n -= 64; }
+    c->total += size;
+    if (c->fill) {
+        size_t take = 64 - c->fill < size ? 64 - c->fill : size;
+        memcpy(c->buf + c->fill, p, take);
+        c->fill += take;
+        p += take;
+        size -= take;
+        if (c->fill < 64) return;
+        block(c->h, c->buf);
+        c->fill = 0;
+    }
+    while (size >= 64) { block(c->h, p); p += 64; size -= 64; }
+    memcpy(c->buf, p, size);
+    c->fill = size;
+}
+
+void dl_sha256_final(dl_sha256_ctx *c, uint8_t out[32])
+{
     uint8_t tail[128] = {0};
-    memcpy(tail, p, n);
+    size_t n = c->fill;
+    memcpy(tail, c->buf, n);
     tail[n] = 0x80;
     size_t tl = n < 56 ? 64 : 128;
-    uint64_t bits = (uint64_t)size * 8;
+    uint64_t bits = c->total * 8;
     for (int i = 0; i < 8; i++) tail[tl - 1 - i] = (uint8_t)(bits >> (8 * i));
-    block(h, tail);
-    if (tl == 128) block(h, tail + 64);
+    block(c->h, tail);
+    if (tl == 128) block(c->h, tail + 64);
     for (int i = 0; i < 8; i++) {
-        out[4 * i] = (uint8_t)(h[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(h[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(h[i] >> 8);
-        out[4 * i + 3] = (uint8_t)h[i];
+        out[4 * i] = (uint8_t)(c->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)c->h[i];
     }
+}
+
+void dl_sha256_to_hex(const uint8_t d[32], char out[65])
+{
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hx[d[i] >> 4];
+        out[2 * i + 1] = hx[d[i] & 15];
+    }
+    out[64] = 0;
+}
+
+void dl_sha256(const void *data, size_t size, uint8_t out[32])
+{
+    dl_sha256_ctx c;
+    dl_sha256_init(&c);
+    dl_sha256_update(&c, data, size);
+    dl_sha256_final(&c, out);
 }
 
 void dl_sha256_hex(const void *data, size_t size, char out[65])
 {
     uint8_t d[32];
     dl_sha256(data, size, d);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    dl_sha256_to_hex(d, out);
 }
