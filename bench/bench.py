@@ -220,6 +220,10 @@ def main():
     H, W, C = net.in_hwc
     gflop = flops(net) / 1e9
     name = meta.get('name', os.path.basename(args.model))
+    cpu = run_json([args.driver, 'cpu'])
+    machine = (f'{cpu["cpu"]}, {cpu["cores"]} cores, L1d {cpu["l1d_kib"]} KiB, L2 {cpu["l2_kib"]} KiB, '
+               f'L3 {cpu["l3_kib"]} KiB; DermLens kernels: {cpu["isa"]}')
+    print(f'machine: {machine}')
     print(f'model: {name}  input {H}x{W}x{C}  {gflop:.3f} GFLOP/image')
     print(f'torch {torch.__version__} (threads set per row); '
           f'{subprocess.run(["node", args.ort, "check"], stdout=subprocess.PIPE, text=True, check=True).stdout.strip()}')
@@ -305,6 +309,8 @@ def main():
     print()
     print(f'{name}, {H}x{W}, {gflop:.3f} GFLOP/image; medians of {args.rounds} alternating rounds x {args.reps} runs'
           f' ({"process CPU time, all threads" if args.cpu else "wall time"})')
+    print(f'on: {machine}')
+    results['machine'] = cpu
     hdr = (f'{"batch":>5} {"thr":>3} | {"DermLens ms/img":>15} {"GFLOP/s":>7} | {"ORT ms/img":>10} {"GFLOP/s":>7} '
            f'{"ORT/DL":>6} | {"PyTorch ms/img":>14} {"GFLOP/s":>7} {"PT/DL":>6}')
     print(hdr)

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_ms(void)
 {
@@ -214,13 +215,53 @@ static int cmd_extras(char **a)
     return 0;
 }
 
+/* Where the numbers come from: every table names the machine. */
+static long cache_kib(const char *index)
+{
+    char path[128], buf[64];
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/%s/size", index);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long v = -1;
+    if (fgets(buf, sizeof buf, f)) {
+        v = strtol(buf, NULL, 10);
+        if (strchr(buf, 'M')) v *= 1024;
+    }
+    fclose(f);
+    return v;
+}
+
+static int cmd_cpu(void)
+{
+    char model[256] = "unknown", line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "model name", 10)) {
+            char *c = strchr(line, ':');
+            if (c) {
+                snprintf(model, sizeof model, "%s", c + 2);
+                model[strcspn(model, "\n\"\\")] = 0;
+            }
+            break;
+        }
+    }
+    if (f) fclose(f);
+    /* index0/1 are L1d/L1i on x86 Linux; 2 and 3 are L2 and L3 */
+    printf("{\"cpu\": \"%s\", \"cores\": %ld, \"isa\": \"%s\", \"l1d_kib\": %ld, \"l2_kib\": %ld, \"l3_kib\": %ld}\n",
+           model, sysconf(_SC_NPROCESSORS_ONLN), dl_cpu_isa_name(), cache_kib("index0"), cache_kib("index2"),
+           cache_kib("index3"));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "cpu")) return cmd_cpu();
     if (argc >= 7 && !strcmp(argv[1], "logits")) return cmd_logits(argv + 2);
     if (argc >= 6 && !strcmp(argv[1], "time")) return cmd_time(argv + 2);
     if (argc >= 8 && !strcmp(argv[1], "extras")) return cmd_extras(argv + 2);
     fprintf(stderr,
-            "usage: bench_dermlens logits MODEL IMAGE.u8 W H OUT.f32\n"
+            "usage: bench_dermlens cpu\n"
+            "       bench_dermlens logits MODEL IMAGE.u8 W H OUT.f32\n"
             "       bench_dermlens time MODEL BATCH THREADS REPS\n"
             "       bench_dermlens extras MODEL IMAGE.u8 W H THREADS REPS\n");
     return 2;

@@ -76,6 +76,10 @@ typedef int (*dl_progress_fn)(void *user, double fraction, const char *stage);
  * n <= 0 means "all cores". Process-wide. */
 void dl_set_num_threads(int n);
 int dl_get_num_threads(void);
+/* The instruction-set level the kernels dispatch to on this CPU (chosen from
+ * CPUID feature bits, never from the vendor): "avx512", "avx2" or
+ * "portable". Static string. */
+const char *dl_cpu_isa_name(void);
 
 /* ------------------------------------------------------------------ images */
 

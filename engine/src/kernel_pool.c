@@ -51,6 +51,15 @@ void dl_cpu_level_force(int level)
     g_forced = level;
 }
 
+const char *dl_cpu_isa_name(void)
+{
+    switch (dl_cpu_level()) {
+    case DL_ISA_AVX512: return "avx512";
+    case DL_ISA_AVX2: return "avx2";
+    default: return "portable";
+    }
+}
+
 /* ---------------------------------------------------------------- pool */
 
 /* Work hand-off. A job's parts are claimed from `claim`, a 64-bit word holding
