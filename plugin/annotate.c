@@ -159,6 +159,10 @@ int dlp_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t s
                 width, height, DLP_MIN_REGION, DLP_MIN_REGION);
         return -1;
     }
+    /* The cheap image check runs beside the model's own OOD score. */
+    dlp_image_stats_compute(rgb, width, height, stride, &out->stats);
+    out->image_flag = dlp_image_stats_flag(&out->stats, out->image_reason,
+                                           sizeof out->image_reason);
     dlp_progress local = {0};
     if (prog)
         local = *prog;
@@ -342,42 +346,227 @@ static const char *class_label(const dl_model *m, int i)
     return s ? s : "?";
 }
 
-void dlp_group_name(const dl_model *m, const dl_result *r, char *buf, size_t size)
+int dlp_percent(float p)
+{
+    if (!(p > 0.0f))
+        return 0;
+    if (p >= 1.0f)
+        return 100;
+    return (int)floor(100.0 * (double)p + 0.5);
+}
+
+static const char *class_code(const dl_model *m, int i)
+{
+    const char *s = dl_model_class_name(m, i);
+    return s && s[0] ? s : "?";
+}
+
+dlp_verdict dlp_verdict_of(const dl_result *r, int image_flag)
+{
+    if (image_flag || r->ood_flag)
+        return DLP_VERDICT_OOD;
+    if (r->top_k < 1 || r->num_classes < 1)
+        return DLP_VERDICT_CLASS;
+    int p1 = dlp_percent(r->probs[r->top_index[0]]);
+    int p2 = r->top_k > 1 ? dlp_percent(r->probs[r->top_index[1]]) : 0;
+    if (p1 < DLP_UNCERTAIN_TOP || (r->top_k > 1 && p1 - p2 <= DLP_UNCERTAIN_GAP))
+        return DLP_VERDICT_UNCERTAIN;
+    return DLP_VERDICT_CLASS;
+}
+
+void dlp_headline(const dl_model *m, const dl_result *r, int image_flag, char *buf, size_t size)
+{
+    if (r->top_k < 1 || r->num_classes < 1) {
+        snprintf(buf, size, "no result");
+        return;
+    }
+    int c0 = r->top_index[0];
+    switch (dlp_verdict_of(r, image_flag)) {
+    case DLP_VERDICT_OOD:
+        snprintf(buf, size, "%s", DLP_OOD_HEADLINE);
+        break;
+    case DLP_VERDICT_UNCERTAIN:
+        if (r->top_k > 1) {
+            int c1 = r->top_index[1];
+            snprintf(buf, size, "uncertain: %s %d %% / %s %d %%", class_code(m, c0),
+                     dlp_percent(r->probs[c0]), class_code(m, c1), dlp_percent(r->probs[c1]));
+        } else {
+            snprintf(buf, size, "uncertain: %s %d %%", class_code(m, c0), dlp_percent(r->probs[c0]));
+        }
+        break;
+    default:
+        snprintf(buf, size, "%s %d %%", class_label(m, c0), dlp_percent(r->probs[c0]));
+        break;
+    }
+}
+
+void dlp_group_name(const dl_model *m, const dl_result *r, int image_flag, char *buf, size_t size)
 {
     if (r->top_k < 1 || r->num_classes < 1) {
         snprintf(buf, size, "DermLens: no result");
         return;
     }
-    int c = r->top_index[0];
-    snprintf(buf, size, "DermLens: %s %.0f%%", class_label(m, c), 100.0 * r->probs[c]);
+    char head[256];
+    dlp_headline(m, r, image_flag, head, sizeof head);
+    if (dlp_verdict_of(r, image_flag) == DLP_VERDICT_OOD) {
+        int c = r->top_index[0];
+        snprintf(buf, size, "DermLens: %s (%s %d %%)", head, class_code(m, c),
+                 dlp_percent(r->probs[c]));
+    } else {
+        snprintf(buf, size, "DermLens: %s", head);
+    }
+}
+
+/* Appends text to buf, wrapping at cols characters (words kept whole when
+ * they fit; continuation lines indented by two spaces) and escaping it for
+ * Pango markup when markup is set. */
+typedef struct {
+    char *buf;
+    size_t size, used;
+    int markup;
+} text_out;
+
+static void out_raw(text_out *o, const char *s)
+{
+    size_t n = strlen(s);
+    if (o->used + 1 >= o->size)
+        return;
+    if (n > o->size - o->used - 1)
+        n = o->size - o->used - 1;
+    memcpy(o->buf + o->used, s, n);
+    o->used += n;
+    o->buf[o->used] = '\0';
+}
+
+static void out_text_n(text_out *o, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c[2] = {s[i], 0};
+        if (o->markup && s[i] == '&')
+            out_raw(o, "&amp;");
+        else if (o->markup && s[i] == '<')
+            out_raw(o, "&lt;");
+        else if (o->markup && s[i] == '>')
+            out_raw(o, "&gt;");
+        else
+            out_raw(o, c);
+    }
+}
+
+static void out_wrapped(text_out *o, const char *s, int cols)
+{
+    int col = 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        size_t wl = strcspn(p, " ");
+        if (cols > 0 && col > 0 && col + 1 + (int)wl > cols) {
+            out_raw(o, "\n  ");
+            col = 2;
+        } else if (col > 0) {
+            out_raw(o, " ");
+            col++;
+        }
+        out_text_n(o, p, wl);
+        col += (int)wl;
+        p += wl;
+    }
+}
+
+void dlp_headline_wrapped(const dl_model *m, const dl_result *r, int image_flag, int cols,
+                          char *buf, size_t size)
+{
+    text_out o = {buf, size, 0, 0};
+    if (size)
+        buf[0] = '\0';
+    char line[512];
+    dlp_headline(m, r, image_flag, line, sizeof line);
+    out_wrapped(&o, line, cols);
+}
+
+void dlp_label_markup(const dl_model *m, const dl_result *r, int image_flag, int top_k, int cols,
+                      int markup, int with_headline, char *buf, size_t size)
+{
+    text_out o = {buf, size, 0, markup};
+    if (size)
+        buf[0] = '\0';
+    char line[512];
+    dlp_verdict v = dlp_verdict_of(r, image_flag);
+    dlp_headline(m, r, image_flag, line, sizeof line);
+    if (with_headline && markup) {
+        const char *col = v == DLP_VERDICT_OOD ? DLP_COLOUR_WARNING
+                          : v == DLP_VERDICT_UNCERTAIN ? DLP_COLOUR_CAUTION
+                                                       : DLP_COLOUR_TEXT;
+        char open_tag[64];
+        snprintf(open_tag, sizeof open_tag, "<span foreground=\"%s\"><b>", col);
+        out_raw(&o, open_tag);
+    }
+    if (with_headline)
+        out_wrapped(&o, line, cols);
+    if (with_headline && markup)
+        out_raw(&o, "</b></span>");
+    int k = top_k < r->top_k ? top_k : r->top_k;
+    /* The class list: all top-k when the headline is not one class; the
+     * runners-up otherwise (the headline already names the top class). */
+    for (int i = v == DLP_VERDICT_CLASS ? 1 : 0; i < k; i++) {
+        int c = r->top_index[i];
+        snprintf(line, sizeof line, "%s %d %%", class_label(m, c), dlp_percent(r->probs[c]));
+        if (o.used > 0)
+            out_raw(&o, "\n");
+        out_wrapped(&o, line, cols);
+    }
+    if (o.used > 0)
+        out_raw(&o, "\n");
+    if (markup)
+        out_raw(&o, "<small>");
+    out_wrapped(&o, DLP_DISCLAIMER, cols);
+    if (markup)
+        out_raw(&o, "</small>");
 }
 
 void dlp_label_text(const dl_model *m, const dl_result *r, int top_k, char *buf, size_t size)
 {
-    size_t used = 0;
-    buf[0] = '\0';
-#define APPEND(...)                                                                    \
-    do {                                                                               \
-        if (used < size) {                                                             \
-            int n_ = snprintf(buf + used, size - used, __VA_ARGS__);                   \
-            if (n_ > 0)                                                                \
-                used += (size_t)n_ < size - used ? (size_t)n_ : size - used - 1;        \
-        }                                                                              \
-    } while (0)
-    int k = top_k < r->top_k ? top_k : r->top_k;
-    for (int i = 0; i < k; i++) {
-        int c = r->top_index[i];
-        APPEND("%s: %.1f%%\n", class_label(m, c), 100.0 * r->probs[c]);
+    dlp_label_markup(m, r, 0, top_k, 0, 0, 1, buf, size);
+}
+
+const char *dlp_method_title(dl_saliency_method m)
+{
+    switch (m) {
+    case DL_SALIENCY_GRADCAM: return "Grad-CAM";
+    case DL_SALIENCY_GRADCAM_PP: return "Grad-CAM++";
+    case DL_SALIENCY_HIRESCAM: return "HiResCAM";
+    case DL_SALIENCY_LAYERCAM: return "LayerCAM";
+    case DL_SALIENCY_SCORECAM: return "Score-CAM";
+    case DL_SALIENCY_OCCLUSION: return "Occlusion";
     }
-    if (r->ood_flag)
-        APPEND("Warning: unlike the training images\n");
-    APPEND("%s", DLP_DISCLAIMER);
-#undef APPEND
+    return "saliency";
+}
+
+const char *dlp_method_help(dl_saliency_method m)
+{
+    switch (m) {
+    case DL_SALIENCY_GRADCAM:
+        return "Gradient-weighted class activation map: fast, coarse; the default";
+    case DL_SALIENCY_GRADCAM_PP:
+        return "Grad-CAM with pixel-wise weights: better when several areas matter";
+    case DL_SALIENCY_HIRESCAM:
+        return "Gradients times activations, cell by cell: faithful to the last layer";
+    case DL_SALIENCY_LAYERCAM:
+        return "Positive gradients per location: finer detail than Grad-CAM";
+    case DL_SALIENCY_SCORECAM:
+        return "Masks the image with each activation map and scores it: slower, no gradients";
+    case DL_SALIENCY_OCCLUSION:
+        return "Hides one patch at a time and measures the drop: slowest, model-agnostic";
+    }
+    return "";
 }
 
 char *dlp_result_json(const dl_model *m, const char *model_path, const dl_result *r,
                       const dlp_region *region, dl_saliency_method method, int saliency_ok,
-                      const char *saliency_note)
+                      const char *saliency_note, const char *image_reason)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root)
@@ -435,7 +624,17 @@ char *dlp_result_json(const dl_model *m, const char *model_path, const dl_result
         else
             cJSON_AddNullToObject(ood, "score");
         cJSON_AddBoolToObject(ood, "flag", r->ood_flag != 0);
+        int img = image_reason && image_reason[0];
+        cJSON_AddBoolToObject(ood, "image_flag", img);
+        if (img)
+            cJSON_AddStringToObject(ood, "image_reason", image_reason);
     }
+    char head[512];
+    dlp_headline(m, r, image_reason && image_reason[0], head, sizeof head);
+    cJSON_AddStringToObject(root, "headline", head);
+    static const char *const verdicts[] = {"class", "uncertain", "out_of_distribution"};
+    cJSON_AddStringToObject(root, "verdict", verdicts[dlp_verdict_of(r, image_reason && image_reason[0])]);
+    cJSON_AddStringToObject(root, "disclaimer", DLP_DISCLAIMER);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;

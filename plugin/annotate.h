@@ -13,12 +13,24 @@
 #include <stdint.h>
 
 #include "dermlens.h"
+#include "imgstats.h"
 
 #define DLP_PLUGIN_VERSION DL_VERSION_STRING
 #define DLP_PARASITE_NAME "dermlens-result"
 #define DLP_MIN_REGION 8          /* smallest side we classify, in pixels */
 #define DLP_MAX_TOP_K 50
 #define DLP_DISCLAIMER "Research/teaching aid - not a diagnosis"
+/* The headline when the input looks out of distribution. */
+#define DLP_OOD_HEADLINE "Not a dermoscopic lesion image? Results unreliable"
+/* Colours of the label (Pango/GTK markup): text, warning (out of
+ * distribution), caution (uncertain). */
+#define DLP_COLOUR_TEXT "#ffffff"
+#define DLP_COLOUR_WARNING "#ff9f1c"
+#define DLP_COLOUR_CAUTION "#ffd166"
+/* A near-tie: the top two within this many percentage points, or the top
+ * class below DLP_UNCERTAIN_TOP percent. */
+#define DLP_UNCERTAIN_GAP 10
+#define DLP_UNCERTAIN_TOP 50
 
 /* Validated user parameters (PDB arguments or dialog values). */
 typedef struct {
@@ -60,6 +72,9 @@ typedef struct {
     float *map;                   /* width*height saliency in [0,1], NULL if unavailable */
     int map_width, map_height;
     char saliency_note[256];      /* why map is NULL ("" otherwise) */
+    dlp_image_stats stats;        /* the cheap image-statistics check ... */
+    int image_flag;               /* ... flags this input (tiny, blank, flat) */
+    char image_reason[128];       /* why ("" when not flagged) */
 } dlp_analysis;
 
 /* Classify (all classes) and, when want_saliency, explain the top class.
@@ -84,20 +99,50 @@ void dlp_overlay_rows(const float *map, int map_w, int map_h, int out_w, int out
 void dlp_legend_size(int region_w, int region_h, int *w, int *h);
 void dlp_legend_pixels(int w, int h, int channels, uint8_t *out);
 
-/* "DermLens: melanoma 81%". */
-void dlp_group_name(const dl_model *m, const dl_result *r, char *buf, size_t size);
+/* One rounding everywhere: a probability as a whole percentage (half up). */
+int dlp_percent(float p);
+/* What the user is told first. */
+typedef enum {
+    DLP_VERDICT_CLASS = 0,        /* "melanoma 81 %" */
+    DLP_VERDICT_UNCERTAIN,        /* "uncertain: bkl 44 % / nv 44 %" */
+    DLP_VERDICT_OOD               /* DLP_OOD_HEADLINE */
+} dlp_verdict;
+/* Out of distribution (the model's Mahalanobis flag or the image check)
+ * comes first, then a near-tie, else the top class. */
+dlp_verdict dlp_verdict_of(const dl_result *r, int image_flag);
+/* The headline for that verdict (no markup). */
+void dlp_headline(const dl_model *m, const dl_result *r, int image_flag, char *buf, size_t size);
+/* "DermLens: melanoma 81 %", "DermLens: uncertain: bkl 44 % / nv 44 %",
+ * "DermLens: Not a dermoscopic lesion image? Results unreliable (nv 51 %)". */
+void dlp_group_name(const dl_model *m, const dl_result *r, int image_flag, char *buf, size_t size);
 /* Top-k lines, an OOD warning when flagged, and the disclaimer. */
 void dlp_label_text(const dl_model *m, const dl_result *r, int top_k, char *buf, size_t size);
+/* The label as Pango markup: the headline (warning colour when out of
+ * distribution, caution colour when uncertain, bold), the top-k classes,
+ * the disclaimer; every line wrapped at cols characters (0 = no wrapping).
+ * markup 0 gives the same text without tags; with_headline 0 leaves the
+ * headline out (GIMP 2.10 shows it in a text layer of its own: its text
+ * layers take no markup). */
+void dlp_label_markup(const dl_model *m, const dl_result *r, int image_flag, int top_k, int cols,
+                      int markup, int with_headline, char *buf, size_t size);
+/* The headline alone, wrapped at cols (no markup). */
+void dlp_headline_wrapped(const dl_model *m, const dl_result *r, int image_flag, int cols,
+                          char *buf, size_t size);
+/* Readable name of a saliency method ("Grad-CAM", "Grad-CAM++", ...) and a
+ * one-line description of it. */
+const char *dlp_method_title(dl_saliency_method m);
+const char *dlp_method_help(dl_saliency_method m);
 
 /* Region in image coordinates. */
 typedef struct {
     int x, y, width, height;
 } dlp_region;
 
-/* Parasite JSON (malloc'd, caller frees). NULL on allocation failure. */
+/* Parasite JSON (malloc'd, caller frees). NULL on allocation failure.
+ * image_reason: why the image check flagged the input (NULL or "": not). */
 char *dlp_result_json(const dl_model *m, const char *model_path, const dl_result *r,
                       const dlp_region *region, dl_saliency_method method, int saliency_ok,
-                      const char *saliency_note);
+                      const char *saliency_note, const char *image_reason);
 
 /* ------------------------------------------------------------------ batch */
 

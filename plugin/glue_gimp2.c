@@ -118,10 +118,18 @@ static void browse_clicked(GtkWidget *button, gpointer entry)
 static const char *const method_names[] = {"gradcam", "gradcam++", "hirescam",
                                            "layercam", "scorecam", "occlusion"};
 
+static void method_changed(GtkWidget *combo, gpointer data)
+{
+    int i = gtk_combo_box_get_active(GTK_COMBO_BOX(combo));
+    if (i >= 0 && i < (int)G_N_ELEMENTS(method_names))
+        gtk_widget_set_tooltip_text(combo, dlp_method_help((dl_saliency_method)i));
+}
+
 static GtkWidget *add_row(GtkWidget *table, int row, const char *label, GtkWidget *w)
 {
     GtkWidget *l = gtk_label_new_with_mnemonic(label);
     gtk_misc_set_alignment(GTK_MISC(l), 0.0, 0.5);
+    gtk_label_set_mnemonic_widget(GTK_LABEL(l), GTK_IS_HBOX(w) ? NULL : w);
     gtk_table_attach(GTK_TABLE(table), l, 0, 1, row, row + 1, GTK_FILL, GTK_FILL, 4, 2);
     gtk_table_attach(GTK_TABLE(table), w, 1, 2, row, row + 1, GTK_EXPAND | GTK_FILL, GTK_FILL, 4, 2);
     return w;
@@ -133,7 +141,7 @@ static gboolean classify_dialog(dlp_saved *s)
     GtkWidget *dlg = gimp_dialog_new("DermLens - Classify Lesion", "dermlens", NULL, 0,
                                      gimp_standard_help_func, DLP_PROC_CLASSIFY, "_Cancel",
                                      GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
-    GtkWidget *table = gtk_table_new(6, 2, FALSE);
+    GtkWidget *table = gtk_table_new(7, 2, FALSE);
     gtk_container_set_border_width(GTK_CONTAINER(table), 8);
     gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), table, TRUE, TRUE, 0);
 
@@ -141,44 +149,58 @@ static gboolean classify_dialog(dlp_saved *s)
     GtkWidget *entry = gtk_entry_new();
     gtk_entry_set_text(GTK_ENTRY(entry), s->model_path);
     gtk_widget_set_tooltip_text(entry, "Empty: the shipped lesion model");
-    GtkWidget *browse = gtk_button_new_with_label("Browse...");
+    GtkWidget *browse = gtk_button_new_with_label("Choose...");
+    gtk_widget_set_tooltip_text(browse, "Pick a DermLens model file (.safetensors)");
     g_signal_connect(browse, "clicked", G_CALLBACK(browse_clicked), entry);
     gtk_box_pack_start(GTK_BOX(hb), entry, TRUE, TRUE, 0);
     gtk_box_pack_start(GTK_BOX(hb), browse, FALSE, FALSE, 0);
-    add_row(table, 0, "_Model file:", hb);
+    add_row(table, 0, "Model _file:", hb);
 
+    /* Readable names; the selected one's one-line description as tooltip.
+     * Mnemonics differ from each other and from the buttons (_Cancel, _OK,
+     * _Help). */
     GtkWidget *combo = gtk_combo_box_text_new();
     int active = 0;
     for (unsigned i = 0; i < G_N_ELEMENTS(method_names); i++) {
-        gtk_combo_box_text_append_text(GTK_COMBO_BOX_TEXT(combo), method_names[i]);
+        gtk_combo_box_text_append_text(GTK_COMBO_BOX_TEXT(combo),
+                                       dlp_method_title((dl_saliency_method)i));
         if (strcmp(method_names[i], s->method) == 0)
             active = (int)i;
     }
+    g_signal_connect(combo, "changed", G_CALLBACK(method_changed), NULL);
     gtk_combo_box_set_active(GTK_COMBO_BOX(combo), active);
-    add_row(table, 1, "_Saliency method:", combo);
+    method_changed(combo, NULL);
+    add_row(table, 1, "Saliency _method:", combo);
 
     GtkWidget *scale = gtk_hscale_new_with_range(0, 100, 1);
     gtk_range_set_value(GTK_RANGE(scale), s->opacity);
-    add_row(table, 2, "Overlay _opacity:", scale);
+    gtk_widget_set_tooltip_text(scale, "How strongly the saliency colours cover the image (0-100)");
+    add_row(table, 2, "Overlay o_pacity:", scale);
 
     GtkWidget *spin = gtk_spin_button_new_with_range(1, DLP_MAX_TOP_K, 1);
     gtk_spin_button_set_value(GTK_SPIN_BUTTON(spin), s->top_k);
-    add_row(table, 3, "_Top-k classes:", spin);
+    gtk_widget_set_tooltip_text(spin, "How many of the most likely classes the label lists");
+    add_row(table, 3, "_Number of classes:", spin);
 
-    GtkWidget *labels = gtk_check_button_new_with_mnemonic("Add _labels");
+    GtkWidget *labels = gtk_check_button_new_with_mnemonic("Add label _text");
     gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(labels), s->add_labels);
     gtk_table_attach(GTK_TABLE(table), labels, 0, 2, 4, 5, GTK_FILL, GTK_FILL, 4, 2);
     GtkWidget *legend = gtk_check_button_new_with_mnemonic("Add le_gend");
     gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(legend), s->add_legend);
     gtk_table_attach(GTK_TABLE(table), legend, 0, 2, 5, 6, GTK_FILL, GTK_FILL, 4, 2);
+    GtkWidget *disc = gtk_label_new(NULL);
+    gtk_label_set_markup(GTK_LABEL(disc), "<b>" DLP_DISCLAIMER "</b>");
+    gtk_table_attach(GTK_TABLE(table), disc, 0, 2, 6, 7, GTK_FILL, GTK_FILL, 4, 6);
 
     gtk_widget_show_all(dlg);
+    dlp_dialog_test_hook(dlg);
     gboolean ok = gimp_dialog_run(GIMP_DIALOG(dlg)) == GTK_RESPONSE_OK;
     if (ok) {
         g_strlcpy(s->model_path, gtk_entry_get_text(GTK_ENTRY(entry)), sizeof s->model_path);
-        gchar *m = gtk_combo_box_text_get_active_text(GTK_COMBO_BOX_TEXT(combo));
-        g_strlcpy(s->method, m ? m : "gradcam", sizeof s->method);
-        g_free(m);
+        int mi = gtk_combo_box_get_active(GTK_COMBO_BOX(combo));
+        g_strlcpy(s->method,
+                  mi >= 0 && mi < (int)G_N_ELEMENTS(method_names) ? method_names[mi] : "gradcam",
+                  sizeof s->method);
         s->opacity = gtk_range_get_value(GTK_RANGE(scale));
         s->top_k = gtk_spin_button_get_value_as_int(GTK_SPIN_BUTTON(spin));
         s->add_labels = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(labels));
@@ -198,23 +220,29 @@ static void result_dialog(const dl_model *m, const dlp_analysis *an)
     gtk_container_set_border_width(GTK_CONTAINER(vb), 8);
     gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), vb, TRUE, TRUE, 0);
     const dl_result *r = &an->result;
+    gchar *head = dlp_result_headline_markup(m, an);
+    GtkWidget *hl = gtk_label_new(NULL);
+    gtk_label_set_markup(GTK_LABEL(hl), head);
+    gtk_label_set_line_wrap(GTK_LABEL(hl), TRUE);
+    g_free(head);
+    gtk_box_pack_start(GTK_BOX(vb), hl, FALSE, FALSE, 4);
     for (int i = 0; i < r->top_k; i++) {
         int c = r->top_index[i];
         const char *name = dl_model_class_long_name(m, c);
         GtkWidget *bar = gtk_progress_bar_new();
         gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(bar), r->probs[c]);
-        gchar *t = g_strdup_printf("%s  %.1f%%", name ? name : "?", 100.0 * r->probs[c]);
+        gchar *t = g_strdup_printf("%s  %d %%", name ? name : "?", dlp_percent(r->probs[c]));
         gtk_progress_bar_set_text(GTK_PROGRESS_BAR(bar), t);
         g_free(t);
         gtk_box_pack_start(GTK_BOX(vb), bar, FALSE, FALSE, 0);
     }
-    if (r->ood_flag)
-        gtk_box_pack_start(GTK_BOX(vb), gtk_label_new("Warning: this image is unlike the training images."),
-                           FALSE, FALSE, 0);
     if (an->saliency_note[0])
         gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(an->saliency_note), FALSE, FALSE, 0);
-    gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(DLP_DISCLAIMER), FALSE, FALSE, 4);
+    GtkWidget *disc = gtk_label_new(NULL);
+    gtk_label_set_markup(GTK_LABEL(disc), "<b>" DLP_DISCLAIMER "</b>");
+    gtk_box_pack_start(GTK_BOX(vb), disc, FALSE, FALSE, 4);
     gtk_widget_show_all(dlg);
+    dlp_dialog_test_hook(dlg);
     gimp_dialog_run(GIMP_DIALOG(dlg));
     gtk_widget_destroy(dlg);
 }
@@ -252,7 +280,7 @@ static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g,
     gint32 parent = gimp_item_get_parent(drawable);
     gint pos = gimp_image_get_item_position(image, drawable);
     gint32 group = gimp_layer_group_new(image);
-    dlp_group_name(m, &an->result, name, sizeof name);
+    dlp_group_name(m, &an->result, an->image_flag, name, sizeof name);
     if (group < 0 || !gimp_image_insert_layer(image, group, parent > 0 ? parent : -1, pos)) {
         *msg = g_strdup("Could not add the DermLens layer group");
         goto out;
@@ -269,7 +297,7 @@ static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g,
                    "overlay not added: the region (%d x %d) is larger than %.0f megapixels", g->w,
                    g->h, DLP_MAX_OVERLAY_PIXELS / (1024.0 * 1024.0));
     if (overlay) {
-        g_snprintf(name, sizeof name, "DermLens saliency (%s)", dl_saliency_method_name(p->method));
+        g_snprintf(name, sizeof name, "Saliency (%s)", dlp_method_title(p->method));
         /* A huge region's overlay is written at analysis size and scaled
          * up by GIMP: no full-size pixels cross the wire. */
         int ow = g->scale < 1.0 ? an->map_width : g->w, oh = g->scale < 1.0 ? an->map_height : g->h;
@@ -299,51 +327,128 @@ static gboolean annotate_image(gint32 image, gint32 drawable, const dlp_geom *g,
             gimp_layer_set_offsets(ov, region.x, region.y);
         }
     }
+    /* Labels and legend: sizes follow the region (dlp_label_font_px). */
+    dlp_label_plan plan;
+    dlp_plan_labels(m, an, p, g->w, g->h, overlay, channels, &plan);
+    double fpx = plan.font_px;
+    int mg = plan.margin;
     int lw = 0, lh = 0;
-    dlp_legend_size(g->w, g->h, &lw, &lh);
-    if (p->add_legend && overlay) {
-        gint32 lg = new_pixel_layer(image, group, "DermLens legend (saliency low to high)", lw, lh,
-                                    region.x + 4, region.y + g->h - lh - 4, 100.0, channels);
+    guint8 *lpx = plan.show_legend
+                      ? dlp_legend_render(fpx, g->w - 2 * mg, p->method, channels, &lw, &lh)
+                      : NULL;
+    if (!lpx)
+        lw = lh = 0; /* no overlay, or no room beside a readable label (dlp_plan_labels) */
+    if (lpx) {
+        g_snprintf(name, sizeof name, "Legend: %s, low to high", dlp_method_title(p->method));
+        gint32 lg = new_pixel_layer(image, group, name, lw, lh, region.x + mg,
+                                    region.y + g->h - lh - mg, 100.0, channels);
         if (lg < 0) {
+            g_free(lpx);
             *msg = g_strdup("Could not add the legend layer");
             goto out;
         }
         GeglBuffer *buf = gimp_drawable_get_buffer(lg);
-        gboolean wok = dlp_write_legend(buf, lw, lh, channels, msg);
+        gboolean wok = dlp_write_pixels(buf, lpx, lw, lh, channels, msg);
         g_object_unref(buf);
+        g_free(lpx);
         if (!wok)
             goto out;
         gimp_drawable_update(lg, 0, 0, lw, lh);
     }
-    if (p->add_labels) {
-        char text[2048];
-        dlp_label_text(m, &an->result, p->top_k, text, sizeof text);
-        double size = g->h / 20.0;
-        size = size < 10.0 ? 10.0 : size > 64.0 ? 64.0 : size;
+    if (plan.show_label) {
+        /* White text (headline in a warning colour when the result is not to
+         * be trusted) on a semi-opaque dark box, inside the region and above
+         * the legend; the text is wrapped, and made smaller only when it
+         * cannot fit otherwise. */
+        int pad = mg;
+        int tw_max = g->w - 2 * mg - 2 * pad;
+        int th_max = g->h - 2 * mg - 2 * pad - (lh > 0 ? lh + mg : 0);
+        if (tw_max < 8)
+            tw_max = 8;
+        if (th_max < 8)
+            th_max = 8;
+        /* GIMP 2.10's text layers take no markup: the headline is a text
+         * layer of its own, in bold and, when the result is not to be
+         * trusted, in the warning / caution colour. */
+        double size = fpx;
+        char head[1024], text[4096];
+        dlp_headline_wrapped(m, &an->result, an->image_flag, dlp_plan_cols(&plan, tw_max, size), head,
+                             sizeof head);
+        dlp_label_markup(m, &an->result, an->image_flag, plan.top_k, dlp_plan_cols(&plan, tw_max, size), 0,
+                         0, text, sizeof text);
+        gint32 hl = gimp_text_layer_new(image, head, "Sans-serif Bold", size, GIMP_UNIT_PIXEL);
+        if (hl < 0 || !gimp_image_insert_layer(image, hl, group, 0)) {
+            *msg = g_strdup("Could not add the headline text layer");
+            goto out;
+        }
         gint32 tl = gimp_text_layer_new(image, text, "Sans-serif", size, GIMP_UNIT_PIXEL);
-        if (tl < 0 || !gimp_image_insert_layer(image, tl, group, 0)) {
+        if (tl < 0 || !gimp_image_insert_layer(image, tl, group, 1)) {
             *msg = g_strdup("Could not add the label text layer");
             goto out;
         }
-        GimpRGB white;
+        dlp_verdict v = dlp_verdict_of(&an->result, an->image_flag);
+        GimpRGB col, white;
         gimp_rgba_set(&white, 1.0, 1.0, 1.0, 1.0);
+        if (!gimp_rgb_parse_hex(&col, v == DLP_VERDICT_OOD         ? DLP_COLOUR_WARNING
+                                      : v == DLP_VERDICT_UNCERTAIN ? DLP_COLOUR_CAUTION
+                                                                   : DLP_COLOUR_TEXT,
+                                -1))
+            col = white;
+        col.a = 1.0;
+        gimp_text_layer_set_color(hl, &col);
         gimp_text_layer_set_color(tl, &white);
-        gimp_layer_set_offsets(tl, region.x + 4, region.y + 4);
-        gimp_item_set_name(tl, "DermLens labels");
-        /* Keep the label inside the region (and above the legend): shrink
-         * the font until the text layer fits. */
-        int box_w = g->w - 8, box_h = g->h - 8 - (p->add_legend && overlay ? lh + 4 : 0);
-        for (int i = 0; i < 4; i++) {
-            double ns = dlp_fit_font_size(size, gimp_drawable_width(tl), gimp_drawable_height(tl),
-                                          box_w, box_h);
-            if (ns >= size)
+        int gap = (int)(size * 0.2 + 0.5);
+        for (int i = 0; i < 8; i++) {
+            int tw = MAX(gimp_drawable_width(tl), gimp_drawable_width(hl));
+            int th = gimp_drawable_height(hl) + gap + gimp_drawable_height(tl);
+            if (tw <= tw_max && th <= th_max)
                 break;
+            double ns = dlp_fit_font_size(size, tw, th, tw_max, th_max);
+            if (ns >= size)
+                ns = size * 0.92;
+            if (ns < plan.font_px * 0.8)
+                break; /* GIMP and Pango disagree by more than rounding */
             size = ns;
+            gap = (int)(size * 0.2 + 0.5);
+            dlp_headline_wrapped(m, &an->result, an->image_flag, dlp_plan_cols(&plan, tw_max, size), head,
+                                 sizeof head);
+            dlp_label_markup(m, &an->result, an->image_flag, plan.top_k,
+                             dlp_plan_cols(&plan, tw_max, size), 0, 0, text, sizeof text);
+            gimp_text_layer_set_font_size(hl, size, GIMP_UNIT_PIXEL);
+            gimp_text_layer_set_text(hl, head);
             gimp_text_layer_set_font_size(tl, size, GIMP_UNIT_PIXEL);
+            gimp_text_layer_set_text(tl, text);
         }
+        int hh = gimp_drawable_height(hl);
+        int tw = MAX(gimp_drawable_width(tl), gimp_drawable_width(hl));
+        int th = hh + gap + gimp_drawable_height(tl);
+        gimp_layer_set_offsets(hl, region.x + mg + pad, region.y + mg + pad);
+        gimp_layer_set_offsets(tl, region.x + mg + pad, region.y + mg + pad + hh + gap);
+        gimp_item_set_name(hl, "Headline");
+        gimp_item_set_name(tl, "Labels");
+        guint8 *bpx = dlp_box_pixels(tw + 2 * pad, th + 2 * pad, channels);
+        gint32 box = bpx ? new_pixel_layer(image, group, "Text background", tw + 2 * pad,
+                                           th + 2 * pad, region.x + mg, region.y + mg, 100.0,
+                                           channels)
+                         : -1;
+        if (box < 0) {
+            g_free(bpx);
+            *msg = g_strdup("Could not add the label background");
+            goto out;
+        }
+        /* Below the two text layers. */
+        gimp_image_reorder_item(image, box, group, 2);
+        GeglBuffer *buf = gimp_drawable_get_buffer(box);
+        gboolean wok = dlp_write_pixels(buf, bpx, tw + 2 * pad, th + 2 * pad, channels, msg);
+        g_object_unref(buf);
+        g_free(bpx);
+        if (!wok)
+            goto out;
+        gimp_drawable_update(box, 0, 0, tw + 2 * pad, th + 2 * pad);
     }
 
-    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, overlay, note);
+    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, overlay, note,
+                                 an->image_reason);
     if (!json) {
         *msg = g_strdup("Out of memory writing the result");
         goto out;
@@ -454,6 +559,9 @@ static gboolean do_classify(gint32 image, gint32 drawable, const dlp_params *p,
         dlp_report_stats(what);
         g_free(what);
     }
+    /* Done: the status bar must not keep "adding layers / Cancel" while
+     * the result dialog is open. */
+    gimp_progress_end();
     if (ok && interactive) {
         gimp_displays_flush();
         result_dialog(m, &an);
@@ -479,16 +587,17 @@ static gboolean batch_dialog(dlp_saved_batch *s)
     add_row(table, 0, "_Input folder:", in);
     GtkWidget *csv = gtk_entry_new();
     gtk_entry_set_text(GTK_ENTRY(csv), s->csv_path);
-    add_row(table, 1, "Output _CSV file:", csv);
+    add_row(table, 1, "Output CS_V file:", csv);
     GtkWidget *out = gtk_entry_new();
     gtk_entry_set_text(GTK_ENTRY(out), s->output_dir);
     gtk_widget_set_tooltip_text(out, "Empty: no annotated copies");
-    add_row(table, 2, "Annotated copies _folder:", out);
+    add_row(table, 2, "Annotated copies fol_der:", out);
     GtkWidget *model = gtk_entry_new();
     gtk_entry_set_text(GTK_ENTRY(model), s->model_path);
     gtk_widget_set_tooltip_text(model, "Empty: the shipped lesion model");
-    add_row(table, 3, "_Model file:", model);
+    add_row(table, 3, "Model _file:", model);
     gtk_widget_show_all(dlg);
+    dlp_dialog_test_hook(dlg);
     gboolean ok = gimp_dialog_run(GIMP_DIALOG(dlg)) == GTK_RESPONSE_OK;
     if (ok) {
         g_strlcpy(s->input_dir, gtk_entry_get_text(GTK_ENTRY(in)), sizeof s->input_dir);

@@ -95,25 +95,30 @@ static void result_dialog(const dl_model *m, const dlp_analysis *an)
     gtk_container_set_border_width(GTK_CONTAINER(vb), 8);
     gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), vb, TRUE, TRUE, 0);
     const dl_result *r = &an->result;
+    gchar *head = dlp_result_headline_markup(m, an);
+    GtkWidget *hl = gtk_label_new(NULL);
+    gtk_label_set_markup(GTK_LABEL(hl), head);
+    gtk_label_set_line_wrap(GTK_LABEL(hl), TRUE);
+    g_free(head);
+    gtk_box_pack_start(GTK_BOX(vb), hl, FALSE, FALSE, 4);
     for (int i = 0; i < r->top_k; i++) {
         int c = r->top_index[i];
         const char *name = dl_model_class_long_name(m, c);
         GtkWidget *bar = gtk_progress_bar_new();
         gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(bar), r->probs[c]);
-        gchar *t = g_strdup_printf("%s  %.1f%%", name ? name : "?", 100.0 * r->probs[c]);
+        gchar *t = g_strdup_printf("%s  %d %%", name ? name : "?", dlp_percent(r->probs[c]));
         gtk_progress_bar_set_text(GTK_PROGRESS_BAR(bar), t);
         gtk_progress_bar_set_show_text(GTK_PROGRESS_BAR(bar), TRUE);
         g_free(t);
         gtk_box_pack_start(GTK_BOX(vb), bar, FALSE, FALSE, 0);
     }
-    if (r->ood_flag)
-        gtk_box_pack_start(GTK_BOX(vb),
-                           gtk_label_new("Warning: this image is unlike the training images."),
-                           FALSE, FALSE, 0);
     if (an->saliency_note[0])
         gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(an->saliency_note), FALSE, FALSE, 0);
-    gtk_box_pack_start(GTK_BOX(vb), gtk_label_new(DLP_DISCLAIMER), FALSE, FALSE, 4);
+    GtkWidget *disc = gtk_label_new(NULL);
+    gtk_label_set_markup(GTK_LABEL(disc), "<b>" DLP_DISCLAIMER "</b>");
+    gtk_box_pack_start(GTK_BOX(vb), disc, FALSE, FALSE, 4);
     gtk_widget_show_all(dlg);
+    dlp_dialog_test_hook(dlg);
     gimp_dialog_run(GIMP_DIALOG(dlg));
     gtk_widget_destroy(dlg);
 }
@@ -150,7 +155,7 @@ static gboolean annotate_image(GimpImage *image, GimpDrawable *drawable, const d
     /* Put the group right above the classified layer. */
     GimpItem *parent = gimp_item_get_parent(GIMP_ITEM(drawable));
     gint pos = gimp_image_get_item_position(image, GIMP_ITEM(drawable));
-    dlp_group_name(m, &an->result, name, sizeof name);
+    dlp_group_name(m, &an->result, an->image_flag, name, sizeof name);
     GimpGroupLayer *group = gimp_group_layer_new(image, name);
     if (!group || !gimp_image_insert_layer(image, GIMP_LAYER(group),
                                            parent ? GIMP_LAYER(parent) : NULL, pos)) {
@@ -168,7 +173,7 @@ static gboolean annotate_image(GimpImage *image, GimpDrawable *drawable, const d
                    "overlay not added: the region (%d x %d) is larger than %.0f megapixels", g->w,
                    g->h, DLP_MAX_OVERLAY_PIXELS / (1024.0 * 1024.0));
     if (overlay) {
-        g_snprintf(name, sizeof name, "DermLens saliency (%s)", dl_saliency_method_name(p->method));
+        g_snprintf(name, sizeof name, "Saliency (%s)", dlp_method_title(p->method));
         /* A huge region's overlay is written at analysis size and scaled
          * up by GIMP: no full-size pixels cross the wire. */
         int ow = g->scale < 1.0 ? an->map_width : g->w, oh = g->scale < 1.0 ? an->map_height : g->h;
@@ -198,32 +203,55 @@ static gboolean annotate_image(GimpImage *image, GimpDrawable *drawable, const d
             gimp_layer_set_offsets(ov, region.x, region.y);
         }
     }
+    /* Labels and legend: sizes follow the region (dlp_label_font_px). */
+    dlp_label_plan plan;
+    dlp_plan_labels(m, an, p, g->w, g->h, overlay, channels, &plan);
+    double fpx = plan.font_px;
+    int mg = plan.margin;
     int lw = 0, lh = 0;
-    dlp_legend_size(g->w, g->h, &lw, &lh);
-    if (p->add_legend && overlay) {
-        GimpLayer *lg = new_pixel_layer(image, GIMP_LAYER(group),
-                                        "DermLens legend (saliency low to high)", lw, lh,
-                                        region.x + 4, region.y + g->h - lh - 4, 100.0, channels);
+    guint8 *lpx = plan.show_legend
+                      ? dlp_legend_render(fpx, g->w - 2 * mg, p->method, channels, &lw, &lh)
+                      : NULL;
+    if (!lpx)
+        lw = lh = 0; /* no overlay, or no room beside a readable label (dlp_plan_labels) */
+    if (lpx) {
+        g_snprintf(name, sizeof name, "Legend: %s, low to high", dlp_method_title(p->method));
+        GimpLayer *lg = new_pixel_layer(image, GIMP_LAYER(group), name, lw, lh, region.x + mg,
+                                        region.y + g->h - lh - mg, 100.0, channels);
         if (!lg) {
+            g_free(lpx);
             *msg = g_strdup("Could not add the legend layer");
             goto out;
         }
         GeglBuffer *buf = gimp_drawable_get_buffer(GIMP_DRAWABLE(lg));
-        gboolean wok = dlp_write_legend(buf, lw, lh, channels, msg);
+        gboolean wok = dlp_write_pixels(buf, lpx, lw, lh, channels, msg);
         g_object_unref(buf);
+        g_free(lpx);
         if (!wok)
             goto out;
         gimp_drawable_update(GIMP_DRAWABLE(lg), 0, 0, lw, lh);
     }
-    if (p->add_labels) {
-        char text[2048];
-        dlp_label_text(m, &an->result, p->top_k, text, sizeof text);
-        double size = g->h / 20.0;
-        size = size < 10.0 ? 10.0 : size > 64.0 ? 64.0 : size;
+    if (plan.show_label) {
+        /* White text (headline in a warning colour when the result is not to
+         * be trusted) on a semi-opaque dark box, inside the region and above
+         * the legend; the text is wrapped, and made smaller only when it
+         * cannot fit otherwise. */
+        int pad = mg;
+        int tw_max = g->w - 2 * mg - 2 * pad;
+        int th_max = g->h - 2 * mg - 2 * pad - (lh > 0 ? lh + mg : 0);
+        if (tw_max < 8)
+            tw_max = 8;
+        if (th_max < 8)
+            th_max = 8;
+        double size = fpx;
+        char text[4096];
+        dlp_label_markup(m, &an->result, an->image_flag, plan.top_k, dlp_plan_cols(&plan, tw_max, size), 1,
+                         1, text, sizeof text);
         GimpFont *font = gimp_font_get_by_name("Sans-serif");
         if (!font)
             font = gimp_context_get_font();
-        GimpTextLayer *tl = font ? gimp_text_layer_new(image, text, font, size, gimp_unit_pixel())
+        GimpTextLayer *tl = font ? gimp_text_layer_new(image, "DermLens", font, size,
+                                                       gimp_unit_pixel())
                                  : NULL;
         if (!tl || !gimp_image_insert_layer(image, GIMP_LAYER(tl), GIMP_LAYER(group), 0)) {
             *msg = g_strdup("Could not add the label text layer");
@@ -232,23 +260,50 @@ static gboolean annotate_image(GimpImage *image, GimpDrawable *drawable, const d
         GeglColor *white = gegl_color_new("white");
         gimp_text_layer_set_color(tl, white);
         g_object_unref(white);
-        gimp_layer_set_offsets(GIMP_LAYER(tl), region.x + 4, region.y + 4);
-        gimp_item_set_name(GIMP_ITEM(tl), "DermLens labels");
-        /* Keep the label inside the region (and above the legend): shrink
-         * the font until the text layer fits. */
-        int box_w = g->w - 8, box_h = g->h - 8 - (p->add_legend && overlay ? lh + 4 : 0);
-        for (int i = 0; i < 4; i++) {
-            double ns = dlp_fit_font_size(size, gimp_drawable_get_width(GIMP_DRAWABLE(tl)),
-                                          gimp_drawable_get_height(GIMP_DRAWABLE(tl)), box_w,
-                                          box_h);
-            if (ns >= size)
+        gimp_text_layer_set_markup(tl, text);
+        for (int i = 0; i < 8; i++) {
+            int tw = gimp_drawable_get_width(GIMP_DRAWABLE(tl));
+            int th = gimp_drawable_get_height(GIMP_DRAWABLE(tl));
+            if (tw <= tw_max && th <= th_max)
                 break;
+            double ns = dlp_fit_font_size(size, tw, th, tw_max, th_max);
+            if (ns >= size)
+                ns = size * 0.92;
+            if (ns < plan.font_px * 0.8)
+                break; /* GIMP and Pango disagree by more than rounding */
             size = ns;
+            dlp_label_markup(m, &an->result, an->image_flag, plan.top_k,
+                             dlp_plan_cols(&plan, tw_max, size), 1, 1, text, sizeof text);
             gimp_text_layer_set_font_size(tl, size, gimp_unit_pixel());
+            gimp_text_layer_set_markup(tl, text);
         }
+        int tw = gimp_drawable_get_width(GIMP_DRAWABLE(tl));
+        int th = gimp_drawable_get_height(GIMP_DRAWABLE(tl));
+        gimp_layer_set_offsets(GIMP_LAYER(tl), region.x + mg + pad, region.y + mg + pad);
+        gimp_item_set_name(GIMP_ITEM(tl), "Labels");
+        guint8 *bpx = dlp_box_pixels(tw + 2 * pad, th + 2 * pad, channels);
+        GimpLayer *box = bpx ? new_pixel_layer(image, GIMP_LAYER(group), "Text background",
+                                               tw + 2 * pad, th + 2 * pad, region.x + mg,
+                                               region.y + mg, 100.0, channels)
+                             : NULL;
+        if (!box) {
+            g_free(bpx);
+            *msg = g_strdup("Could not add the label background");
+            goto out;
+        }
+        /* Below the text. */
+        gimp_image_reorder_item(image, GIMP_ITEM(box), GIMP_ITEM(group), 1);
+        GeglBuffer *buf = gimp_drawable_get_buffer(GIMP_DRAWABLE(box));
+        gboolean wok = dlp_write_pixels(buf, bpx, tw + 2 * pad, th + 2 * pad, channels, msg);
+        g_object_unref(buf);
+        g_free(bpx);
+        if (!wok)
+            goto out;
+        gimp_drawable_update(GIMP_DRAWABLE(box), 0, 0, tw + 2 * pad, th + 2 * pad);
     }
 
-    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, overlay, note);
+    char *json = dlp_result_json(m, model_path, &an->result, &region, p->method, overlay, note,
+                                 an->image_reason);
     if (!json) {
         *msg = g_strdup("Out of memory writing the result");
         goto out;
@@ -365,6 +420,9 @@ static gboolean do_classify(GimpImage *image, GimpDrawable *drawable, const dlp_
         dlp_report_stats(what);
         g_free(what);
     }
+    /* Done: the status bar must not keep "adding layers / Cancel" while
+     * the result dialog is open. */
+    gimp_progress_end();
     if (ok && interactive) {
         gimp_displays_flush();
         result_dialog(m, &an);
@@ -393,14 +451,32 @@ static GimpValueArray *classify_run(GimpProcedure *proc, GimpRunMode mode, GimpI
             if (method && strcmp(method, method_names[i]) == 0)
                 g_object_set(config, "saliency-choice", method_nicks[i], NULL);
         g_free(method);
+        gchar *mp = NULL;
+        g_object_get(config, "model-path", &mp, NULL);
+        GFile *mf = mp && mp[0] ? g_file_new_for_path(mp) : NULL;
+        g_object_set(config, "model-file", mf, NULL);
+        if (mf)
+            g_object_unref(mf);
+        g_free(mp);
         gimp_ui_init(DLP_BINARY);
         GtkWidget *dlg = gimp_procedure_dialog_new(proc, config, "DermLens - Classify Lesion");
-        gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "model-path", "saliency-choice",
-                                   "opacity", "top-k", "add-labels", "add-legend", NULL);
+        gimp_procedure_dialog_get_label(GIMP_PROCEDURE_DIALOG(dlg), "disclaimer",
+                                        "<b>" DLP_DISCLAIMER "</b>", TRUE, FALSE);
+        gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "model-file", "saliency-choice",
+                                   "opacity", "top-k", "add-labels", "add-legend", "disclaimer",
+                                   NULL);
+        dlp_dialog_test_hook(dlg);
         gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dlg));
         gtk_widget_destroy(dlg);
         if (!ok)
             return gimp_procedure_new_return_values(proc, GIMP_PDB_CANCEL, NULL);
+        mf = NULL;
+        g_object_get(config, "model-file", &mf, NULL);
+        gchar *path = mf ? g_file_get_path(mf) : NULL;
+        g_object_set(config, "model-path", path ? path : "", NULL);
+        g_free(path);
+        if (mf)
+            g_object_unref(mf);
         gchar *nick = NULL;
         g_object_get(config, "saliency-choice", &nick, NULL);
         for (unsigned i = 0; i < G_N_ELEMENTS(method_nicks); i++)
@@ -443,9 +519,12 @@ static GimpValueArray *batch_run(GimpProcedure *proc, GimpProcedureConfig *confi
     if (mode == GIMP_RUN_INTERACTIVE) {
         gimp_ui_init(DLP_BINARY);
         GtkWidget *dlg = gimp_procedure_dialog_new(proc, config, "DermLens - Batch Review");
+        gimp_procedure_dialog_get_label(GIMP_PROCEDURE_DIALOG(dlg), "disclaimer",
+                                        "<b>" DLP_DISCLAIMER "</b>", TRUE, FALSE);
         gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "input-folder", "output-csv",
                                    "output-folder", "model-path", "saliency-method", "opacity",
-                                   NULL);
+                                   "disclaimer", NULL);
+        dlp_dialog_test_hook(dlg);
         gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dlg));
         gtk_widget_destroy(dlg);
         if (!ok)
@@ -503,17 +582,21 @@ static GimpValueArray *batch_run(GimpProcedure *proc, GimpProcedureConfig *confi
 
 /* ------------------------------------------------------------------ registration */
 
+/* Mnemonics: unique within each dialog and apart from the procedure
+ * dialog's own buttons (_Cancel, _OK, _Help, _Reset, _Load Saved Settings,
+ * _Save Settings): c, o, h, r, l and s are taken. tests/gimp checks that
+ * GIMP prints no "duplicate mnemonic" warning. */
 static void add_common_args(GimpProcedure *proc)
 {
-    gimp_procedure_add_string_argument(proc, "model-path", "_Model file",
+    gimp_procedure_add_string_argument(proc, "model-path", "Model _path",
                                        "Model file (empty: the shipped lesion model)", "",
                                        G_PARAM_READWRITE);
-    gimp_procedure_add_string_argument(proc, "saliency-method", "Saliency method",
+    gimp_procedure_add_string_argument(proc, "saliency-method", "Saliency _method",
                                        "gradcam, gradcam++, hirescam, layercam, scorecam or "
                                        "occlusion", "gradcam", G_PARAM_READWRITE);
-    gimp_procedure_add_double_argument(proc, "opacity", "Overlay _opacity",
-                                       "Overlay opacity (0..100)", 0.0, 100.0, 60.0,
-                                       G_PARAM_READWRITE);
+    gimp_procedure_add_double_argument(proc, "opacity", "Overlay o_pacity",
+                                       "How strongly the saliency colours cover the image (0-100)",
+                                       0.0, 100.0, 60.0, G_PARAM_READWRITE);
 }
 
 static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
@@ -534,20 +617,28 @@ static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
             name);
         gimp_procedure_set_attribution(proc, "DermLens authors", "GPL-3.0-or-later", "2025");
         add_common_args(proc);
-        gimp_procedure_add_int_argument(proc, "top-k", "_Top-k classes",
-                                        "Number of classes in the label", 1, DLP_MAX_TOP_K, 3,
-                                        G_PARAM_READWRITE);
-        gimp_procedure_add_boolean_argument(proc, "add-labels", "Add _labels",
+        gimp_procedure_add_int_argument(proc, "top-k", "_Number of classes",
+                                        "How many of the most likely classes the label lists", 1,
+                                        DLP_MAX_TOP_K, 3, G_PARAM_READWRITE);
+        gimp_procedure_add_boolean_argument(proc, "add-labels", "Add label _text",
                                             "Add the label text layer", TRUE, G_PARAM_READWRITE);
         gimp_procedure_add_boolean_argument(proc, "add-legend", "Add le_gend",
                                             "Add the colour-scale legend", TRUE,
                                             G_PARAM_READWRITE);
+        /* Dialog-only: readable names with a one-line tooltip each, and a
+         * file chooser for the model. The PDB keeps the string arguments. */
         GimpChoice *choice = gimp_choice_new();
         for (unsigned i = 0; i < G_N_ELEMENTS(method_nicks); i++)
-            gimp_choice_add(choice, method_nicks[i], (gint)i, method_names[i], NULL);
-        gimp_procedure_add_choice_aux_argument(proc, "saliency-choice", "_Saliency method",
-                                               "Saliency method", choice, "gradcam",
-                                               G_PARAM_READWRITE);
+            gimp_choice_add(choice, method_nicks[i], (gint)i, dlp_method_title((dl_saliency_method)i),
+                            dlp_method_help((dl_saliency_method)i));
+        gimp_procedure_add_choice_aux_argument(proc, "saliency-choice", "Saliency _method",
+                                               "How the map of where the model looked is made",
+                                               choice, "gradcam", G_PARAM_READWRITE);
+        gimp_procedure_add_file_aux_argument(proc, "model-file", "Model _file",
+                                             "A DermLens model (.safetensors); none: the shipped "
+                                             "lesion model",
+                                             GIMP_FILE_CHOOSER_ACTION_OPEN, TRUE, NULL,
+                                             G_PARAM_READWRITE);
     } else if (strcmp(name, DLP_PROC_BATCH) == 0) {
         proc = gimp_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, batch_run, NULL, NULL);
         gimp_procedure_set_sensitivity_mask(proc, GIMP_PROCEDURE_SENSITIVE_ALWAYS);
@@ -565,10 +656,10 @@ static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
         gimp_procedure_add_string_argument(proc, "input-folder", "_Input folder",
                                            "Folder of images to review (never written to)", "",
                                            G_PARAM_READWRITE);
-        gimp_procedure_add_string_argument(proc, "output-csv", "Output _CSV file",
+        gimp_procedure_add_string_argument(proc, "output-csv", "Output CS_V file",
                                            "CSV file to write (atomically)", "",
                                            G_PARAM_READWRITE);
-        gimp_procedure_add_string_argument(proc, "output-folder", "Annotated copies _folder",
+        gimp_procedure_add_string_argument(proc, "output-folder", "Annotated copies fol_der",
                                            "Folder for annotated PNG copies (empty: none)", "",
                                            G_PARAM_READWRITE);
         add_common_args(proc);

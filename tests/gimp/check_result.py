@@ -39,7 +39,14 @@ CASES = {
     "offset": (30, 10, 224, 224),
     "empty": None,   # a selection with no pixels: the whole layer
     "float": None,   # 64 x 64 float-linear layer with NaN / +Inf / -Inf pixels
+    "blank": None,   # 224 x 224 white: not a lesion image
+    "skin": None,    # 224 x 224 plain skin colour: not a lesion image
 }
+# Not lesion images: the headline and the group name must say so.
+OOD_CASES = {"blank", "skin"}
+OOD_HEADLINE = "Not a dermoscopic lesion image? Results unreliable"
+DISCLAIMER = "Research/teaching aid - not a diagnosis"
+WARNING_RGB = (0xff, 0x9f, 0x1c)
 NAN_F32 = "0 0 192 127"  # little-endian float NaN, as GIMP 2.10's get-pixel prints bytes
 TOL = 1e-4
 failures = []
@@ -131,6 +138,47 @@ def read_facts(path):
     return items
 
 
+def pct(p):
+    """The plug-in's one rounding: whole percent, half up."""
+    return 100 if p >= 1 else 0 if p <= 0 else int(math.floor(100.0 * p + 0.5))
+
+
+def expected_headline(res):
+    """Headline from the parasite's probabilities and flags, by the rule the
+    plug-in documents: out of distribution first, then a near-tie (top two
+    within 10 points or top below 50 %), else the top class."""
+    classes = sorted(res["classes"], key=lambda c: -c["probability"])
+    ood = res.get("ood", {})
+    if ood.get("flag") or ood.get("image_flag"):
+        return "ood", OOD_HEADLINE
+    p1, p2 = pct(classes[0]["probability"]), pct(classes[1]["probability"])
+    if p1 < 50 or p1 - p2 <= 10:
+        return "uncertain", "uncertain: %s %d %% / %s %d %%" % (classes[0]["code"], p1, classes[1]["code"], p2)
+    return "class", "%s %d %%" % (classes[0]["name"], p1)
+
+
+def strip_tags(text):
+    out, depth = [], 0
+    for ch in text:
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+
+
+def read_textfacts(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 3:
+                out[parts[0]] = (float(parts[1]), tuple(int(v) for v in parts[2].split()))
+    return out
+
+
 def check_case(work, case, region):
     p = lambda suffix: os.path.join(work, "%s-%s" % (case, suffix))
     if not check(os.path.exists(p("facts.txt")), "%s: no facts (GIMP script failed?)" % case):
@@ -165,36 +213,124 @@ def check_case(work, case, region):
     got = (reg.get("x"), reg.get("y"), reg.get("width"), reg.get("height"))
     check(exp is not None and got == tuple(exp), "%s: region %r, expected %r" % (case, got, exp))
 
-    # Group name follows the top class.
-    if groups and probs:
-        top = max(range(len(probs)), key=lambda i: probs[i])
-        want = "DermLens: %s %.0f%%" % (classes[top]["name"], 100.0 * probs[top])
+    # Headline and group name: out of distribution first, then a near-tie,
+    # else the top class; one rounding (whole percent) everywhere.
+    verdict, head = expected_headline(res) if len(probs) > 1 else ("?", "?")
+    check(res.get("headline") == head, "%s: parasite headline %r, expected %r" % (case, res.get("headline"), head))
+    if verdict == "ood":
+        top = max(res["classes"], key=lambda c: c["probability"])
+        want = "DermLens: %s (%s %d %%)" % (head, top["code"], pct(top["probability"]))
+    else:
+        want = "DermLens: " + head
+    if groups:
         check(groups[0][1] == want, "%s: group named %r, expected %r" % (case, groups[0][1], want))
+    if case in OOD_CASES:
+        check(verdict == "ood" and res.get("verdict") == "out_of_distribution",
+              "%s: a non-lesion image is not flagged (verdict %r)" % (case, res.get("verdict")))
+        check(res.get("ood", {}).get("image_flag") is True,
+              "%s: the image check did not flag it: %r" % (case, res.get("ood")))
+    elif case in ("rgb", "selection", "offset", "u16", "empty"):
+        check(not res.get("ood", {}).get("image_flag"),
+              "%s: the image check flagged a lesion: %r" % (case, res.get("ood")))
 
     names = {c[1]: c for c in children}
-    ov = names.get("DermLens saliency (gradcam)")
-    check("DermLens labels" in names and names["DermLens labels"][2],
-          "%s: no text layer 'DermLens labels' in %r" % (case, list(names)))
-    check("DermLens legend (saliency low to high)" in names, "%s: no legend layer" % case)
+    # Child names tell the layers apart in a narrow Layers dock.
+    prefixes = [c[1][:12] for c in children]
+    check(len(set(prefixes)) == len(prefixes), "%s: child names alike in 12 characters: %r" % (case, prefixes))
+    ov = names.get("Saliency (Grad-CAM)")
+    # A region too small for readable text (64 x 64) gets no label and no
+    # legend rather than clipped ones; the group name carries the result.
+    small = exp is not None and min(exp[2], exp[3]) < 100
+    leg = [n for n in names if n.startswith("Legend")]
+    # Below 200 px, and for a non-lesion image (whose map means nothing), the
+    # legend gives way to a readable label when both do not fit.
+    legend_optional = small or (exp is not None and min(exp[2], exp[3]) < 200) or verdict == "ood"
+    if not small or "Labels" in names:
+        check("Labels" in names and names["Labels"][2], "%s: no text layer 'Labels' in %r" % (case, list(names)))
+        check("Text background" in names and not names["Text background"][2],
+              "%s: no label background in %r" % (case, list(names)))
+    if not legend_optional or leg:
+        check(len(leg) == 1 and "low" in leg[0] and "high" in leg[0] and "Grad-CAM" in leg[0],
+              "%s: legend layer %r" % (case, leg))
     if check(ov is not None, "%s: no saliency layer in %r" % (case, list(names))):
         check((ov[3], ov[4], ov[5], ov[6]) == tuple(exp),
               "%s: overlay at %r, region %r" % (case, ov[3:], exp))
-    # The label stays inside the region (it was clipped on small images).
-    lab = names.get("DermLens labels")
-    if lab and exp:
-        check(lab[3] >= exp[0] and lab[4] >= exp[1] and lab[3] + lab[5] <= exp[0] + exp[2]
-              and lab[4] + lab[6] <= exp[1] + exp[3],
-              "%s: label %dx%d at (%d,%d) does not fit the region %r" % (case, lab[5], lab[6], lab[3], lab[4], exp))
-    try:
-        with open(p("text.txt")) as f:
-            text = f.read()
-        check("Research/teaching aid - not a diagnosis" in text, "%s: disclaimer missing" % case)
-        check("%" in text, "%s: no probabilities in the label" % case)
-    except OSError:
-        check(False, "%s: label text not exported" % case)
 
-    # Overlay: inside the region only (layer bounds above) and with content.
+    def inside(item, box):
+        return (item[3] >= box[0] and item[4] >= box[1] and item[3] + item[5] <= box[0] + box[2]
+                and item[4] + item[6] <= box[1] + box[3])
+    # Text, its background and the legend stay inside the region (never
+    # clipped); the background holds every text layer; the legend does not
+    # overlap the background.
+    texts = [c for c in children if c[2]]
+    bg = names.get("Text background")
+    for it in texts + ([bg] if bg else []) + [names[n] for n in leg]:
+        if exp:
+            check(inside(it, exp), "%s: %s %dx%d at (%d,%d) does not fit the region %r"
+                  % (case, it[1], it[5], it[6], it[3], it[4], exp))
+    if bg:
+        for t in texts:
+            check(inside(t, (bg[3], bg[4], bg[5], bg[6])), "%s: text %s outside its background" % (case, t[1]))
+        for n in leg:
+            lg = names[n]
+            check(lg[4] >= bg[4] + bg[6] or lg[4] + lg[6] <= bg[4],
+                  "%s: legend overlaps the label background" % case)
     try:
+        if small and "Labels" not in names:
+            print("%s: region %dx%d: no label (too small for readable text); group %r"
+                  % (case, exp[2], exp[3], groups[0][1] if groups else None))
+            raise StopIteration
+        with open(p("text.txt")) as f:
+            raw = f.read()
+        text = " ".join(strip_tags(raw).split())
+        check(DISCLAIMER in text, "%s: disclaimer missing in %r" % (case, text))
+        check(head in text, "%s: headline %r not in the label %r" % (case, head, text))
+        check(text.find(head) < text.find(DISCLAIMER), "%s: headline not first" % case)
+        # One rounding: every "name N %" in the label is that class's rounded probability.
+        for c in res["classes"]:
+            key = c["name"] + " "
+            i = text.find(key)
+            while i >= 0:
+                rest = text[i + len(key):].split(" ", 2)
+                if len(rest) >= 2 and rest[1] == "%" and rest[0].isdigit():
+                    check(int(rest[0]) == pct(c["probability"]),
+                          "%s: label says %s %s %%, probability %.4f" % (case, c["name"], rest[0], c["probability"]))
+                i = text.find(key, i + 1)
+        tf = read_textfacts(p("textfacts.txt"))
+        sizes = [v[0] for v in tf.values()]
+        if exp and min(exp[2], exp[3]) >= 200:
+            check(sizes and min(sizes) >= 14.0, "%s: label text %r px on a %dx%d region (want >= 14)"
+                  % (case, sizes, exp[2], exp[3]))
+        if verdict == "ood":
+            # Warning colour: GIMP 3 colours the headline with markup, GIMP 2.10
+            # has it in a text layer of its own.
+            if "Headline" in tf:
+                check(tf["Headline"][1] == WARNING_RGB, "%s: headline colour %r" % (case, tf["Headline"][1]))
+            else:
+                check('foreground="#ff9f1c"' in raw, "%s: headline not in the warning colour: %r" % (case, raw[:200]))
+        print("%s: label %s px, text: %s" % (case, "/".join("%g" % v for v in sizes), text))
+    except StopIteration:
+        pass
+    except (OSError, ValueError) as e:
+        check(False, "%s: label text not exported: %s" % (case, e))
+    # The background is dark and semi-opaque.
+    try:
+        if small and "Text background" not in names:
+            raise StopIteration
+        bx = read_png(p("box.png"))
+        al = alpha_values(bx)
+        mean_a = sum(al) / len(al)
+        check(0.4 < mean_a < 0.9, "%s: label background alpha %.2f" % (case, mean_a))
+    except StopIteration:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        check(False, "%s: label background: %s" % (case, e))
+
+    # Overlay: inside the region only (layer bounds above) and with content
+    # (a plain image has nothing to show).
+    try:
+        if case in OOD_CASES:
+            raise StopIteration
         ovp = read_png(p("overlay.png"))
         check((ovp[0], ovp[1]) == (exp[2], exp[3]), "%s: overlay PNG %dx%d" % (case, ovp[0], ovp[1]))
         alpha = alpha_values(ovp)
@@ -202,6 +338,8 @@ def check_case(work, case, region):
             visible = sum(1 for a in alpha if a > 0.02) / len(alpha)
             check(0.02 < visible < 1.0 and max(alpha) > 0.5,
                   "%s: overlay content trivial (visible %.3f, max alpha %.2f)" % (case, visible, max(alpha)))
+    except StopIteration:
+        pass
     except (OSError, ValueError, KeyError) as e:
         check(False, "%s: overlay PNG: %s" % (case, e))
 
@@ -297,7 +435,9 @@ def check_undo(work):
         return
     # facts: layers-at-top-level, has-parasite, children-of-top-group
     check(facts.get("before") == [1, 0, 0], "undo: before %r" % facts.get("before"))
-    check(facts.get("classified") == [2, 1, 3], "undo: after classify %r (want group of 3 + parasite)" % facts.get("classified"))
+    # Group: saliency, legend, text background, label text (+ headline text in 2.10).
+    check(facts.get("classified") in ([2, 1, 4], [2, 1, 5]),
+          "undo: after classify %r (want a group of 4 or 5 + parasite)" % facts.get("classified"))
     check(facts.get("undone") == [1, 0, 0], "undo: after one undo %r (want the original state)" % facts.get("undone"))
     check(["hook", "installed"] in probe, "undo: the undo helper was not active: %r" % probe)
     probes = [r for r in probe if r[0] == "probe"]
@@ -372,7 +512,8 @@ def check_huge(work):
     check(before and after and before[0][7:] == after[0][6:], "huge: sampled pixels changed")
     kids = [l.split("\t") for l in lines if l.startswith("child\t")]
     # No 3.6 GB overlay layer (see DLP_MAX_OVERLAY_PIXELS): the label only.
-    check([k[1] for k in kids] == ["DermLens labels"], "huge: group children %r" % kids)
+    check(sorted(k[1] for k in kids) in (["Labels", "Text background"], ["Headline", "Labels", "Text background"]),
+          "huge: group children %r" % kids)
     try:
         with open(os.path.join(work, "huge-parasite.json")) as f:
             res = json.load(f)

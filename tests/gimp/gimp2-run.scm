@@ -43,6 +43,19 @@
                      (dl-path (string-append name ".xcf")))
       (gimp-image-delete img))))
 
+; The same for an image made in the script (not loaded from a file).
+(define (dl-case-new name w h rgb)
+  (let* ((img (car (gimp-image-new w h RGB)))
+         (layer (car (gimp-layer-new img w h RGB-IMAGE "plain" 100 LAYER-MODE-NORMAL))))
+    (gimp-image-insert-layer img layer 0 0)
+    (gimp-context-set-foreground rgb)
+    (gimp-drawable-fill layer FILL-FOREGROUND)
+    (dl-save-png img layer (dl-path (string-append name "-before.png")))
+    (dl-export-region img layer (dl-path (string-append name "-ref.png")))
+    (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE)
+    (gimp-xcf-save 0 img layer (dl-path (string-append name ".xcf")) (dl-path (string-append name ".xcf")))
+    (gimp-image-delete img)))
+
 (define dl-mel (string-append dl-data "/lesions/ISIC_0031711.jpg"))
 (define dl-nv (string-append dl-data "/lesions/ISIC_0025921.jpg"))
 (define dl-bkl (string-append dl-data "/lesions/ISIC_0029674.jpg"))
@@ -53,6 +66,9 @@
 (dl-case "grey" dl-bkl (lambda (img) (gimp-image-convert-grayscale img)))
 (dl-case "u16" dl-mel (lambda (img) (gimp-image-convert-precision img PRECISION-U16-GAMMA)))
 (dl-case "offset" dl-nv (lambda (img) (gimp-image-resize img 284 244 30 10)))
+; Not lesion images: a blank white image and a plain skin-coloured one.
+(dl-case-new "blank" 224 224 '(255 255 255))
+(dl-case-new "skin" 224 224 '(224 172 150))
 
 ; A call the plug-in must refuse: prepare returns the drawable to pass. The
 ; error is caught here and recorded ("refused N-layers" in facts-file), so

@@ -23,7 +23,7 @@ WORK = os.environ["DL_WORK"]
 DATA = os.environ["DL_DATA"]
 PHASE = os.environ["DL_PHASE"]
 PDB = Gimp.get_pdb()
-CASES = ["rgb", "selection", "grey", "u16", "offset", "empty", "float"]
+CASES = ["rgb", "selection", "grey", "u16", "offset", "empty", "float", "blank", "skin"]
 
 
 def path(name):
@@ -101,6 +101,22 @@ def run_case(name, fname, setup):
     img.delete()
 
 
+def run_new_case(name, w, h, rgb):
+    """A plain image made here (not a lesion): white, skin colour."""
+    img = Gimp.Image.new(w, h, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(img, "plain", w, h, Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(layer, None, 0)
+    set_rect(layer, 0, 0, w, h, "R'G'B' u8", bytes(rgb))
+    with open(path(name + "-before.raw"), "wb") as f:
+        f.write(native_bytes(layer))
+    write_png(path(name + "-ref.png"), w, h, 3, pixels(layer, "R'G'B' u8"))
+    status, msg = classify(img, layer)
+    if status != Gimp.PDBStatusType.SUCCESS:
+        raise RuntimeError("%s: plug-in failed: %s" % (name, msg))
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path(name + ".xcf")), None)
+    img.delete()
+
+
 def phase_run():
     mel = os.path.join(DATA, "lesions", "ISIC_0031711.jpg")
     nv = os.path.join(DATA, "lesions", "ISIC_0025921.jpg")
@@ -110,6 +126,8 @@ def phase_run():
     run_case("grey", bkl, lambda img: img.convert_grayscale())
     run_case("u16", mel, lambda img: img.convert_precision(Gimp.Precision.U16_NON_LINEAR))
     run_case("offset", nv, lambda img: img.resize(284, 244, 30, 10))
+    run_new_case("blank", 224, 224, (255, 255, 255))
+    run_new_case("skin", 224, 224, (224, 172, 150))
 
     # A selection too small must be refused with a message, adding nothing.
     img = load(bkl)
@@ -287,20 +305,33 @@ def fact(f, kind, item):
                                         item.get_width(), item.get_height())) + "\n")
 
 
+def font_px(layer):
+    r = layer.get_font_size()
+    return r[0] if isinstance(r, (tuple, list)) else r
+
+
 def inspect(name):
     img = load(path(name + ".xcf"))
-    with open(path(name + "-facts.txt"), "w") as f:
+    with open(path(name + "-facts.txt"), "w") as f, open(path(name + "-text.txt"), "w") as t, \
+            open(path(name + "-textfacts.txt"), "w") as tf:
         for layer in img.get_layers():
             if layer.is_group():
                 fact(f, "group", layer)
                 for c in layer.get_children():
                     fact(f, "child", c)
-                    if c.get_name().startswith("DermLens saliency"):
+                    if c.get_name().startswith("Saliency ("):
                         write_png(path(name + "-overlay.png"), c.get_width(), c.get_height(), 4,
                                   pixels(c, "R'G'B'A u8"))
+                    if c.get_name().startswith("Text background"):
+                        write_png(path(name + "-box.png"), c.get_width(), c.get_height(), 4,
+                                  pixels(c, "R'G'B'A u8"))
                     if isinstance(c, Gimp.TextLayer):
-                        with open(path(name + "-text.txt"), "w") as t:
-                            t.write(c.get_text())
+                        # With markup the plain text property is empty: keep the markup
+                        # (check_result.py strips the tags and reads the colours).
+                        t.write((c.get_markup() or c.get_text() or "") + "\n")
+                        col = c.get_color().get_rgba()
+                        tf.write("%s\t%s\t%d %d %d\n" % (c.get_name(), font_px(c), round(col[0] * 255),
+                                                          round(col[1] * 255), round(col[2] * 255)))
             else:
                 fact(f, "layer", layer)
                 with open(path(name + "-after.raw"), "wb") as r:
@@ -312,8 +343,36 @@ def inspect(name):
     img.delete()
 
 
+def phase_dialog():
+    """Classify Lesion run interactively (on Xvfb): with DERMLENS_DIALOG_TEST
+    set, the plug-in's dialogs describe themselves and answer OK / Close."""
+    img = load(os.path.join(DATA, "lesions", "ISIC_0031711.jpg"))
+    proc = PDB.lookup_procedure("plug-in-dermlens-classify")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", [img.get_layers()[0]])
+    res = proc.run(cfg)
+    print("dialog run status:", res.index(0))
+    img.delete()
+
+
+def phase_installed():
+    """The plug-in found by GIMP in its own plug-in folder (GIMP3_PLUGINDIR
+    points at a copy of the lib folder with the install layout)."""
+    img = load(os.path.join(DATA, "lesions", "ISIC_0031711.jpg"))
+    status, msg = classify(img, img.get_layers()[0])
+    with open(path("installed-facts.txt"), "w") as f:
+        f.write("%s\n" % (img.get_layers()[0].get_name() if status == Gimp.PDBStatusType.SUCCESS else "failed: " + msg))
+    img.delete()
+
+
 if PHASE == "run":
     phase_run()
+elif PHASE == "dialog":
+    phase_dialog()
+elif PHASE == "installed":
+    phase_installed()
 elif PHASE == "killbatch":
     phase_killbatch()
 elif PHASE == "huge":

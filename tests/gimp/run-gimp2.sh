@@ -83,7 +83,7 @@ start=$(date +%s)
 gimp_batch "$here/gimp2-run.scm" "$tmp/run.log" || failed=1
 echo "GIMP session 1: $(( $(date +%s) - start )) s"
 (cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*) >"$work/batch-in-after.sha256"
-for c in rgb selection grey u16 offset empty float; do
+for c in rgb selection grey u16 offset empty float blank skin; do
     if [ -f "$work/$c-ref.png" ]; then
         "$cli" classify --json -k 0 -m "$DERMLENS_MODEL" "$work/$c-ref.png" >"$work/$c-cli.json" 2>>"$tmp/cli.log" || failed=1
     fi

@@ -94,7 +94,7 @@ start=$(date +%s)
 gimp3 run || bad=1
 echo "GIMP 3 session 1: $(( $(date +%s) - start )) s"
 listing >"$work/batch-in-after.sha256"
-for c in rgb selection grey u16 offset empty float; do
+for c in rgb selection grey u16 offset empty float blank skin; do
     if [ -f "$work/$c-ref.png" ]; then
         run_chroot /build/dermlens/cli/dermlens classify --json -k 0 -m "$cmodel" \
             "$tmp_in/work/$c-ref.png" >"$work/$c-cli.json" 2>>"$ctmp/cli.log" || bad=1
@@ -154,6 +154,57 @@ if ! grep -q 'The layer is 1 x 1 pixels; DermLens needs at least 8 x 8' "$work/t
     echo "FAIL: no clear message for the 1x1 layer: $(cat "$work/tiny1-msg.txt" 2>/dev/null)"; bad=1
 fi
 python3 "$here/check_result.py" "$work" || bad=1
+
+# Install layout: meson's install plan must put the plug-in in GIMP 3's own
+# plug-in folder (pkg-config gimplibdir) and the models in the folder the
+# plug-in searches; then GIMP 3, given a lib folder with that layout
+# (GIMP3_PLUGINDIR) and a fresh profile, must find and run it.
+run_chroot sh -c 'meson introspect --installed /build/dermlens; echo; pkg-config --variable=gimplibdir gimp-3.0' \
+    >"$ctmp/installed.txt" 2>"$ctmp/installed.err"
+plan=$(python3 - "$ctmp/installed.txt" <<'EOP'
+import json, sys
+text = open(sys.argv[1]).read().strip().splitlines()
+inst, libdir = json.loads(text[0]), text[-1].strip()
+plug = [d for s, d in inst.items() if s.endswith("/plugin/dermlens")]
+models = [d for s, d in inst.items() if s.endswith(".safetensors")]
+ok = plug == [libdir + "/plug-ins/dermlens/dermlens"] and models
+print("ok" if ok else "bad", libdir, plug[0] if plug else "-", models[0].rsplit("/", 1)[0] if models else "-")
+EOP
+)
+set -- $plan
+if [ "$1" != ok ]; then
+    echo "FAIL: GIMP 3 install plan: $plan"; bad=1
+else
+    echo "GIMP 3 install plan: plug-in $3, models in $4 (gimplibdir $2)"
+    strings "$ROOT/build/dermlens/plugin/dermlens" | grep -q -x -F "$4" || { echo "FAIL: the plug-in does not search $4"; bad=1; }
+    lib=$ctmp/gimplib
+    mkdir -p "$lib/plug-ins/dermlens" "$ctmp/gimp3-fresh"
+    for e in "$ROOT$2"/*; do [ "$(basename "$e")" = plug-ins ] || ln -s "${e#"$ROOT"}" "$lib/"; done
+    for e in "$ROOT$2"/plug-ins/*; do ln -s "${e#"$ROOT"}" "$lib/plug-ins/"; done
+    cp "$ROOT/build/dermlens/plugin/dermlens" "$lib/plug-ins/dermlens/dermlens"
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$tmp_in/home" \
+        GIMP3_DIRECTORY="$tmp_in/gimp3-fresh" GIMP3_PLUGINDIR="$tmp_in/gimplib" DERMLENS_MODEL="$cmodel" \
+        DL_WORK="$tmp_in/work" DL_DATA="$tmp_in/data" DL_PHASE=installed \
+        timeout 600 gimp-console-3.0 -i --quit --batch-interpreter=python-fu-eval -b - \
+        <"$ctmp/session.py" >"$ctmp/installed.log" 2>&1
+    if grep -q '^DermLens: ' "$work/installed-facts.txt" 2>/dev/null; then
+        echo "GIMP 3 ran the plug-in from its own plug-in folder: $(cat "$work/installed-facts.txt")"
+    else
+        echo "FAIL: GIMP 3 did not find the plug-in in its plug-in folder: $(cat "$work/installed-facts.txt" 2>/dev/null)"
+        tail -15 "$ctmp/installed.log"; bad=1
+    fi
+fi
+
+# Dialogs on a virtual X server: file chooser, readable saliency names with
+# tooltips, the disclaimer, and no "duplicate mnemonic" warning.
+if [ -x "$ROOT/usr/bin/xvfb-run" ]; then
+    run_chroot DL_PHASE=dialog DERMLENS_DIALOG_TEST="$tmp_in/work/dialogs.txt" timeout 600 \
+        xvfb-run -a gimp-console-3.0 -i --quit --batch-interpreter=python-fu-eval -b - \
+        <"$ctmp/session.py" >"$ctmp/dialog.log" 2>&1
+    python3 "$here/check_dialogs.py" "$work/dialogs.txt" "$ctmp/dialog.log" || { bad=1; tail -15 "$ctmp/dialog.log"; }
+else
+    echo "FAIL: no xvfb-run in the chroot (setup-gimp3-chroot.sh installs it)"; bad=1
+fi
 echo "GIMP 3.0 test: $(( $(date +%s) - start )) s in all"
 failed=$bad
 [ $failed = 0 ] && echo "PASS: GIMP 3.0"

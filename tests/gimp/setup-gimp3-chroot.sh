@@ -15,7 +15,7 @@ set -eu
 
 ROOT=${DL_GIMP3_CHROOT:-/var/tmp/dermlens-gimp3-root}
 MIRROR=${DL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PKGS="gimp libgimp-3.0-dev meson ninja-build gcc pkg-config libopenblas-dev libpng-dev libjpeg-dev libcjson-dev libglib2.0-dev ca-certificates"
+PKGS="gimp libgimp-3.0-dev meson ninja-build gcc pkg-config libopenblas-dev libpng-dev libjpeg-dev libcjson-dev libglib2.0-dev ca-certificates xvfb xauth"
 STAMP="$ROOT/.dermlens-ready"
 
 skip() { echo "SKIP: $*" >&2; exit 77; }
