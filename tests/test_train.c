@@ -188,6 +188,74 @@ int main(void)
     dl_model_free(ma);
     dl_model_free(mc);
 
+    /* 3a. the multi-source recipe (the shipped model's): pooled train and val
+     * sets, warm start, scale-and-framing views from aspect-kept decodes with
+     * a centre-crop preprocessing, per-source class balance, weight EMA,
+     * mixup/cutmix and a validation-chosen prior shift, interrupted after a
+     * stage-2 epoch and resumed == uninterrupted, bit for bit */
+    {
+        static char lesions[4096], initm[4096], excl[4096];
+        snprintf(lesions, sizeof lesions, "%s", tu_source("tests/data/lesions"));
+        snprintf(initm, sizeof initm, "%s", out_path("t_full_a.safetensors"));
+        snprintf(excl, sizeof excl, "%s", out_path("t_exclude.txt"));
+        FILE *xf = fopen(excl, "w");
+        if (xf) { fputs("# test\nISIC_0031711\n", xf); fclose(xf); }
+        const char *two[2] = {sample, sample};
+        const char *vals[2] = {sample, sample};
+        const char *outs[2] = {out_path("t_recipe_a.safetensors"), out_path("t_recipe_b.safetensors")};
+        for (int pass = 0; pass < 2; pass++) {
+            base_config(&c, two);
+            c.n_train_sets = 2;
+            c.val_sets = vals;
+            c.n_val_sets = 2;
+            c.init_model = initm;
+            c.exclude = excl;
+            c.cut = "input";
+            c.resize = "center_crop";
+            c.scale_aug = 1;
+            c.source_balance = 1;
+            c.class_power = 0.3f;
+            c.epochs_head = 0;
+            c.epochs = 2;
+            c.epoch_size = 24;
+            c.views = 1;
+            c.ema = 0.9f;
+            c.mixup = 0.5f;
+            c.prior_shift = 1;
+            c.output = outs[pass];
+            unlink(c.output);
+            char ck[4200];
+            snprintf(ck, sizeof ck, "%s.ckpt", c.output);
+            unlink(ck);
+            ls = (log_state){0};
+            if (pass == 1) {
+                ls.stop_after = 1; /* cancel after the first stage-2 epoch */
+                int rc1 = run(&c, &ls, &err);
+                CHECK(rc1 == -1 && err.code == DL_ERR_CANCELLED, "recipe: interruption not reported: %s", err.message);
+                CHECK(access(ck, F_OK) == 0, "recipe: no checkpoint after an epoch");
+                c.resume = 1;
+                ls = (log_state){0};
+            }
+            CHECK(run(&c, &ls, &err) == 0, "recipe training (pass %d): %s", pass, err.message);
+        }
+        dl_model *ra = dl_model_load(outs[0], &err), *rb = dl_model_load(outs[1], &err);
+        CHECK(ra && rb, "recipe models do not load: %s", err.message);
+        if (ra && rb) {
+            int differ = 0;
+            for (int i = 0; i < ra->graph.n_tensors && i < rb->graph.n_tensors; i++)
+                differ += ra->graph.tensors[i].count != rb->graph.tensors[i].count ||
+                          memcmp(ra->graph.tensors[i].data, rb->graph.tensors[i].data, ra->graph.tensors[i].count * 4);
+            CHECK(differ == 0, "recipe: resumed run differs in %d tensors", differ);
+            CHECK(!strcmp(ra->pre.resize, "center_crop"), "recipe: recorded resize %s", ra->pre.resize);
+            const char *info = dl_model_info_json(ra);
+            CHECK(strstr(info, "prior_shift") && strstr(info, "source_balance") && strstr(info, "\"ema\""),
+                  "recipe: provenance lacks the levers");
+        }
+        dl_model_free(ra);
+        dl_model_free(rb);
+        (void)lesions;
+    }
+
     /* 3b. a checkpoint that cannot be used is never replaced: --resume
      * stops with the reason, a fresh run refuses it, --restart replaces it */
     {
