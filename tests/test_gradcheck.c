@@ -77,6 +77,12 @@ static double ref_act(dl_act a, double x)
     }
     case DL_ACT_SILU:
         return x / (1.0 + exp(-x));
+    case DL_ACT_SIGMOID:
+        return 1.0 / (1.0 + exp(-x));
+    case DL_ACT_HSIGMOID: {
+        double r = x + 3;
+        return (r < 0 ? 0 : (r > 6 ? 6 : r)) / 6.0;
+    }
     default:
         return x;
     }
@@ -95,6 +101,12 @@ static double ref_act_deriv(dl_act a, double x)
         double s = 1.0 / (1.0 + exp(-x));
         return s * (1 + x * (1 - s));
     }
+    case DL_ACT_SIGMOID: {
+        double s = 1.0 / (1.0 + exp(-x));
+        return s * (1 - s);
+    }
+    case DL_ACT_HSIGMOID:
+        return x > -3 && x < 3 ? 1 / 6.0 : 0;
     default:
         return 1;
     }
@@ -109,6 +121,7 @@ static double kink_distance(dl_act a, double x)
     case DL_ACT_RELU6:
         return fmin(fabs(x), fabs(x - 6));
     case DL_ACT_HSWISH:
+    case DL_ACT_HSIGMOID:
         return fmin(fabs(x + 3), fabs(x - 3));
     default:
         return INFINITY;
@@ -355,6 +368,7 @@ static void bias_range(dl_act a, double *lo, double *hi)
         *hi = 7;
         break;
     case DL_ACT_HSWISH:
+    case DL_ACT_HSIGMOID:
         *lo = -3;
         *hi = 3;
         break;
@@ -598,6 +612,66 @@ static void add_case(size_t count, dl_act act)
     c.fwd = add_fwd;
     c.bwd = add_bwd;
     c.init = add_init;
+    run_case(&c);
+}
+
+/* ---------------------------------------------------------------- mul */
+
+typedef struct {
+    int n, hw, c, b_hw;
+} mul_shape;
+
+static void mul_ref(gc_case *c, double *pre)
+{
+    const mul_shape *s = c->shape;
+    for (int b = 0; b < s->n; b++)
+        for (int p = 0; p < s->hw; p++)
+            for (int k = 0; k < s->c; k++) {
+                size_t i = ((size_t)b * s->hw + p) * s->c + k;
+                size_t j = ((size_t)b * s->b_hw + (s->b_hw == 1 ? 0 : p)) * s->c + k;
+                pre[i] = c->pd[0][i] * c->pd[1][j];
+            }
+}
+
+static void mul_fwd(gc_case *c, float *out)
+{
+    const mul_shape *s = c->shape;
+    dl_mul_forward(s->n, s->hw, s->c, s->b_hw, c->pf[0], c->pf[1], c->act, out);
+}
+
+static void mul_bwd(gc_case *c, const float *out, const float *pre, float *gout, float **g)
+{
+    const mul_shape *s = c->shape;
+    dl_mul_backward(s->n, s->hw, s->c, s->b_hw, c->pf[0], c->pf[1], out,
+                    (c->act == DL_ACT_HSWISH || c->act == DL_ACT_SILU) ? pre : NULL, c->act, gout, g[0], g[1]);
+}
+
+static void mul_init(gc_case *c)
+{
+    fill_uniform(c->pd[0], c->psz[0], -2, 2);
+    fill_uniform(c->pd[1], c->psz[1], -2, 2);
+}
+
+/* b_hw = hw: elementwise; b_hw = 1: a channel gate (squeeze-excitation) */
+static void mul_case(int n, int hw, int ch, int b_hw, dl_act act)
+{
+    static mul_shape shape;
+    shape = (mul_shape){n, hw, ch, b_hw};
+    gc_case c = {0};
+    snprintf(c.name, sizeof c.name, "mul %dx%dx%d by %dx%d %s", n, hw, ch, b_hw, ch, dl_act_name(act));
+    c.kind = "mul";
+    c.np = 2;
+    c.pname[0] = "a";
+    c.pname[1] = "b";
+    c.psz[0] = (size_t)n * hw * ch;
+    c.psz[1] = (size_t)n * b_hw * ch;
+    c.nout = c.psz[0];
+    c.act = act;
+    c.shape = &shape;
+    c.ref = mul_ref;
+    c.fwd = mul_fwd;
+    c.bwd = mul_bwd;
+    c.init = mul_init;
     run_case(&c);
 }
 
@@ -985,8 +1059,9 @@ static void act_case(dl_act a)
 
 int main(void)
 {
-    const dl_act acts[] = {DL_ACT_NONE, DL_ACT_RELU, DL_ACT_RELU6, DL_ACT_HSWISH, DL_ACT_SILU};
-    for (int i = 0; i < 5; i++)
+    const dl_act acts[] = {DL_ACT_NONE, DL_ACT_RELU, DL_ACT_RELU6, DL_ACT_HSWISH, DL_ACT_SILU,
+                           DL_ACT_SIGMOID, DL_ACT_HSIGMOID};
+    for (int i = 0; i < 7; i++)
         act_case(acts[i]);
 
     /* conv: name, n, ih, iw, ic, oc, kh, kw, sh, sw, same, pad, groups, act */
@@ -1006,8 +1081,11 @@ int main(void)
     conv_case("g2 3x3 s2 SAME asym 6x8x6->4", 1, 6, 8, 6, 4, 3, 3, 2, 2, 1, 0, 2, DL_ACT_HSWISH);
     conv_case("g2 1x1 s1 4x4x4->6", 2, 4, 4, 4, 6, 1, 1, 1, 1, 0, 0, 2, DL_ACT_NONE);
 
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 7; i++)
         dense_case(3, 10, 4, acts[i]);
+    conv_case("1x1 s1 1x1x6->5 (SE fc)", 2, 1, 1, 6, 5, 1, 1, 1, 1, 0, 0, 1, DL_ACT_SIGMOID);
+    conv_case("1x1 s1 1x1x4->6 (SE fc)", 1, 1, 1, 4, 6, 1, 1, 1, 1, 0, 0, 1, DL_ACT_HSIGMOID);
+    conv_case("dw 3x3 s1 SAME 5x5x5 sigmoid", 1, 5, 5, 5, 5, 3, 3, 1, 1, 1, 0, 5, DL_ACT_SIGMOID);
     dense_case(1, 17, 5, DL_ACT_NONE);
 
     add_case(40, DL_ACT_NONE);
@@ -1015,6 +1093,14 @@ int main(void)
     add_case(60, DL_ACT_RELU6);
     add_case(60, DL_ACT_HSWISH);
     add_case(40, DL_ACT_SILU);
+    add_case(40, DL_ACT_SIGMOID);
+    add_case(40, DL_ACT_HSIGMOID);
+
+    mul_case(2, 6, 5, 6, DL_ACT_NONE);
+    mul_case(2, 6, 5, 1, DL_ACT_NONE);
+    mul_case(1, 9, 4, 1, DL_ACT_RELU);
+    mul_case(2, 4, 3, 1, DL_ACT_SILU);
+    mul_case(1, 5, 7, 5, DL_ACT_SIGMOID);
 
     pool_case(0, 2, 8, 6, 3, 3, 2, 1);
     pool_case(0, 1, 7, 7, 2, 3, 1, 1);

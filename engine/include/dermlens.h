@@ -354,6 +354,28 @@ int dl_train(const dl_train_config *cfg, dl_error *err);
 int dl_import_tflite(const char *tflite_path, const char *labels_path, const char *out_path,
                      const char *name, const char *provenance_json, dl_error *err);
 
+/* Convert an ONNX image classifier (untrusted; e.g. torchvision or timm
+ * exported with torch.onnx.export, weights inside the file) into a DermLens
+ * model file written atomically to out_path; the written file is read back
+ * as a check. NCHW graphs are converted to NHWC once; BatchNorm is folded;
+ * an unsupported op stops the import naming the op, the node and the opset.
+ * opts may be NULL (defaults). */
+typedef struct {
+    const char *classes_path;    /* one name per line, or a JSON list of strings; NULL: class_0.. */
+    int width, height;           /* network input; 0: the file's (needed when it is symbolic) */
+    float mean[3], std[3];       /* torchvision convention: units of pixel/255 (times scale) */
+    float scale;                 /* what a 255 pixel is before mean/std: 1 (0..1 models), 255, 2 (with mean 1, std 1: -1..1) */
+    const char *resize;          /* "squash" or "center_crop" ("crop" accepted); NULL: squash */
+    const char *name;            /* model name; NULL: "imported" */
+    const char *provenance_json; /* a JSON object, or NULL */
+} dl_onnx_import_options;
+
+/* ImageNet mean/std (0.485,0.456,0.406 / 0.229,0.224,0.225), scale 1,
+ * squash, size from the file. */
+void dl_onnx_import_options_defaults(dl_onnx_import_options *o);
+int dl_import_onnx(const char *onnx_path, const dl_onnx_import_options *opts, const char *out_path,
+                   dl_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,6 +53,14 @@ static bool needs_pre(const dl_node *n)
     return n->act == DL_ACT_HSWISH || n->act == DL_ACT_SILU;
 }
 
+/* The activation runs as its own pass after the op: hswish/silu (their
+ * input is kept for the backward pass) and sigmoid/hsigmoid (the fused
+ * kernels do not know them; their backward needs only the output). */
+static bool post_act(const dl_node *n)
+{
+    return needs_pre(n) || dl_act_is_post(n->act);
+}
+
 void dl_exec_free(dl_exec *e)
 {
     free(e->act);
@@ -197,7 +205,7 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
         float *y = e->act[i];
         size_t count = dl_node_out_count(n) * B;
         /* hswish/silu keep their input for the backward pass */
-        dl_act act = needs_pre(n) ? DL_ACT_NONE : n->act;
+        dl_act act = post_act(n) ? DL_ACT_NONE : n->act;
         switch (n->op) {
         case DL_OP_CONV2D: {
             dl_conv_shape s = conv_shape(g, n, B);
@@ -206,8 +214,8 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             /* 1x1 expand -> depthwise on a large map: banded, so the
              * depthwise reads the expansion from cache; both outputs are
              * kept in full (backward and saliency read them) */
-            if (nx && nx->op == DL_OP_CONV2D && nx->inputs[0] == i && nx->groups > 1 && !needs_pre(n) &&
-                !needs_pre(nx) && count / B >= BAND_MIN_FLOATS) {
+            if (nx && nx->op == DL_OP_CONV2D && nx->inputs[0] == i && nx->groups > 1 && !post_act(n) &&
+                !post_act(nx) && count / B >= BAND_MIN_FLOATS) {
                 dl_conv_shape s2 = conv_shape(g, nx, B);
                 if (dl_conv_pw_dw_forward(&s, x, e->packed[i], n->bias >= 0 ? g->tensors[n->bias].data : NULL, y,
                                           &s2, e->packed[i + 1],
@@ -219,7 +227,7 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             /* conv -> add: the add runs in the conv's epilogue; both
              * outputs are kept */
             int other = -1;
-            if (nx && nx->op == DL_OP_ADD && !needs_pre(n) && !needs_pre(nx) &&
+            if (nx && nx->op == DL_OP_ADD && !post_act(n) && !post_act(nx) &&
                 (nx->inputs[0] == i) != (nx->inputs[1] == i))
                 other = nx->inputs[0] == i ? nx->inputs[1] : nx->inputs[0];
             dl_conv2d_forward_ex(&s, x, g->tensors[n->weight].data, e->packed[i],
@@ -232,6 +240,11 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
         case DL_OP_ADD:
             dl_add_forward(count, x, e->act[n->inputs[1]], act, y);
             break;
+        case DL_OP_MUL: {
+            const dl_node *b = &g->nodes[n->inputs[1]];
+            dl_mul_forward(B, n->h * n->w, n->c, b->h * b->w, x, e->act[n->inputs[1]], act, y);
+            break;
+        }
         case DL_OP_AVGPOOL: {
             dl_pool_shape s = pool_shape(g, n, B);
             dl_avgpool_forward(&s, x, y);
@@ -267,8 +280,8 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
         default:
             return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: op %s not executable", n->name, dl_op_name(n->op));
         }
-        if (needs_pre(n)) {
-            memcpy(e->pre[i], y, sizeof(float) * count);
+        if (post_act(n)) {
+            if (needs_pre(n)) memcpy(e->pre[i], y, sizeof(float) * count);
             dl_act_forward(n->act, y, count);
         }
     }
@@ -360,7 +373,7 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
         size_t count = dl_node_out_count(n) * B;
         float *gw = (e->wgrad && n->weight >= 0) ? e->wgrad[n->weight] : NULL;
         float *gb = (e->wgrad && n->bias >= 0) ? e->wgrad[n->bias] : NULL;
-        if (!gx && !gw && !gb && n->op != DL_OP_ADD) continue;
+        if (!gx && !gw && !gb && n->op != DL_OP_ADD && n->op != DL_OP_MUL) continue;
         switch (n->op) {
         case DL_OP_CONV2D: {
             dl_conv_shape s = conv_shape(g, n, B);
@@ -370,6 +383,13 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
         case DL_OP_ADD: {
             float *gb2 = n->inputs[1] >= stop ? e->grad[n->inputs[1]] : NULL;
             dl_add_backward(count, y, e->pre[i], n->act, gy, gx, gb2);
+            break;
+        }
+        case DL_OP_MUL: {
+            const dl_node *b = &g->nodes[n->inputs[1]];
+            float *gb2 = n->inputs[1] >= stop ? e->grad[n->inputs[1]] : NULL;
+            dl_mul_backward(B, n->h * n->w, n->c, b->h * b->w, x, e->act[n->inputs[1]], y, e->pre[i], n->act, gy,
+                            gx, gb2);
             break;
         }
         case DL_OP_AVGPOOL: {

@@ -331,6 +331,20 @@ static void emit_act(onnx_ctx *c, dl_act a, const char *nname, const char *in, c
         node_out(c, out);
         node_end(c);
         break;
+    case DL_ACT_SIGMOID:
+        node_begin(c, "Sigmoid", aname);
+        node_in(c, in);
+        node_out(c, out);
+        node_end(c);
+        break;
+    case DL_ACT_HSIGMOID:
+        node_begin(c, "HardSigmoid", aname);
+        attr_float(c, "alpha", 1.f / 6.f);
+        attr_float(c, "beta", 0.5f);
+        node_in(c, in);
+        node_out(c, out);
+        node_end(c);
+        break;
     default:
         break;
     }
@@ -352,7 +366,7 @@ static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_erro
     const dl_node *n = &g->nodes[i];
     const dl_node *a = &g->nodes[n->inputs[0]];
     const value *va = &vals[n->inputs[0]];
-    bool has_act = (n->op == DL_OP_CONV2D || n->op == DL_OP_ADD || n->op == DL_OP_DENSE) &&
+    bool has_act = (n->op == DL_OP_CONV2D || n->op == DL_OP_ADD || n->op == DL_OP_DENSE || n->op == DL_OP_MUL) &&
                    n->act != DL_ACT_NONE;
     /* the op writes `pre` (its own name, or name#pre when an activation follows) */
     char *pre = has_act ? fmt_name(n->name, "#pre") : strdup(n->name);
@@ -362,7 +376,7 @@ static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_erro
         free(pre);
         return dl_fail(err, DL_ERR_NOMEM, "out of memory");
     }
-    if (n->op != DL_OP_ADD && n->op != DL_OP_DENSE && n->op != DL_OP_SOFTMAX && n->op != DL_OP_DROPOUT &&
+    if (n->op != DL_OP_ADD && n->op != DL_OP_MUL && n->op != DL_OP_DENSE && n->op != DL_OP_SOFTMAX && n->op != DL_OP_DROPOUT &&
         va->rank != 4) {
         free(pre);
         return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: op %s after a dense layer cannot be exported",
@@ -413,6 +427,21 @@ static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_erro
         }
         vals[i].rank = va->rank;
         node_begin(c, "Add", n->name);
+        node_in(c, va->name);
+        node_in(c, vb->name);
+        node_out(c, pre);
+        node_end(c);
+        break;
+    }
+    case DL_OP_MUL: {
+        /* same shape, or [N, C, 1, 1] broadcast over H, W (ONNX broadcasting) */
+        const value *vb = &vals[n->inputs[1]];
+        if (va->rank != vb->rank) {
+            free(pre);
+            return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: mul of a dense and a spatial value", n->name);
+        }
+        vals[i].rank = va->rank;
+        node_begin(c, "Mul", n->name);
         node_in(c, va->name);
         node_in(c, vb->name);
         node_out(c, pre);

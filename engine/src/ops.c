@@ -19,18 +19,24 @@
 #define DL_CLONES
 #endif
 
-static const char *const act_names[] = {"none", "relu", "relu6", "hswish", "silu"};
+static const char *const act_names[] = {"none", "relu", "relu6", "hswish", "silu", "sigmoid", "hsigmoid"};
+#define N_ACTS ((int)(sizeof act_names / sizeof act_names[0]))
 
 const char *dl_act_name(dl_act a)
 {
-    return (unsigned)a < 5 ? act_names[a] : "?";
+    return (unsigned)a < (unsigned)N_ACTS ? act_names[a] : "?";
 }
 
 int dl_act_from_name(const char *name)
 {
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < N_ACTS; i++)
         if (strcmp(name, act_names[i]) == 0) return i;
     return -1;
+}
+
+int dl_act_is_post(dl_act a)
+{
+    return a == DL_ACT_SIGMOID || a == DL_ACT_HSIGMOID;
 }
 
 void dl_same_padding(int in, int k, int s, int *out, int *pad_before, int *pad_after)
@@ -66,6 +72,24 @@ void dl_act_forward(dl_act a, float *x, size_t n)
         break;
     case DL_ACT_SILU:
         for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.f + expf(-x[i]));
+        break;
+    case DL_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) {
+            /* overflow-free on both sides */
+            if (x[i] >= 0.f) {
+                x[i] = 1.f / (1.f + expf(-x[i]));
+            } else {
+                float e = expf(x[i]);
+                x[i] = e / (1.f + e);
+            }
+        }
+        break;
+    case DL_ACT_HSIGMOID:
+        for (size_t i = 0; i < n; i++) {
+            float r = x[i] + 3.f;
+            r = r > 0.f ? (r < 6.f ? r : 6.f) : 0.f;
+            x[i] = r * (1.f / 6.f);
+        }
         break;
     }
 }
@@ -214,6 +238,16 @@ void dl_conv2d_forward_ex(const dl_conv_shape *s, const float *in, const float *
     const size_t out_pix = (size_t)s->oh * s->ow;
     const size_t out_img = out_pix * s->oc;
 
+    if (dl_act_is_post(s->act) || (res && dl_act_is_post(res_act))) {
+        /* the fused epilogues know neither sigmoid nor hsigmoid: the
+         * convolution without them, then the activation, then the add */
+        dl_conv_shape s2 = *s;
+        s2.act = dl_act_is_post(s->act) ? DL_ACT_NONE : s->act;
+        dl_conv2d_forward_ex(&s2, in, w, packed, bias, out, scratch, NULL, DL_ACT_NONE, NULL);
+        if (s2.act != s->act) dl_act_forward(s->act, out, (size_t)s->n * out_img);
+        if (res) dl_add_forward((size_t)s->n * out_img, out, res, res_act, out2);
+        return;
+    }
     if (conv_is_depthwise(s)) {
         if (!packed) {
             dl_conv2d_pack(s, w, scratch);
@@ -285,6 +319,7 @@ int dl_conv_pw_dw_forward(const dl_conv_shape *pw, const float *in, const float 
                           float *dw_out)
 {
     const size_t row = (size_t)pw->ow * pw->oc; /* floats per row of pw's output */
+    if (dl_act_is_post(pw->act) || dl_act_is_post(dw->act)) return -1;
     if (!pw_packed || !dw_packed || !conv_is_pointwise(pw) || !conv_uses_packed_gemm(pw) ||
         !conv_is_depthwise(dw) || dw->n != pw->n || dw->ih != pw->oh || dw->iw != pw->ow || dw->ic != pw->oc)
         return -1;
@@ -337,6 +372,11 @@ void dl_dense_forward(int n, int k, int m, const float *in, const float *w, cons
 void dl_dense_forward_ex(int n, int k, int m, const float *in, const float *w, const float *packed,
                          const float *b, dl_act act, float *out)
 {
+    if (dl_act_is_post(act)) {
+        dl_dense_forward_ex(n, k, m, in, w, packed, b, DL_ACT_NONE, out);
+        dl_act_forward(act, out, (size_t)n * (size_t)m);
+        return;
+    }
     if (packed && dl_cpu_level() >= DL_ISA_AVX512) {
         dl_epilogue ep = {.bias = b, .act = act};
         dl_gemm_packed(n, m, k, in, (size_t)k, packed, out, (size_t)m, &ep);
@@ -350,6 +390,23 @@ void dl_add_forward(size_t count, const float *a, const float *b, dl_act act, fl
 {
     for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
     dl_act_forward(act, out, count);
+}
+
+void dl_mul_forward(int n, int hw, int c, int b_hw, const float *a, const float *b, dl_act act, float *out)
+{
+    const size_t img = (size_t)hw * c;
+    for (int i = 0; i < n; i++) {
+        const float *ai = a + i * img;
+        const float *bi = b + (size_t)i * b_hw * c;
+        float *oi = out + i * img;
+        if (b_hw == hw) {
+            for (size_t k = 0; k < img; k++) oi[k] = ai[k] * bi[k];
+        } else {
+            for (int p = 0; p < hw; p++)
+                for (int k = 0; k < c; k++) oi[(size_t)p * c + k] = ai[(size_t)p * c + k] * bi[k];
+        }
+    }
+    dl_act_forward(act, out, (size_t)n * img);
 }
 
 static void pool_forward(const dl_pool_shape *s, const float *in, float *out, bool is_max)

@@ -12,14 +12,24 @@
 
 #include <stddef.h>
 
-typedef enum { DL_ACT_NONE = 0, DL_ACT_RELU, DL_ACT_RELU6, DL_ACT_HSWISH, DL_ACT_SILU } dl_act;
+/* sigmoid and hsigmoid (relu6(x + 3) / 6) gate squeeze-excitation blocks;
+ * the fused GEMM/depthwise kernels do not know them, so conv/dense apply
+ * them in a separate pass (see dl_act_is_post). */
+typedef enum {
+    DL_ACT_NONE = 0, DL_ACT_RELU, DL_ACT_RELU6, DL_ACT_HSWISH, DL_ACT_SILU, DL_ACT_SIGMOID, DL_ACT_HSIGMOID
+} dl_act;
+#define DL_ACT_LAST DL_ACT_HSIGMOID
 
 const char *dl_act_name(dl_act a);
 int dl_act_from_name(const char *name); /* -1 if unknown */
+/* True for activations the fused kernels cannot apply in their epilogue
+ * (sigmoid, hsigmoid): they run as a separate pass over the output. */
+int dl_act_is_post(dl_act a);
 
 /* Apply activation in place. */
 void dl_act_forward(dl_act a, float *x, size_t n);
-/* grad *= act'(.) in place. y is the activation OUTPUT (enough for relu/relu6);
+/* grad *= act'(.) in place. y is the activation OUTPUT (enough for relu/relu6,
+ * sigmoid and hsigmoid);
  * pre is the activation INPUT (needed for hswish/silu; may be NULL for
  * relu/relu6/none). */
 void dl_act_backward(dl_act a, const float *y, const float *pre, float *grad, size_t n);
@@ -88,6 +98,15 @@ void dl_dense_backward(int n, int k, int m, const float *in, const float *w, con
 void dl_add_forward(size_t count, const float *a, const float *b, dl_act act, float *out);
 void dl_add_backward(size_t count, const float *out, const float *pre, dl_act act, float *grad_out,
                      float *grad_a, float *grad_b);
+
+/* out = a * b, then activation. a is [n][hw][c]; b is [n][hw][c] (b_hw = hw)
+ * or one value per channel, [n][1][c] (b_hw = 1: the squeeze-excitation
+ * gate broadcast over the positions). */
+void dl_mul_forward(int n, int hw, int c, int b_hw, const float *a, const float *b, dl_act act, float *out);
+/* grad_out (dL/d out) is turned into dL/d(pre-activation) in place; a and b
+ * are the forward inputs. Accumulates into grad_a / grad_b (either NULL). */
+void dl_mul_backward(int n, int hw, int c, int b_hw, const float *a, const float *b, const float *out,
+                     const float *pre, dl_act act, float *grad_out, float *grad_a, float *grad_b);
 
 typedef struct {
     int n, ih, iw, c, oh, ow, kh, kw, sh, sw, pt, pl;

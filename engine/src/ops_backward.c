@@ -65,6 +65,20 @@ void dl_act_backward(dl_act a, const float *y, const float *pre, float *grad, si
             grad[i] *= s * (1.0f + x * (1.0f - s));
         }
         return;
+    case DL_ACT_SIGMOID:
+        /* d/dx s(x) = s(1 - s), from the output */
+        if (!y)
+            return;
+        for (size_t i = 0; i < n; i++)
+            grad[i] *= y[i] * (1.0f - y[i]);
+        return;
+    case DL_ACT_HSIGMOID:
+        /* relu6(x + 3) / 6: slope 1/6 strictly inside (0, 1), else 0 */
+        if (!y)
+            return;
+        for (size_t i = 0; i < n; i++)
+            grad[i] = (y[i] > 0.0f && y[i] < 1.0f) ? grad[i] * (1.0f / 6.0f) : 0.0f;
+        return;
     }
 }
 
@@ -366,6 +380,42 @@ void dl_add_backward(size_t count, const float *out, const float *pre, dl_act ac
     if (grad_b)
         for (size_t i = 0; i < count; i++)
             grad_b[i] += grad_out[i];
+}
+
+/* ---------------------------------------------------------------- mul */
+
+void dl_mul_backward(int n, int hw, int c, int b_hw, const float *a, const float *b, const float *out,
+                     const float *pre, dl_act act, float *grad_out, float *grad_a, float *grad_b)
+{
+    const size_t img = (size_t)hw * c;
+    dl_act_backward(act, out, pre, grad_out, (size_t)n * img);
+    for (int i = 0; i < n; i++) {
+        const float *ai = a + i * img, *gi = grad_out + i * img;
+        const float *bi = b + (size_t)i * b_hw * c;
+        float *gai = grad_a ? grad_a + i * img : NULL;
+        float *gbi = grad_b ? grad_b + (size_t)i * b_hw * c : NULL;
+        /* separate loops keep this right when grad_a == grad_b (x * x) */
+        if (b_hw == hw) {
+            if (gai)
+                for (size_t k = 0; k < img; k++)
+                    gai[k] += gi[k] * bi[k];
+            if (gbi)
+                for (size_t k = 0; k < img; k++)
+                    gbi[k] += gi[k] * ai[k];
+        } else {
+            if (gai)
+                for (int p = 0; p < hw; p++)
+                    for (int k = 0; k < c; k++)
+                        gai[(size_t)p * c + k] += gi[(size_t)p * c + k] * bi[k];
+            if (gbi)
+                for (int k = 0; k < c; k++) {
+                    double acc = 0;
+                    for (int p = 0; p < hw; p++)
+                        acc += (double)gi[(size_t)p * c + k] * ai[(size_t)p * c + k];
+                    gbi[k] += (float)acc;
+                }
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- pooling */

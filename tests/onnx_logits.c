@@ -1,0 +1,64 @@
+/* Test helper for tests/onnx_torch_test.py: import an ONNX file, run the
+ * imported model on a raw input and print its logits.
+ *   onnx_logits MODEL.onnx INPUT.f32 OUT.safetensors
+ * INPUT.f32: float32 little-endian, NCHW [1,3,H,W] (already preprocessed).
+ * The model goes through the whole import path (dl_import_onnx writes
+ * OUT.safetensors, which is loaded back), then the graph runs on INPUT;
+ * prints one logit per line, then "nodes N" and the engine op counts.
+ * SPDX-License-Identifier: GPL-3.0-or-later */
+#include "onnx_import.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: onnx_logits MODEL.onnx INPUT.f32 OUT.safetensors\n");
+        return 2;
+    }
+    dl_error err = {0};
+    dl_onnx_import_options o;
+    dl_onnx_import_options_defaults(&o);
+    if (dl_import_onnx(argv[1], &o, argv[3], &err)) {
+        fprintf(stderr, "import: %s\n", err.message);
+        return 1;
+    }
+    dl_model *m = dl_model_load(argv[3], &err);
+    if (!m) {
+        fprintf(stderr, "load: %s\n", err.message);
+        return 1;
+    }
+    const dl_graph *g = &m->graph;
+    int H = g->nodes[0].h, W = g->nodes[0].w;
+    size_t n = (size_t)3 * H * W;
+    float *nchw = malloc(n * sizeof(float)), *nhwc = malloc(n * sizeof(float));
+    FILE *f = fopen(argv[2], "rb");
+    if (!nchw || !nhwc || !f || fread(nchw, sizeof(float), n, f) != n) {
+        fprintf(stderr, "cannot read %zu floats from %s\n", n, argv[2]);
+        return 1;
+    }
+    fclose(f);
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) nhwc[((size_t)y * W + x) * 3 + c] = nchw[((size_t)c * H + y) * W + x];
+    dl_exec e;
+    if (dl_exec_init(&e, g, 1, &err) || dl_exec_forward(&e, nhwc, -1, &err)) {
+        fprintf(stderr, "run: %s\n", err.message);
+        return 1;
+    }
+    const dl_node *out = &g->nodes[g->output];
+    for (int k = 0; k < out->c; k++) printf("%.9g\n", e.act[g->output][k]);
+    int counts[DL_OP_COUNT] = {0};
+    for (int i = 0; i < g->n_nodes; i++) counts[g->nodes[i].op]++;
+    printf("nodes %d", g->n_nodes);
+    for (int op = 1; op < DL_OP_COUNT; op++)
+        if (counts[op]) printf(" %s:%d", dl_op_name((dl_op)op), counts[op]);
+    printf("\n");
+    dl_exec_free(&e);
+    dl_model_free(m);
+    free(nchw);
+    free(nhwc);
+    return 0;
+}
