@@ -4,9 +4,13 @@
 #include "cli.h"
 #include "annotate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+/* one minimum region for every command */
+_Static_assert(DLP_MIN_REGION == DL_MIN_REGION_SIDE, "batch and classify/explain minimum sizes differ");
 
 static void batch_progress(void *host, double fraction, const char *text)
 {
@@ -40,8 +44,16 @@ int cmd_batch(int argc, char **argv)
         return 2;
     }
     g_option_context_free(ctx);
-    if (!dirs || !dirs[0] || !csv) {
+    if (!dirs || !dirs[0] || !csv || !*csv) {
         fprintf(stderr, "dermlens batch: need FOLDER and --csv (see --help)\n");
+        return 2;
+    }
+    if (dirs[1]) {
+        fprintf(stderr, "dermlens batch: one FOLDER at a time\n");
+        return 2;
+    }
+    if (!(isfinite(opacity) && opacity >= 0 && opacity <= 100)) {
+        fprintf(stderr, "dermlens batch: --opacity must be a number from 0 to 100, got %g\n", opacity);
         return 2;
     }
     int mi = dl_saliency_method_from_name(method ? method : "gradcam");
@@ -58,9 +70,13 @@ int cmd_batch(int argc, char **argv)
     dlp_batch_stats st = {0};
     dl_error err = {0};
     int rc = dlp_batch_run(m, &o, &st, &err);
-    if (rc) fprintf(stderr, "dermlens batch: %s\n", err.message);
-    else printf("%d files: %d classified, %d failed; wrote %s\n", st.files, st.ok, st.failed, csv);
+    if (rc) fprintf(stderr, "dermlens batch: %s\n", cli_disp(err.message));
+    else printf("%d files: %d classified, %d failed; wrote %s\n", st.files, st.ok, st.failed, cli_disp(csv));
     dl_model_free(m);
     g_strfreev(dirs);
+    g_free(model_path);
+    g_free(csv);
+    g_free(out_dir);
+    g_free(method);
     return rc ? 1 : (st.failed ? 3 : 0);
 }

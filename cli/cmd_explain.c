@@ -111,24 +111,51 @@ static void draw_text(cairo_t *cr, double x, double y, double size, const char *
 }
 #endif
 
+/* The overlay's size. Small pictures (HAM10000 is 200x150) are enlarged to
+ * 640 px wide so the caption fits; the caption's font follows the width but
+ * not beyond the picture's height (a 8x64000 strip must not get a panel
+ * taller than itself). The whole output (picture + panel) is bounded relative
+ * to the input: at most 4x its pixels (at least 16 Mpx allowed, for small
+ * inputs) and never above 64 Mpx; a layout above that is scaled down. */
+#define OV_MIN_BUDGET (16.0 * 1024 * 1024)
+#define OV_MAX_PIXELS (64.0 * 1024 * 1024)
+static void overlay_layout(int W, int H, int *Wd, int *Hd, double *fs, int *ph)
+{
+    double scale = W < 640 ? 640.0 / W : 1.0;
+    double budget = 4.0 * W * H;
+    if (budget < OV_MIN_BUDGET) budget = OV_MIN_BUDGET;
+    if (budget > OV_MAX_PIXELS) budget = OV_MAX_PIXELS;
+    for (int it = 0; it < 16; it++) {
+        *Wd = (int)lround(W * scale);
+        *Hd = (int)lround(H * scale);
+        if (*Wd < 1) *Wd = 1;
+        if (*Hd < 1) *Hd = 1;
+        double f = *Wd / 640.0, g = *Hd / 240.0;
+        if (g < 1) g = 1;
+        *fs = 15.0 * (f < g ? f : g); /* font size */
+        *ph = (int)lround(*fs * 5.2);
+        double total = (double)*Wd * ((double)*Hd + *ph);
+        if (total <= budget) break;
+        scale *= sqrt(budget / total) * 0.995;
+    }
+}
+
 /* Compose image + overlay + legend panel into a new RGB8 buffer. */
 static uint8_t *render_overlay(const dl_image *img, const float *map, float alpha, const char *line1,
                                const char *line2, int *ow, int *oh)
 {
-    /* small pictures (HAM10000 is 200x150) are enlarged so the caption fits */
     int W = img->width, H = img->height;
-    double scale = W < 640 ? 640.0 / W : 1.0;
-    int Wd = (int)lround(W * scale), Hd = (int)lround(H * scale);
+    int Wd, Hd, ph;
+    double fs;
+    overlay_layout(W, H, &Wd, &Hd, &fs, &ph);
     dl_image big = {0};
     const dl_image *show = img;
     dl_error err = {0};
-    if (scale > 1.0) {
+    if (Wd != W || Hd != H) {
         if (dl_image_resize(img, Wd, Hd, &big, &err)) return NULL;
         show = &big;
     }
     float *m = malloc(sizeof(float) * (size_t)Wd * Hd);
-    double fs = Wd / 640.0 * 15.0; /* font size */
-    int ph = (int)lround(fs * 5.2);
     uint8_t *out = calloc((size_t)Wd * (Hd + ph), 3);
     if (!m || !out) {
         free(m); free(out); dl_image_free(&big);
@@ -149,7 +176,7 @@ static uint8_t *render_overlay(const dl_image *img, const float *map, float alph
     for (size_t i = (size_t)Wd * Hd * 3; i < (size_t)Wd * (Hd + ph) * 3; i++) out[i] = 28;
     int bx0 = (int)lround(fs * 3.5), bx1 = Wd - bx0, by0 = Hd + (int)lround(fs * 0.6),
         by1 = by0 + (int)lround(fs * 0.9);
-    for (int y = by0; y < by1; y++)
+    for (int y = by0; y < by1 && bx1 - bx0 >= 2; y++)
         for (int x = bx0; x < bx1; x++) {
             /* the colours at full strength (the overlay fades the low end) */
             float s = (float)(x - bx0) / (bx1 - bx0 - 1);
@@ -1509,6 +1536,7 @@ int cmd_explain(int argc, char **argv)
     char **argv0 = g_strdupv(argv);
     gchar *method = NULL, *cls = NULL, *layer = NULL, *model_path = NULL, *out_path = NULL, *map_path = NULL;
     gchar **eval_dirs = NULL, *methods = NULL, *json_path = NULL, *plot_path = NULL, *variants = NULL;
+    gchar *threads_arg = NULL;
     gdouble alpha = 0.6, smooth = 0;
     gint limit = 200, steps = 10, rand_layers = 8, threads = 0;
     gboolean layers = FALSE, sweep = FALSE, sweep_only = FALSE, single_pass = FALSE;
@@ -1534,7 +1562,7 @@ int cmd_explain(int argc, char **argv)
         {"variants", 0, 0, G_OPTION_ARG_STRING, &variants, "--sweep: comma-separated rows of the variant table to run (0 = the single-pass reference, always run; default: all; the report lists them)", "LIST"},
         {"plot", 0, 0, G_OPTION_ARG_FILENAME, &plot_path, "--evaluate: write the mean deletion curves as PNG", "FILE"},
         {"json", 'j', 0, G_OPTION_ARG_FILENAME, &json_path, "--evaluate: also write the tables as JSON", "FILE"},
-        {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
+        {"threads", 't', 0, G_OPTION_ARG_STRING, &threads_arg, "Threads, 1..256 (default: all cores)", "N"},
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("IMAGE -o overlay.png | --evaluate DIR - show which pixels drove a prediction");
@@ -1579,6 +1607,7 @@ int cmd_explain(int argc, char **argv)
         g_error_free(gerr);
         goto out;
     }
+    if (cli_parse_threads("explain", threads_arg, &threads) != 0) goto out;
     if (threads > 0) cli_set_threads(threads);
     if (!(alpha >= 0 && alpha <= 1)) {
         fprintf(stderr, "dermlens explain: --alpha must be in 0..1\n");
@@ -1590,6 +1619,9 @@ int cmd_explain(int argc, char **argv)
     }
     const char *mp = cli_default_model(model_path);
     if (eval_dirs && eval_dirs[0]) {
+        if (cli_check_output("explain", out_path) || cli_check_output("explain", json_path) ||
+            cli_check_output("explain", plot_path))
+            goto out;
         if (steps < 2 || steps > EV_MAX_STEPS) {
             fprintf(stderr, "dermlens explain: --steps must be in 2..%d\n", EV_MAX_STEPS);
             goto out;
@@ -1627,6 +1659,8 @@ int cmd_explain(int argc, char **argv)
         fprintf(stderr, "dermlens explain: nothing to write: give -o overlay.png and/or --map map.png\n");
         goto out;
     }
+    /* refuse devices, FIFOs, links and folders before the (long) analysis */
+    if (cli_check_output("explain", out_path) || cli_check_output("explain", map_path)) goto out;
     int mi = dl_saliency_method_from_name(method ? method : "gradcam");
     if (mi < 0) {
         fprintf(stderr, "dermlens explain: unknown method '%s' (gradcam, gradcam++, hirescam, layercam, scorecam, occlusion)\n", method);
@@ -1641,14 +1675,15 @@ int cmd_explain(int argc, char **argv)
         goto out;
     }
     dl_error err = {0};
-    if (dl_image_load(files[0], &img, &err)) {
-        fprintf(stderr, "dermlens explain: %s: %s\n", files[0], err.message);
+    int orient = 1;
+    if (dl_image_load_oriented(files[0], &img, &orient, &err) || cli_check_region(&img, &err)) {
+        cli_file_error("explain", files[0], err.message);
         goto out;
     }
     dl_explain_options eo = {.method = mi, .class_index = ci, .layer = layer, .smooth_sigma = (float)smooth,
                              .progress = cli_progress, .single_pass = single_pass};
     if (dl_explain_rgb8(m, img.pixels, img.width, img.height, img.stride, &eo, &map, &res, &err)) {
-        fprintf(stderr, "dermlens explain: %s: %s\n", files[0], err.message);
+        cli_file_error("explain", files[0], err.message);
         goto out;
     }
     if (ci < 0) ci = res.top_index[0];
@@ -1670,7 +1705,7 @@ int cmd_explain(int argc, char **argv)
         int wrc = dl_png_write(out_path, ov, ow, oh, (size_t)ow * 3, 3, 8, &err);
         free(ov);
         if (wrc) {
-            fprintf(stderr, "dermlens explain: %s\n", err.message);
+            fprintf(stderr, "dermlens explain: %s\n", cli_disp(err.message));
             goto out;
         }
     }
@@ -1682,13 +1717,16 @@ int cmd_explain(int argc, char **argv)
         int wrc = dl_png_write(map_path, g16, img.width, img.height, (size_t)img.width * 2, 1, 16, &err);
         free(g16);
         if (wrc) {
-            fprintf(stderr, "dermlens explain: %s\n", err.message);
+            fprintf(stderr, "dermlens explain: %s\n", cli_disp(err.message));
             goto out;
         }
     }
-    printf("%s\n%s\n", line1, DL_DISCLAIMER);
-    if (out_path) printf("overlay: %s\n", out_path);
-    if (map_path) printf("map:     %s (16-bit grey)\n", map_path);
+    printf("%s\n%s\n", cli_disp(line1), DL_DISCLAIMER);
+    if (orient != 1)
+        printf("EXIF orientation %d applied (%s): explained as %dx%d\n", orient, dl_orientation_description(orient),
+               img.width, img.height);
+    if (out_path) printf("overlay: %s\n", cli_disp(out_path));
+    if (map_path) printf("map:     %s (16-bit grey)\n", cli_disp(map_path));
     rc = 0;
 out:
     g_option_context_free(ctx);
@@ -1699,6 +1737,7 @@ out:
     g_strfreev(argv0);
     g_free(method); g_free(cls); g_free(layer); g_free(model_path); g_free(out_path); g_free(map_path);
     g_strfreev(eval_dirs); g_free(methods); g_free(json_path); g_free(plot_path); g_free(variants);
+    g_free(threads_arg);
     g_strfreev(files);
     return rc;
 }

@@ -43,6 +43,8 @@ int cmd_export(int argc, char **argv)
         fprintf(stderr, "dermlens export: no output file (-o FILE)\n");
     } else if (files && files[0] && files[1]) {
         fprintf(stderr, "dermlens export: one model at a time\n");
+    } else if (cli_check_output("export", output) != 0) {
+        rc = 1; /* a device, FIFO, symlink or folder is never replaced */
     } else {
         const char *mp = cli_default_model(files ? files[0] : NULL);
         dl_model *m = cli_load_model(mp);
@@ -50,10 +52,11 @@ int cmd_export(int argc, char **argv)
         if (m) {
             dl_error err = {0};
             if (dl_model_export_onnx(m, output, &err) == 0) {
-                printf("wrote %s (ONNX opset 13, input NCHW preprocessed, output logits) from %s\n", output, mp);
+                printf("wrote %s (ONNX opset 13, input NCHW preprocessed, output logits) from %s\n", cli_disp(output),
+                       cli_disp(mp));
                 rc = 0;
             } else {
-                fprintf(stderr, "dermlens export: %s\n", err.message);
+                fprintf(stderr, "dermlens export: %s\n", cli_disp(err.message));
             }
             dl_model_free(m);
         }

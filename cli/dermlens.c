@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -53,7 +54,19 @@ int main(int argc, char **argv)
         return 0;
     }
     const char *t = g_getenv("DERMLENS_THREADS");
-    cli_set_threads(t ? atoi(t) : 0);
+    int nt = 0;
+    if (t && *t) {
+        char *end = NULL;
+        long v = strtol(t, &end, 10);
+        if (end == t || *end || v < 1 || v > DL_MAX_THREADS) {
+            fprintf(stderr, "dermlens: DERMLENS_THREADS must be a whole number from 1 to %d (got '%s'; unset it for all cores)\n",
+                    DL_MAX_THREADS, cli_disp(t));
+            return 2;
+        }
+        nt = (int)v;
+    }
+    cli_set_threads(nt);
+    cli_install_signal_cleanup();
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "dermlens: unknown command '%s'\n\n", argv[1]);

@@ -1,7 +1,15 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Batch review of a folder: one CSV row per file, optional annotated PNG
- * copies. GIMP-independent so the CLI can share it. */
+ * copies. GIMP-independent so the CLI can share it.
+ *
+ * Hostile folders: every path is validated before anything is created; the
+ * CSV is locked against a second writer and written by the engine's safe
+ * writer; entries that are not regular files (FIFOs, devices) and symbolic
+ * links leaving the folder get an error row and are never opened; names and
+ * messages are written as valid UTF-8 CSV cells neutralised against formula
+ * injection; annotated copies get names that never collide. */
 #include "annotate.h"
+#include "dermlens_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,11 +32,6 @@ static void set_err(dl_error *err, dl_status code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* 1 if path (resolved) is dir or lies below it. */
@@ -110,67 +113,29 @@ static void buf_printf(csv_buf *b, const char *fmt, ...)
         buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
+/* One text cell: valid UTF-8, control characters escaped, formula
+ * characters neutralised (dl_csv_cell). */
 static void csv_field(csv_buf *b, const char *s)
 {
-    if (strpbrk(s, ",\"\r\n") == NULL) {
-        buf_puts(b, s);
+    char *c = dl_csv_cell(s);
+    if (!c) {
+        b->oom = 1;
         return;
     }
-    buf_put(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"')
-            buf_put(b, "\"", 1);
-        buf_put(b, s, 1);
-    }
-    buf_put(b, "\"", 1);
+    buf_puts(b, c);
+    free(c);
 }
 
-/* Replace path by the buffer's content atomically: a temp file in the same
- * folder, fsync, rename over path. path is never seen partly written. */
+/* Replace path by the buffer's content atomically (the engine's safe
+ * writer: temp file created exclusively in the same folder, fsync, rename,
+ * folder fsync). path is never seen partly written. */
 static int csv_commit(const csv_buf *b, const char *path, dl_error *err)
 {
     if (b->oom) {
         set_err(err, DL_ERR_NOMEM, "out of memory building the CSV");
         return -1;
     }
-    char tmp_path[PATH_MAX];
-    if (snprintf(tmp_path, sizeof tmp_path, "%s.tmpXXXXXX", path) >= (int)sizeof tmp_path) {
-        set_err(err, DL_ERR_ARG, "CSV path too long");
-        return -1;
-    }
-    int fd = mkstemp(tmp_path);
-    if (fd < 0) {
-        set_err(err, DL_ERR_IO, "Cannot create %s: %s", tmp_path, strerror(errno));
-        return -1;
-    }
-    (void)fchmod(fd, 0644); /* mkstemp makes 0600; a report is meant to be shared */
-    size_t done = 0;
-    int werr = 0;
-    while (done < b->len) {
-        ssize_t n = write(fd, b->data + done, b->len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            werr = n < 0 ? errno : EIO;
-            break;
-        }
-        done += (size_t)n;
-    }
-    if (!werr && fsync(fd) != 0)
-        werr = errno;
-    if (close(fd) != 0 && !werr)
-        werr = errno;
-    if (werr) {
-        unlink(tmp_path);
-        set_err(err, DL_ERR_IO, "Writing %s failed: %s", path, strerror(werr));
-        return -1;
-    }
-    if (rename(tmp_path, path) != 0) {
-        set_err(err, DL_ERR_IO, "Cannot rename %s to %s: %s", tmp_path, path, strerror(errno));
-        unlink(tmp_path);
-        return -1;
-    }
-    return 0;
+    return dl_write_file_atomic(path, b->data ? b->data : "", b->len, err);
 }
 
 static double now_seconds(void)
@@ -225,18 +190,207 @@ static int write_annotated(const dl_image *img, const float *map, double opacity
     return rc;
 }
 
+/* ------------------------------------------------------------ names */
+
+/* A small string set (open addressing) for collision-free output names. */
+typedef struct {
+    char **keys;
+    int *counts;
+    size_t cap;
+} str_set;
+
+static size_t str_hash(const char *s)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int set_init(str_set *t, size_t n)
+{
+    t->cap = 16;
+    while (t->cap < 2 * n + 16)
+        t->cap *= 2;
+    t->keys = calloc(t->cap, sizeof *t->keys);
+    t->counts = calloc(t->cap, sizeof *t->counts);
+    return t->keys && t->counts ? 0 : -1;
+}
+
+static void set_free(str_set *t)
+{
+    if (t->keys)
+        for (size_t i = 0; i < t->cap; i++)
+            free(t->keys[i]);
+    free(t->keys);
+    free(t->counts);
+    memset(t, 0, sizeof *t);
+}
+
+/* Slot of key (existing or the empty one where it would go). */
+static size_t set_slot(const str_set *t, const char *key)
+{
+    size_t i = str_hash(key) & (t->cap - 1);
+    while (t->keys[i] && strcmp(t->keys[i], key) != 0)
+        i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+static int set_count(const str_set *t, const char *key)
+{
+    size_t i = set_slot(t, key);
+    return t->keys[i] ? t->counts[i] : 0;
+}
+
+/* Add one occurrence of key; -1 when out of memory. The set never holds more
+ * than 2n keys for a capacity above 2n, so it never fills up. */
+static int set_add(str_set *t, const char *key)
+{
+    size_t i = set_slot(t, key);
+    if (!t->keys[i] && !(t->keys[i] = strdup(key)))
+        return -1;
+    t->counts[i]++;
+    return 0;
+}
+
+typedef struct {
+    char *name;          /* directory entry */
+    char *load;          /* what to read (resolved for links inside the folder); NULL: refused */
+    const char *refused; /* why it is not read */
+    char *out_name;      /* annotated copy's file name */
+} batch_entry;
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const batch_entry *)a)->name, ((const batch_entry *)b)->name);
+}
+
+static void stem_of(const char *name, char *stem, size_t cap)
+{
+    snprintf(stem, cap, "%s", name);
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem)
+        *dot = '\0';
+}
+
+/* "STEM.dermlens.png" when no other file shares STEM (dup.jpg and dup.png do),
+ * else "NAME.dermlens.png", else "NAME.N.dermlens.png": unique in any case,
+ * deterministic (files in name order). */
+static int assign_output_names(batch_entry *e, size_t n)
+{
+    str_set stems = {0}, used = {0};
+    int rc = -1;
+    if (set_init(&stems, n) || set_init(&used, n))
+        goto out;
+    char stem[NAME_MAX + 1], cand[NAME_MAX + 64];
+    for (size_t i = 0; i < n; i++) {
+        stem_of(e[i].name, stem, sizeof stem);
+        if (set_add(&stems, stem))
+            goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!e[i].load)
+            continue;
+        stem_of(e[i].name, stem, sizeof stem);
+        if (set_count(&stems, stem) == 1)
+            snprintf(cand, sizeof cand, "%s.dermlens.png", stem);
+        else
+            snprintf(cand, sizeof cand, "%s.dermlens.png", e[i].name);
+        for (int k = 2; set_count(&used, cand); k++)
+            snprintf(cand, sizeof cand, "%s.%d.dermlens.png", e[i].name, k);
+        if (set_add(&used, cand) || !(e[i].out_name = strdup(cand)))
+            goto out;
+    }
+    rc = 0;
+out:
+    set_free(&stems);
+    set_free(&used);
+    return rc;
+}
+
+/* Where output_dir is or would be, resolved, without creating it. */
+static int resolve_future_dir(const char *path, char *out)
+{
+    if (realpath(path, out))
+        return 0;
+    if (errno != ENOENT)
+        return -1;
+    char tmp[PATH_MAX], parent[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+        return -1;
+    size_t n = strlen(tmp);
+    while (n > 1 && tmp[n - 1] == '/')
+        tmp[--n] = '\0';
+    const char *base = strrchr(tmp, '/');
+    base = base ? base + 1 : tmp;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        return -1;
+    if (resolve_parent(tmp, parent) != 0)
+        return -1;
+    if (snprintf(out, PATH_MAX, "%s%s%s", parent, strcmp(parent, "/") ? "/" : "", base) >= PATH_MAX)
+        return -1;
+    return 0;
+}
+
+/* Classify the directory entry full (lstat'd as *lsb): fill e->load or
+ * e->refused. Returns 0 to list it, 1 to skip it (folders). */
+static int judge_entry(const char *full, const struct stat *lsb, const char *in_real, batch_entry *e)
+{
+    if (S_ISDIR(lsb->st_mode))
+        return 1;
+    if (S_ISREG(lsb->st_mode)) {
+        e->load = strdup(full);
+        return 0;
+    }
+    if (!S_ISLNK(lsb->st_mode)) {
+        e->refused = S_ISFIFO(lsb->st_mode) ? "a FIFO (named pipe), not a regular file; not read"
+                                            : "not a regular file (a device or socket); not read";
+        return 0;
+    }
+    char target[PATH_MAX];
+    struct stat sb;
+    if (!realpath(full, target) || stat(target, &sb) != 0) {
+        e->refused = "a symbolic link whose target does not exist; not followed";
+        return 0;
+    }
+    if (!path_inside(target, in_real)) {
+        e->refused = "a symbolic link to something outside the input folder; not followed";
+        return 0;
+    }
+    if (S_ISDIR(sb.st_mode))
+        return 1;
+    if (!S_ISREG(sb.st_mode)) {
+        e->refused = "a symbolic link to something that is not a regular file; not followed";
+        return 0;
+    }
+    e->load = strdup(target);
+    return 0;
+}
+
 int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, dl_error *err)
 {
     dlp_batch_stats st = {0};
-    char in_real[PATH_MAX], csv_dir[PATH_MAX], out_real[PATH_MAX];
+    char in_real[PATH_MAX], csv_dir[PATH_MAX], out_real[PATH_MAX], out_now[PATH_MAX];
     int want_copies = o->output_dir && o->output_dir[0];
+    struct stat sb;
 
+    if (stats)
+        *stats = st;
     if (!o->input_dir || !o->input_dir[0] || !o->csv_path || !o->csv_path[0]) {
         set_err(err, DL_ERR_ARG, "An input folder and an output CSV file are required");
         return -1;
     }
-    if (!realpath(o->input_dir, in_real)) {
+    if (want_copies && !(isfinite(o->opacity) && o->opacity >= 0 && o->opacity <= 100)) {
+        set_err(err, DL_ERR_ARG, "The overlay opacity must be a number from 0 to 100 (got %g)", o->opacity);
+        return -1;
+    }
+    /* Every path is checked before anything is created. */
+    if (!realpath(o->input_dir, in_real) || stat(in_real, &sb) != 0) {
         set_err(err, DL_ERR_IO, "Cannot open input folder %s: %s", o->input_dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        set_err(err, DL_ERR_ARG, "The input %s is not a folder", o->input_dir);
         return -1;
     }
     if (resolve_parent(o->csv_path, csv_dir) != 0) {
@@ -248,15 +402,12 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
                 in_real);
         return -1;
     }
+    if (dl_output_check(o->csv_path, err) != 0)
+        return -1;
     if (want_copies) {
-        if (mkdir(o->output_dir, 0777) != 0 && errno != EEXIST) {
-            set_err(err, DL_ERR_IO, "Cannot create output folder %s: %s", o->output_dir,
-                    strerror(errno));
-            return -1;
-        }
-        if (!realpath(o->output_dir, out_real)) {
-            set_err(err, DL_ERR_IO, "Cannot open output folder %s: %s", o->output_dir,
-                    strerror(errno));
+        if (resolve_future_dir(o->output_dir, out_real) != 0) {
+            set_err(err, DL_ERR_IO, "Cannot use output folder %s: %s", o->output_dir,
+                    errno ? strerror(errno) : "invalid path");
             return -1;
         }
         if (path_inside(out_real, in_real)) {
@@ -264,51 +415,87 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
                     in_real);
             return -1;
         }
+        if (stat(out_real, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+            set_err(err, DL_ERR_ARG, "The output folder %s exists and is not a folder", o->output_dir);
+            return -1;
+        }
     }
-
-    /* Collect names first so the order is stable and the listing is not
-     * disturbed by what we write. */
-    DIR *dir = opendir(in_real);
-    if (!dir) {
-        set_err(err, DL_ERR_IO, "Cannot list %s: %s", in_real, strerror(errno));
+    /* A second writer of the same CSV is refused instead of both "winning". */
+    int lock = dl_output_lock(o->csv_path, err);
+    if (lock < 0)
         return -1;
-    }
-    char **names = NULL;
+
+    batch_entry *ent = NULL;
     size_t count = 0, cap = 0;
     int rc = -1;
     csv_buf csv = {0};
+    if (want_copies) {
+        int made = mkdir(out_real, 0777) == 0;
+        if (!made && errno != EEXIST) {
+            set_err(err, DL_ERR_IO, "Cannot create output folder %s: %s", o->output_dir,
+                    strerror(errno));
+            goto done;
+        }
+        /* re-check what is there now (a link planted meanwhile) */
+        if (!realpath(out_real, out_now) || path_inside(out_now, in_real) ||
+            stat(out_now, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            set_err(err, DL_ERR_ARG, "The output folder %s is not a folder outside the input folder",
+                    o->output_dir);
+            if (made)
+                rmdir(out_real);
+            goto done;
+        }
+        memcpy(out_real, out_now, sizeof out_real);
+    }
+
+    /* Collect names first so the order is stable and the listing is not
+     * disturbed by what we write. Nothing is opened here (lstat only). */
+    DIR *dir = opendir(in_real);
+    if (!dir) {
+        set_err(err, DL_ERR_IO, "Cannot list %s: %s", in_real, strerror(errno));
+        goto done;
+    }
     struct dirent *de;
     while ((de = readdir(dir)) != NULL) {
         if (de->d_name[0] == '.')
             continue;
         char full[PATH_MAX];
-        struct stat sb;
+        struct stat lsb;
         if (snprintf(full, sizeof full, "%s/%s", in_real, de->d_name) >= (int)sizeof full)
             continue;
-        if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode))
+        if (lstat(full, &lsb) != 0)
             continue;
+        batch_entry e = {0};
+        if (judge_entry(full, &lsb, in_real, &e) != 0)
+            continue;
+        e.name = strdup(de->d_name);
         if (count == cap) {
             size_t ncap = cap ? cap * 2 : 64;
-            char **nn = realloc(names, ncap * sizeof *nn);
+            batch_entry *nn = realloc(ent, ncap * sizeof *nn);
             if (!nn) {
+                free(e.name);
+                free(e.load);
                 closedir(dir);
                 set_err(err, DL_ERR_NOMEM, "out of memory listing %s", in_real);
                 goto done;
             }
-            names = nn;
+            ent = nn;
             cap = ncap;
         }
-        names[count] = strdup(de->d_name);
-        if (!names[count]) {
+        ent[count++] = e;
+        if (!e.name || (!e.load && !e.refused)) {
             closedir(dir);
             set_err(err, DL_ERR_NOMEM, "out of memory listing %s", in_real);
             goto done;
         }
-        count++;
     }
     closedir(dir);
     if (count > 1)
-        qsort(names, count, sizeof *names, cmp_str);
+        qsort(ent, count, sizeof *ent, cmp_entry);
+    if (want_copies && assign_output_names(ent, count) != 0) {
+        set_err(err, DL_ERR_NOMEM, "out of memory naming the annotated copies");
+        goto done;
+    }
 
     int nc = dl_model_num_classes(m);
     buf_puts(&csv, "file,top_class");
@@ -325,29 +512,27 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
     double last_commit = now_seconds();
 
     for (size_t i = 0; i < count; i++) {
-        char full[PATH_MAX];
-        snprintf(full, sizeof full, "%s/%s", in_real, names[i]);
         if (o->progress) {
-            char text[300];
-            snprintf(text, sizeof text, "%s", names[i]);
-            o->progress(o->progress_host, (double)i / (double)count, text);
+            char *text = dl_text_sanitize(ent[i].name);
+            o->progress(o->progress_host, (double)i / (double)count, text ? text : "");
+            free(text);
         }
         st.files++;
         dl_image img = {0};
         dl_error fe = {0};
         dlp_analysis an = {0};
-        int ok = dl_image_load(full, &img, &fe) == 0;
-        if (ok)
-            ok = dlp_analyse(m, img.pixels, img.width, img.height, img.stride, o->method,
-                             want_copies, NULL, &an, &fe) == 0;
+        int ok = 0;
+        if (ent[i].refused) {
+            set_err(&fe, DL_ERR_IO, "%s", ent[i].refused);
+        } else {
+            ok = dl_image_load_oriented(ent[i].load, &img, NULL, &fe) == 0;
+            if (ok)
+                ok = dlp_analyse(m, img.pixels, img.width, img.height, img.stride, o->method,
+                                 want_copies, NULL, &an, &fe) == 0;
+        }
         if (ok && want_copies && an.map) {
             char out_path[PATH_MAX];
-            char stem[NAME_MAX + 1];
-            snprintf(stem, sizeof stem, "%s", names[i]);
-            char *dot = strrchr(stem, '.');
-            if (dot && dot != stem)
-                *dot = '\0';
-            if (snprintf(out_path, sizeof out_path, "%s/%s.dermlens.png", out_real, stem) >=
+            if (snprintf(out_path, sizeof out_path, "%s/%s", out_real, ent[i].out_name) >=
                 (int)sizeof out_path) {
                 set_err(&fe, DL_ERR_ARG, "output path too long");
                 ok = 0;
@@ -355,7 +540,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
                 ok = 0;
             }
         }
-        csv_field(&csv, names[i]);
+        csv_field(&csv, ent[i].name);
         if (ok) {
             const dl_result *r = &an.result;
             buf_put(&csv, ",", 1);
@@ -375,7 +560,12 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
             for (int c = 0; c < nc; c++)
                 buf_put(&csv, ",", 1);
             buf_puts(&csv, ",,");
-            csv_field(&csv, fe.message[0] ? fe.message : dl_status_name(fe.code));
+            /* the file column names the file: drop the path in front of the message */
+            const char *msg = fe.message[0] ? fe.message : dl_status_name(fe.code);
+            size_t pl = ent[i].load ? strlen(ent[i].load) : 0;
+            if (pl && !strncmp(msg, ent[i].load, pl) && msg[pl] == ':' && msg[pl + 1] == ' ')
+                msg += pl + 2;
+            csv_field(&csv, msg);
             buf_put(&csv, "\n", 1);
             st.failed++;
         }
@@ -397,10 +587,14 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
         goto done;
     rc = 0;
 done:
+    dl_output_unlock(o->csv_path, lock);
     free(csv.data);
-    for (size_t i = 0; i < count; i++)
-        free(names[i]);
-    free(names);
+    for (size_t i = 0; i < count; i++) {
+        free(ent[i].name);
+        free(ent[i].load);
+        free(ent[i].out_name);
+    }
+    free(ent);
     if (stats)
         *stats = st;
     return rc;

@@ -56,6 +56,38 @@ try:
     check(r.returncode != 0 and not os.path.exists(os.path.join(indir, "x.csv")), "CSV inside the input folder accepted")
     r = run("info", model)
     check(r.returncode == 0 and "HAM10000" in r.stdout and "seed" in r.stdout, "info lacks provenance")
+    check("verified at load" in r.stdout or "older version" in r.stdout, "info does not report the weights digest")
+    # `dermlens import x.onnx`: a byte-built ONNX classifier (the fuzz seed) with
+    # class names, imported, classified and listed by info
+    onnx_src = os.path.join(src, "tests", "fuzz", "corpus", "onnx", "m1-opset13")
+    onnx = os.path.join(tmp, "tiny.onnx")
+    shutil.copy(onnx_src, onnx)
+    imported = os.path.join(tmp, "tiny.safetensors")
+    r = run("import", onnx, "-o", imported, "--name", "tiny onnx", "--resize", "crop")
+    check(r.returncode == 0 and os.path.exists(imported), "import .onnx failed: " + r.stderr[-400:])
+    r = run("info", imported)
+    check(r.returncode == 0 and "tiny onnx" in r.stdout and "center_crop" in r.stdout, "imported model info: " + r.stdout[:300])
+    r = run("classify", "--json", "--model", imported, imgs[0])
+    check(r.returncode == 0 and json.loads(r.stdout)["results"][0]["classes"], "classify with the imported model: " + r.stderr)
+    r = run("import", os.path.join(src, "tests", "fuzz", "corpus", "onnx", "bad-unsupported_op"), "-o", os.path.join(tmp, "x.safetensors"))
+    check(r.returncode != 0 and not os.path.exists(os.path.join(tmp, "x.safetensors")), "a non-.onnx name went to the TFLite importer or an output was left")
+    bad_onnx = os.path.join(tmp, "bad.onnx")
+    shutil.copy(os.path.join(src, "tests", "fuzz", "corpus", "onnx", "bad-unsupported_op"), bad_onnx)
+    r = run("import", bad_onnx, "-o", os.path.join(tmp, "y.safetensors"))
+    check(r.returncode != 0 and "not supported" in r.stderr and not os.path.exists(os.path.join(tmp, "y.safetensors")),
+          "unsupported ONNX op: rc %d %s" % (r.returncode, r.stderr[-300:]))
+    # an ensemble of a single model with itself answers as the model; an
+    # ensemble cannot be a member
+    single = os.path.join(src, "weights", "dermlens_ham10000_frozen.safetensors")
+    ens = os.path.join(tmp, "ens.safetensors")
+    r = run("ensemble", "-o", ens, single, single)
+    check(r.returncode == 0, "ensemble: " + r.stderr)
+    r = run("ensemble", "-o", os.path.join(tmp, "nested.safetensors"), ens, single)
+    check(r.returncode != 0 and "itself an ensemble" in r.stderr, "nested ensemble: " + r.stderr)
+    r1 = json.loads(run("classify", "--json", "--model", single, imgs[2]).stdout)["results"][0]["classes"]
+    r2 = json.loads(run("classify", "--json", "--model", ens, imgs[2]).stdout)["results"][0]["classes"]
+    check(max(abs(a["probability"] - b["probability"]) for a, b in zip(r1, r2)) < 1e-5, "ensemble of a model with itself differs")
+    check("ensemble:     2 members" in run("info", ens).stdout, "info does not list the ensemble's members")
 finally:
     shutil.rmtree(tmp)
 # Training interrupted by SIGINT and by SIGKILL (issue 8, item 4): a tiny run on

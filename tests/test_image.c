@@ -7,6 +7,7 @@
  * the generated files that are committed as fuzz seeds and broken samples
  * (DIR/png, DIR/jpeg, DIR/images). */
 #include "internal.h"
+#include "dermlens_io.h"
 
 #include <errno.h>
 #include <math.h>
@@ -1156,6 +1157,205 @@ static int emit(const char *dir)
     return rc ? 1 : 0;
 }
 
+/* ------------------------------------------------- EXIF and density (issue 18) */
+
+/* A JPEG with an APP1 EXIF block (orientation o, byte order le) right after SOI. */
+static buf_t with_exif(const buf_t *jpg, int o, int le)
+{
+    uint8_t tiff[8 + 2 + 2 * 12 + 4];
+    memset(tiff, 0, sizeof tiff);
+#define P16(p, v) (le ? ((p)[0] = (uint8_t)(v), (p)[1] = (uint8_t)((v) >> 8)) : ((p)[0] = (uint8_t)((v) >> 8), (p)[1] = (uint8_t)(v)))
+#define P32(p, v) (le ? ((p)[0] = (uint8_t)(v), (p)[1] = (uint8_t)((v) >> 8), (p)[2] = (uint8_t)((v) >> 16), (p)[3] = (uint8_t)((v) >> 24)) \
+                      : ((p)[0] = (uint8_t)((v) >> 24), (p)[1] = (uint8_t)((v) >> 16), (p)[2] = (uint8_t)((v) >> 8), (p)[3] = (uint8_t)(v)))
+    tiff[0] = tiff[1] = le ? 'I' : 'M';
+    P16(tiff + 2, 42);
+    P32(tiff + 4, 8);
+    P16(tiff + 8, 2);
+    uint8_t *e0 = tiff + 10, *e1 = tiff + 22;
+    P16(e0, 0x010f); /* Make, ASCII, 4 bytes inline: "Foo" */
+    P16(e0 + 2, 2);
+    P32(e0 + 4, 4);
+    memcpy(e0 + 8, "Foo", 4);
+    P16(e1, 0x0112);
+    P16(e1 + 2, 3);
+    P32(e1 + 4, 1);
+    P16(e1 + 8, o);
+#undef P16
+#undef P32
+    buf_t b = {0};
+    buf_put(&b, jpg->data, 2);
+    size_t len = 2 + 6 + sizeof tiff;
+    uint8_t hdr[4] = {0xff, 0xe1, (uint8_t)(len >> 8), (uint8_t)len};
+    buf_put(&b, hdr, 4);
+    buf_put(&b, "Exif\0\0", 6);
+    buf_put(&b, tiff, sizeof tiff);
+    buf_put(&b, jpg->data + 2, jpg->size - 2);
+    return b;
+}
+
+/* Independent reference: the 8 orientations as compositions of a clockwise
+ * quarter turn and a left-right mirror. */
+static dl_image ref_rot90cw(const dl_image *a)
+{
+    dl_image o;
+    dl_image_alloc(&o, a->height, a->width, NULL);
+    for (int y = 0; y < a->height; y++)
+        for (int x = 0; x < a->width; x++) /* stored (x,y) -> shown (H-1-y, x) */
+            memcpy(o.pixels + (size_t)x * o.stride + 3 * (size_t)(a->height - 1 - y),
+                   a->pixels + (size_t)y * a->stride + 3 * (size_t)x, 3);
+    return o;
+}
+
+static dl_image ref_mirror(const dl_image *a)
+{
+    dl_image o;
+    dl_image_alloc(&o, a->width, a->height, NULL);
+    for (int y = 0; y < a->height; y++)
+        for (int x = 0; x < a->width; x++)
+            memcpy(o.pixels + (size_t)y * o.stride + 3 * (size_t)(a->width - 1 - x),
+                   a->pixels + (size_t)y * a->stride + 3 * (size_t)x, 3);
+    return o;
+}
+
+/* ops: 'r' = quarter turn clockwise, 'm' = mirror, applied left to right */
+static dl_image ref_orient(const dl_image *src, const char *ops)
+{
+    dl_image cur;
+    dl_image_alloc(&cur, src->width, src->height, NULL);
+    memcpy(cur.pixels, src->pixels, src->stride * (size_t)src->height);
+    for (; *ops; ops++) {
+        dl_image n = *ops == 'r' ? ref_rot90cw(&cur) : ref_mirror(&cur);
+        dl_image_free(&cur);
+        cur = n;
+    }
+    return cur;
+}
+
+static void test_exif(const char *dir)
+{
+    enum { W = 13, H = 7 };
+    uint8_t *rgb = smooth_rgb(W, H);
+    jpeg_spec js = {W, H, 3, JCS_RGB, 95, 0, 0, 1, rgb};
+    buf_t jpg = make_jpeg(&js);
+    dl_image plain;
+    dl_error e = {0};
+    CHECK(dl_image_load_memory(jpg.data, jpg.size, &plain, &e) == 0, "plain: %s", e.message);
+    CHECK(dl_jpeg_exif_orientation(jpg.data, jpg.size) == 1, "no EXIF must read as 1");
+    /* 1 none, 2 mirror, 3 180, 4 mirror top-bottom, 5 transpose, 6 cw, 7 transverse, 8 ccw */
+    static const char *ops[9] = {"", "", "m", "rr", "rrm", "rm", "r", "rrrm", "rrr"};
+    char path[1100];
+    snprintf(path, sizeof path, "%s/exif.jpg", dir);
+    for (int le = 0; le < 2; le++)
+        for (int o = 1; o <= 8; o++) {
+            buf_t x = with_exif(&jpg, o, le);
+            CHECK(dl_jpeg_exif_orientation(x.data, x.size) == o, "orientation %d (%s) not read", o, le ? "II" : "MM");
+            write_file(path, x.data, x.size);
+            dl_image got;
+            int got_o = 0;
+            memset(&e, 0, sizeof e);
+            CHECK(dl_image_load_oriented(path, &got, &got_o, &e) == 0, "load %d: %s", o, e.message);
+            CHECK(got_o == o, "reported orientation %d, want %d", got_o, o);
+            dl_image want = ref_orient(&plain, ops[o]);
+            CHECK(got.width == want.width && got.height == want.height, "orientation %d: %dx%d, want %dx%d", o,
+                  got.width, got.height, want.width, want.height);
+            if (got.width == want.width && got.height == want.height) {
+                int same = 1;
+                for (int y = 0; y < got.height && same; y++)
+                    same = !memcmp(got.pixels + (size_t)y * got.stride, want.pixels + (size_t)y * want.stride,
+                                   (size_t)got.width * 3);
+                CHECK(same, "orientation %d (%s): pixels differ from the reference", o, le ? "II" : "MM");
+            }
+            /* every truncation of the file is parsed without reading past it */
+            for (size_t n = 0; n < 80 && n < x.size; n++)
+                (void)dl_jpeg_exif_orientation(x.data, n);
+            dl_image_free(&got);
+            dl_image_free(&want);
+            free(x.data);
+        }
+    /* hostile EXIF: bad values, offsets and counts read as 1 (nothing applied) */
+    buf_t x = with_exif(&jpg, 9, 1);
+    CHECK(dl_jpeg_exif_orientation(x.data, x.size) == 1, "orientation 9 accepted");
+    x.data[2 + 4 + 6 + 4] = 0xf0; /* IFD offset far past the block */
+    CHECK(dl_jpeg_exif_orientation(x.data, x.size) == 1, "bad IFD offset");
+    free(x.data);
+    x = with_exif(&jpg, 6, 1);
+    x.data[2 + 4 + 6 + 8] = 0xff; /* entry count 0xff: runs past the block */
+    x.data[2 + 4 + 6 + 9] = 0xff;
+    CHECK(dl_jpeg_exif_orientation(x.data, x.size) == 1, "IFD count past the block");
+    free(x.data);
+    x = with_exif(&jpg, 6, 1);
+    x.data[2 + 4 + 6 + 22 + 2] = 4; /* orientation as LONG: wrong type */
+    CHECK(dl_jpeg_exif_orientation(x.data, x.size) == 1, "wrong type accepted");
+    x.data[4] = 0xff; /* APP1 length larger than the file */
+    x.data[5] = 0xff;
+    CHECK(dl_jpeg_exif_orientation(x.data, x.size) == 1, "segment length past the end");
+    free(x.data);
+    /* PNG files have no EXIF orientation here */
+    CHECK(dl_image_apply_orientation(&plain, 0, &e) == -1 && e.code == DL_ERR_ARG, "orientation 0 accepted");
+    unlink(path);
+    dl_image_free(&plain);
+    free(jpg.data);
+    free(rgb);
+}
+
+/* A tiny file declaring a huge picture is refused before the pixel buffer is
+ * allocated (issue 18, item 8); the same header with enough bytes behind it
+ * passes that check. */
+static void test_density(void)
+{
+    dl_image img;
+    dl_error e = {0};
+    buf_t png = make_png_header(5000, 5000); /* 25 Mpx in ~70 bytes */
+    int rc = dl_image_load_memory(png.data, png.size, &img, &e);
+    expect_fail(rc, &e, DL_ERR_LIMIT, "5000x5000 PNG in 70 bytes");
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    CHECK(strstr(e.message, "refused before decoding") != NULL, "PNG: %s", e.message);
+    /* pad to 1 byte per 1024 pixels: no longer refused for its density */
+    size_t need = (size_t)5000 * 5000 / DL_DECODE_MAX_PIXELS_PER_BYTE + 1;
+    while (png.size < need)
+        buf_put(&png, "\0\0\0\0\0\0\0\0", 8);
+    memset(&e, 0, sizeof e);
+    rc = dl_image_load_memory(png.data, png.size, &img, &e);
+    CHECK(rc == 0 || !strstr(e.message, "refused before decoding"), "padded PNG refused: %s", e.message);
+    if (rc == 0)
+        dl_image_free(&img);
+#endif
+    free(png.data);
+
+    enum { W = 16, H = 16 };
+    uint8_t *rgb = smooth_rgb(W, H);
+    jpeg_spec js = {W, H, 3, JCS_RGB, 90, 0, 0, 1, rgb};
+    buf_t jpg = make_jpeg(&js);
+    /* patch SOF0's height and width to 16000 x 16000 */
+    for (size_t i = 2; i + 9 < jpg.size; i++)
+        if (jpg.data[i] == 0xff && jpg.data[i + 1] == 0xc0) {
+            jpg.data[i + 5] = 16000 >> 8;
+            jpg.data[i + 6] = 16000 & 0xff;
+            jpg.data[i + 7] = 16000 >> 8;
+            jpg.data[i + 8] = 16000 & 0xff;
+            break;
+        }
+    memset(&e, 0, sizeof e);
+    rc = dl_image_load_memory(jpg.data, jpg.size, &img, &e);
+    expect_fail(rc, &e, DL_ERR_LIMIT, "16000x16000 JPEG in a few hundred bytes");
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    CHECK(strstr(e.message, "16000x16000") && strstr(e.message, "refused before decoding"), "JPEG: %s", e.message);
+#endif
+    free(jpg.data);
+    free(rgb);
+}
+
+/* A file that is no image: nothing of its content is echoed in the message. */
+static void test_no_echo(void)
+{
+    static const char secret[] = "root:x:0:0:root:/root:/bin/bash\n";
+    dl_image img;
+    dl_error e = {0};
+    int rc = dl_image_load_memory(secret, sizeof secret - 1, &img, &e);
+    expect_fail(rc, &e, DL_ERR_UNSUPPORTED, "text file");
+    CHECK(!strstr(e.message, "72 6f 6f 74") && !strstr(e.message, "root"), "content echoed: %s", e.message);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--emit"))
@@ -1173,6 +1373,9 @@ int main(int argc, char **argv)
     test_broken();
     test_resize();
     test_pil_reference();
+    test_exif(dir);
+    test_density();
+    test_no_echo();
 
     /* remove the temporary files */
     char cmdpath[1100];

@@ -7,6 +7,7 @@
  * that is itself never modified, so nothing is indeterminate after a longjmp
  * and the caller frees whatever the context holds. */
 #include "internal.h"
+#include "dermlens_io.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -51,6 +52,20 @@ static int check_dims(int width, int height, dl_error *err)
                        "image size %dx%d exceeds the limit (side <= %d, %lld pixels)", width,
                        height, DL_MAX_IMAGE_SIDE, (long long)DL_MAX_IMAGE_PIXELS);
     return 0;
+}
+
+/* A tiny file declaring a huge picture (libjpeg pads missing data, deflate
+ * expands up to ~1030x) is refused before the pixel buffer is allocated. */
+static int check_density(const char *fmt, uint64_t w, uint64_t h, size_t size, dl_error *err)
+{
+    uint64_t px = w * h;
+    if (px <= (uint64_t)DL_DECODE_FREE_PIXELS || px / DL_DECODE_MAX_PIXELS_PER_BYTE <= (uint64_t)size)
+        return 0;
+    return dl_fail(err, DL_ERR_LIMIT,
+                   "%s declares %llux%llu pixels (%.1f Mpx) in a file of %zu bytes; above %lld Mpx an image "
+                   "needs at least 1 byte per %d pixels (refused before decoding)",
+                   fmt, (unsigned long long)w, (unsigned long long)h, (double)px / 1048576.0, size,
+                   (long long)(DL_DECODE_FREE_PIXELS >> 20), DL_DECODE_MAX_PIXELS_PER_BYTE);
 }
 
 int dl_image_alloc(dl_image *out, int width, int height, dl_error *err)
@@ -202,7 +217,7 @@ static int png_precheck(const uint8_t *p, size_t size, dl_error *err)
         return dl_fail(err, DL_ERR_LIMIT,
                        "PNG size %ux%u exceeds the limit (side <= %d, %lld pixels)", (unsigned)w,
                        (unsigned)h, DL_MAX_IMAGE_SIDE, (long long)DL_DECODE_MAX_PIXELS);
-    return 0;
+    return check_density("PNG", w, h, size, err);
 }
 
 static int load_png(const uint8_t *data, size_t size, dl_image *out, dl_error *err)
@@ -332,6 +347,8 @@ static int jpeg_decode(jpeg_dec *d, const uint8_t *data, size_t size, dl_error *
         return dl_fail(err, DL_ERR_LIMIT,
                        "JPEG size %ux%u exceeds the limit (side <= %d, %lld pixels)", w, h,
                        DL_MAX_IMAGE_SIDE, (long long)DL_DECODE_MAX_PIXELS);
+    if (check_density("JPEG", w, h, size, err) != 0)
+        return -1;
 
     int cmyk = 0;
     switch (d->cinfo.jpeg_color_space) {
@@ -474,10 +491,10 @@ int dl_image_load_memory(const void *data, size_t size, dl_image *out, dl_error 
     if (other)
         return dl_fail(err, DL_ERR_UNSUPPORTED,
                        "%s images are not supported (only PNG and JPEG)", other);
+    /* nothing of the file's content goes into the message: it may be any
+     * file (a key, a log) and messages end up in CSVs and terminals */
     return dl_fail(err, DL_ERR_UNSUPPORTED,
-                   "unknown image format (first bytes %02x %02x %02x %02x; only PNG and JPEG "
-                   "are supported)",
-                   p[0], size > 1 ? p[1] : 0, size > 2 ? p[2] : 0, size > 3 ? p[3] : 0);
+                   "not a PNG or JPEG image (unknown format; only PNG and JPEG are supported)");
 }
 
 int dl_image_load(const char *path, dl_image *out, dl_error *err)
@@ -495,6 +512,160 @@ int dl_image_load(const char *path, dl_image *out, dl_error *err)
     free(data);
     if (rc != 0)
         return dl_fail_prefix(err, "%s", path);
+    return 0;
+}
+
+/* ------------------------------------------------------------ EXIF orientation */
+
+static unsigned exif_u16(const uint8_t *p, int le)
+{
+    return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
+}
+
+static uint32_t exif_u32(const uint8_t *p, int le)
+{
+    return le ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24
+              : (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* Orientation tag (0x0112) of IFD0 of a TIFF structure t[0..n); 0 if none. */
+static int exif_tiff_orientation(const uint8_t *t, size_t n)
+{
+    if (n < 8)
+        return 0;
+    int le;
+    if (t[0] == 'I' && t[1] == 'I')
+        le = 1;
+    else if (t[0] == 'M' && t[1] == 'M')
+        le = 0;
+    else
+        return 0;
+    if (exif_u16(t + 2, le) != 42)
+        return 0;
+    uint32_t ifd = exif_u32(t + 4, le);
+    if (ifd < 8 || ifd > n - 2)
+        return 0;
+    size_t count = exif_u16(t + ifd, le);
+    if (count > (n - ifd - 2) / 12)
+        return 0; /* entries run past the segment */
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *e = t + ifd + 2 + 12 * i;
+        if (exif_u16(e, le) != 0x0112)
+            continue;
+        if (exif_u16(e + 2, le) != 3 || exif_u32(e + 4, le) != 1) /* SHORT, one value */
+            return 0;
+        unsigned v = exif_u16(e + 8, le);
+        return v >= 1 && v <= 8 ? (int)v : 0;
+    }
+    return 0;
+}
+
+int dl_jpeg_exif_orientation(const void *data, size_t size)
+{
+    const uint8_t *p = data;
+    if (!p || size < 4 || p[0] != 0xff || p[1] != 0xd8)
+        return 1;
+    size_t pos = 2;
+    while (size - pos >= 4) {
+        if (p[pos] != 0xff)
+            return 1; /* not a marker: give up, the decoder will judge the file */
+        unsigned marker = p[pos + 1];
+        if (marker == 0xff) { /* fill byte */
+            pos++;
+            continue;
+        }
+        if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) { /* no length */
+            pos += 2;
+            continue;
+        }
+        if (marker == 0xda || marker == 0xd9) /* image data or end: no EXIF after this */
+            return 1;
+        size_t len = (size_t)p[pos + 2] << 8 | p[pos + 3];
+        if (len < 2 || len > size - pos - 2)
+            return 1;
+        const uint8_t *seg = p + pos + 4;
+        size_t slen = len - 2;
+        if (marker == 0xe1 && slen >= 6 && memcmp(seg, "Exif\0\0", 6) == 0) {
+            int o = exif_tiff_orientation(seg + 6, slen - 6);
+            return o ? o : 1; /* the first EXIF block decides */
+        }
+        pos += 2 + len;
+    }
+    return 1;
+}
+
+const char *dl_orientation_description(int o)
+{
+    switch (o) {
+    case 2: return "mirrored left-right";
+    case 3: return "rotated 180 degrees";
+    case 4: return "mirrored top-bottom";
+    case 5: return "mirrored along the main diagonal (transposed)";
+    case 6: return "rotated 90 degrees clockwise";
+    case 7: return "mirrored along the anti-diagonal (transversed)";
+    case 8: return "rotated 90 degrees counter-clockwise";
+    default: return "as stored";
+    }
+}
+
+int dl_image_apply_orientation(dl_image *img, int o, dl_error *err)
+{
+    if (!img || !img->pixels)
+        return dl_fail(err, DL_ERR_ARG, "dl_image_apply_orientation: no image");
+    if (o < 1 || o > 8)
+        return dl_fail(err, DL_ERR_ARG, "EXIF orientation %d (1..8)", o);
+    if (o == 1)
+        return 0;
+    int W = img->width, H = img->height, swap = o >= 5;
+    dl_image out;
+    if (dl_image_alloc(&out, swap ? H : W, swap ? W : H, err) != 0)
+        return -1;
+    /* For each displayed pixel (x, y), the stored pixel (sx, sy) it shows. */
+    for (int y = 0; y < out.height; y++) {
+        uint8_t *d = out.pixels + (size_t)y * out.stride;
+        for (int x = 0; x < out.width; x++) {
+            int sx, sy;
+            switch (o) {
+            case 2: sx = W - 1 - x; sy = y; break;
+            case 3: sx = W - 1 - x; sy = H - 1 - y; break;
+            case 4: sx = x; sy = H - 1 - y; break;
+            case 5: sx = y; sy = x; break;
+            case 6: sx = y; sy = H - 1 - x; break;
+            case 7: sx = W - 1 - y; sy = H - 1 - x; break;
+            default: sx = W - 1 - y; sy = x; break; /* 8 */
+            }
+            memcpy(d + 3 * (size_t)x, img->pixels + (size_t)sy * img->stride + 3 * (size_t)sx, 3);
+        }
+    }
+    dl_image_free(img);
+    *img = out;
+    return 0;
+}
+
+int dl_image_load_oriented(const char *path, dl_image *out, int *orientation, dl_error *err)
+{
+    if (orientation)
+        *orientation = 1;
+    if (!out)
+        return dl_fail(err, DL_ERR_ARG, "dl_image_load_oriented: NULL output image");
+    memset(out, 0, sizeof *out);
+    if (!path)
+        return dl_fail(err, DL_ERR_ARG, "dl_image_load_oriented: NULL path");
+    uint8_t *data = NULL;
+    size_t size = 0;
+    if (dl_read_file(path, DL_MAX_IMAGE_FILE_BYTES, &data, &size, err) != 0)
+        return -1; /* dl_read_file names the path */
+    int rc = dl_image_load_memory(data, size, out, err);
+    int o = rc == 0 ? dl_jpeg_exif_orientation(data, size) : 1;
+    free(data);
+    if (rc == 0 && o != 1 && dl_image_apply_orientation(out, o, err) != 0) {
+        dl_image_free(out);
+        rc = -1;
+    }
+    if (rc != 0)
+        return dl_fail_prefix(err, "%s", path);
+    if (orientation)
+        *orientation = o;
     return 0;
 }
 

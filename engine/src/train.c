@@ -628,6 +628,35 @@ static int ckpt_save(const char *path, const dl_graph *sub, const adam *a, const
     return dl_safetensors_write(path, hdr, nt, datas, counts, err);
 }
 
+/* The stage recorded in a checkpoint's state, or -1 if it is not a readable
+ * DermLens checkpoint. */
+static int ckpt_stage_of(const char *path)
+{
+    uint8_t *data;
+    size_t size;
+    dl_error e = {0};
+    if (dl_read_file(path, (size_t)DL_MAX_MODEL_BYTES, &data, &size, &e)) return -1;
+    int stage = -1;
+    uint64_t hl = 0;
+    if (size >= 8) {
+        for (int i = 7; i >= 0; i--) hl = hl << 8 | data[i];
+        if (hl <= size - 8) {
+            cJSON *hdr = cJSON_ParseWithLength((const char *)data + 8, hl);
+            const cJSON *meta = cJSON_GetObjectItem(hdr, "__metadata__");
+            const cJSON *fmt = cJSON_GetObjectItem(meta, "format"), *sj = cJSON_GetObjectItem(meta, "state");
+            if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "dermlens-checkpoint") && cJSON_IsString(sj)) {
+                cJSON *st = cJSON_Parse(sj->valuestring);
+                const cJSON *sv = cJSON_GetObjectItem(st, "stage");
+                if (cJSON_IsNumber(sv)) stage = sv->valueint;
+                cJSON_Delete(st);
+            }
+            cJSON_Delete(hdr);
+        }
+    }
+    free(data);
+    return stage;
+}
+
 /* Restores into sub/adam/best. Returns 0 and the state, -1 on error. */
 static int ckpt_load(const char *path, dl_graph *sub, adam *a, dl_graph *best, dl_graph *ema, int *stage, int *epoch,
                      double *best_score, int *best_epoch, int *bad_epochs, dl_error *err)
@@ -1058,6 +1087,10 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
                     goto out;
                 best_score = -1; r->best_epoch = 0; bad_epochs = 0;
             }
+        } else if (ckpt_stage_of(r->ckpt) > 0 && ckpt_stage_of(r->ckpt) != r->stage) {
+            /* a complete checkpoint of the other stage (stage 1 done, or a
+             * head-only run): this stage starts fresh, as when it loads */
+            logf_(c, "checkpoint is from stage %d: starting stage %d fresh", ckpt_stage_of(r->ckpt), r->stage);
         } else if (access(r->ckpt, F_OK) == 0 && !c->restart) {
             /* never overwrite what we cannot use: the user decides */
             dl_fail(err, DL_ERR_DATA,
