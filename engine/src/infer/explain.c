@@ -14,17 +14,12 @@
  * (dl_explain_rgb8_variant). The default Grad-CAM (last 7x7 convolution,
  * logit gradient, ReLU, no smoothing) was kept after a comparison on
  * ham10000/val: docs/reports/explain-faithfulness.md. */
-#include "internal.h"
+#include "infer/infer.h"
 
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-int dl_model_ensure_exec(dl_model *m, dl_error *err);
-void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
-int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float *logits,
-                   const float *features, int top_k, dl_error *err);
 
 /* Score-CAM masks only the N channels with the largest mean activation: the
  * full method needs one forward per channel (1280 for MobileNetV2's Conv_1),
@@ -691,7 +686,7 @@ out:
 
 /* ------------------------------------------------------------ API */
 
-/* dl_explain_rgb8_variant and its study flags are declared in internal.h. */
+/* dl_explain_rgb8_variant and its study flags are declared in infer/infer.h. */
 
 int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                     const dl_explain_options *opts, float **map_out, dl_result *result, dl_error *err)

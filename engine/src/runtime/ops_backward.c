@@ -5,7 +5,7 @@
  * those may be NULL. Activation backward turns grad_out in place into the
  * gradient with respect to the pre-activation.
  */
-#include "internal.h"
+#include "runtime/runtime.h"
 
 #include <cblas.h>
 #include <math.h>

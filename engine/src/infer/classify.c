@@ -2,14 +2,12 @@
 /* Classification API: preprocessing, forward, calibrated softmax, top-k,
  * pooled features, out-of-distribution score, optional test-time
  * augmentation (mean of probabilities over flips and 90-degree turns). */
-#include "internal.h"
+#include "infer/infer.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int dl_model_ensure_exec(dl_model *m, dl_error *err);
 
 int dl_model_ensure_exec(dl_model *m, dl_error *err)
 {
@@ -74,8 +72,6 @@ void dl_softmax_temperature(const float *logits, int n, float t, float *probs)
     for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
 }
 
-int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float *logits,
-                   const float *features, int top_k, dl_error *err);
 int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float *logits,
                    const float *features, int top_k, dl_error *err)
 {
@@ -197,73 +193,5 @@ int dl_classify_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, siz
         out->ood_flag = ood_all && isfinite(out->ood_score) && ood_ratio / n > 1.0;
     }
     free(acc);
-    return rc;
-}
-
-/* ------------------------------------------------------------ import */
-
-int dl_import_tflite(const char *tflite_path, const char *labels_path, const char *out_path,
-                     const char *name, const char *provenance_json, dl_error *err)
-{
-    uint8_t *data = NULL;
-    size_t size = 0;
-    dl_model m;
-    memset(&m, 0, sizeof m);
-    dl_graph_init(&m.graph);
-    int rc = -1;
-    if (dl_read_file(tflite_path, 256u << 20, &data, &size, err)) return -1;
-    if (dl_tflite_to_graph(data, size, &m.graph, &m.pre, err)) {
-        dl_fail_prefix(err, "%s", tflite_path);
-        goto out;
-    }
-    const dl_node *o = &m.graph.nodes[m.graph.output];
-    m.num_classes = o->c;
-    m.class_names = calloc(o->c, sizeof(char *));
-    m.class_long_names = calloc(o->c, sizeof(char *));
-    if (!m.class_names || !m.class_long_names) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
-    uint8_t *lab = NULL;
-    size_t lsize = 0;
-    if (labels_path && dl_read_file(labels_path, 16u << 20, &lab, &lsize, err)) goto out;
-    size_t pos = 0;
-    for (int i = 0; i < o->c; i++) {
-        char buf[256];
-        buf[0] = 0;
-        if (lab && pos < lsize) {
-            size_t end = pos;
-            while (end < lsize && lab[end] != '\n') end++;
-            size_t len = end - pos;
-            if (len && lab[pos + len - 1] == '\r') len--;
-            if (len >= sizeof buf) len = sizeof buf - 1;
-            memcpy(buf, lab + pos, len);
-            buf[len] = 0;
-            pos = end + 1;
-        }
-        if (!buf[0]) snprintf(buf, sizeof buf, "class_%d", i);
-        /* "German shepherd, German police dog" -> short name "German shepherd" */
-        char *comma = strchr(buf, ',');
-        m.class_long_names[i] = strdup(buf);
-        if (comma) *comma = 0;
-        m.class_names[i] = strdup(buf);
-    }
-    free(lab);
-    snprintf(m.name, sizeof m.name, "%s", name ? name : "imported");
-    m.temperature = 1.f;
-    m.provenance_json = provenance_json ? strdup(provenance_json) : NULL;
-    if (dl_model_save(&m, out_path, err)) goto out;
-    /* prove the written file loads */
-    dl_model *check = dl_model_load(out_path, err);
-    if (!check) { dl_fail_prefix(err, "re-reading the imported model"); goto out; }
-    dl_model_free(check);
-    rc = 0;
-out:
-    free(data);
-    for (int i = 0; i < m.num_classes; i++) {
-        if (m.class_names) free(m.class_names[i]);
-        if (m.class_long_names) free(m.class_long_names[i]);
-    }
-    free(m.class_names);
-    free(m.class_long_names);
-    free(m.provenance_json);
-    dl_graph_free(&m.graph);
     return rc;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* One place where errors become messages (libvips style). */
-#include "internal.h"
+#include "base/base.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -8,8 +8,8 @@
  *
  * Each output element is one FMA chain over k = 0..K-1 whatever the tile
  * shape or thread split, so results are identical for any thread count. */
-#include "internal.h"
-#include "kernel.h"
+#include "runtime/runtime.h"
+#include "runtime/kernel.h"
 
 #include <math.h>
 #include <string.h>

@@ -7,12 +7,14 @@
  * counter after each job and only then sleep. They spin only while forwards
  * are running back to back, so they do not hold a core against OpenBLAS
  * (which the forward path does not use when these kernels are active). */
-#include "internal.h"
-#include "kernel.h"
+#include "runtime/runtime.h"
+#include "runtime/kernel.h"
 
+#include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #define POOL_MAX 64
 /* Spin iterations (each a pause, ~40-140 cycles) before a worker sleeps or
@@ -25,6 +27,30 @@ static inline void cpu_relax(void)
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+/* ---------------------------------------------------------------- thread count */
+
+/* The engine's one thread count (dl_set_num_threads in dermlens.h): the size
+ * of this pool, OpenBLAS's thread count, and the worker count of dataset
+ * decoding, depthwise backward and the classic baselines. Here, at the bottom
+ * of the runtime, so that nothing below the executor calls up into exec.c. */
+static int g_threads = 0;
+
+void dl_set_num_threads(int n)
+{
+    if (n <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (int)c : 1;
+    }
+    g_threads = n;
+    openblas_set_num_threads(n);
+}
+
+int dl_get_num_threads(void)
+{
+    if (g_threads <= 0) dl_set_num_threads(0);
+    return g_threads;
 }
 
 /* ---------------------------------------------------------------- ISA */

@@ -21,7 +21,7 @@
  * hard-swish. A final Softmax / LogSoftmax is dropped: the model outputs
  * logits. Errors name the node, its op type and the opset.
  */
-#include "onnx_import.h"
+#include "formats/onnx_import.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>

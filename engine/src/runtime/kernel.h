@@ -8,7 +8,7 @@
 #ifndef DL_KERNEL_H
 #define DL_KERNEL_H
 
-#include "ops.h"
+#include "runtime/ops.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -6,7 +6,7 @@
  * that changes after setjmp in a context struct reached through a pointer
  * that is itself never modified, so nothing is indeterminate after a longjmp
  * and the caller frees whatever the context holds. */
-#include "internal.h"
+#include "formats/formats.h"
 #include "dermlens_io.h"
 
 #include <math.h>

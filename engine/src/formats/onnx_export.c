@@ -14,7 +14,7 @@
  *    only exists from opset 14); silu = x * Sigmoid(x); dropout is omitted;
  *    dense = Flatten (in HWC order, as DermLens flattens) + Gemm(transB=1).
  */
-#include "internal.h"
+#include "formats/formats.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

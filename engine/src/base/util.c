@@ -7,7 +7,7 @@
  * so an interrupted write never leaves a half file under the final name and a
  * planted symlink never redirects it. Temp files in progress are kept in a
  * fixed table that a signal handler may clear (dl_temp_files_remove). */
-#include "internal.h"
+#include "base/base.h"
 #include "dermlens_io.h"
 
 #include <errno.h>

@@ -3,7 +3,7 @@
  * messages quoting them) made safe to print and to store: valid UTF-8 with
  * control characters escaped, and CSV cells that a spreadsheet will not run
  * as formulas (OWASP "CSV injection" rule). */
-#include "internal.h"
+#include "base/base.h"
 #include "dermlens_io.h"
 
 #include <stdio.h>

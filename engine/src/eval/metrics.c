@@ -2,8 +2,8 @@
 /* Classification metrics: confusion matrix, per-class precision/recall/F1,
  * one-vs-rest ROC AUC, melanoma operating points, calibration error, and
  * percentile bootstrap intervals. Pure computation: no I/O, no printing. */
-#include "metrics.h"
-#include "internal.h"
+#include "eval/metrics.h"
+#include "base/base.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* SHA-256 (FIPS 180-4), used to identify model files in results. */
-#include "internal.h"
+#include "base/base.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -2,30 +2,10 @@
 /* Graph executor. One arena holds every node's output for a fixed batch size;
  * it is allocated once in dl_exec_init and reused by every forward, and the
  * kept activations are what Grad-CAM and training differentiate through. */
-#include "internal.h"
+#include "runtime/runtime.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-static int g_threads = 0;
-
-void dl_set_num_threads(int n)
-{
-    if (n <= 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        n = c > 0 ? (int)c : 1;
-    }
-    g_threads = n;
-    openblas_set_num_threads(n);
-}
-
-int dl_get_num_threads(void)
-{
-    if (g_threads <= 0) dl_set_num_threads(0);
-    return g_threads;
-}
 
 static dl_conv_shape conv_shape(const dl_graph *g, const dl_node *n, int batch)
 {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Traditional lesion classifiers: hand-crafted features (classic.h documents
  * the layout), standardisation, logistic regression and a random forest. */
-#include "classic.h"
-#include "internal.h"
+#include "eval/classic.h"
+#include "base/base.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The model's recorded preprocessing, applied by the engine so that every
  * caller (CLI, plug-in, training, evaluation) feeds the network alike. */
-#include "internal.h"
+#include "infer/infer.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,8 +5,8 @@
  * AVX-512 is missing; depthwise has a direct kernel (kernel_dw.c). Scalar
  * helpers are compiled for several ISAs and picked at run time (GCC
  * target_clones). */
-#include "internal.h"
-#include "kernel.h"
+#include "runtime/runtime.h"
+#include "runtime/kernel.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -19,26 +19,6 @@
 #define DL_CLONES
 #endif
 
-static const char *const act_names[] = {"none", "relu", "relu6", "hswish", "silu", "sigmoid", "hsigmoid"};
-#define N_ACTS ((int)(sizeof act_names / sizeof act_names[0]))
-
-const char *dl_act_name(dl_act a)
-{
-    return (unsigned)a < (unsigned)N_ACTS ? act_names[a] : "?";
-}
-
-int dl_act_from_name(const char *name)
-{
-    for (int i = 0; i < N_ACTS; i++)
-        if (strcmp(name, act_names[i]) == 0) return i;
-    return -1;
-}
-
-int dl_act_is_post(dl_act a)
-{
-    return a == DL_ACT_SIGMOID || a == DL_ACT_HSIGMOID;
-}
-
 void dl_same_padding(int in, int k, int s, int *out, int *pad_before, int *pad_after)
 {
     int o = (in + s - 1) / s;
@@ -47,51 +27,6 @@ void dl_same_padding(int in, int k, int s, int *out, int *pad_before, int *pad_a
     *out = o;
     *pad_before = total / 2;
     *pad_after = total - total / 2;
-}
-
-DL_CLONES
-void dl_act_forward(dl_act a, float *x, size_t n)
-{
-    switch (a) {
-    case DL_ACT_NONE: break;
-    case DL_ACT_RELU:
-        for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.f ? x[i] : 0.f;
-        break;
-    case DL_ACT_RELU6:
-        for (size_t i = 0; i < n; i++) {
-            float v = x[i] > 0.f ? x[i] : 0.f;
-            x[i] = v < 6.f ? v : 6.f;
-        }
-        break;
-    case DL_ACT_HSWISH:
-        for (size_t i = 0; i < n; i++) {
-            float r = x[i] + 3.f;
-            r = r > 0.f ? (r < 6.f ? r : 6.f) : 0.f;
-            x[i] = x[i] * r * (1.f / 6.f);
-        }
-        break;
-    case DL_ACT_SILU:
-        for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.f + expf(-x[i]));
-        break;
-    case DL_ACT_SIGMOID:
-        for (size_t i = 0; i < n; i++) {
-            /* overflow-free on both sides */
-            if (x[i] >= 0.f) {
-                x[i] = 1.f / (1.f + expf(-x[i]));
-            } else {
-                float e = expf(x[i]);
-                x[i] = e / (1.f + e);
-            }
-        }
-        break;
-    case DL_ACT_HSIGMOID:
-        for (size_t i = 0; i < n; i++) {
-            float r = x[i] + 3.f;
-            r = r > 0.f ? (r < 6.f ? r : 6.f) : 0.f;
-            x[i] = r * (1.f / 6.f);
-        }
-        break;
-    }
 }
 
 /* out[r][c] = out[r][c] + bias[c], then activation; rows x cols. */

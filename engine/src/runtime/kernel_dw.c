@@ -6,8 +6,8 @@
  * weight (on an in-bounds row), so interior columns take one branch-free
  * path; border columns check every tap. Each window row is summed in its
  * own chain (short FMA latency chains), rows added last. */
-#include "internal.h"
-#include "kernel.h"
+#include "runtime/runtime.h"
+#include "runtime/kernel.h"
 
 #include <string.h>
 

@@ -5,7 +5,7 @@
 #ifndef DL_ONNX_IMPORT_H
 #define DL_ONNX_IMPORT_H
 
-#include "internal.h"
+#include "formats/formats.h"
 
 #include <stdbool.h>
 #include <stddef.h>

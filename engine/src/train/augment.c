@@ -3,7 +3,7 @@
  * the original design's affine jitter (rotation +-40 deg, shifts +-20 %,
  * shear 0.2, zoom +-20 %, horizontal flip, nearest fill = edge replicate),
  * plus vertical flip, 90-degree turns and mild colour jitter. */
-#include "augment.h"
+#include "train/augment.h"
 
 #include <math.h>
 #include <string.h>

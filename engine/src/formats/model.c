@@ -3,7 +3,7 @@
  * little-endian tensor data) whose __metadata__ holds the graph, classes,
  * preprocessing and provenance as JSON strings. See weights/FORMAT.md.
  * Everything in the file is untrusted and validated before use. */
-#include "internal.h"
+#include "formats/formats.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The network as a list of nodes in topological order (each node reads only
  * earlier nodes, so cycles cannot be expressed) plus the weight tensors. */
-#include "internal.h"
+#include "runtime/runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
 /* Labelled image lists (class subfolders or CSV) and parallel decoding.
  * CSV text is untrusted: line/field sizes are bounded and every error names
  * the file and line. */
-#include "internal.h"
+#include "base/base.h"
 
 #include <dirent.h>
 #include <pthread.h>

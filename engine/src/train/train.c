@@ -9,9 +9,9 @@
  * Checkpoints hold the trainable weights, the Adam moments and the epoch, so
  * --resume reproduces an uninterrupted run (caches are rebuilt
  * deterministically). */
-#include "augment.h"
-#include "internal.h"
-#include "metrics.h"
+#include "train/augment.h"
+#include "infer/infer.h"
+#include "eval/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -21,8 +21,6 @@
 #include <errno.h>
 #include <time.h>
 #include <unistd.h>
-
-int dl_model_ensure_exec(dl_model *m, dl_error *err);
 
 void dl_train_config_defaults(dl_train_config *c)
 {
