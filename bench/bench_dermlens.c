@@ -12,7 +12,7 @@
  *       work the plug-in does on a 4000 x 3000 layer (classify + Grad-CAM map
  *       at full layer size; GIMP's own overhead excluded)
  */
-#include "internal.h"
+#include "formats/formats.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,8 +6,8 @@
  *
  *   bench_kernels MODEL [THREADS] [REPS]
  */
-#include "internal.h"
-#include "kernel.h"
+#include "formats/formats.h"
+#include "runtime/kernel.h"
 
 #include <cblas.h>
 #include <stdio.h>

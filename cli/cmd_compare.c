@@ -3,8 +3,8 @@
  * shape features with logistic regression / random forest) trained and scored
  * on the same split as the CNN, side by side, with McNemar's paired test. */
 #include "cli.h"
-#include "classic.h"
-#include "metrics.h"
+#include "eval/classic.h"
+#include "eval/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -4,7 +4,7 @@
  * insertion AUCs against random and centre baselines; the model
  * randomisation sanity check of Adebayo et al. 2018). */
 #include "cli.h"
-#include "internal.h"
+#include "infer/infer.h"
 #include "plot.h"
 
 #include <cjson/cJSON.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* dermlens export: write a model as ONNX for other runtimes. */
 #include "cli.h"
-#include "internal.h"
+#include "formats/formats.h"
 
 #include <stdio.h>
 

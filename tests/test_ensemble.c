@@ -3,7 +3,7 @@
  * averaged, saliency is the normalised mean of the members' maps of the
  * ensemble's class, the file round-trips, and damaged member lists are
  * refused. Also the training-view augmentation's exactness and determinism. */
-#include "augment.h"
+#include "train/augment.h"
 #include "testutil.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Gradient check of every backward kernel in engine/src/ops.h.
+/* Gradient check of every backward kernel in engine/src/runtime/ops.h.
  * SPDX-License-Identifier: GPL-3.0-or-later
  *
  * For each case: L = sum(out * R) with a fixed random R. Analytic gradients
@@ -14,7 +14,7 @@
  * inputs are distinct, so finite differences never cross a kink.
  * Fixed seed: deterministic.
  */
-#include "internal.h"
+#include "runtime/runtime.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Unit tests for engine/src/image.c: PNG/JPEG decoding, PNG writing, resize,
+/* Unit tests for engine/src/formats/image.c: PNG/JPEG decoding, PNG writing, resize,
  * and rejection of broken or hostile inputs.
  *
  * Fixture images are generated here with libpng/libjpeg directly (an
  * independent path from the code under test). `test_image --emit DIR` writes
  * the generated files that are committed as fuzz seeds and broken samples
  * (DIR/png, DIR/jpeg, DIR/images). */
-#include "internal.h"
+#include "base/base.h"
 #include "dermlens_io.h"
 
 #include <errno.h>

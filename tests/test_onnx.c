@@ -6,6 +6,7 @@
  * ONNX Runtime's logits match DermLens's within 1e-3 on the dog image
  * (MobileNetV2) and on a synthetic net using every exportable op; else the
  * test exits 77 after the structural checks pass. */
+#include "infer/infer.h"
 #include "testutil.h"
 
 #include <math.h>

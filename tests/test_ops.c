@@ -6,7 +6,7 @@
  * instruction-set level this CPU has (AVX-512, AVX2, portable); results
  * must not depend on the thread count; pooling, dense, add, pad, softmax. */
 #include "testutil.h"
-#include "kernel.h"
+#include "runtime/kernel.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -9,7 +9,7 @@
  *    lengths, out-of-range indices, random byte flips) must fail cleanly.
  * `test_tflite --write-corpus DIR` writes the fuzz seed corpus instead.
  */
-#include "internal.h"
+#include "formats/formats.h"
 
 #include <math.h>
 #include <stdio.h>

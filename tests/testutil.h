@@ -2,7 +2,7 @@
 /* Tiny test helpers: checks that count failures, env paths, skipping. */
 #ifndef DL_TESTUTIL_H
 #define DL_TESTUTIL_H
-#include "internal.h"
+#include "formats/formats.h"
 #include <stdio.h>
 
 extern int tu_failures;

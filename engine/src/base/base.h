@@ -1,0 +1,60 @@
+/* DermLens engine, base layer: errors, overflow-safe sizes, files (atomic
+ * writes), SHA-256. Depends on nothing in the engine but the public headers.
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ * Internal (not installed): only engine/src/ includes it, see docs/ARCHITECTURE.md.
+ */
+#ifndef DL_BASE_H
+#define DL_BASE_H
+
+#include "dermlens.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- errors */
+
+/* Fill err (if non-NULL) with code and printf-style message. Returns -1 so
+ * callers can write `return dl_fail(err, DL_ERR_FORMAT, "...")`. */
+int dl_fail(dl_error *err, dl_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prefix an existing message: "context: old message". */
+int dl_fail_prefix(dl_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Overflow-safe arithmetic: return false on overflow. */
+bool dl_mul_size(size_t a, size_t b, size_t *out);
+bool dl_add_size(size_t a, size_t b, size_t *out);
+
+/* ---------------------------------------------------------------- files */
+
+/* Read a whole file (up to max_bytes). *data malloc'd, caller frees. */
+int dl_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *size, dl_error *err);
+/* Write atomically: path.tmp.PID, fsync, rename. */
+int dl_write_file_atomic(const char *path, const void *data, size_t size, dl_error *err);
+/* Streamed atomic write: open a temp file, write parts, then commit or abort. */
+typedef struct {
+    void *fp;          /* FILE* */
+    char *final_path;
+    char *tmp_path;
+} dl_atomic_file;
+int dl_atomic_open(dl_atomic_file *f, const char *path, dl_error *err);
+int dl_atomic_write(dl_atomic_file *f, const void *data, size_t size, dl_error *err);
+int dl_atomic_commit(dl_atomic_file *f, dl_error *err); /* fsync + rename; frees f */
+void dl_atomic_abort(dl_atomic_file *f);                /* unlink temp; frees f */
+
+void dl_sha256(const void *data, size_t size, uint8_t out[32]);
+void dl_sha256_hex(const void *data, size_t size, char out[65]);
+/* Streaming SHA-256 (same digest as dl_sha256 over the concatenation). */
+typedef struct {
+    uint32_t h[8];
+    uint8_t buf[64];
+    size_t fill;
+    uint64_t total;
+} dl_sha256_ctx;
+void dl_sha256_init(dl_sha256_ctx *c);
+void dl_sha256_update(dl_sha256_ctx *c, const void *data, size_t size);
+void dl_sha256_final(dl_sha256_ctx *c, uint8_t out[32]);
+void dl_sha256_to_hex(const uint8_t d[32], char out[65]);
+
+#endif

@@ -1,0 +1,53 @@
+/* DermLens engine, inference layer: the model's preprocessing, classification
+ * (calibrated softmax, top-k, OOD, TTA, ensembles) and saliency. Depends on
+ * base/, runtime/ and formats/.
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ * Internal (not installed): only engine/src/ includes it, see docs/ARCHITECTURE.md.
+ */
+#ifndef DL_INFER_H
+#define DL_INFER_H
+
+#include "base/base.h"
+#include "formats/formats.h"
+#include "runtime/runtime.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Preprocess an RGB8 region into the network input (H x W x 3 floats). */
+int dl_preprocess_rgb8(const dl_preprocess *p, const uint8_t *rgb, int width, int height,
+                       size_t stride, float *out, dl_error *err);
+
+/* The model's batch-1 executor, created on first use (classify.c). */
+int dl_model_ensure_exec(dl_model *m, dl_error *err);
+/* Fill a dl_result from calibrated probabilities, logits and features
+ * (top_k best classes, OOD score), classify.c. */
+int dl_result_fill(dl_model *m, dl_result *out, const float *probs, const float *logits,
+                   const float *features, int top_k, dl_error *err);
+/* Mahalanobis OOD score of pooled features under m's detector (NAN if none). */
+float dl_model_ood_score_of(const dl_model *m, const float *features);
+/* Softmax of logits / t (classify.c). */
+void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
+
+/* Saliency study helpers (explain.c), used by `dermlens explain --evaluate`
+ * and the tests. ROAD noisy linear imputation of the pixels where removed[i]
+ * is non-zero (filled from their neighbours, plus seeded noise of noise_sd). */
+int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
+                     dl_error *err);
+/* Study switches for the Grad-CAM family (the faithfulness sweep of
+ * `dermlens explain --evaluate --sweep` compares them; 0 = one pass, i.e. dl_explain_rgb8
+ * with single_pass; dl_explain_rgb8's default is DL_EXPLAIN_DIHEDRAL). */
+#define DL_EXPLAIN_SCORE_PROB 1u /* gradient of the calibrated probability instead of the logit */
+#define DL_EXPLAIN_SIGNED 2u     /* no ReLU: the signed map, min-max normalised */
+#define DL_EXPLAIN_GATE_LAST 4u  /* the map of opts->layer (a finer layer) times the map of the
+                                    last spatial convolution: the coarse map says where, the fine
+                                    one sharpens it; one backward down to the finer layer */
+#define DL_EXPLAIN_DIHEDRAL 8u   /* mean of the maps of the 8 dihedral transforms (flips, and
+                                    transposes of a square input) of the network input, each
+                                    mapped back: 8 forward + backward passes */
+int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                            const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
+                            dl_error *err);
+
+#endif

@@ -1,0 +1,66 @@
+/* DermLens engine: CPU-specific forward kernels and the engine's thread pool.
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ *
+ * Internal to ops.c / exec.c. Every kernel computes each output element with
+ * the same instruction sequence whatever the thread count or tiling, so
+ * results do not depend on how the work is split.
+ */
+#ifndef DL_KERNEL_H
+#define DL_KERNEL_H
+
+#include "runtime/ops.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Instruction-set levels; dl_cpu_level() is the best one usable here. */
+enum { DL_ISA_PORTABLE = 0, DL_ISA_AVX2 = 1, DL_ISA_AVX512 = 2 };
+int dl_cpu_level(void);
+/* Tests: cap the level (-1: back to automatic). */
+void dl_cpu_level_force(int level);
+
+/* ---------------------------------------------------------------- pool */
+
+/* Run fn(arg, part, nparts) for part = 0..nparts-1 on the engine's threads
+ * (part 0 on the caller) and wait for all. nparts is clamped to
+ * dl_get_num_threads(); when the pool is busy (another model on another
+ * thread) every part runs on the caller. */
+typedef void (*dl_task_fn)(void *arg, int part, int nparts);
+void dl_parallel(int nparts, dl_task_fn fn, void *arg);
+/* Parts worth using for `work` units with `grain` units as a useful minimum. */
+int dl_parallel_parts(size_t work, size_t grain);
+
+/* ---------------------------------------------------------------- GEMM */
+
+/* B^T packed for dl_gemm_packed: W [n][k] (row = output channel) becomes
+ * ceil(n/16) panels of [k][16] floats, the last zero-padded. */
+size_t dl_gemm_packed_floats(int n, int k);
+void dl_gemm_pack(int n, int k, const float *w, float *packed);
+
+/* Fused epilogue: v = act(acc + bias); c = v; if res: c2 = res_act(v + res). */
+typedef struct {
+    const float *bias; /* [n] or NULL */
+    dl_act act;
+    const float *res;  /* [m][ld_res] or NULL */
+    size_t ld_res;
+    dl_act res_act;
+    float *c2;         /* [m][ld_c2], needed when res */
+    size_t ld_c2;
+} dl_epilogue;
+
+/* C[m][n] (ld_c) = epilogue(A[m][k] (ld_a) x W^T) with W packed. AVX-512
+ * only: call when dl_cpu_level() >= DL_ISA_AVX512. Threaded. */
+void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
+                    size_t ldc, const dl_epilogue *ep);
+
+/* ---------------------------------------------------------------- depthwise */
+
+/* One image of a depthwise conv; wt is [kh][kw][c] (dl_conv2d_pack). Bias
+ * and every activation are applied here. Threaded over output rows. */
+void dl_depthwise_image(const dl_conv_shape *s, const float *in, const float *wt, const float *bias,
+                        float *out);
+/* Output rows [oy0, oy1) only (out still points at the image's row 0). */
+void dl_depthwise_rows(const dl_conv_shape *s, const float *in, const float *wt, const float *bias,
+                       float *out, int oy0, int oy1);
+
+#endif

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* AVX-512 GEMM for 1x1 convolutions, im2col convolutions and dense layers:
+ * C = epilogue(A x W^T), A row-major [m][k] (NHWC pixels x input channels),
+ * W pre-packed into 16-column panels. Register tiles of up to 12 rows x 32
+ * columns accumulate over the whole k (no partial sums written back, C is
+ * never zeroed or re-read), then bias, activation and an optional residual
+ * add are applied while the tile is still in registers.
+ *
+ * Each output element is one FMA chain over k = 0..K-1 whatever the tile
+ * shape or thread split, so results are identical for any thread count. */
+#include "runtime/runtime.h"
+#include "runtime/kernel.h"
+
+#include <math.h>
+#include <string.h>
+
+size_t dl_gemm_packed_floats(int n, int k)
+{
+    return (size_t)((n + 15) / 16) * 16 * (size_t)k;
+}
+
+void dl_gemm_pack(int n, int k, const float *w, float *packed)
+{
+    const int np = (n + 15) / 16;
+    for (int p = 0; p < np; p++) {
+        float *dst = packed + (size_t)p * k * 16;
+        for (int kk = 0; kk < k; kk++)
+            for (int j = 0; j < 16; j++) {
+                int col = p * 16 + j;
+                dst[(size_t)kk * 16 + j] = col < n ? w[(size_t)col * k + kk] : 0.f;
+            }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+#define MR_MAX 12
+
+AVX512 INLINE __m512 act512(__m512 v, dl_act a)
+{
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
+    switch (a) {
+    case DL_ACT_RELU: return _mm512_max_ps(v, zero);
+    case DL_ACT_RELU6: return _mm512_min_ps(_mm512_max_ps(v, zero), six);
+    case DL_ACT_HSWISH: {
+        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
+        return _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.f / 6.f));
+    }
+    default: return v; /* NONE; SILU is applied by a scalar pass */
+    }
+}
+
+typedef struct {
+    int k;
+    const float *a;
+    size_t lda;
+    const float *bp;    /* first panel of this tile */
+    size_t bstride;     /* floats between panels: k * 16 */
+    float *c;
+    size_t ldc;
+    int col;            /* first column of the tile */
+    int ncols;          /* valid columns in this tile (<= NV * 16) */
+    const dl_epilogue *ep;
+} tile_args;
+
+/* The register tile: MR rows x NV 16-wide panels. MR and NV are compile-time
+ * constants at every call site, so the accumulators live in registers. */
+AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const int ACT)
+{
+    __m512 acc[MR_MAX][2];
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+    const float *a = t->a, *b0 = t->bp, *b1 = t->bp + t->bstride;
+    const size_t lda = t->lda;
+    for (int kk = 0; kk < t->k; kk++) {
+        __m512 w0 = _mm512_loadu_ps(b0 + (size_t)kk * 16);
+        __m512 w1 = NV > 1 ? _mm512_loadu_ps(b1 + (size_t)kk * 16) : w0;
+        for (int i = 0; i < MR; i++) {
+            __m512 x = _mm512_set1_ps(a[(size_t)i * lda + kk]);
+            acc[i][0] = _mm512_fmadd_ps(x, w0, acc[i][0]);
+            if (NV > 1) acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
+        }
+    }
+    const dl_epilogue *ep = t->ep;
+    for (int v = 0; v < NV; v++) {
+        int left = t->ncols - v * 16;
+        __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+        int col = t->col + v * 16;
+        __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(m, ep->bias + col) : _mm512_setzero_ps();
+        /* ACT >= 0: the activation is a compile-time constant (full tiles) */
+        const dl_act act = ACT >= 0 ? (dl_act)ACT : ep->act;
+        for (int i = 0; i < MR; i++) {
+            __m512 y = act512(_mm512_add_ps(acc[i][v], bias), act);
+            _mm512_mask_storeu_ps(t->c + (size_t)i * t->ldc + col, m, y);
+            if (ep->res && ep->act != DL_ACT_SILU && ep->res_act != DL_ACT_SILU) {
+                __m512 r = _mm512_maskz_loadu_ps(m, ep->res + (size_t)i * ep->ld_res + col);
+                _mm512_mask_storeu_ps(ep->c2 + (size_t)i * ep->ld_c2 + col, m,
+                                      act512(_mm512_add_ps(y, r), ep->res_act));
+            }
+        }
+    }
+}
+
+#define TILE_CASES(NV)                                                                             \
+    if (mr == MR_MAX) {                                                                            \
+        switch (t->ep->act) {                                                                      \
+        case DL_ACT_RELU: tile(t, MR_MAX, NV, DL_ACT_RELU); return;                                \
+        case DL_ACT_RELU6: tile(t, MR_MAX, NV, DL_ACT_RELU6); return;                              \
+        case DL_ACT_HSWISH: tile(t, MR_MAX, NV, DL_ACT_HSWISH); return;                            \
+        default: tile(t, MR_MAX, NV, DL_ACT_NONE); return; /* NONE; SILU: scalar pass */           \
+        }                                                                                          \
+    }                                                                                              \
+    switch (mr) {                                                                                  \
+    case 1: tile(t, 1, NV, -1); break;                                                             \
+    case 2: tile(t, 2, NV, -1); break;                                                             \
+    case 3: tile(t, 3, NV, -1); break;                                                             \
+    case 4: tile(t, 4, NV, -1); break;                                                             \
+    case 5: tile(t, 5, NV, -1); break;                                                             \
+    case 6: tile(t, 6, NV, -1); break;                                                             \
+    case 7: tile(t, 7, NV, -1); break;                                                             \
+    case 8: tile(t, 8, NV, -1); break;                                                             \
+    case 9: tile(t, 9, NV, -1); break;                                                             \
+    case 10: tile(t, 10, NV, -1); break;                                                           \
+    default: tile(t, 11, NV, -1); break;                                                           \
+    }
+
+AVX512 static void tile_nv1(const tile_args *t, int mr)
+{
+    TILE_CASES(1)
+}
+
+AVX512 static void tile_nv2(const tile_args *t, int mr)
+{
+    TILE_CASES(2)
+}
+
+/* Scalar activations the vector epilogue leaves out (SILU), on finished rows. */
+static void silu_rows(int m0, int m1, int c0, int c1, float *c, size_t ldc, const dl_epilogue *ep)
+{
+    for (int i = m0; i < m1; i++) {
+        float *row = c + (size_t)i * ldc;
+        if (ep->act == DL_ACT_SILU) dl_act_forward(DL_ACT_SILU, row + c0, (size_t)(c1 - c0));
+        if (ep->res) {
+            float *o = ep->c2 + (size_t)i * ep->ld_c2;
+            const float *r = ep->res + (size_t)i * ep->ld_res;
+            for (int j = c0; j < c1; j++) o[j] = row[j] + r[j];
+            dl_act_forward(ep->res_act, o + c0, (size_t)(c1 - c0));
+        }
+    }
+}
+
+typedef struct {
+    int m, n, k;
+    const float *a;
+    size_t lda;
+    const float *packed;
+    float *c;
+    size_t ldc;
+    const dl_epilogue *ep;
+    bool split_rows;
+} gemm_job;
+
+/* Rows [m0, m1) x panels [p0, p1). */
+AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
+{
+    const int K = j->k;
+    /* rows per block: the A block (mc x k) stays in L1 while it meets every
+     * panel; weights stay in L2 */
+    int mc = 6144 / (K > 0 ? K : 1);
+    mc = mc < MR_MAX ? MR_MAX : mc - mc % MR_MAX;
+    if (mc > 240) mc = 240;
+    tile_args t;
+    t.k = K;
+    t.lda = j->lda;
+    t.bstride = (size_t)K * 16;
+    t.ldc = j->ldc;
+    dl_epilogue ep = *j->ep;
+    t.ep = &ep;
+    for (int mb = m0; mb < m1; mb += mc) {
+        int me = mb + mc < m1 ? mb + mc : m1;
+        for (int p = p0; p < p1; p += 2) {
+            int nv = p1 - p >= 2 ? 2 : 1;
+            t.bp = j->packed + (size_t)p * K * 16;
+            t.col = p * 16;
+            int left = j->n - t.col;
+            t.ncols = left < nv * 16 ? left : nv * 16;
+            for (int i = mb; i < me; i += MR_MAX) {
+                int mr = me - i < MR_MAX ? me - i : MR_MAX;
+                t.a = j->a + (size_t)i * j->lda;
+                t.c = j->c + (size_t)i * j->ldc;
+                ep.res = j->ep->res ? j->ep->res + (size_t)i * j->ep->ld_res : NULL;
+                ep.c2 = j->ep->c2 ? j->ep->c2 + (size_t)i * j->ep->ld_c2 : NULL;
+                if (nv == 2) tile_nv2(&t, mr);
+                else tile_nv1(&t, mr);
+            }
+            if (j->ep->act == DL_ACT_SILU || (j->ep->res && j->ep->res_act == DL_ACT_SILU))
+                silu_rows(mb, me, t.col, t.col + t.ncols, j->c, j->ldc, j->ep);
+        }
+    }
+}
+
+static void gemm_part(void *arg, int part, int nparts)
+{
+    const gemm_job *j = arg;
+    const int np = (j->n + 15) / 16;
+    if (j->split_rows) {
+        /* row ranges on MR boundaries */
+        int tiles = (j->m + MR_MAX - 1) / MR_MAX;
+        int t0 = (int)((long)tiles * part / nparts), t1 = (int)((long)tiles * (part + 1) / nparts);
+        int m0 = t0 * MR_MAX, m1 = t1 * MR_MAX < j->m ? t1 * MR_MAX : j->m;
+        if (m0 < m1) gemm_block(j, m0, m1, 0, np);
+    } else {
+        /* panel-pair ranges */
+        int pairs = (np + 1) / 2;
+        int q0 = (int)((long)pairs * part / nparts), q1 = (int)((long)pairs * (part + 1) / nparts);
+        int p0 = q0 * 2, p1 = q1 * 2 < np ? q1 * 2 : np;
+        if (p0 < p1) gemm_block(j, 0, j->m, p0, p1);
+    }
+}
+
+void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
+                    size_t ldc, const dl_epilogue *ep)
+{
+    if (m <= 0 || n <= 0) return;
+    gemm_job j = {m, n, k, a, lda, packed, c, ldc, ep, true};
+    double flops = 2.0 * m * n * (double)k;
+    /* below ~0.2 MFLOP a second thread costs more than it saves */
+    int parts = flops < 2e5 ? 1 : dl_parallel_parts((size_t)(flops / 1e5), 1);
+    if (parts > 1) {
+        int np = (n + 15) / 16;
+        /* few rows: split columns (each thread streams half the weights) */
+        j.split_rows = m >= 4 * MR_MAX * parts || (np + 1) / 2 < parts;
+        dl_parallel(parts, gemm_part, &j);
+    } else {
+        gemm_block(&j, 0, m, 0, (n + 15) / 16);
+    }
+}
+
+#else /* not x86-64 GCC/clang: never called (dl_cpu_level() is portable) */
+
+void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
+                    size_t ldc, const dl_epilogue *ep)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)c; (void)ldc; (void)ep;
+}
+
+#endif

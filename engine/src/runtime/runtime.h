@@ -1,0 +1,137 @@
+/* DermLens engine, runtime layer: the graph, its executor (forward and
+ * backward over one arena), the NHWC kernels (ops.h) and the thread pool.
+ * Depends on base/ only.
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ * Internal (not installed): only engine/src/ includes it, see docs/ARCHITECTURE.md.
+ */
+#ifndef DL_RUNTIME_H
+#define DL_RUNTIME_H
+
+#include "base/base.h"
+#include "runtime/ops.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- graph */
+
+typedef enum {
+    DL_OP_INPUT = 0,
+    DL_OP_CONV2D,   /* incl. depthwise via groups; fused bias + activation */
+    DL_OP_ADD,      /* two inputs, fused activation */
+    DL_OP_AVGPOOL,
+    DL_OP_MAXPOOL,
+    DL_OP_GAP,      /* global average pool -> [1][1][c] */
+    DL_OP_DENSE,    /* flattens its input; fused bias + activation */
+    DL_OP_SOFTMAX,
+    DL_OP_PAD,      /* zero pad */
+    DL_OP_DROPOUT,  /* identity at inference */
+    DL_OP_MUL,      /* two inputs: same shape, or the second 1x1xC (channel gate); fused activation */
+    DL_OP_COUNT
+} dl_op;
+
+const char *dl_op_name(dl_op op);
+int dl_op_from_name(const char *name); /* -1 if unknown */
+
+typedef enum { DL_PAD_VALID = 0, DL_PAD_SAME, DL_PAD_EXPLICIT } dl_pad_mode;
+
+#define DL_NAME_MAX 96
+
+typedef struct {
+    char name[DL_NAME_MAX];
+    int ndim;
+    int64_t dims[4];
+    size_t count;  /* product of dims */
+    float *data;   /* owned by the graph (malloc'd, 64-byte aligned) */
+} dl_tensor;
+
+typedef struct {
+    dl_op op;
+    char name[DL_NAME_MAX];
+    int n_inputs;
+    int inputs[2];       /* node indices, each < this node's index */
+    /* conv / pool */
+    int kh, kw, sh, sw;
+    dl_pad_mode pad_mode;
+    int pad_t, pad_b, pad_l, pad_r; /* explicit, or resolved from SAME */
+    int groups;
+    int units;           /* conv: out channels; dense: output units */
+    dl_act act;
+    int weight;          /* tensor index or -1 */
+    int bias;            /* tensor index or -1 */
+    float rate;          /* dropout */
+    /* per-sample output shape, computed by dl_graph_infer */
+    int h, w, c;
+    bool trainable;      /* training: update this node's weights */
+} dl_node;
+
+typedef struct {
+    int n_nodes, cap_nodes;
+    dl_node *nodes;
+    int n_tensors, cap_tensors;
+    dl_tensor *tensors;
+    int output;      /* node giving the logits */
+    int features;    /* node giving the pooled feature vector (-1: none) */
+} dl_graph;
+
+void dl_graph_init(dl_graph *g);
+void dl_graph_free(dl_graph *g);
+/* Add a tensor (data copied if non-NULL, else zero-filled). Returns index or -1. */
+int dl_graph_add_tensor(dl_graph *g, const char *name, int ndim, const int64_t *dims,
+                        const float *data, dl_error *err);
+int dl_graph_find_tensor(const dl_graph *g, const char *name);
+/* Append a node (copied). Returns its index or -1. */
+int dl_graph_add_node(dl_graph *g, const dl_node *node, dl_error *err);
+int dl_graph_find_node(const dl_graph *g, const char *name);
+/* A node template with defaults (weight/bias -1, groups 1, strides 1). */
+dl_node dl_node_make(dl_op op, const char *name);
+/* Validate topology, weights' shapes and compute every node's output shape
+ * from the input node's (h,w,c). Messages name the node and field. */
+int dl_graph_infer(dl_graph *g, dl_error *err);
+/* Index of the last CONV2D node whose output is spatial (h*w > 1), or -1. */
+int dl_graph_last_spatial_conv(const dl_graph *g);
+/* FLOPs (multiply-adds x2) of one forward at batch 1. */
+double dl_graph_flops(const dl_graph *g);
+
+/* ---------------------------------------------------------------- executor */
+
+/* Holds every node's output for one batch size: allocated once, reused for
+ * each forward (no allocation per layer). Activations are kept so that a
+ * backward pass (Grad-CAM, training) can reuse them. */
+typedef struct {
+    const dl_graph *g;
+    int batch;
+    float **act;         /* [n_nodes] -> batch * h*w*c floats, into arena */
+    float **pre;         /* [n_nodes] pre-activation (hswish/silu only) or NULL */
+    float *arena;
+    size_t arena_floats;
+    float *scratch;
+    size_t scratch_floats;
+    float **packed;      /* [n_nodes] weights packed for this CPU's kernels, or NULL (exec.c) */
+    float *packed_arena;
+    /* backward (allocated by dl_exec_enable_backward) */
+    float **grad;        /* [n_nodes] dL/d(node output) */
+    float *grad_arena;
+    float **wgrad;       /* [n_tensors] dL/d(tensor), NULL if not trainable */
+    float *wgrad_arena;
+    bool training;       /* dropout active */
+    uint64_t rng;        /* dropout RNG state */
+} dl_exec;
+
+int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err);
+void dl_exec_free(dl_exec *e);
+/* input: batch x H x W x C floats (already preprocessed). Runs nodes
+ * [0, last] (last < 0: all). */
+int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err);
+/* Allocate gradient buffers; with_weights also for trainable nodes' tensors. */
+int dl_exec_enable_backward(dl_exec *e, bool with_weights, dl_error *err);
+/* Backward from node `from` with seed gradient seed (batch * size of from's
+ * output) down to node `stop` (inclusive; gradients of nodes before stop are
+ * not computed). Zeroes node gradients first; weight gradients ACCUMULATE
+ * (zero them with dl_exec_zero_wgrad). */
+int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error *err);
+void dl_exec_zero_wgrad(dl_exec *e);
+size_t dl_node_out_count(const dl_node *n); /* h*w*c */
+
+#endif

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The engine's layer rules, checked from the sources (issue 19).
+
+1. Every engine source lives in a layer folder engine/src/<layer>/, and its
+   #include "..." lines reach only its own layer, lower layers and the public
+   headers in engine/include (the order is LAYERS below; docs/ARCHITECTURE.md).
+2. Nothing under cli/, plugin/, bench/ or tests/ includes an engine/src
+   header, except the (file, header) pairs in tests/layers_allowlist.txt,
+   each with its reason. An allowlist entry that no longer matches an include
+   fails too, so the list can only shrink.
+
+Usage: layers_test.py [SOURCE_ROOT]  (default: $DL_SOURCE_ROOT or this file's
+parent folder). Exit 0 when every rule holds, 1 otherwise.
+"""
+import os
+import re
+import sys
+
+# Lowest first. A layer may include its own folder and every folder before it.
+LAYERS = ["base", "runtime", "formats", "infer", "eval", "train"]
+OUTSIDE = ["cli", "plugin", "bench", "tests"]
+SOURCE_EXT = (".c", ".h")
+INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def includes(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    for m in INCLUDE_RE.finditer(text):
+        yield text.count("\n", 0, m.start()) + 1, m.group(1)
+
+
+def sources(top):
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("corpus", "data"))
+        for name in sorted(filenames):
+            if name.endswith(SOURCE_EXT):
+                yield os.path.join(dirpath, name)
+
+
+def resolve(root, path, name, search):
+    """Where the preprocessor finds "name": the including file's folder first,
+    then the -I folders in order. None if nowhere in the tree."""
+    for d in [os.path.dirname(path)] + [os.path.join(root, s) for s in search]:
+        cand = os.path.normpath(os.path.join(d, name))
+        if os.path.isfile(cand):
+            return cand
+    return None
+
+
+def main():
+    root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
+                           os.environ.get("DL_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..")))
+    src = os.path.join(root, "engine", "src")
+    inc = os.path.join(root, "engine", "include")
+    errors = []
+    rel = lambda p: os.path.relpath(p, root)
+
+    # 1. inside the engine
+    n_engine = 0
+    for path in sources(src):
+        n_engine += 1
+        parts = os.path.relpath(path, src).split(os.sep)
+        if len(parts) != 2 or parts[0] not in LAYERS:
+            errors.append(f"{rel(path)}: not in a layer folder engine/src/<{'|'.join(LAYERS)}>/")
+            continue
+        rank = LAYERS.index(parts[0])
+        for line, name in includes(path):
+            target = resolve(root, path, name, ["engine/include", "engine/src"])
+            if target is None:
+                # system-style headers found elsewhere (cJSON, GLib) are not ours
+                if os.path.basename(name) in {os.path.basename(p) for p in sources(src)}:
+                    errors.append(f"{rel(path)}:{line}: #include \"{name}\" names an engine header by a path "
+                                  f"that does not resolve; write it as \"<layer>/<file>\"")
+                continue
+            if os.path.dirname(target) == inc:
+                continue
+            if not target.startswith(src + os.sep):
+                errors.append(f"{rel(path)}:{line}: #include \"{name}\" leaves the engine ({rel(target)})")
+                continue
+            tparts = os.path.relpath(target, src).split(os.sep)
+            if len(tparts) != 2 or tparts[0] not in LAYERS:
+                errors.append(f"{rel(path)}:{line}: #include \"{name}\" is not in a layer folder")
+                continue
+            trank = LAYERS.index(tparts[0])
+            if trank > rank:
+                errors.append(f"{rel(path)}:{line}: #include \"{name}\": layer '{parts[0]}' may not include "
+                              f"the higher layer '{tparts[0]}' (order: {' < '.join(LAYERS)})")
+
+    # 2. outside the engine
+    allow_path = os.path.join(root, "tests", "layers_allowlist.txt")
+    allowed = {}
+    with open(allow_path, encoding="utf-8") as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split(None, 2)
+            if len(fields) < 3 or not fields[2].strip():
+                errors.append(f"tests/layers_allowlist.txt:{n}: want 'FILE HEADER REASON', got: {line}")
+                continue
+            allowed[(fields[0], fields[1])] = n
+    used = set()
+    engine_headers = {os.path.basename(p) for p in sources(src) if p.endswith(".h")}
+    n_outside = 0
+    for top in OUTSIDE:
+        for path in sources(os.path.join(root, top)):
+            n_outside += 1
+            for line, name in includes(path):
+                local = os.path.normpath(os.path.join(os.path.dirname(path), name))
+                if os.path.isfile(local) and not local.startswith(src + os.sep):
+                    continue
+                target = resolve(root, path, name, ["engine/src"])
+                if target is not None and target.startswith(src + os.sep):
+                    header = os.path.relpath(target, src)
+                elif os.path.basename(name) in engine_headers:
+                    header = name  # an engine header by another path
+                else:
+                    continue
+                key = (rel(path), header)
+                if key in allowed:
+                    used.add(key)
+                else:
+                    errors.append(f"{rel(path)}:{line}: #include \"{name}\" reaches into the engine's internals "
+                                  f"(engine/src/{header}); use dermlens.h / dermlens_io.h, or list it with "
+                                  f"a reason in tests/layers_allowlist.txt")
+    for key, n in sorted(allowed.items(), key=lambda kv: kv[1]):
+        if key not in used:
+            errors.append(f"tests/layers_allowlist.txt:{n}: {key[0]} no longer includes {key[1]}: "
+                          f"remove the entry")
+
+    for e in errors:
+        print("FAIL " + e)
+    print(f"layers: {n_engine} engine files in {len(LAYERS)} layers, {n_outside} files outside, "
+          f"{len(allowed)} allowlisted internal includes: " + ("FAILED" if errors else "ok"))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
