@@ -23,6 +23,7 @@ static const command commands[] = {
     {"evaluate", cmd_evaluate, "score a model on labelled images: metrics, report, plots"},
     {"robustness", cmd_robustness, "balanced accuracy under image perturbations, with/without TTA"},
     {"compare", cmd_compare, "traditional classifiers (colour/texture/shape + LR, RF) vs the CNN"},
+    {"adjust", cmd_adjust, "set a class operating point (e.g. melanoma sensitivity chosen on validation) in a model copy"},
     {"ensemble", cmd_ensemble, "combine trained models (seeds, folds, framings) into one ensemble model file"},
     {"export", cmd_export, "write a model as ONNX (--onnx) for ONNX Runtime / Triton"},
 };

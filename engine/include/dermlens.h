@@ -149,6 +149,17 @@ const char *dl_model_member_name(const dl_model *m, int k); /* 0 <= k < num_memb
 int dl_model_save_ensemble(dl_model *const *models, int n, const char *name, const char *provenance_json,
                            const char *path, dl_error *err);
 
+/* An operating point: multiply class c's calibrated probability by
+ * exp(log_odds) before renormalising (e.g. a melanoma-sensitivity setting
+ * chosen on validation). Folded into the output bias of every member
+ * (log_odds x its temperature), so every caller sees it. |log_odds| <= 20. */
+int dl_model_shift_class(dl_model *m, int c, float log_odds, dl_error *err);
+/* Write the model (all members) to path atomically, with its provenance
+ * replaced by provenance_json (a JSON object) unless that is NULL. */
+int dl_model_save_as(const dl_model *m, const char *path, const char *provenance_json, dl_error *err);
+/* The provenance JSON object as stored (borrowed; NULL if none). */
+const char *dl_model_provenance_json(const dl_model *m);
+
 /* ------------------------------------------------------------------ classify */
 
 typedef struct {

@@ -1160,3 +1160,43 @@ int dl_model_save_ensemble(dl_model *const *models, int n, const char *name, con
     if (provenance_json) view.provenance_json = (char *)provenance_json;
     return dl_model_save(&view, path, err);
 }
+
+/* ------------------------------------------------------------ operating point */
+
+int dl_model_shift_class(dl_model *m, int c, float log_odds, dl_error *err)
+{
+    if (!m || c < 0 || c >= m->num_classes) return dl_fail(err, DL_ERR_ARG, "class %d out of range", c);
+    if (!isfinite(log_odds) || fabsf(log_odds) > 20.f)
+        return dl_fail(err, DL_ERR_ARG, "log-odds shift %g out of range [-20, 20]", log_odds);
+    /* every member first, so a failure leaves the model unchanged */
+    for (int k = 0; k <= m->n_members; k++) {
+        const dl_model *x = k ? m->members[k - 1] : m;
+        const dl_node *o = &x->graph.nodes[x->graph.output];
+        if (o->bias < 0 || x->graph.tensors[o->bias].count != (size_t)m->num_classes)
+            return dl_fail(err, DL_ERR_UNSUPPORTED, "the output layer %s has no per-class bias to shift", o->name);
+    }
+    for (int k = 0; k <= m->n_members; k++) {
+        dl_model *x = k ? m->members[k - 1] : m;
+        const dl_node *o = &x->graph.nodes[x->graph.output];
+        /* p_c * exp(s) after softmax(z / T) is z_c + s * T */
+        x->graph.tensors[o->bias].data[c] += log_odds * x->temperature;
+        if (x->exec_ready) { dl_exec_free(&x->exec); x->exec_ready = false; }
+    }
+    return 0;
+}
+
+int dl_model_save_as(const dl_model *m, const char *path, const char *provenance_json, dl_error *err)
+{
+    if (!m || !path) return dl_fail(err, DL_ERR_ARG, "NULL model or path");
+    if (provenance_json) {
+        cJSON *pj = cJSON_Parse(provenance_json);
+        bool ok = cJSON_IsObject(pj);
+        cJSON_Delete(pj);
+        if (!ok) return dl_fail(err, DL_ERR_ARG, "provenance is not a JSON object");
+    }
+    dl_model view = *m;
+    if (provenance_json) view.provenance_json = (char *)provenance_json;
+    return dl_model_save(&view, path, err);
+}
+
+const char *dl_model_provenance_json(const dl_model *m) { return m ? m->provenance_json : NULL; }
