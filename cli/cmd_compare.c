@@ -394,6 +394,7 @@ int cmd_compare(int argc, char **argv)
 {
     gchar *train = NULL, *test = NULL, *val = NULL, *model = NULL, *frozen = NULL, *out_dir = NULL;
     gint limit = 0, threads = 0, trees = 200, seed = 1;
+    gchar *threads_arg = NULL;
     GOptionEntry entries[] = {
         {"train", 0, 0, G_OPTION_ARG_FILENAME, &train, "Training set: class-subfolder folder or CSV (required)", "DIR"},
         {"test", 0, 0, G_OPTION_ARG_FILENAME, &test, "Test set, same classes (required)", "DIR"},
@@ -402,7 +403,7 @@ int cmd_compare(int argc, char **argv)
         {"frozen-model", 0, 0, G_OPTION_ARG_FILENAME, &frozen, "Frozen-backbone (head-only) CNN model file", "FILE"},
         {"limit-train", 0, 0, G_OPTION_ARG_INT, &limit, "Use at most N training images (seeded random subset)", "N"},
         {"out-dir", 'o', 0, G_OPTION_ARG_FILENAME, &out_dir, "Folder for compare.md and compare.json (default .)", "DIR"},
-        {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
+        {"threads", 't', 0, G_OPTION_ARG_STRING, &threads_arg, "Threads, 1..256 (default: all cores)", "N"},
         {"trees", 0, 0, G_OPTION_ARG_INT, &trees, "Random forest trees (default 200)", "N"},
         {"seed", 0, 0, G_OPTION_ARG_INT, &seed, "Seed for the forest and the train subset (default 1)", "N"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
@@ -423,6 +424,9 @@ int cmd_compare(int argc, char **argv)
         return 2;
     }
     g_option_context_free(ctx);
+    int trc = cli_parse_threads("compare", threads_arg, &threads);
+    g_free(threads_arg);
+    if (trc != 0) return 2;
     if (!train || !test) {
         fprintf(stderr, "dermlens compare: --train and --test are required (see --help)\n");
         return 2;

@@ -367,6 +367,7 @@ int cmd_evaluate(int argc, char **argv)
     gchar *split = NULL, *label_col = NULL, *out_dir = NULL, *name = NULL, *exclude = NULL, *metadata = NULL;
     gboolean tta = FALSE;
     gint bootstrap = 1000, threads = 0, limit = 0, seed = 20240601;
+    gchar *threads_arg = NULL;
     gchar **pos = NULL;
     GOptionEntry entries[] = {
         {"split", 's', 0, G_OPTION_ARG_STRING, &split, "CSV only: rows whose 'split' column equals S", "S"},
@@ -378,7 +379,7 @@ int cmd_evaluate(int argc, char **argv)
         {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Run name (default from the data path, e.g. ham10000-test)", "NAME"},
         {"limit", 0, 0, G_OPTION_ARG_INT, &limit, "Evaluate only N evenly spaced images (quick check)", "N"},
         {"exclude", 'x', 0, G_OPTION_ARG_FILENAME, &exclude, "Skip images whose id (file name without extension) is listed in FILE (one per line, or first CSV column), e.g. cross-split near-duplicates", "FILE"},
-        {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Worker threads (default: all cores)", "N"},
+        {"threads", 't', 0, G_OPTION_ARG_STRING, &threads_arg, "Worker threads, 1..256 (default: all cores)", "N"},
         {"metadata", 'm', 0, G_OPTION_ARG_FILENAME, &metadata, "Subgroup table from a CSV keyed by image_id (or path) with any of sex, age, localization, dataset, dx_type (e.g. HAM10000_metadata.csv); default: the DATASET CSV itself when it has such columns", "CSV"},
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &pos, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
@@ -406,6 +407,12 @@ int cmd_evaluate(int argc, char **argv)
         g_free(cmdline);
         return 2;
     }
+    if (cli_parse_threads("evaluate", threads_arg, &threads) != 0) {
+        g_free(threads_arg);
+        g_free(cmdline);
+        return 2;
+    }
+    g_free(threads_arg);
     if (bootstrap < 0 || bootstrap > 100000) {
         fprintf(stderr, "dermlens evaluate: --bootstrap must be in 0..100000\n");
         g_free(cmdline);
@@ -535,7 +542,12 @@ int cmd_evaluate(int argc, char **argv)
     int n_ok = 0, n_failed = 0;
     for (int i = 0; i < n; i++) {
         if (errors[i]) {
-            if (n_failed < 10) fprintf(stderr, "dermlens evaluate: skipped %s: %s\n", ds.paths[index[i]], errors[i]);
+            if (n_failed < 10) {
+                /* decoder messages often start with the path already: say it once */
+                const char *path = ds.paths[index[i]];
+                if (g_str_has_prefix(errors[i], path)) fprintf(stderr, "dermlens evaluate: skipped %s\n", errors[i]);
+                else fprintf(stderr, "dermlens evaluate: skipped %s: %s\n", path, errors[i]);
+            }
             n_failed++;
         }
     }

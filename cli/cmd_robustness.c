@@ -385,6 +385,7 @@ int cmd_robustness(int argc, char **argv)
     gchar *split = NULL, *label_col = NULL, *out_dir = NULL, *name = NULL;
     gboolean tta = FALSE, samples = FALSE;
     gint threads = 0, limit = 300, seed = 7;
+    gchar *threads_arg = NULL;
     gchar **pos = NULL;
     GOptionEntry entries[] = {
         {"split", 's', 0, G_OPTION_ARG_STRING, &split, "CSV only: rows whose 'split' column equals S", "S"},
@@ -395,7 +396,7 @@ int cmd_robustness(int argc, char **argv)
         {"samples", 0, 0, G_OPTION_ARG_NONE, &samples, "Save the perturbed versions of the first image as PNG", NULL},
         {"out-dir", 'o', 0, G_OPTION_ARG_FILENAME, &out_dir, "Output folder (default ./robustness-NAME)", "DIR"},
         {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Run name (default from the data path)", "NAME"},
-        {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "Worker threads (default: all cores)", "N"},
+        {"threads", 't', 0, G_OPTION_ARG_STRING, &threads_arg, "Worker threads, 1..256 (default: all cores)", "N"},
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &pos, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("MODEL DATASET - balanced accuracy under image perturbations");
@@ -415,6 +416,12 @@ int cmd_robustness(int argc, char **argv)
         return 2;
     }
     g_option_context_free(ctx);
+    int trc = cli_parse_threads("robustness", threads_arg, &threads);
+    g_free(threads_arg);
+    if (trc != 0) {
+        g_free(cmdline);
+        return 2;
+    }
     if (!pos || !pos[0] || !pos[1] || pos[2]) {
         fprintf(stderr, "dermlens robustness: need MODEL and DATASET (see --help)\n");
         g_strfreev(pos);

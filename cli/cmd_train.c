@@ -32,6 +32,7 @@ int cmd_train(int argc, char **argv)
     gchar **train = NULL, **val = NULL, *init = NULL, *exclude = NULL, *resize = NULL;
     gboolean scale_aug = FALSE, source_balance = FALSE, prior_shift = FALSE, restart = FALSE;
     gdouble scale_min = 0.30, scale_max = 1.40, aspect = 1.33, colour = 1.0, class_power = 0, ema = 0, mixup = 0;
+    gchar *threads_arg = NULL;
     gchar *out = NULL, *head_out = NULL, *backbone = NULL, *ckpt = NULL, *log_csv = NULL;
     gchar *cut = NULL, *name = NULL, *train_split = NULL, *val_split = NULL;
     gboolean resume = FALSE, head_only = FALSE, weighted = FALSE;
@@ -62,7 +63,7 @@ int cmd_train(int argc, char **argv)
         {"cut", 0, 0, G_OPTION_ARG_STRING, &cut, "Fine-tune every layer after this node (default: start of the last resolution stage)", "NODE"},
         {"max-per-class", 0, 0, G_OPTION_ARG_INT, &max_per_class, "Use at most N images per class (quick runs, tests)", "N"},
         {"seed", 0, 0, G_OPTION_ARG_INT, &seed, "Random seed (default 42)", "S"},
-        {"threads", 't', 0, G_OPTION_ARG_INT, &c.threads, "Threads (default: all cores)", "N"},
+        {"threads", 't', 0, G_OPTION_ARG_STRING, &threads_arg, "Threads, 1..256 (default: all cores)", "N"},
         {"checkpoint", 0, 0, G_OPTION_ARG_FILENAME, &ckpt, "Checkpoint file (default: OUTPUT.ckpt), written atomically every epoch", "FILE"},
         {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Continue an interrupted run from its checkpoint (an unusable checkpoint stops the run; it is never overwritten)", NULL},
         {"restart", 0, 0, G_OPTION_ARG_NONE, &restart, "Start over even if a checkpoint exists (it is replaced after the first epoch)", NULL},
@@ -104,6 +105,12 @@ int cmd_train(int argc, char **argv)
         return 2;
     }
     g_option_context_free(ctx);
+    int trc = cli_parse_threads("train", threads_arg, &c.threads);
+    g_free(threads_arg);
+    if (trc != 0) {
+        g_free(cmdline);
+        return 2;
+    }
     if (!train || !train[0] || !val || !val[0] || !out) {
         fprintf(stderr, "dermlens train: need --train, --val and -o (see --help)\n");
         g_free(cmdline);

@@ -1356,6 +1356,23 @@ static void test_no_echo(void)
     CHECK(!strstr(e.message, "72 6f 6f 74") && !strstr(e.message, "root"), "content echoed: %s", e.message);
 }
 
+/* One memory budget: DERMLENS_MAX_MEMORY_MB also bounds decoded and
+ * resampled images (refused before allocating), not only models. */
+static void test_memory_budget(void)
+{
+    dl_error err = {0};
+    dl_image img;
+    setenv("DERMLENS_MAX_MEMORY_MB", "1", 1);
+    CHECK(dl_image_alloc(&img, 1000, 1000, &err) != 0 && err.code == DL_ERR_LIMIT &&
+              strstr(err.message, "DERMLENS_MAX_MEMORY_MB"),
+          "a 3 MB image under a 1 MiB budget: %s", err.message);
+    CHECK(dl_image_alloc(&img, 300, 300, &err) == 0, "a 270 kB image under a 1 MiB budget: %s", err.message);
+    dl_image_free(&img);
+    unsetenv("DERMLENS_MAX_MEMORY_MB");
+    CHECK(dl_image_alloc(&img, 1000, 1000, &err) == 0, "default budget: %s", err.message);
+    dl_image_free(&img);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--emit"))
@@ -1366,6 +1383,7 @@ int main(int argc, char **argv)
         perror("mkdtemp");
         return 1;
     }
+    test_memory_budget();
     test_png_roundtrip(dir);
     test_png_decode_variants();
     int jr = test_jpeg_real();

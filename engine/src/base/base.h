@@ -57,4 +57,9 @@ void dl_sha256_update(dl_sha256_ctx *c, const void *data, size_t size);
 void dl_sha256_final(dl_sha256_ctx *c, uint8_t out[32]);
 void dl_sha256_to_hex(const uint8_t d[32], char out[65]);
 
+/* The one memory budget for models, decoded images, resampling and saliency
+ * maps: DERMLENS_MAX_MEMORY_MB (MiB) or DL_MAX_MODEL_MEMORY_MB. */
+int dl_memory_limit(size_t *limit, dl_error *err);
+/* 0 if bytes fit the budget, else -1 (DL_ERR_LIMIT naming what and both sizes). */
+int dl_memory_check(size_t bytes, const char *what, dl_error *err);
 #endif

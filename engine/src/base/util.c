@@ -355,3 +355,29 @@ void dl_output_unlock(const char *path, int handle)
     }
     close(handle);
 }
+
+/* The one memory budget (model, decoding, preprocessing, saliency maps):
+ * DERMLENS_MAX_MEMORY_MB if set, else DL_MAX_MODEL_MEMORY_MB. */
+int dl_memory_limit(size_t *limit, dl_error *err)
+{
+    unsigned long long mb = DL_MAX_MODEL_MEMORY_MB;
+    const char *s = getenv("DERMLENS_MAX_MEMORY_MB");
+    if (s && s[0]) {
+        char *end = NULL;
+        errno = 0;
+        mb = strtoull(s, &end, 10);
+        if (errno || end == s || *end || mb == 0 || s[0] == '-')
+            return dl_fail(err, DL_ERR_ARG, "DERMLENS_MAX_MEMORY_MB=\"%.32s\" is not a positive number of MiB", s);
+    }
+    *limit = mb > (SIZE_MAX >> 20) ? SIZE_MAX : (size_t)mb << 20;
+    return 0;
+}
+
+int dl_memory_check(size_t bytes, const char *what, dl_error *err)
+{
+    size_t limit = 0;
+    if (dl_memory_limit(&limit, err)) return -1;
+    if (bytes <= limit) return 0;
+    return dl_fail(err, DL_ERR_LIMIT, "%s needs %zu MiB, more than the %zu MiB limit (DERMLENS_MAX_MEMORY_MB)", what,
+                   (bytes >> 20) + 1, limit >> 20);
+}

@@ -78,6 +78,9 @@ int dl_image_alloc(dl_image *out, int width, int height, dl_error *err)
     size_t stride, total;
     if (!dl_mul_size((size_t)width, 3, &stride) || !dl_mul_size(stride, (size_t)height, &total))
         return dl_fail(err, DL_ERR_LIMIT, "image size %dx%d overflows", width, height);
+    char what[64];
+    snprintf(what, sizeof what, "a %dx%d image", width, height);
+    if (dl_memory_check(total, what, err)) return -1;
     uint8_t *p = calloc(total, 1);
     if (!p)
         return dl_fail(err, DL_ERR_NOMEM, "out of memory allocating a %dx%d image (%zu bytes)",

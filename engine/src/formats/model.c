@@ -490,21 +490,6 @@ static size_t mib_up(size_t bytes)
 }
 
 /* The limit in bytes: DERMLENS_MAX_MEMORY_MB if set, else the default. */
-static int memory_limit(size_t *limit, dl_error *err)
-{
-    unsigned long long mb = DL_MAX_MODEL_MEMORY_MB;
-    const char *s = getenv("DERMLENS_MAX_MEMORY_MB");
-    if (s && s[0]) {
-        char *end = NULL;
-        errno = 0;
-        mb = strtoull(s, &end, 10);
-        if (errno || end == s || *end || mb == 0 || s[0] == '-')
-            return dl_fail(err, DL_ERR_ARG, "DERMLENS_MAX_MEMORY_MB=\"%.32s\" is not a positive number of MiB", s);
-    }
-    *limit = mb > (SIZE_MAX >> 20) ? SIZE_MAX : (size_t)mb << 20;
-    return 0;
-}
-
 /* What using the model needs at batch 1: every tensor plus the executor's
  * arena (each node's output, twice for hswish/silu which keep their
  * pre-activation, 16-float aligned, as dl_exec_init lays it out) and the
@@ -544,7 +529,7 @@ static void memory_need(const dl_graph *g, size_t *weights, size_t *acts)
 static int check_memory(const dl_model *m, dl_error *err)
 {
     size_t limit = 0, w, a, total;
-    if (memory_limit(&limit, err)) return -1;
+    if (dl_memory_limit(&limit, err)) return -1;
     memory_need(&m->graph, &w, &a);
     if (!dl_add_size(w, a, &total)) total = SIZE_MAX;
     if (total <= limit) return 0;

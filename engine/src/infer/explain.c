@@ -875,6 +875,8 @@ static int explain_one(dl_model *m, const uint8_t *rgb, int width, int height, s
      * only its central square (the rest was never seen: 0) */
     size_t total;
     if (!dl_mul_size((size_t)width, (size_t)height, &total)) { dl_fail(err, DL_ERR_LIMIT, "explain: image too large"); goto out; }
+    /* the map, and the caller's overlay of the same size (RGBA) */
+    if (dl_memory_check(total * (sizeof(float) + 4), "the saliency map and its overlay", err)) goto out;
     if (!(map = alloc_f(total, err))) goto out;
     if (strcmp(m->pre.resize, "center_crop") == 0) {
         int side = width < height ? width : height;
