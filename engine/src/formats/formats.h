@@ -53,6 +53,11 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
 /* Serialize graph + metadata and write atomically. extra_metadata_json: a JSON
  * object whose members are merged into the metadata (may be NULL). */
 int dl_model_save(const dl_model *m, const char *path, dl_error *err);
+/* dl_model_save, then prove the written file loads (the importers' last step). */
+int dl_model_save_verified(const dl_model *m, const char *path, dl_error *err);
+/* Free everything a dl_model owns (class names, provenance, graph, OOD,
+ * executor, members) and zero it; the struct itself is the caller's. */
+void dl_model_clear(dl_model *m);
 
 /* Write a safetensors file atomically: hdr (a cJSON object already holding
  * __metadata__ and each tensor's dtype/shape/data_offsets, in data order) is

@@ -1185,3 +1185,18 @@ int dl_model_save_as(const dl_model *m, const char *path, const char *provenance
 }
 
 const char *dl_model_provenance_json(const dl_model *m) { return m ? m->provenance_json : NULL; }
+
+int dl_model_save_verified(const dl_model *m, const char *path, dl_error *err)
+{
+    if (dl_model_save(m, path, err)) return -1;
+    dl_model *check = dl_model_load(path, err);
+    if (!check) return dl_fail_prefix(err, "re-reading the written model");
+    dl_model_free(check);
+    return 0;
+}
+
+void dl_model_clear(dl_model *m)
+{
+    model_release(m);
+    memset(m, 0, sizeof *m);
+}

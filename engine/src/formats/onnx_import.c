@@ -2537,24 +2537,10 @@ int dl_import_onnx(const char *onnx_path, const dl_onnx_import_options *opts, co
         dl_fail(err, DL_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (dl_model_save(&m, out_path, err)) goto out;
-    /* prove the written file loads */
-    dl_model *check = dl_model_load(out_path, err);
-    if (!check) {
-        dl_fail_prefix(err, "re-reading the imported model");
-        goto out;
-    }
-    dl_model_free(check);
+    if (dl_model_save_verified(&m, out_path, err)) goto out;
     rc = 0;
 out:
     free(data);
-    for (int i = 0; i < m.num_classes; i++) {
-        if (m.class_names) free(m.class_names[i]);
-        if (m.class_long_names) free(m.class_long_names[i]);
-    }
-    free(m.class_names);
-    free(m.class_long_names);
-    free(m.provenance_json);
-    dl_graph_free(&m.graph);
+    dl_model_clear(&m);
     return rc;
 }

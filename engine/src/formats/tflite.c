@@ -1384,21 +1384,10 @@ int dl_import_tflite(const char *tflite_path, const char *labels_path, const cha
     snprintf(m.name, sizeof m.name, "%s", name ? name : "imported");
     m.temperature = 1.f;
     m.provenance_json = provenance_json ? strdup(provenance_json) : NULL;
-    if (dl_model_save(&m, out_path, err)) goto out;
-    /* prove the written file loads */
-    dl_model *check = dl_model_load(out_path, err);
-    if (!check) { dl_fail_prefix(err, "re-reading the imported model"); goto out; }
-    dl_model_free(check);
+    if (dl_model_save_verified(&m, out_path, err)) goto out;
     rc = 0;
 out:
     free(data);
-    for (int i = 0; i < m.num_classes; i++) {
-        if (m.class_names) free(m.class_names[i]);
-        if (m.class_long_names) free(m.class_long_names[i]);
-    }
-    free(m.class_names);
-    free(m.class_long_names);
-    free(m.provenance_json);
-    dl_graph_free(&m.graph);
+    dl_model_clear(&m);
     return rc;
 }
