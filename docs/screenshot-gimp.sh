@@ -7,8 +7,8 @@
 #
 # BUILD_DIR holds a GIMP 2.10 plug-in build (default build); OUT defaults to
 # docs/screenshot-gimp.png. Needs gimp (2.10), xvfb and imagemagick (import).
-# The 224 px sample is scaled to 448 px inside GIMP first, so the label layer
-# is readable at 100 % zoom; the plug-in then classifies the scaled layer.
+# The 224 px sample is shown at its native size (the labels are sized to be
+# readable at 100 % on a 224 px region); DL_SHOT_SCALE=448 scales it first.
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,7 +49,7 @@ export DISPLAY=$display_no
 # plug-in has finished and the display is open.
 script="(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE \"$image\" \"$image\")))
                (layer (vector-ref (cadr (gimp-image-get-layers img)) 0)))
-          (gimp-image-scale img 448 448)
+          ${DL_SHOT_SCALE:+(gimp-image-scale img $DL_SHOT_SCALE $DL_SHOT_SCALE)}
           (gimp-image-clean-all img)
           (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer \"\" \"gradcam\" 60 3 TRUE TRUE)
           (gimp-display-new img)
