@@ -901,6 +901,18 @@ static int emit(ox_ctx *c, dl_node *n)
     return idx;
 }
 
+/* Emit n as the current node's only output, replacing its input x (one use
+ * of x consumed) with the same rank and dims: the tail of every op that keeps
+ * the shape. 0 or -1. */
+static int emit_same_shape(ox_ctx *c, dl_node *n, const ox_value *x)
+{
+    int idx = emit(c, n);
+    if (idx < 0) return -1;
+    c->uses[x->node]--;
+    bind(c, c->nodes[c->cur].out[0], idx, x->rank, x->dims);
+    return 0;
+}
+
 /* Add weight (and bias) tensors to n; data copied (caller frees). */
 static int add_params(ox_ctx *c, dl_node *n, const float *w, int wnd, const int64_t *wdims, const float *bias,
                       int64_t nb)
@@ -1106,11 +1118,7 @@ static int affine(ox_ctx *c, int vi, const float *scale, const float *shift)
     int r = add_params(c, &n, w, 4, wd, shift ? w + C : NULL, C);
     free(w);
     if (r != 0) return -1;
-    int idx = emit(c, &n);
-    if (idx < 0) return -1;
-    c->uses[v->node]--;
-    bind(c, c->nodes[c->cur].out[0], idx, v->rank, v->dims);
-    return 0;
+    return emit_same_shape(c, &n, v);
 }
 
 /* y = act(x) into the current node's output 0. */
@@ -1142,11 +1150,7 @@ static int activate(ox_ctx *c, int vi, dl_act act)
     int r = add_params(c, &n, w, 4, wd, NULL, 0);
     free(w);
     if (r != 0) return -1;
-    int idx = emit(c, &n);
-    if (idx < 0) return -1;
-    c->uses[v->node]--;
-    bind(c, c->nodes[c->cur].out[0], idx, v->rank, v->dims);
-    return 0;
+    return emit_same_shape(c, &n, v);
 }
 
 /* Extra outputs (BatchNorm running stats, MaxPool indices, Dropout mask)
@@ -1850,11 +1854,7 @@ static int op_softmax(ox_ctx *c, bool log)
     dl_node n = dl_node_make(DL_OP_SOFTMAX, nm);
     n.n_inputs = 1;
     n.inputs[0] = x->node;
-    int idx = emit(c, &n);
-    if (idx < 0) return -1;
-    c->uses[x->node]--;
-    bind(c, c->nodes[c->cur].out[0], idx, x->rank, x->dims);
-    return 0;
+    return emit_same_shape(c, &n, x);
 }
 
 static int op_pad(ox_ctx *c)
