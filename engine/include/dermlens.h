@@ -91,8 +91,11 @@ typedef struct {
 } dl_image;
 
 /* Decode PNG (any bit depth, grey, palette, alpha; alpha is dropped as PIL's
- * convert('RGB') does, 16-bit is reduced to 8) or JPEG (grey, RGB, CMYK) into
- * RGB8. Size limits are checked before any pixel
+ * convert('RGB') does, 16-bit is reduced to 8), JPEG (grey, RGB, CMYK), TIFF
+ * (first page; what libtiff's RGBA reader handles: grey, palette, RGB, YCbCr,
+ * CMYK, 1..16 bits, strips or tiles, any compression libtiff has) or BMP
+ * (uncompressed 1/4/8/16/24/32 bits, bit fields; not RLE) into
+ * RGB8, sniffed from the bytes. Size limits are checked before any pixel
  * buffer is allocated. On success fills *out (caller frees with dl_image_free). */
 int dl_image_load(const char *path, dl_image *out, dl_error *err);
 int dl_image_load_memory(const void *data, size_t size, dl_image *out, dl_error *err);

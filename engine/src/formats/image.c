@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Image I/O for the engine: PNG/JPEG decoding into RGB8 (untrusted input),
+/* Image I/O for the engine: PNG/JPEG/TIFF/BMP decoding into RGB8 (untrusted input),
  * antialiased bilinear resize (PIL BILINEAR semantics) and atomic PNG writing.
  *
  * Both decoders report errors through longjmp. Each decoder keeps all state
@@ -18,6 +18,8 @@
 #include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
+#include <stdarg.h>
+#include <tiffio.h>
 
 /* Largest image file dl_image_load reads. */
 #define DL_MAX_IMAGE_FILE_BYTES ((size_t)512 << 20)
@@ -28,6 +30,9 @@
 #define DL_JPEG_MAX_MEMORY (1024L << 20)
 /* Progressive JPEGs with thousands of scans are a known CPU DoS. */
 #define DL_JPEG_MAX_SCANS 500
+/* libtiff: largest single allocation of its own (strip/tile buffers, tag
+ * arrays); the pixel buffers are ours and go through dl_memory_check. */
+#define DL_TIFF_MAX_ALLOC ((size_t)256 << 20)
 /* Fuzzing builds decode at most 1 MP so each input stays fast under
  * sanitizers (a 140-byte arithmetic-coded JPEG declaring 3 MP took 1 s
  * under ASan, and timed out on a loaded machine); the limit checks
@@ -451,21 +456,348 @@ static int load_jpeg(const uint8_t *data, size_t size, dl_image *out, dl_error *
     return rc;
 }
 
+/* ------------------------------------------------------------------ TIFF */
+
+/* libtiff reads from memory through client callbacks; its error and warning
+ * messages go to handlers given at open time (the engine never prints). */
+typedef struct {
+    const uint8_t *data;
+    size_t size, pos;
+    char msg[256];          /* libtiff's first error */
+} tiff_mem;
+
+static tmsize_t tiff_mem_read(thandle_t h, void *buf, tmsize_t n)
+{
+    tiff_mem *m = h;
+    if (n <= 0)
+        return 0;
+    size_t left = m->size - m->pos, k = (size_t)n < left ? (size_t)n : left;
+    memcpy(buf, m->data + m->pos, k);
+    m->pos += k;
+    return (tmsize_t)k;
+}
+
+static tmsize_t tiff_mem_write(thandle_t h, void *buf, tmsize_t n)
+{
+    (void)h;
+    (void)buf;
+    (void)n;
+    return -1; /* read-only */
+}
+
+static toff_t tiff_mem_seek(thandle_t h, toff_t off, int whence)
+{
+    tiff_mem *m = h;
+    uint64_t base = whence == SEEK_CUR ? m->pos : whence == SEEK_END ? m->size : 0;
+    /* off is unsigned; libtiff passes negative offsets as wrapped values */
+    uint64_t to = base + (uint64_t)off;
+    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END)
+        return (toff_t)-1;
+    if (to > m->size)
+        to = m->size; /* reads past the end then return short counts */
+    m->pos = (size_t)to;
+    return (toff_t)to;
+}
+
+static int tiff_mem_close(thandle_t h)
+{
+    (void)h;
+    return 0;
+}
+
+static toff_t tiff_mem_size(thandle_t h)
+{
+    return (toff_t)((tiff_mem *)h)->size;
+}
+
+static int tiff_mem_map(thandle_t h, void **base, toff_t *size)
+{
+    (void)h;
+    (void)base;
+    (void)size;
+    return 0; /* not mapped: libtiff reads through tiff_mem_read */
+}
+
+static void tiff_mem_unmap(thandle_t h, void *base, toff_t size)
+{
+    (void)h;
+    (void)base;
+    (void)size;
+}
+
+static int tiff_on_error(TIFF *tif, void *user, const char *module, const char *fmt, va_list ap)
+{
+    (void)tif;
+    (void)module;
+    tiff_mem *m = user;
+    if (!m->msg[0])
+        vsnprintf(m->msg, sizeof m->msg, fmt, ap);
+    return 1; /* handled: libtiff's global handler (stderr) is not called */
+}
+
+static int tiff_on_warning(TIFF *tif, void *user, const char *module, const char *fmt, va_list ap)
+{
+    (void)tif;
+    (void)user;
+    (void)module;
+    (void)fmt;
+    (void)ap;
+    return 1;
+}
+
+/* The first page (directory) through libtiff's RGBA interface, which
+ * handles every photometric it knows (grey, palette, RGB, YCbCr, CMYK, Lab,
+ * 1..16 bits, strips and tiles). Alpha is dropped. */
+static int load_tiff(const uint8_t *data, size_t size, dl_image *out, dl_error *err)
+{
+    tiff_mem m = {.data = data, .size = size};
+    TIFFOpenOptions *opts = TIFFOpenOptionsAlloc();
+    if (!opts)
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    TIFFOpenOptionsSetErrorHandlerExtR(opts, tiff_on_error, &m);
+    TIFFOpenOptionsSetWarningHandlerExtR(opts, tiff_on_warning, &m);
+    /* No single allocation inside libtiff (strip buffers, tag arrays) may
+     * exceed this; the pixel buffers are ours and checked below. */
+    TIFFOpenOptionsSetMaxSingleMemAlloc(opts, (tmsize_t)DL_TIFF_MAX_ALLOC);
+    TIFF *tif = TIFFClientOpenExt("TIFF", "rm", &m, tiff_mem_read, tiff_mem_write, tiff_mem_seek,
+                                  tiff_mem_close, tiff_mem_size, tiff_mem_map, tiff_mem_unmap, opts);
+    TIFFOpenOptionsFree(opts);
+    if (!tif)
+        return dl_fail(err, DL_ERR_FORMAT, "invalid TIFF: %s", m.msg[0] ? m.msg : "cannot read the header");
+    int rc = -1;
+    uint32_t *raster = NULL;
+    uint32_t w = 0, h = 0;
+    if (!TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) || !TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h) || w < 1 ||
+        h < 1) {
+        rc = dl_fail(err, DL_ERR_FORMAT, "invalid TIFF: size %ux%u", (unsigned)w, (unsigned)h);
+        goto out;
+    }
+    if (w > DL_MAX_IMAGE_SIDE || h > DL_MAX_IMAGE_SIDE || (uint64_t)w * h > (uint64_t)DL_DECODE_MAX_PIXELS) {
+        rc = dl_fail(err, DL_ERR_LIMIT, "TIFF size %ux%u exceeds the limit (side <= %d, %lld pixels)",
+                     (unsigned)w, (unsigned)h, DL_MAX_IMAGE_SIDE, (long long)DL_DECODE_MAX_PIXELS);
+        goto out;
+    }
+    if (check_density("TIFF", w, h, size, err) != 0)
+        goto out;
+    char emsg[1024] = "";
+    if (!TIFFRGBAImageOK(tif, emsg)) {
+        rc = dl_fail(err, DL_ERR_UNSUPPORTED, "TIFF feature not supported: %s", emsg[0] ? emsg : m.msg);
+        goto out;
+    }
+    /* the 32-bit RGBA raster libtiff fills, then our RGB8 copy */
+    size_t px = (size_t)w * h, bytes;
+    if (!dl_mul_size(px, 7, &bytes)) {
+        rc = dl_fail(err, DL_ERR_LIMIT, "TIFF size %ux%u overflows", (unsigned)w, (unsigned)h);
+        goto out;
+    }
+    if (dl_memory_check(bytes, "a TIFF raster and its RGB copy", err) != 0)
+        goto out;
+    bytes = px * 4;
+    raster = malloc(bytes);
+    if (!raster) {
+        rc = dl_fail(err, DL_ERR_NOMEM, "out of memory for a %ux%u TIFF", (unsigned)w, (unsigned)h);
+        goto out;
+    }
+    /* top row first, as every other decoder */
+    if (!TIFFReadRGBAImageOriented(tif, w, h, raster, ORIENTATION_TOPLEFT, 1)) {
+        rc = dl_fail(err, DL_ERR_FORMAT, "invalid TIFF: %s", m.msg[0] ? m.msg : "cannot decode the image data");
+        goto out;
+    }
+    if (dl_image_alloc(out, (int)w, (int)h, err) != 0)
+        goto out;
+    for (uint32_t y = 0; y < h; y++) {
+        const uint32_t *src = raster + (size_t)y * w;
+        uint8_t *dst = out->pixels + (size_t)y * out->stride;
+        for (uint32_t x = 0; x < w; x++) {
+            dst[3 * x] = (uint8_t)TIFFGetR(src[x]);
+            dst[3 * x + 1] = (uint8_t)TIFFGetG(src[x]);
+            dst[3 * x + 2] = (uint8_t)TIFFGetB(src[x]);
+        }
+    }
+    rc = 0;
+out:
+    free(raster);
+    TIFFClose(tif);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ BMP */
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static unsigned le16(const uint8_t *p)
+{
+    return (unsigned)p[0] | (unsigned)p[1] << 8;
+}
+
+/* One channel of a bit-field pixel, scaled to 0..255. */
+typedef struct {
+    uint32_t mask;
+    int shift;
+    uint32_t max;
+} bmp_field;
+
+static bmp_field bmp_field_of(uint32_t mask)
+{
+    bmp_field f = {mask, 0, 0};
+    if (!mask)
+        return f;
+    while (!((mask >> f.shift) & 1))
+        f.shift++;
+    f.max = mask >> f.shift;
+    return f;
+}
+
+static uint8_t bmp_field_get(const bmp_field *f, uint32_t v)
+{
+    if (!f->max)
+        return 0;
+    uint64_t x = (v & f->mask) >> f->shift;
+    return (uint8_t)((x * 255 + f->max / 2) / f->max);
+}
+
+/* Windows / OS/2 bitmaps: uncompressed 1, 4, 8, 16, 24 and 32 bits per
+ * pixel, bit fields for 16 and 32; palette indices past the palette read as
+ * black. RLE and embedded JPEG/PNG are refused. Every offset and size is
+ * checked against the data before it is used. */
+static int load_bmp(const uint8_t *p, size_t size, dl_image *out, dl_error *err)
+{
+    if (size < 14 + 12)
+        return dl_fail(err, DL_ERR_FORMAT, "truncated BMP (%zu bytes)", size);
+    uint32_t offset = le32(p + 10), hsize = le32(p + 14);
+    const uint8_t *h = p + 14;
+    int64_t w, ht;
+    unsigned planes, bpp;
+    uint32_t comp = 0, colours = 0;
+    int core = hsize == 12; /* BITMAPCOREHEADER: 16-bit sizes, 3-byte palette */
+    if (core) {
+        w = le16(h + 4);
+        ht = le16(h + 6);
+        planes = le16(h + 8);
+        bpp = le16(h + 10);
+    } else if (hsize == 40 || hsize == 52 || hsize == 56 || hsize == 64 || hsize == 108 || hsize == 124) {
+        if (size < 14 + (size_t)hsize)
+            return dl_fail(err, DL_ERR_FORMAT, "truncated BMP header (%zu bytes)", size);
+        w = (int32_t)le32(h + 4);
+        ht = (int32_t)le32(h + 8);
+        planes = le16(h + 12);
+        bpp = le16(h + 14);
+        comp = le32(h + 16);
+        colours = le32(h + 32);
+    } else {
+        return dl_fail(err, DL_ERR_UNSUPPORTED, "BMP header of %u bytes is not supported", (unsigned)hsize);
+    }
+    int top_down = ht < 0;
+    if (top_down)
+        ht = -ht;
+    if (w < 1 || ht < 1 || planes != 1)
+        return dl_fail(err, DL_ERR_FORMAT, "invalid BMP: size %lldx%lld, %u planes", (long long)w,
+                       (long long)ht, planes);
+    if (w > DL_MAX_IMAGE_SIDE || ht > DL_MAX_IMAGE_SIDE || w * ht > DL_DECODE_MAX_PIXELS)
+        return dl_fail(err, DL_ERR_LIMIT, "BMP size %lldx%lld exceeds the limit (side <= %d, %lld pixels)",
+                       (long long)w, (long long)ht, DL_MAX_IMAGE_SIDE, (long long)DL_DECODE_MAX_PIXELS);
+    /* OS/2 2.x (64-byte header) numbers its compressions differently */
+    int bitfields = !core && hsize != 64 && (comp == 3 || comp == 6);
+    if (comp != 0 && !bitfields)
+        return dl_fail(err, DL_ERR_UNSUPPORTED, "compressed BMP (compression %u: RLE, JPEG or PNG) is not supported",
+                       (unsigned)comp);
+    if (!(bpp == 1 || bpp == 4 || bpp == 8 || bpp == 16 || bpp == 24 || bpp == 32) ||
+        (bitfields && bpp != 16 && bpp != 32))
+        return dl_fail(err, DL_ERR_UNSUPPORTED, "BMP with %u bits per pixel%s is not supported", bpp,
+                       bitfields ? " and bit fields" : "");
+    /* row size rounded up to 4 bytes; all of the pixel data must be there */
+    uint64_t row = ((uint64_t)w * bpp + 31) / 32 * 4, need = row * (uint64_t)ht;
+    if (offset < 14 + hsize || offset > size || need > size - offset)
+        return dl_fail(err, DL_ERR_FORMAT, "truncated BMP: %llu bytes of pixels at offset %u, file has %zu",
+                       (unsigned long long)need, (unsigned)offset, size);
+
+    bmp_field f[3];
+    if (bpp == 16 || bpp == 32) {
+        uint32_t masks[3] = {0x7c00, 0x03e0, 0x001f};
+        if (bpp == 32) {
+            masks[0] = 0xff0000;
+            masks[1] = 0x00ff00;
+            masks[2] = 0x0000ff;
+        }
+        if (bitfields) {
+            /* right after the 40-byte header, inside the larger ones */
+            if (size < 14 + 40 + 12 || 14 + 40 + 12 > offset)
+                return dl_fail(err, DL_ERR_FORMAT, "truncated BMP bit fields");
+            for (int c = 0; c < 3; c++)
+                masks[c] = le32(h + 40 + 4 * c);
+        }
+        for (int c = 0; c < 3; c++)
+            f[c] = bmp_field_of(masks[c]);
+    }
+    uint8_t pal[256][3];
+    int npal = 0;
+    if (bpp <= 8) {
+        size_t entry = core ? 3 : 4, start = 14 + (size_t)hsize + (bitfields && hsize == 40 ? 12 : 0);
+        uint32_t want = colours && colours < (1u << bpp) ? colours : 1u << bpp;
+        /* a palette cut short by the pixel data keeps what is there */
+        size_t avail = offset > start ? (offset - start) / entry : 0;
+        npal = (int)(want < avail ? want : avail);
+        memset(pal, 0, sizeof pal);
+        for (int i = 0; i < npal; i++) {
+            const uint8_t *e = p + start + entry * (size_t)i;
+            pal[i][0] = e[2];
+            pal[i][1] = e[1];
+            pal[i][2] = e[0];
+        }
+    }
+    if (dl_image_alloc(out, (int)w, (int)ht, err) != 0)
+        return -1;
+    for (int64_t y = 0; y < ht; y++) {
+        const uint8_t *src = p + offset + (size_t)row * (size_t)(top_down ? y : ht - 1 - y);
+        uint8_t *dst = out->pixels + (size_t)y * out->stride;
+        for (int64_t x = 0; x < w; x++, dst += 3) {
+            switch (bpp) {
+            case 24:
+                dst[0] = src[3 * x + 2];
+                dst[1] = src[3 * x + 1];
+                dst[2] = src[3 * x];
+                break;
+            case 16:
+            case 32: {
+                uint32_t v = bpp == 16 ? le16(src + 2 * x) : le32(src + 4 * x);
+                for (int c = 0; c < 3; c++)
+                    dst[c] = bmp_field_get(&f[c], v);
+                break;
+            }
+            default: {
+                /* 1, 4, 8 bits: leftmost pixel in the high bits */
+                unsigned per = 8 / bpp, byte = src[x / per];
+                unsigned shift = (unsigned)(per - 1 - x % per) * bpp;
+                unsigned idx = (byte >> shift) & ((1u << bpp) - 1);
+                memcpy(dst, (int)idx < npal ? pal[idx] : (const uint8_t[3]){0, 0, 0}, 3);
+            }
+            }
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ load */
 
 static const char *sniff_other(const uint8_t *p, size_t n)
 {
     if (n >= 6 && (!memcmp(p, "GIF87a", 6) || !memcmp(p, "GIF89a", 6)))
         return "GIF";
-    if (n >= 2 && !memcmp(p, "BM", 2))
-        return "BMP";
-    if (n >= 4 && (!memcmp(p, "II*\0", 4) || !memcmp(p, "MM\0*", 4)))
-        return "TIFF";
     if (n >= 12 && !memcmp(p, "RIFF", 4) && !memcmp(p + 8, "WEBP", 4))
         return "WebP";
     if (n >= 12 && !memcmp(p + 4, "ftyp", 4))
         return "HEIF/AVIF";
     return NULL;
+}
+
+/* Classic and BigTIFF byte-order marks. */
+static int is_tiff(const uint8_t *p, size_t n)
+{
+    return n >= 4 && (!memcmp(p, "II*\0", 4) || !memcmp(p, "MM\0*", 4) || !memcmp(p, "II+\0", 4) ||
+                      !memcmp(p, "MM\0+", 4));
 }
 
 int dl_image_load_memory(const void *data, size_t size, dl_image *out, dl_error *err)
@@ -490,14 +822,18 @@ int dl_image_load_memory(const void *data, size_t size, dl_image *out, dl_error 
         if (p[2] == 0xff)
             return load_jpeg(p, size, out, err);
     }
+    if (is_tiff(p, size))
+        return load_tiff(p, size, out, err);
+    if (size >= 2 && !memcmp(p, "BM", 2))
+        return load_bmp(p, size, out, err);
     const char *other = sniff_other(p, size);
     if (other)
         return dl_fail(err, DL_ERR_UNSUPPORTED,
-                       "%s images are not supported (only PNG and JPEG)", other);
+                       "%s images are not supported (only PNG, JPEG, TIFF and BMP)", other);
     /* nothing of the file's content goes into the message: it may be any
      * file (a key, a log) and messages end up in CSVs and terminals */
     return dl_fail(err, DL_ERR_UNSUPPORTED,
-                   "not a PNG or JPEG image (unknown format; only PNG and JPEG are supported)");
+                   "not a PNG, JPEG, TIFF or BMP image (unknown format; only those are supported)");
 }
 
 int dl_image_load(const char *path, dl_image *out, dl_error *err)

@@ -139,7 +139,8 @@ static bool is_image_name(const char *n)
 {
     const char *dot = strrchr(n, '.');
     if (!dot) return false;
-    return !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png");
+    return !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png") ||
+           !strcasecmp(dot, ".tif") || !strcasecmp(dot, ".tiff") || !strcasecmp(dot, ".bmp");
 }
 
 static int open_dir(const char *path, const dl_dataset_options *o, dl_dataset *ds, dl_error *err)
