@@ -47,6 +47,7 @@ int cmd_compare(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_ensemble(int argc, char **argv);
 int cmd_adjust(int argc, char **argv);
+int cmd_review(int argc, char **argv);
 
 /* Per-image work for cli_run_parallel: runs on a worker thread with that
  * worker's own model; return 0, or -1 with err filled. */

@@ -26,6 +26,7 @@ static const command commands[] = {
     {"adjust", cmd_adjust, "set a class operating point (e.g. melanoma sensitivity chosen on validation) in a model copy"},
     {"ensemble", cmd_ensemble, "combine trained models (seeds, folds, framings) into one ensemble model file"},
     {"export", cmd_export, "write a model as ONNX (--onnx) for ONNX Runtime / Triton"},
+    {"review", cmd_review, "review a labelled dataset: suspicious labels first, overlays, CSV and an offline page"},
 };
 
 static void usage(FILE *f)
