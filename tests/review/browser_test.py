@@ -105,11 +105,13 @@ def screenshot(argv):
         try:
             d.get("file://" + os.path.join(out, "index.html"))
             wait_images(d)
-            # the header, the matrix and the first rows of thumbnails
+            # the header, the matrix and the first row of thumbnails
             h = d.execute_script("var r=document.querySelectorAll('#items > li');"
-                                 "var last=r[Math.min(r.length,10)-1].getBoundingClientRect();"
+                                 "var last=r[Math.min(r.length,5)-1].getBoundingClientRect();"
                                  "return Math.ceil(last.bottom+window.scrollY+16);")
-            d.set_window_size(1280, min(int(h), 2400))
+            # the viewport itself (a window size also counts the browser's frame)
+            d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": 1280, "height": min(int(h), 2400), "deviceScaleFactor": 1, "mobile": False})
             time.sleep(0.3)
             d.save_screenshot(out_png)
             print("wrote", out_png)
