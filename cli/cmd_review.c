@@ -224,8 +224,9 @@ static int csv_labels(const dl_model *m, GPtrArray *items, const char *root, con
         dl_csv_table_free(&t);
         return -1;
     }
-    char *csv_dir = g_path_get_dirname(csv_path);
-    char *csv_abs = g_canonicalize_filename(csv_dir, NULL);
+    char *csv_dir = g_path_get_dirname(csv_path), real_dir[PATH_MAX];
+    /* resolved like the dataset folder, so the two compare as paths */
+    char *csv_abs = realpath(csv_dir, real_dir) ? g_strdup(real_dir) : g_canonicalize_filename(csv_dir, NULL);
     /* key -> row index; "path" keys are canonical absolute paths or paths
      * relative to the dataset, "id" keys are stems; -2 marks an id given
      * two different labels */

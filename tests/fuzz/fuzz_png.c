@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Fuzz target: PNG decoding via dl_image_load_memory (format sniffed from
- * the bytes, so mutations may reach the other decoder too), then a resize of
- * any decoded image, exercising the decoder's output geometry. */
+/* Fuzz target: image decoding via dl_image_load_memory (format sniffed from
+ * the bytes; the corpus holds PNG, TIFF and BMP seeds, so mutations reach
+ * every decoder), then a resize of any decoded image, exercising the
+ * decoder's output geometry. */
 #include "dermlens.h"
 
 #include <stddef.h>
