@@ -88,7 +88,7 @@ static int walk(walk_ctx *w, const char *dir, const char *rel, int depth)
     while ((nm = g_dir_read_name(d)))
         if (nm[0] != '.') g_ptr_array_add(names, g_strdup(nm));
     g_dir_close(d);
-    qsort(names->pdata, names->len, sizeof(char *), cmp_names);
+    if (names->len > 1) qsort(names->pdata, names->len, sizeof(char *), cmp_names); /* pdata is NULL when empty */
     int rc = 0;
     for (guint i = 0; i < names->len && rc == 0; i++) {
         const char *name = names->pdata[i];
