@@ -164,7 +164,7 @@ int cmd_classify(int argc, char **argv)
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("IMAGE... - classify dermoscopic images");
     g_option_context_set_summary(ctx,
-        "Runs the model on each PNG or JPEG image (the whole image, resized as the model\n"
+        "Runs the model on each PNG, JPEG, TIFF or BMP image (the whole image, resized as the model\n"
         "records; a JPEG's EXIF orientation is applied first, as viewers and GIMP do) and\n"
         "prints the most probable classes. Images must be at least 8 x 8 pixels. " DL_DISCLAIMER);
     g_option_context_add_main_entries(ctx, entries, NULL);
