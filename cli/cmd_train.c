@@ -34,7 +34,7 @@ int cmd_train(int argc, char **argv)
     gdouble scale_min = 0.30, scale_max = 1.40, aspect = 1.33, colour = 1.0, class_power = 0, ema = 0, mixup = 0;
     gchar *threads_arg = NULL;
     gchar *out = NULL, *head_out = NULL, *backbone = NULL, *ckpt = NULL, *log_csv = NULL;
-    gchar *cut = NULL, *name = NULL, *train_split = NULL, *val_split = NULL;
+    gchar *cut = NULL, *name = NULL, *train_split = NULL, *val_split = NULL, *select = NULL;
     gboolean resume = FALSE, head_only = FALSE, weighted = FALSE;
     gint seed = (gint)c.seed, max_per_class = 0;
     gdouble lr = c.lr, lr_head = c.lr_head, wd = c.weight_decay, ls = c.label_smoothing, dropout = c.dropout;
@@ -83,6 +83,7 @@ int cmd_train(int argc, char **argv)
         {"epoch-size", 0, 0, G_OPTION_ARG_INT, &c.epoch_size, "Images drawn per stage-2 epoch (default: the training set's size)", "N"},
         {"ema", 0, 0, G_OPTION_ARG_DOUBLE, &ema, "Exponential moving average of the weights, decay per step (e.g. 0.998; 0 = off): evaluated and shipped", "D"},
         {"mixup", 0, 0, G_OPTION_ARG_DOUBLE, &mixup, "Probability per batch of mixup or cutmix (half each; full fine-tuning only)", "P"},
+        {"select", 0, 0, G_OPTION_ARG_STRING, &select, "Which weights to keep: best (the epoch with the best validation balanced accuracy, default) or last (the end of the schedule; the EMA with --ema)", "best|last"},
         {"prior-shift", 0, 0, G_OPTION_ARG_NONE, &prior_shift, "Choose a logit prior shift on validation (alpha x log training prior, folded into the model)", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- train a lesion classifier by transfer learning");
@@ -136,6 +137,11 @@ int cmd_train(int argc, char **argv)
     c.mixup = (float)mixup;
     c.prior_shift = prior_shift;
     c.restart = restart;
+    if (select && strcmp(select, "best") != 0 && strcmp(select, "last") != 0) {
+        fprintf(stderr, "dermlens train: --select must be best or last, not '%s'\n", select);
+        return 2;
+    }
+    c.select_last = select && strcmp(select, "last") == 0;
     c.train_split = train_split;
     c.val_split = val_split;
     c.output = out;

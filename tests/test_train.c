@@ -191,7 +191,8 @@ int main(void)
     /* 3a. the multi-source recipe (the shipped model's): pooled train and val
      * sets, warm start, scale-and-framing views from aspect-kept decodes with
      * a centre-crop preprocessing, per-source class balance, weight EMA,
-     * mixup/cutmix and a validation-chosen prior shift, interrupted after a
+     * mixup/cutmix, a validation-chosen prior shift and the last epoch's
+     * weights kept (--select last), interrupted after a
      * stage-2 epoch and resumed == uninterrupted, bit for bit */
     {
         static char lesions[4096], initm[4096], excl[4096];
@@ -222,6 +223,7 @@ int main(void)
             c.ema = 0.9f;
             c.mixup = 0.5f;
             c.prior_shift = 1;
+            c.select_last = 1; /* the end of the schedule, measured again after a resume */
             c.output = outs[pass];
             unlink(c.output);
             char ck[4200];
@@ -250,6 +252,8 @@ int main(void)
             const char *info = dl_model_info_json(ra);
             CHECK(strstr(info, "prior_shift") && strstr(info, "source_balance") && strstr(info, "\"ema\""),
                   "recipe: provenance lacks the levers");
+            CHECK(strstr(info, "\"kept_weights\":\"last epoch\"") && strstr(info, "\"best_epoch\":2"),
+                  "recipe: --select last not recorded (kept weights, epoch 2 of 2)");
         }
         dl_model_free(ra);
         dl_model_free(rb);

@@ -354,6 +354,7 @@ typedef struct {
     float mixup;                   /* probability per batch of mixup or cutmix (half each) */
     int prior_shift;               /* 1: choose a logit prior shift on val (alpha x log train prior) */
     int restart;                   /* 1: replace an existing checkpoint (else refused unless resuming) */
+    int select_last;               /* 1: keep the last epoch's (EMA) weights, 0: the best epoch on val balanced accuracy */
 } dl_train_config;
 
 /* Fill defaults (the values the shipped model was trained with). */

@@ -1265,7 +1265,27 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
         logf_(c, "stage %d already complete in the checkpoint", r->stage);
     }
     r->seconds_per_epoch = r->epochs_run > start_epoch ? t_sum / (r->epochs_run - start_epoch) : 0;
-    copy_weights(full, &best);
+    if (c->select_last && r->epochs > 0) {
+        /* the end of the schedule (the EMA when on) rather than the epoch with
+         * the best validation balanced accuracy: with small validation classes
+         * that choice follows noise; its stats are measured again here (also
+         * after resuming a finished checkpoint, which keeps no per-epoch stats) */
+        val_stats vs;
+        if (use_ema) swap_weights(&sub, &ema, &opt);
+        int erc = eval_sub(&e, r->val_cache, r->per, t->n_val, K, t->val_labels, NULL, &vs, label_map, err);
+        if (erc) {
+            if (use_ema) swap_weights(&sub, &ema, &opt);
+            goto out;
+        }
+        copy_weights(full, &sub);
+        if (use_ema) swap_weights(&sub, &ema, &opt);
+        r->best = vs;
+        r->best_epoch = r->epochs;
+        logf_(c, "stage %d: keeping the last epoch's %sweights (val balanced accuracy %.4f) as --select last asks",
+              r->stage, use_ema ? "averaged " : "", vs.bacc);
+    } else {
+        copy_weights(full, &best);
+    }
     rc = 0;
 out:
     if (logf) fclose(logf);
@@ -1601,6 +1621,7 @@ int dl_train(const dl_train_config *c, dl_error *err)
     if (c->epoch_size > 0) cJSON_AddNumberToObject(hp, "epoch_size", c->epoch_size);
     if (c->ema > 0) cJSON_AddNumberToObject(hp, "ema", c->ema);
     if (c->mixup > 0) cJSON_AddNumberToObject(hp, "mixup_cutmix_probability", c->mixup);
+    if (c->select_last) cJSON_AddStringToObject(hp, "kept_weights", "last epoch");
     if (c->init_model) cJSON_AddStringToObject(hp, "init_model", c->init_model);
     if (c->exclude) cJSON_AddStringToObject(hp, "exclude", c->exclude);
     if (c->n_val_sets > 1) {
