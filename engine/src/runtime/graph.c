@@ -9,7 +9,7 @@
 
 static const char *const op_names[DL_OP_COUNT] = {
     "input", "conv2d", "add", "avgpool", "maxpool", "global_avgpool", "dense", "softmax", "pad",
-    "dropout", "mul"};
+    "dropout", "mul", "concat"};
 
 const char *dl_op_name(dl_op op)
 {
@@ -178,7 +178,7 @@ int dl_graph_infer(dl_graph *g, dl_error *err)
         if ((n->op == DL_OP_INPUT) != (i == 0))
             return dl_fail(err, DL_ERR_FORMAT, "node %s: the input must be node 0 and only node 0", n->name);
         if ((unsigned)n->act > DL_ACT_LAST) return dl_fail(err, DL_ERR_FORMAT, "node %s: bad activation", n->name);
-        int want_inputs = n->op == DL_OP_INPUT ? 0 : (n->op == DL_OP_ADD || n->op == DL_OP_MUL) ? 2 : 1;
+        int want_inputs = n->op == DL_OP_INPUT ? 0 : (n->op == DL_OP_ADD || n->op == DL_OP_MUL || n->op == DL_OP_CONCAT) ? 2 : 1;
         if (n->n_inputs != want_inputs)
             return dl_fail(err, DL_ERR_FORMAT, "node %s: op %s takes %d inputs, has %d", n->name,
                            dl_op_name(n->op), want_inputs, n->n_inputs);
@@ -221,6 +221,17 @@ int dl_graph_infer(dl_graph *g, dl_error *err)
                                "node %s: mul of shapes %dx%dx%d and %dx%dx%d (the second must match or be 1x1x%d)",
                                n->name, a->h, a->w, a->c, b->h, b->w, b->c, a->c);
             n->h = a->h; n->w = a->w; n->c = a->c;
+            break;
+        }
+        case DL_OP_CONCAT: {
+            const dl_node *b = &g->nodes[n->inputs[1]];
+            if (a->h != b->h || a->w != b->w)
+                return dl_fail(err, DL_ERR_FORMAT, "node %s: concat of shapes %dx%dx%d and %dx%dx%d (H and W must match)",
+                               n->name, a->h, a->w, a->c, b->h, b->w, b->c);
+            /* a pure copy: nothing to fuse, and the kernels have no epilogue */
+            if (n->act != DL_ACT_NONE)
+                return dl_fail(err, DL_ERR_FORMAT, "node %s: concat takes no activation", n->name);
+            n->h = a->h; n->w = a->w; n->c = a->c + b->c;
             break;
         }
         case DL_OP_AVGPOOL:

@@ -28,6 +28,7 @@ typedef enum {
     DL_OP_PAD,      /* zero pad */
     DL_OP_DROPOUT,  /* identity at inference */
     DL_OP_MUL,      /* two inputs: same shape, or the second 1x1xC (channel gate); fused activation */
+    DL_OP_CONCAT,   /* two inputs of the same HxW: channels of the first, then of the second */
     DL_OP_COUNT
 } dl_op;
 
