@@ -20,6 +20,17 @@ same input) and compared:
     imported model's preprocessing: a finite, non-constant map.
 
     onnx_torch_test.py ONNX_LOGITS_EXE [ARCH[:SIZE] ...]
+    onnx_torch_test.py --finetune DERMLENS_EXE
+
+--finetune: transfer learning from an imported backbone, end to end through
+the CLI. efficientnet_b0 (random weights, randomised BatchNorm so the
+features are not degenerate) exported at 96 px, `dermlens import`, then
+`dermlens train --backbone` on the 21 images of tests/data/sample (7
+classes; also the validation set: a smoke test), one stage-1 and one
+stage-2 epoch, `--cut` at one of the imported model's node names. Checks:
+finite losses in the log for both stages, a 7-class model whose head
+replaced the 1000-class classifier, weights after the cut changed and before
+it not, and `dermlens classify --json` giving 7 probabilities summing to 1.
 
 Exits 77 (skip) when torch / torchvision are not importable (Debian:
 python3-torch, python3-torchvision); retries with /usr/bin/python3 first
@@ -142,10 +153,87 @@ def run(exe, arch, side, opset, tmp, ort, rows):
     return ok
 
 
+def safetensors(path):
+    """name -> raw bytes of each tensor."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    return {k: body[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items() if k != "__metadata__"}
+
+
+def finetune(dermlens):
+    import csv
+    import json
+    torch.manual_seed(1234)
+    gen = torch.Generator().manual_seed(1234)
+    model = torchvision.models.efficientnet_b0(weights=None)
+    with torch.no_grad():
+        randomise_norms(model, gen)
+    model.eval()
+    sample = os.path.join(ROOT, "tests", "data", "sample")
+    cut = "/features/features.6/features.6.3/Add"  # the imported model's own node name (a block output)
+    tuned = "/features/features.8/features.8.0/Conv.weight"  # after the cut: fine-tuned
+    frozen = "/features/features.5/features.5.0/block/block.0/block.0.0/Conv.weight"  # before it: frozen
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = os.path.join(tmp, "effb0.onnx")
+        torch.onnx.export(model, torch.randn(1, 3, 96, 96, generator=gen), onnx_path, opset_version=13,
+                          input_names=["input"], output_names=["logits"])
+        bb = os.path.join(tmp, "effb0.safetensors")
+        out = os.path.join(tmp, "tuned.safetensors")
+        log = os.path.join(tmp, "log.csv")
+        steps = [
+            [dermlens, "import", onnx_path, "-o", bb, "--name", "efficientnet_b0 (random weights)"],
+            [dermlens, "train", "--backbone", bb, "--train", sample, "--val", sample, "-o", out, "--epochs-head", "1",
+             "--epochs", "1", "--views", "1", "--batch", "8", "--hidden", "16", "--cut", cut, "--threads", "2",
+             "--log", log, "--name", "smoke"],
+        ]
+        for cmd in steps:
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                print(f"FAIL {' '.join(cmd[1:3])}: exit {p.returncode}: {p.stderr.strip()[-1500:]}")
+                return 1
+            print(f"ok   dermlens {cmd[1]}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
+        failed = 0
+        with open(log) as f:
+            rows = list(csv.DictReader(f))
+        stages = sorted({r["stage"] for r in rows})
+        losses = [float(r["train_loss"]) for r in rows] + [float(r["val_loss"]) for r in rows]
+        ok = stages == ["1", "2"] and all(np.isfinite(losses))
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} training log: stages {stages}, losses {losses}")
+        a, b = safetensors(bb), safetensors(out)
+        ok = tuned in a and tuned in b and a[tuned] != b[tuned] and frozen in b and a[frozen] == b[frozen] and \
+            "head/logits.weight" in b and not any(k.startswith("/classifier") for k in b)
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} weights: after the cut changed {tuned in b and a.get(tuned) != b.get(tuned)}, "
+              f"before it unchanged {a.get(frozen) == b.get(frozen)}, new head {'head/logits.weight' in b}")
+        img = os.path.join(sample, "mel", sorted(os.listdir(os.path.join(sample, "mel")))[0])
+        p = subprocess.run([dermlens, "classify", "-m", out, "--json", img], capture_output=True, text=True)
+        try:
+            res = json.loads(p.stdout)["results"][0]
+            probs = [c["probability"] for c in res["classes"]]
+            names = sorted(c["name"] for c in res["classes"])
+            ok = p.returncode == 0 and len(probs) == 7 and abs(sum(probs) - 1) < 1e-4 and \
+                names == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"] and res["top_class"] in names
+        except (ValueError, KeyError, IndexError) as e:
+            ok, res = False, f"{type(e).__name__}: {p.stdout[:300]} {p.stderr[-300:]}"
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} classify with the fine-tuned model: "
+              f"{res.get('top_class') if isinstance(res, dict) else res}")
+    return 1 if failed else 0
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__)
         return 2
+    if sys.argv[1] == "--finetune":
+        torch.set_num_threads(1)
+        return finetune(sys.argv[2])
     exe = sys.argv[1]
     archs = []
     for a in sys.argv[2:]:

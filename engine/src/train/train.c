@@ -856,6 +856,18 @@ static double choose_prior_shift(const trainer *t, dl_graph *full, float *val_lo
 
 /* ------------------------------------------------------------ OOD */
 
+/* The model loader accepts tensor values within +-1e6 and a threshold in
+ * [1e-30, 1e30] (formats/model.c). */
+static bool ood_storable(const float *mean, const float *prec, int d, float thr)
+{
+    if (!(thr >= 1e-30f && thr <= 1e30f)) return false;
+    for (int j = 0; j < d; j++)
+        if (!(fabsf(mean[j]) <= 1e6f)) return false;
+    for (size_t k = 0; k < (size_t)d * d; k++)
+        if (!(fabsf(prec[k]) <= 1e6f)) return false;
+    return true;
+}
+
 /* Mahalanobis: mean and shrunk covariance of train features, inverted by
  * Cholesky in double. Threshold = 99th percentile of val scores. */
 static int fit_ood(const float *feat, int n, int d, const float *val_feat, int nv, float **mean_out,
@@ -1692,7 +1704,15 @@ int dl_train(const dl_train_config *c, dl_error *err)
         goto out;
     float thr = 0;
     if (fit_ood(train_feat, train.n, t.feat_dim, val_feat, val.n, &ood_mean, &ood_prec, &thr, err)) goto out;
-    logf_(c, "OOD detector: Mahalanobis on %d-d pooled features, threshold %.1f (99th percentile of validation)", t.feat_dim, thr);
+    if (!ood_storable(ood_mean, ood_prec, t.feat_dim, thr)) {
+        /* features of a degenerate scale (e.g. a randomly initialised
+         * imported backbone): the loader would refuse such a detector */
+        logf_(c, "OOD detector: not stored (the pooled features' scale gives values beyond the model file's +-1e6)");
+        free(ood_mean); free(ood_prec);
+        ood_mean = ood_prec = NULL;
+    } else {
+        logf_(c, "OOD detector: Mahalanobis on %d-d pooled features, threshold %.1f (99th percentile of validation)", t.feat_dim, thr);
+    }
     cJSON_AddNumberToObject(prov, "temperature", T);
     cJSON_AddStringToObject(prov, "design", c->stages == 2 ? "stage 1 (frozen backbone, new head) then stage 2 (fine-tuning the top of the backbone with the head)" : "stage 1 only: frozen backbone + new head");
     if (save_model(&t, bb, &full, c->output, T, ood_mean, ood_prec, thr, prov, err)) goto out;
