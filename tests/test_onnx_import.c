@@ -1080,9 +1080,14 @@ static void whole_import(const buf *m1, const m1_weights *w, const double *in)
     r = dl_import_onnx(onnx, &o, out, &err);
     EXPECT(r != 0 && strstr(err.message, "4 class names for a model with 5 outputs"), "class mismatch: %s", err.message);
     o.classes_path = NULL;
+    o.resize = "stretch";
+    r = dl_import_onnx(onnx, &o, out, &err);
+    EXPECT(r != 0 && strstr(err.message, "resize"), "resize stretch: %s", err.message);
     o.resize = "pad";
     r = dl_import_onnx(onnx, &o, out, &err);
-    EXPECT(r != 0 && strstr(err.message, "resize"), "resize pad: %s", err.message);
+    m = r == 0 ? dl_model_load(out, &err) : NULL;
+    EXPECT(m && !strcmp(m->pre.resize, "pad"), "resize pad: %s", err.message);
+    dl_model_free(m);
     unlink(onnx);
     unlink(out);
     unlink(cls);

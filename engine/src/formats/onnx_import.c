@@ -2623,8 +2623,8 @@ int dl_import_onnx(const char *onnx_path, const dl_onnx_import_options *opts, co
     if (!onnx_path || !out_path) return dl_fail(err, DL_ERR_ARG, "NULL path");
     const char *resize = opts->resize ? opts->resize : "squash";
     if (!strcmp(resize, "crop")) resize = "center_crop";
-    if (strcmp(resize, "squash") != 0 && strcmp(resize, "center_crop") != 0)
-        return dl_fail(err, DL_ERR_ARG, "resize '%s': expected squash or center_crop", resize);
+    if (strcmp(resize, "squash") != 0 && strcmp(resize, "center_crop") != 0 && strcmp(resize, "pad") != 0)
+        return dl_fail(err, DL_ERR_ARG, "resize '%s': expected squash, center_crop or pad", resize);
     if (!(opts->scale > 0.f) || !isfinite(opts->scale))
         return dl_fail(err, DL_ERR_ARG, "scale %g must be positive", (double)opts->scale);
     dl_preprocess pre;
