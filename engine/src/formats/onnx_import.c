@@ -44,8 +44,10 @@
 #define OX_MAX_OUTPUTS 16
 #define OX_MAX_IN 4096           /* inputs of one node (a DenseNet block's Concat) */
 #define OX_MAX_IN_TOTAL (1 << 21) /* node inputs summed over the graph */
-/* Engine nodes (each emit re-infers the graph: quadratic, so bounded too). */
-#define OX_MAX_ENGINE_NODES (2 * OX_MAX_NODES)
+/* Converted (engine) nodes: a DenseNet-201 needs about 500; each one added
+ * looks its name up among the others (quadratic), so this bounds the time
+ * a hostile file can cost (about 0.1 s here). */
+#define OX_MAX_ENGINE_NODES 10000
 #define OX_MAX_OUT 8             /* outputs of one node */
 #define OX_MAX_RANK 8
 #define OX_MAX_DIM ((int64_t)1 << 31)
@@ -915,14 +917,12 @@ static int emit(ox_ctx *c, dl_node *n)
     if (grow_uses(c, idx + 1) != 0) return -1;
     c->uses[idx] = 0;
     for (int k = 0; k < n->n_inputs; k++) c->read[n->inputs[k]] = true;
-    int out = c->g->output;
-    c->g->output = -1;
-    if (dl_graph_infer(c->g, c->err) != 0) {
+    /* the new node only (linear import); convert() validates the whole graph at the end */
+    if (dl_graph_infer_last(c->g, c->err) != 0) {
         char msg[sizeof c->err->message];
         snprintf(msg, sizeof msg, "%s", c->err->message);
         return node_fail(c, c->err->code, "%s", msg);
     }
-    c->g->output = out;
     return idx;
 }
 
