@@ -46,7 +46,7 @@
 #define OX_MAX_IN_TOTAL (1 << 21) /* node inputs summed over the graph */
 /* Converted (engine) nodes: a DenseNet-201 needs about 500; each one added
  * looks its name up among the others (quadratic), so this bounds the time
- * a hostile file can cost (about 0.1 s here). */
+ * a hostile file can cost (0.3 s of CPU at the limit here). */
 #define OX_MAX_ENGINE_NODES 10000
 #define OX_MAX_OUT 8             /* outputs of one node */
 #define OX_MAX_RANK 8
