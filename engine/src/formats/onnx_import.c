@@ -2049,8 +2049,8 @@ static int op_concat(ox_ctx *c)
         int b = c->values[on->in[k]].node;
         int idx = find_concat(c, cur, b);
         if (idx < 0) {
-            char nm[DL_NAME_MAX], sfx[24];
-            snprintf(sfx, sizeof sfx, k + 1 < on->n_in ? "#%d" : "", k);
+            char nm[DL_NAME_MAX], sfx[24] = "";
+            if (k + 1 < on->n_in) snprintf(sfx, sizeof sfx, "#%d", k); /* the last link takes the ONNX name */
             make_node_name(c, sfx, nm);
             dl_node n = dl_node_make(DL_OP_CONCAT, nm);
             n.n_inputs = 2;
