@@ -40,7 +40,7 @@ int cmd_import_onnx(int argc, char **argv)
         {"mean", 0, 0, G_OPTION_ARG_STRING, &mean, "Mean per channel, in pixel/255 units (default ImageNet 0.485,0.456,0.406)", "R,G,B"},
         {"std", 0, 0, G_OPTION_ARG_STRING, &std, "Std per channel, in pixel/255 units (default ImageNet 0.229,0.224,0.225)", "R,G,B"},
         {"scale", 0, 0, G_OPTION_ARG_DOUBLE, &scale, "What a 255 pixel is before mean/std (1: 0..1 models; 255: 0..255)", "S"},
-        {"resize", 'r', 0, G_OPTION_ARG_STRING, &resize, "squash (default) or crop (centre crop)", "MODE"},
+        {"resize", 'r', 0, G_OPTION_ARG_STRING, &resize, "squash (default), crop (centre square) or pad (keep the aspect, black border to fit)", "MODE"},
         {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Model name stored in the file", "NAME"},
         {"provenance", 'p', 0, G_OPTION_ARG_STRING, &prov, "Provenance as a JSON object", "JSON"},
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, NULL, NULL},
@@ -50,8 +50,8 @@ int cmd_import_onnx(int argc, char **argv)
         "Reads an ONNX image classifier (input [N,3,H,W] float, one [N,classes] output; opsets 11-18;\n"
         "Conv incl. grouped/depthwise/dilated, BatchNormalization, Relu, Clip(0,6), HardSwish,\n"
         "HardSigmoid, Sigmoid, SiLU, squeeze-excitation Mul, Add/Sub/Mul/Div, Max/AveragePool,\n"
-        "GlobalAveragePool, ReduceMean(H,W), Flatten/Reshape/Squeeze/Unsqueeze, Gemm/MatMul,\n"
-        "Dropout/Identity, Softmax), converts it to NHWC once and writes a DermLens model file.\n"
+        "GlobalAveragePool, ReduceMean(H,W), Concat (channels), Flatten/Reshape/Squeeze/Unsqueeze,\n"
+        "Gemm/MatMul, Dropout/Identity, Softmax), converts it to NHWC once and writes a DermLens model file.\n"
         "Weights must be inside the .onnx file (external data is refused). Input x = (p/255*scale\n"
         "- mean) / std, as torchvision.transforms.Normalize.");
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -95,9 +95,9 @@ int cmd_import_onnx(int argc, char **argv)
     if (resize) {
         if (!strcmp(resize, "squash")) o.resize = "squash";
         else if (!strcmp(resize, "crop") || !strcmp(resize, "center_crop")) o.resize = "center_crop";
+        else if (!strcmp(resize, "pad")) o.resize = "pad";
         else {
-            fprintf(stderr, "dermlens import: --resize %s: expected squash or crop%s\n", cli_disp(resize),
-                    !strcmp(resize, "pad") ? " (pad is not supported by the engine's preprocessing yet)" : "");
+            fprintf(stderr, "dermlens import: --resize %s: expected squash, crop or pad\n", cli_disp(resize));
             goto done;
         }
     }

@@ -71,7 +71,7 @@ int cmd_train(int argc, char **argv)
         {"name", 0, 0, G_OPTION_ARG_STRING, &name, "Model name stored in the file", "NAME"},
         {"init", 0, 0, G_OPTION_ARG_FILENAME, &init, "Warm start: copy same-named weights from this model (head too if its classes match)", "MODEL"},
         {"exclude", 0, 0, G_OPTION_ARG_FILENAME, &exclude, "Drop these image ids (one per line) from train and val (e.g. near-duplicates of test images)", "FILE"},
-        {"resize", 0, 0, G_OPTION_ARG_STRING, &resize, "Preprocessing recorded in the model: squash (whole image) or center_crop", "MODE"},
+        {"resize", 0, 0, G_OPTION_ARG_STRING, &resize, "Preprocessing recorded in the model: squash (whole image), center_crop or pad (aspect kept, black border)", "MODE"},
         {"max-side", 0, 0, G_OPTION_ARG_INT, &c.max_side, "Decode training images keeping their aspect, longer side at most N (default 320)", "N"},
         {"scale-aug", 0, 0, G_OPTION_ARG_NONE, &scale_aug, "Random-resized-crop views: zoom in and out, aspect jitter, any rotation, stronger colour jitter", NULL},
         {"scale-min", 0, 0, G_OPTION_ARG_DOUBLE, &scale_min, "Smallest crop area relative to the preprocessing's view (default 0.30)", "A"},

@@ -69,6 +69,16 @@ try:
     check(r.returncode == 0 and "tiny onnx" in r.stdout and "center_crop" in r.stdout, "imported model info: " + r.stdout[:300])
     r = run("classify", "--json", "--model", imported, imgs[0])
     check(r.returncode == 0 and json.loads(r.stdout)["results"][0]["classes"], "classify with the imported model: " + r.stderr)
+    # --resize pad (letterbox): recorded, and a non-square image classifies and explains
+    padded = os.path.join(tmp, "tiny-pad.safetensors")
+    r = run("import", onnx, "-o", padded, "--resize", "pad")
+    check(r.returncode == 0 and json.loads(run("info", "--json", padded).stdout)["preprocess"]["resize"] == "pad",
+          "import --resize pad: " + r.stderr[-300:])
+    wide = os.path.join(src, "tests", "data", "images", "pil_bilinear_40x31.png")
+    r = run("classify", "--json", "--model", padded, wide)
+    check(r.returncode == 0 and json.loads(r.stdout)["results"][0]["classes"], "classify with a pad model: " + r.stderr)
+    r = run("import", onnx, "-o", os.path.join(tmp, "z.safetensors"), "--resize", "stretch")
+    check(r.returncode == 2 and "squash, crop or pad" in r.stderr, "--resize stretch: " + r.stderr)
     r = run("import", os.path.join(src, "tests", "fuzz", "corpus", "onnx", "bad-unsupported_op"), "-o", os.path.join(tmp, "x.safetensors"))
     check(r.returncode != 0 and not os.path.exists(os.path.join(tmp, "x.safetensors")), "a non-.onnx name went to the TFLite importer or an output was left")
     bad_onnx = os.path.join(tmp, "bad.onnx")

@@ -165,6 +165,30 @@ static void test_augment(void)
         }
         CHECK(match_any, "seed %llu: identity view is not a flip of the source", (unsigned long long)seed);
     }
+    /* pad framing of a 9x3 source in a 9x9 view: black above and below the
+     * image's 3 rows, which are (a flip of) the source */
+    {
+        enum { SH = 3 };
+        uint8_t wide[W * SH * 3], view[W * W * 3];
+        for (int i = 0; i < W * SH * 3; i++) wide[i] = (uint8_t)tu_rand(&s, 1, 255);
+        for (uint64_t seed = 1; seed < 9; seed++) {
+            dl_augment_view(wide, W, SH, W * 3, DL_FRAME_PAD, view, W, W, &p, seed);
+            bool black = true, match_any = false;
+            for (int y = 0; y < W; y++)
+                for (int x = 0; x < W && (y < 3 || y >= 6); x++) black &= !view[(y * W + x) * 3] && !view[(y * W + x) * 3 + 2];
+            for (int f = 0; f < 4 && !match_any; f++) {
+                bool ok = true;
+                for (int y = 0; y < SH && ok; y++)
+                    for (int x = 0; x < W && ok; x++) {
+                        int sx = f & 1 ? W - 1 - x : x, sy = f & 2 ? SH - 1 - y : y;
+                        ok = !memcmp(view + ((y + 3) * W + x) * 3, wide + (sy * W + sx) * 3, 3);
+                    }
+                match_any = ok;
+            }
+            CHECK(black && match_any, "seed %llu: pad view: border black %d, image rows a flip of the source %d",
+                  (unsigned long long)seed, black, match_any);
+        }
+    }
     /* determinism, and seeds matter */
     dl_view_params d;
     dl_view_params_defaults(&d);

@@ -7,7 +7,8 @@
  * A two-channel synthetic model whose Grad-CAM is known in closed form checks
  * the map itself and the study variants (probability score, signed map);
  * the ROAD imputation used by `explain --evaluate` reproduces a linear ramp
- * inside a hole and never touches known pixels. */
+ * inside a hole and never touches known pixels; resize "pad" (letterbox)
+ * in preprocessing and in the map's placement. */
 #include "infer/infer.h"
 #include "testutil.h"
 
@@ -268,12 +269,80 @@ static void test_synthetic(void)
     dl_model_free(m);
 }
 
+/* resize "pad": the letterbox in preprocessing (black border, the image
+ * unresized when it already fits), pad = squash for a square image, and a
+ * saliency map that covers exactly the image's part of the input. */
+static void test_pad(void)
+{
+    dl_error err = {0};
+    dl_model *m = synthetic_model();
+    int x, y, rw, rh;
+    dl_preprocess_letterbox(8, 4, 8, 8, &x, &y, &rw, &rh);
+    CHECK(x == 0 && y == 2 && rw == 8 && rh == 4, "letterbox 8x4 in 8x8: %d,%d %dx%d", x, y, rw, rh);
+    dl_preprocess_letterbox(300, 200, 224, 224, &x, &y, &rw, &rh);
+    CHECK(x == 0 && y == 37 && rw == 224 && rh == 149, "letterbox 300x200 in 224: %d,%d %dx%d", x, y, rw, rh);
+    dl_preprocess_letterbox(1, 5000, 224, 224, &x, &y, &rw, &rh);
+    CHECK(x == 111 && y == 0 && rw == 1 && rh == 224, "letterbox 1x5000 in 224: %d,%d %dx%d", x, y, rw, rh);
+    /* a red block left, green right, grey elsewhere, 8x4 */
+    uint8_t img[8 * 4 * 3];
+    for (int yy = 0; yy < 4; yy++)
+        for (int xx = 0; xx < 8; xx++) {
+            uint8_t *q = img + (yy * 8 + xx) * 3;
+            int red = xx < 3, green = xx >= 5;
+            q[0] = red ? 255 : green ? 0 : 128;
+            q[1] = green ? 255 : 0;
+            q[2] = (uint8_t)(yy * 40 + xx);
+        }
+    dl_preprocess p = m->pre;
+    strcpy(p.resize, "pad");
+    p.mean[0] = 10.f;
+    float in[8 * 8 * 3];
+    CHECK(dl_preprocess_rgb8(&p, img, 8, 4, 24, in, &err) == 0, "pad preprocess: %s", err.message);
+    int bad = 0;
+    for (int yy = 0; yy < 8; yy++)
+        for (int xx = 0; xx < 8; xx++)
+            for (int c = 0; c < 3; c++) {
+                float px = yy >= 2 && yy < 6 ? img[((yy - 2) * 8 + xx) * 3 + c] : 0.f;
+                bad += in[(yy * 8 + xx) * 3 + c] != (px - p.mean[c]) * (1.f / p.std[c]);
+            }
+    CHECK(bad == 0, "pad preprocess: %d values differ from the letterbox", bad);
+    /* a square image: pad is squash */
+    uint8_t sq[5 * 5 * 3];
+    unsigned seed = 5;
+    for (int i = 0; i < 75; i++) sq[i] = (uint8_t)tu_rand(&seed, 0, 255);
+    float a[8 * 8 * 3], b[8 * 8 * 3];
+    dl_preprocess ps = p;
+    strcpy(ps.resize, "squash");
+    CHECK(dl_preprocess_rgb8(&p, sq, 5, 5, 15, a, &err) == 0 && dl_preprocess_rgb8(&ps, sq, 5, 5, 15, b, &err) == 0,
+          "%s", err.message);
+    CHECK(!memcmp(a, b, sizeof a), "pad differs from squash on a square image");
+    /* Grad-CAM of class 0 is relu(R - G) over the input: on the image's
+     * rows (the map covers only them) red 1, green 0, grey 128/255 */
+    strcpy(m->pre.resize, "pad");
+    float *map = NULL;
+    dl_explain_options o = {.method = DL_SALIENCY_GRADCAM, .class_index = 0};
+    CHECK(dl_explain_rgb8_variant(m, img, 8, 4, 24, &o, 0, &map, NULL, &err) == 0, "pad explain: %s", err.message);
+    if (map) {
+        double worst = 0;
+        for (int yy = 0; yy < 4; yy++)
+            for (int xx = 0; xx < 8; xx++) {
+                float e = xx < 3 ? 1.f : xx >= 5 ? 0.f : 128.f / 255.f;
+                worst = fmax(worst, fabs(map[yy * 8 + xx] - e));
+            }
+        printf("pad: Grad-CAM on the letterboxed 8x4 image, max error %.2g\n", worst);
+        CHECK(worst < 2e-3, "pad: map off by %g", worst);
+    }
+    free(map);
+    dl_model_free(m);
+}
+
 int main(void)
 {
     dl_error err = {0};
     dl_set_num_threads(0);
     test_impute();
     test_synthetic();
+    test_pad();
     dl_model *m = dl_model_load(tu_source("weights/mobilenet_v2_imagenet.safetensors"), &err);
     CHECK(m != NULL, "load: %s", err.message);
     dl_image img = {0};

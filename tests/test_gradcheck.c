@@ -675,6 +675,65 @@ static void mul_case(int n, int hw, int ch, int b_hw, dl_act act)
     run_case(&c);
 }
 
+/* ---------------------------------------------------------------- concat */
+
+typedef struct {
+    int rows, ca, cb;
+} concat_shape;
+
+static void concat_ref(gc_case *c, double *pre)
+{
+    const concat_shape *s = c->shape;
+    const int oc = s->ca + s->cb;
+    for (int r = 0; r < s->rows; r++) {
+        for (int k = 0; k < s->ca; k++)
+            pre[(size_t)r * oc + k] = c->pd[0][(size_t)r * s->ca + k];
+        for (int k = 0; k < s->cb; k++)
+            pre[(size_t)r * oc + s->ca + k] = c->pd[1][(size_t)r * s->cb + k];
+    }
+}
+
+static void concat_fwd(gc_case *c, float *out)
+{
+    const concat_shape *s = c->shape;
+    dl_concat_forward((size_t)s->rows, s->ca, s->cb, c->pf[0], c->pf[1], out);
+}
+
+static void concat_bwd(gc_case *c, const float *out, const float *pre, float *gout, float **g)
+{
+    const concat_shape *s = c->shape;
+    dl_concat_backward((size_t)s->rows, s->ca, s->cb, gout, g[0], g[1]);
+}
+
+static void concat_init(gc_case *c)
+{
+    fill_uniform(c->pd[0], c->psz[0], -2, 2);
+    fill_uniform(c->pd[1], c->psz[1], -2, 2);
+}
+
+/* rows = batch x H x W positions; channels ca then cb */
+static void concat_case(int rows, int ca, int cb)
+{
+    static concat_shape shape;
+    shape = (concat_shape){rows, ca, cb};
+    gc_case c = {0};
+    snprintf(c.name, sizeof c.name, "concat %d x (%d + %d)", rows, ca, cb);
+    c.kind = "concat";
+    c.np = 2;
+    c.pname[0] = "a";
+    c.pname[1] = "b";
+    c.psz[0] = (size_t)rows * ca;
+    c.psz[1] = (size_t)rows * cb;
+    c.nout = (size_t)rows * (ca + cb);
+    c.act = DL_ACT_NONE;
+    c.shape = &shape;
+    c.ref = concat_ref;
+    c.fwd = concat_fwd;
+    c.bwd = concat_bwd;
+    c.init = concat_init;
+    run_case(&c);
+}
+
 /* ---------------------------------------------------------------- pools */
 
 static void pool_ref(gc_case *c, double *pre, int is_max)
@@ -1101,6 +1160,10 @@ int main(void)
     mul_case(1, 9, 4, 1, DL_ACT_RELU);
     mul_case(2, 4, 3, 1, DL_ACT_SILU);
     mul_case(1, 5, 7, 5, DL_ACT_SIGMOID);
+
+    concat_case(2 * 3 * 4, 5, 3); /* batch 2, 3x4 map */
+    concat_case(7, 1, 6);
+    concat_case(1, 9, 9); /* a 1x1 map (after pooling) */
 
     pool_case(0, 2, 8, 6, 3, 3, 2, 1);
     pool_case(0, 1, 7, 7, 2, 3, 1, 1);

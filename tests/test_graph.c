@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Graph building and shape inference, the executor's whole-graph backward
- * against finite differences, and the dataset readers. */
+ * against finite differences (a residual and a concatenating net), and the
+ * dataset readers. */
 #include "testutil.h"
 
 #include <math.h>
@@ -59,6 +60,49 @@ static void build(dl_graph *g)
     CHECK(dl_graph_infer(g, &err) == 0, "infer: %s", err.message);
 }
 
+static int add_concat(dl_graph *g, const char *name, int a, int b)
+{
+    dl_error err = {0};
+    dl_node n = dl_node_make(DL_OP_CONCAT, name);
+    n.n_inputs = 2; n.inputs[0] = a; n.inputs[1] = b;
+    int idx = dl_graph_add_node(g, &n, &err);
+    dl_graph_infer(g, &err);
+    return idx;
+}
+
+/* DenseNet-like: every block concatenates its input with its new features;
+ * one value read twice by the same concat. */
+static void build_concat(dl_graph *g)
+{
+    dl_error err = {0};
+    dl_graph_init(g);
+    dl_node in = dl_node_make(DL_OP_INPUT, "input");
+    in.h = 9; in.w = 8; in.c = 3;
+    dl_graph_add_node(g, &in, &err);
+    int c1 = add_conv(g, "c1", 0, 6, 3, 2, 1, DL_ACT_SILU);
+    int b1 = add_conv(g, "b1", c1, 4, 1, 1, 1, DL_ACT_SILU);
+    int cat1 = add_concat(g, "cat1", c1, b1);
+    int b2 = add_conv(g, "b2", cat1, 3, 3, 1, 1, DL_ACT_SILU);
+    int cat2 = add_concat(g, "cat2", cat1, b2);
+    int twice = add_concat(g, "twice", b2, b2);
+    int pw = add_conv(g, "pw", cat2, 5, 1, 1, 1, DL_ACT_NONE);
+    int cat3 = add_concat(g, "cat3", pw, twice);
+    dl_node gap = dl_node_make(DL_OP_GAP, "gap");
+    gap.n_inputs = 1; gap.inputs[0] = cat3;
+    int p = dl_graph_add_node(g, &gap, &err);
+    int64_t dd[2] = {4, 11}, db[1] = {4};
+    dl_node fc = dl_node_make(DL_OP_DENSE, "fc");
+    fc.n_inputs = 1; fc.inputs[0] = p; fc.units = 4; fc.trainable = true;
+    fc.weight = dl_graph_add_tensor(g, "fc.weight", 2, dd, NULL, &err);
+    fc.bias = dl_graph_add_tensor(g, "fc.bias", 1, db, NULL, &err);
+    for (size_t i = 0; i < 44; i++) g->tensors[fc.weight].data[i] = tu_rand(&seed, -1, 1);
+    g->output = dl_graph_add_node(g, &fc, &err);
+    g->features = p;
+    CHECK(dl_graph_infer(g, &err) == 0, "infer: %s", err.message);
+    CHECK(g->nodes[cat2].c == 13 && g->nodes[twice].c == 6 && g->nodes[cat3].h == 5 && g->nodes[cat3].w == 4,
+          "concat shapes %d %d %dx%d", g->nodes[cat2].c, g->nodes[twice].c, g->nodes[cat3].h, g->nodes[cat3].w);
+}
+
 static double loss_of(dl_exec *e, const float *x, const float *r)
 {
     dl_error err = {0};
@@ -69,10 +113,11 @@ static double loss_of(dl_exec *e, const float *x, const float *r)
     return s;
 }
 
-static void test_backward(void)
+static void test_backward(void (*builder)(dl_graph *), const char *what)
 {
     dl_graph g;
-    build(&g);
+    builder(&g);
+    printf("%s:\n", what);
     CHECK(g.nodes[1].h == 5 && g.nodes[1].w == 4, "SAME stride 2 on 9x8 -> %dx%d", g.nodes[1].h, g.nodes[1].w);
     dl_exec e;
     dl_error err = {0};
@@ -143,6 +188,18 @@ static void test_infer_errors(void)
     g.nodes[3].op = DL_OP_INPUT;
     CHECK(dl_graph_infer(&g, &err) == -1 && strstr(err.message, "input"), "second input: %s", err.message);
     dl_graph_free(&g);
+    build_concat(&g);
+    g.nodes[3].inputs[0] = 0; /* concat of 9x8x3 and 5x4x4 */
+    CHECK(dl_graph_infer(&g, &err) == -1 && strstr(err.message, "concat of shapes"), "concat shapes: %s", err.message);
+    dl_graph_free(&g);
+    build_concat(&g);
+    g.nodes[3].act = DL_ACT_RELU;
+    CHECK(dl_graph_infer(&g, &err) == -1 && strstr(err.message, "no activation"), "concat act: %s", err.message);
+    dl_graph_free(&g);
+    build_concat(&g);
+    g.nodes[3].n_inputs = 1;
+    CHECK(dl_graph_infer(&g, &err) == -1 && strstr(err.message, "takes 2 inputs"), "concat inputs: %s", err.message);
+    dl_graph_free(&g);
 }
 
 static void test_datasets(void)
@@ -178,7 +235,8 @@ static void test_datasets(void)
 
 int main(void)
 {
-    test_backward();
+    test_backward(build, "residual net");
+    test_backward(build_concat, "concatenating net");
     test_infer_errors();
     test_datasets();
     return tu_exit();

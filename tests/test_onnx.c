@@ -502,7 +502,7 @@ static int add_dense(dl_graph *g, const char *name, int in, int units, int in_co
 static int add_simple(dl_graph *g, dl_op op, const char *name, int in, int in2, dl_error *err)
 {
     dl_node n = dl_node_make(op, name);
-    n.n_inputs = op == DL_OP_ADD ? 2 : 1;
+    n.n_inputs = op == DL_OP_ADD || op == DL_OP_CONCAT ? 2 : 1;
     n.inputs[0] = in;
     n.inputs[1] = in2;
     return dl_graph_add_node(g, &n, err);
@@ -510,7 +510,7 @@ static int add_simple(dl_graph *g, dl_op op, const char *name, int in, int in2, 
 
 /* Odd input size so TF-SAME pads asymmetrically; every activation, grouped and
  * depthwise conv, explicit pads, pad, max/avg pool with SAME (in-bounds
- * average), add, dense from a spatial input (HWC flatten), dropout, dense.
+ * average), add, concat, dense from a spatial input (HWC flatten), dropout, dense.
  * gap_head: conv -> GAP -> dense head instead (the lesion model's shape). */
 static int build_synthetic(dl_model *m, bool gap_head, dl_error *err)
 {
@@ -539,7 +539,9 @@ static int build_synthetic(dl_model *m, bool gap_head, dl_error *err)
         last = add_dense(g, "head", dr, K, 12, DL_ACT_NONE, &seed, err);
         g->features = gp;
     } else {
-        int mp = add_simple(g, DL_OP_MAXPOOL, "maxpool", ad, 0, err);
+        /* channel concat (NHWC last axis = ONNX axis 1): 8 + 8 channels */
+        int cat = add_simple(g, DL_OP_CONCAT, "concat", ad, c1, err);
+        int mp = add_simple(g, DL_OP_MAXPOOL, "maxpool", cat, 0, err);
         if (mp < 0) return -1;
         dl_node *n = &g->nodes[mp];
         n->kh = n->kw = 3; n->sh = n->sw = 2; n->pad_mode = DL_PAD_SAME;
@@ -552,7 +554,7 @@ static int build_synthetic(dl_model *m, bool gap_head, dl_error *err)
         int pd = add_simple(g, DL_OP_PAD, "pad", ap, 0, err);
         if (pd < 0) return -1;
         g->nodes[pd].pad_t = 1; g->nodes[pd].pad_b = 0; g->nodes[pd].pad_l = 0; g->nodes[pd].pad_r = 2;
-        int cv = add_conv(g, "cvalid", pd, 8, 3, 1, 2, DL_PAD_VALID, DL_ACT_RELU, 8, &seed, err);
+        int cv = add_conv(g, "cvalid", pd, 8, 3, 1, 2, DL_PAD_VALID, DL_ACT_RELU, 16, &seed, err);
         int ce = add_conv(g, "cexp", cv, 6, 2, 1, 2, DL_PAD_EXPLICIT, DL_ACT_NONE, 8, &seed, err);
         if (ce < 0) return -1;
         n = &g->nodes[ce];

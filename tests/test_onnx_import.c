@@ -566,6 +566,146 @@ static void ref_m3(const m3_weights *w, const double *in, double *logits)
     }
 }
 
+/* ------------------------------------------------------------ model 4: concatenation (DenseNet / SqueezeNet style) */
+
+typedef struct {
+    float aw[4 * 3 * 3 * 3], ab[4], bs[4], bb[4], bm[4], bv[4], bw[3 * 4], nbs[7], nbb[7], nbm[7], nbv[7],
+        cw[2 * 7 * 3 * 3], fw[3 * 32], fb[3];
+} m4_weights;
+
+static void bn_attrs(buf *g, const char *p, int C, const float *s, const float *b, const float *m, const float *v)
+{
+    char n[32];
+    int64_t d[1] = {C};
+    snprintf(n, sizeof n, "%s.s", p);
+    init_f32(g, n, 1, d, s, ENC_RAW);
+    snprintf(n, sizeof n, "%s.b", p);
+    init_f32(g, n, 1, d, b, ENC_RAW);
+    snprintf(n, sizeof n, "%s.m", p);
+    init_f32(g, n, 1, d, m, ENC_RAW);
+    snprintf(n, sizeof n, "%s.v", p);
+    init_f32(g, n, 1, d, v, ENC_RAW);
+}
+
+/* a0 = conv(x); e = [a0, x] (read before a0's BatchNorm: the norm must not
+ * fold into the conv in place); ar = relu(bn(a0)); b = conv1x1(ar);
+ * n = relu(bn([ar, b])) (BatchNorm after a concat: a node of its own);
+ * c = conv(n); [c] alone; abc = [ar, b, c] (shares [ar, b]); [abc, e, abc]
+ * (axis -3, a value twice); MaxPool 3x3 s2 ceil_mode; two pooled vectors
+ * concatenated as [1,C] (axis 1); Gemm. */
+static void build_m4(buf *out, const m4_weights *w, int opset)
+{
+    buf g = {0}, a = {0};
+    int64_t in_d[4] = {1, 3, 6, 6};
+    value_info(&g, 11, "x", 4, in_d);
+    int64_t awd[4] = {4, 3, 3, 3}, c4[1] = {4}, bwd[4] = {3, 4, 1, 1}, cwd[4] = {2, 7, 3, 3}, fwd[2] = {3, 32}, c3[1] = {3};
+    init_f32(&g, "a.w", 4, awd, w->aw, ENC_RAW);
+    init_f32(&g, "a.b", 1, c4, w->ab, ENC_RAW);
+    bn_attrs(&g, "bna", 4, w->bs, w->bb, w->bm, w->bv);
+    init_f32(&g, "b.w", 4, bwd, w->bw, ENC_RAW);
+    bn_attrs(&g, "bnab", 7, w->nbs, w->nbb, w->nbm, w->nbv);
+    init_f32(&g, "c.w", 4, cwd, w->cw, ENC_RAW);
+    init_f32(&g, "fc.w", 2, fwd, w->fw, ENC_RAW);
+    init_f32(&g, "fc.b", 1, c3, w->fb, ENC_RAW);
+    int64_t k3[2] = {3, 3}, p1[4] = {1, 1, 1, 1}, s2[2] = {2, 2};
+    attr_ints(&a, "kernel_shape", 2, k3);
+    attr_ints(&a, "pads", 4, p1);
+    node(&g, "Conv", "ca", "x,a.w,a.b", "a0", &a);
+    attr_i(&a, "axis", 1);
+    node(&g, "Concat", "early", "a0,x", "e", &a);
+    node(&g, "BatchNormalization", "bn_a", "a0,bna.s,bna.b,bna.m,bna.v", "an", NULL);
+    node(&g, "Relu", "relu_a", "an", "ar", NULL);
+    node(&g, "Conv", "cb", "ar,b.w", "b", NULL);
+    attr_i(&a, "axis", 1);
+    node(&g, "Concat", "ab", "ar,b", "abv", &a);
+    node(&g, "BatchNormalization", "bn_ab", "abv,bnab.s,bnab.b,bnab.m,bnab.v", "abn", NULL);
+    node(&g, "Relu", "relu_ab", "abn", "n", NULL);
+    attr_ints(&a, "pads", 4, p1);
+    node(&g, "Conv", "cc", "n,c.w", "c", &a);
+    attr_i(&a, "axis", 1);
+    node(&g, "Concat", "single", "c", "c1", &a);
+    attr_i(&a, "axis", 1);
+    node(&g, "Concat", "abc", "ar,b,c1", "abcv", &a);
+    attr_i(&a, "axis", -3);
+    node(&g, "Concat", "dup", "abcv,e,abcv", "d", &a);
+    attr_ints(&a, "kernel_shape", 2, k3);
+    attr_ints(&a, "strides", 2, s2);
+    attr_i(&a, "ceil_mode", 1);
+    node(&g, "MaxPool", "mp", "d", "m", &a);
+    node(&g, "GlobalAveragePool", "gap", "m", "gm", NULL);
+    node(&g, "Flatten", "flat", "gm", "f", NULL);
+    node(&g, "GlobalAveragePool", "gap2", "e", "ge", NULL);
+    node(&g, "Flatten", "flat2", "ge", "f2", NULL);
+    attr_i(&a, "axis", 1);
+    node(&g, "Concat", "fc_in", "f,f2", "fi", &a);
+    attr_i(&a, "transB", 1);
+    node(&g, "Gemm", "fc", "fi,fc.w,fc.b", "y", &a);
+    int64_t out_d[2] = {1, 3};
+    value_info(&g, 12, "y", 2, out_d);
+    model(out, &g, opset);
+}
+
+static void ref_bn(double *v, int C, int hw, const float *s, const float *b, const float *m, const float *var)
+{
+    for (int c = 0; c < C; c++)
+        for (int p = 0; p < hw; p++)
+            v[c * hw + p] = (v[c * hw + p] - m[c]) / sqrt((double)var[c] + 1e-5) * s[c] + b[c];
+}
+
+static void ref_m4(const m4_weights *w, const double *x, double *logits)
+{
+    enum { HW = 36 };
+    double a0[4 * HW], ar[4 * HW], b[3 * HW], n[7 * HW], c[2 * HW], d[25 * HW], m[25 * 9];
+    int oh, ow;
+    ref_conv(x, 3, 6, 6, w->aw, w->ab, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, a0, &oh, &ow);
+    memcpy(ar, a0, sizeof ar);
+    ref_bn(ar, 4, HW, w->bs, w->bb, w->bm, w->bv);
+    for (int i = 0; i < 4 * HW; i++) ar[i] = ar[i] > 0 ? ar[i] : 0;
+    ref_conv(ar, 4, 6, 6, w->bw, NULL, 3, 1, 1, 1, 0, 0, 0, 0, 1, 1, b, &oh, &ow);
+    memcpy(n, ar, sizeof ar); /* NCHW: channel blocks follow each other */
+    memcpy(n + 4 * HW, b, sizeof b);
+    ref_bn(n, 7, HW, w->nbs, w->nbb, w->nbm, w->nbv);
+    for (int i = 0; i < 7 * HW; i++) n[i] = n[i] > 0 ? n[i] : 0;
+    ref_conv(n, 7, 6, 6, w->cw, NULL, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, c, &oh, &ow);
+    /* d = [ar b c | a0 x | ar b c] */
+    double *p = d;
+    const double *parts[8] = {ar, b, c, a0, x, ar, b, c};
+    const int chans[8] = {4, 3, 2, 4, 3, 4, 3, 2};
+    for (int k = 0; k < 8; k++) {
+        memcpy(p, parts[k], sizeof(double) * (size_t)chans[k] * HW);
+        p += chans[k] * HW;
+    }
+    /* 3x3 s2 max pool, ceil mode: 3x3 output, the last window clipped */
+    for (int ch = 0; ch < 25; ch++)
+        for (int oy = 0; oy < 3; oy++)
+            for (int ox = 0; ox < 3; ox++) {
+                double mx = -1e300;
+                for (int ky = 0; ky < 3; ky++)
+                    for (int kx = 0; kx < 3; kx++) {
+                        int iy = oy * 2 + ky, ix = ox * 2 + kx;
+                        if (iy < 6 && ix < 6) mx = fmax(mx, d[ch * HW + iy * 6 + ix]);
+                    }
+                m[ch * 9 + oy * 3 + ox] = mx;
+            }
+    double f[32];
+    for (int ch = 0; ch < 25; ch++) {
+        double s = 0;
+        for (int q = 0; q < 9; q++) s += m[ch * 9 + q];
+        f[ch] = s / 9;
+    }
+    for (int ch = 0; ch < 7; ch++) { /* e = [a0, x] pooled */
+        const double *src = ch < 4 ? a0 + ch * HW : x + (ch - 4) * HW;
+        double s = 0;
+        for (int q = 0; q < HW; q++) s += src[q];
+        f[25 + ch] = s / HW;
+    }
+    for (int k = 0; k < 3; k++) {
+        double acc = w->fb[k];
+        for (int j = 0; j < 32; j++) acc += w->fw[k * 32 + j] * f[j];
+        logits[k] = acc;
+    }
+}
+
 /* ------------------------------------------------------------ hostile files */
 
 static void expect_fail(const char *what, const uint8_t *p, size_t n, const char *needle)
@@ -717,16 +857,46 @@ static void hostile(const buf *good)
         expect_fail("unsupported op", b.p, b.n, "'my_tanh' (Tanh, opset 13): operator is not supported");
         free(b.p);
     }
-    /* Concat */
+    /* Concat: along H, of a constant, without axis, of 4097 inputs */
     {
         buf g = {0}, a = {0}, b = {0};
-        int64_t d[4] = {1, 3, 4, 4};
+        int64_t d[4] = {1, 3, 4, 4}, od[4] = {1, 3, 8, 4};
+        float c[48] = {0};
         value_info(&g, 11, "x", 4, d);
-        attr_i(&a, "axis", 1);
+        attr_i(&a, "axis", 2);
         node(&g, "Concat", "cat", "x,x", "y", &a);
-        value_info(&g, 12, "y", 4, d);
+        value_info(&g, 12, "y", 4, od);
         model(&b, &g, 11);
-        expect_fail("concat", b.p, b.n, "(Concat, opset 11)");
+        expect_fail("concat along H", b.p, b.n, "'cat' (Concat, opset 11): axis 2");
+        free(b.p);
+        memset(&b, 0, sizeof b);
+        value_info(&g, 11, "x", 4, d);
+        init_f32(&g, "k", 4, d, c, ENC_RAW);
+        attr_i(&a, "axis", 1);
+        node(&g, "Concat", "cat", "x,k", "y", &a);
+        value_info(&g, 12, "y", 4, d);
+        model(&b, &g, 13);
+        expect_fail("concat of a constant", b.p, b.n, "is a constant");
+        free(b.p);
+        memset(&b, 0, sizeof b);
+        value_info(&g, 11, "x", 4, d);
+        node(&g, "Concat", "cat", "x,x", "y", NULL);
+        value_info(&g, 12, "y", 4, d);
+        model(&b, &g, 13);
+        expect_fail("concat without axis", b.p, b.n, "axis is missing");
+        free(b.p);
+        memset(&b, 0, sizeof b);
+        value_info(&g, 11, "x", 4, d);
+        buf n = {0};
+        for (int i = 0; i < 4097; i++) f_str(&n, 1, "x");
+        f_str(&n, 2, "y");
+        f_str(&n, 3, "wide");
+        f_str(&n, 4, "Concat");
+        attr_i(&n, "axis", 1);
+        f_msg(&g, 1, &n);
+        value_info(&g, 12, "y", 4, d);
+        model(&b, &g, 13);
+        expect_fail("concat of 4097", b.p, b.n, "4097 inputs exceed the limit of 4096");
         free(b.p);
     }
     /* an input that nothing defines (or out of order) */
@@ -793,7 +963,7 @@ static void hostile(const buf *good)
 
 /* import -> model file -> dl_model_export_onnx -> import again: the same
  * graph and the same logits (the exporter writes sigmoid/hsigmoid/mul too). */
-static void round_trip(const buf *mb, const double *in, int H, int W)
+static void round_trip(const char *what, const buf *mb, const double *in, int H, int W)
 {
     char dir[] = "/tmp/dl_onnx_rt_XXXXXX";
     if (!mkdtemp(dir)) return;
@@ -819,7 +989,7 @@ static void round_trip(const buf *mb, const double *in, int H, int W)
         EXPECT(l1 && l2 && k1 == k2, "round trip run: %s", err.message);
         double worst = 0;
         for (int i = 0; l1 && l2 && i < k1; i++) worst = fmax(worst, fabs(l1[i] - l2[i]));
-        printf("%-40s max |diff| %.3e after export + re-import\n", "round trip (SE model)", worst);
+        printf("%-40s max |diff| %.3e after export + re-import\n", what, worst);
         EXPECT(worst < 1e-6, "round trip differs by %g", worst);
         free(l1);
         free(l2);
@@ -910,9 +1080,14 @@ static void whole_import(const buf *m1, const m1_weights *w, const double *in)
     r = dl_import_onnx(onnx, &o, out, &err);
     EXPECT(r != 0 && strstr(err.message, "4 class names for a model with 5 outputs"), "class mismatch: %s", err.message);
     o.classes_path = NULL;
+    o.resize = "stretch";
+    r = dl_import_onnx(onnx, &o, out, &err);
+    EXPECT(r != 0 && strstr(err.message, "resize"), "resize stretch: %s", err.message);
     o.resize = "pad";
     r = dl_import_onnx(onnx, &o, out, &err);
-    EXPECT(r != 0 && strstr(err.message, "resize"), "resize pad: %s", err.message);
+    m = r == 0 ? dl_model_load(out, &err) : NULL;
+    EXPECT(m && !strcmp(m->pre.resize, "pad"), "resize pad: %s", err.message);
+    dl_model_free(m);
     unlink(onnx);
     unlink(out);
     unlink(cls);
@@ -1017,7 +1192,7 @@ int main(void)
             compare(what, got, ref3, 4);
         }
         free(got);
-        if (variant == 0) round_trip(&b, in3, 6, 6);
+        if (variant == 0) round_trip("round trip (SE model)", &b, in3, 6, 6);
         if (variant == 0) {
             dl_graph g;
             if (dl_onnx_to_graph(b.p, b.n, 0, 0, &g, &err) == 0) {
@@ -1032,6 +1207,53 @@ int main(void)
                       hswish, silu);
                 dl_graph_free(&g);
             }
+        }
+        free(b.p);
+    }
+
+    m4_weights w4;
+    fill(w4.aw, 108, 0.5f);
+    fill(w4.ab, 4, 0.5f);
+    fill(w4.bs, 4, 1.f);
+    fill(w4.bb, 4, 0.5f);
+    fill(w4.bm, 4, 0.5f);
+    for (int i = 0; i < 4; i++) w4.bv[i] = 0.5f + (frand() + 1.f) / 2;
+    fill(w4.bw, 12, 1.f);
+    fill(w4.nbs, 7, 1.f);
+    fill(w4.nbb, 7, 0.5f);
+    fill(w4.nbm, 7, 0.5f);
+    for (int i = 0; i < 7; i++) w4.nbv[i] = 0.5f + (frand() + 1.f) / 2;
+    fill(w4.cw, 126, 0.5f);
+    fill(w4.fw, 96, 1.f);
+    fill(w4.fb, 3, 1.f);
+    double ref4[3];
+    ref_m4(&w4, in3, ref4);
+    for (int opset = 11; opset <= 13; opset += 2) {
+        buf b = {0};
+        build_m4(&b, &w4, opset);
+        char dn4[32];
+        snprintf(dn4, sizeof dn4, "m4-concat-%d", opset);
+        dump(dn4, &b);
+        got = run_onnx(&b, in3, 6, 6, &k, &err);
+        EXPECT(got != NULL, "m4 opset %d: %s", opset, err.message);
+        if (got) {
+            char what[64];
+            snprintf(what, sizeof what, "concat chains + ceil max pool opset %d", opset);
+            compare(what, got, ref4, 3);
+        }
+        free(got);
+        dl_graph g;
+        if (opset == 13 && dl_onnx_to_graph(b.p, b.n, 0, 0, &g, &err) == 0) {
+            int cats = 0, convs = 0;
+            for (int i = 0; i < g.n_nodes; i++) {
+                cats += g.nodes[i].op == DL_OP_CONCAT;
+                convs += g.nodes[i].op == DL_OP_CONV2D;
+            }
+            /* early 1, ab 1, abc 1 more (the [ar, b] prefix reused), dup 2, fc_in 1; single: none.
+             * bn_a after a concat read a0: its own node, like bn_ab */
+            EXPECT(cats == 6 && convs == 5, "m4: %d concat nodes (expected 6), %d conv nodes (expected 5)", cats, convs);
+            dl_graph_free(&g);
+            round_trip("round trip (concat model)", &b, in3, 6, 6);
         }
         free(b.p);
     }

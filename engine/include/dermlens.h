@@ -341,7 +341,7 @@ typedef struct {
     int n_val_sets;
     const char *init_model;        /* warm start: copy same-named, same-sized weights from this model */
     const char *exclude;           /* file of image ids (one per line) dropped from train and val */
-    const char *resize;            /* recorded preprocessing: "squash" (default) or "center_crop" */
+    const char *resize;            /* recorded preprocessing: "squash" (default), "center_crop" or "pad" */
     int max_side;                  /* decode training images keeping aspect, longer side <= this (default 320) */
     int scale_aug;                 /* 1: random-resized-crop views (zoom in/out, aspect, rotation, colour) */
     float scale_min, scale_max;    /* crop area relative to the preprocessing's view (default 0.3..1.4) */
@@ -380,7 +380,8 @@ typedef struct {
     int width, height;           /* network input; 0: the file's (needed when it is symbolic) */
     float mean[3], std[3];       /* torchvision convention: units of pixel/255 (times scale) */
     float scale;                 /* what a 255 pixel is before mean/std: 1 (0..1 models), 255, 2 (with mean 1, std 1: -1..1) */
-    const char *resize;          /* "squash" or "center_crop" ("crop" accepted); NULL: squash */
+    const char *resize;          /* "squash", "center_crop" ("crop" accepted) or "pad" (aspect kept,
+                                    black border: letterbox); NULL: squash */
     const char *name;            /* model name; NULL: "imported" */
     const char *provenance_json; /* a JSON object, or NULL */
 } dl_onnx_import_options;

@@ -18,7 +18,7 @@
 
 typedef struct {
     int width, height;    /* network input */
-    char resize[16];      /* "squash" (whole image to WxH) or "center_crop" */
+    char resize[16];      /* "squash" (whole image to WxH), "center_crop" or "pad" (letterbox: see infer.h) */
     float mean[3], std[3];/* x = (p - mean) / std, p in 0..255 */
 } dl_preprocess;
 

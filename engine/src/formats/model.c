@@ -266,8 +266,8 @@ static int parse_preprocess(dl_preprocess *p, const cJSON *pj, dl_error *err)
     if (!json_int(pj, "width", 1, 8192, &p->width) || !json_int(pj, "height", 1, 8192, &p->height))
         return dl_fail(err, DL_ERR_FORMAT, "preprocess.width/height: missing or out of range");
     const char *r = meta_string(pj, "resize");
-    if (!r || (strcmp(r, "squash") && strcmp(r, "center_crop")))
-        return dl_fail(err, DL_ERR_FORMAT, "preprocess.resize: must be \"squash\" or \"center_crop\"");
+    if (!r || (strcmp(r, "squash") && strcmp(r, "center_crop") && strcmp(r, "pad")))
+        return dl_fail(err, DL_ERR_FORMAT, "preprocess.resize: must be \"squash\", \"center_crop\" or \"pad\"");
     snprintf(p->resize, sizeof p->resize, "%s", r);
     const char *keys[2] = {"mean", "std"};
     float *dst[2] = {p->mean, p->std};

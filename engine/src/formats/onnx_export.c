@@ -376,7 +376,7 @@ static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_erro
         free(pre);
         return dl_fail(err, DL_ERR_NOMEM, "out of memory");
     }
-    if (n->op != DL_OP_ADD && n->op != DL_OP_MUL && n->op != DL_OP_DENSE && n->op != DL_OP_SOFTMAX && n->op != DL_OP_DROPOUT &&
+    if (n->op != DL_OP_ADD && n->op != DL_OP_MUL && n->op != DL_OP_CONCAT && n->op != DL_OP_DENSE && n->op != DL_OP_SOFTMAX && n->op != DL_OP_DROPOUT &&
         va->rank != 4) {
         free(pre);
         return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: op %s after a dense layer cannot be exported",
@@ -445,6 +445,22 @@ static int emit_node(onnx_ctx *c, const dl_graph *g, int i, value *vals, dl_erro
         node_in(c, va->name);
         node_in(c, vb->name);
         node_out(c, pre);
+        node_end(c);
+        break;
+    }
+    case DL_OP_CONCAT: {
+        /* NHWC channels = NCHW axis 1, also for [N, C] after a dense layer */
+        const value *vb = &vals[n->inputs[1]];
+        if (va->rank != vb->rank) {
+            free(pre);
+            return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: concat of a dense and a spatial value", n->name);
+        }
+        vals[i].rank = va->rank;
+        node_begin(c, "Concat", n->name);
+        node_in(c, va->name);
+        node_in(c, vb->name);
+        node_out(c, pre);
+        attr_int(c, "axis", 1);
         node_end(c);
         break;
     }

@@ -18,8 +18,13 @@
  * by constants and activations fold into the producing convolution or dense
  * layer where nothing else reads its output (else a depthwise 1x1 node does
  * the per-channel affine). x * Sigmoid(x) is SiLU, x * HardSigmoid(x) is
- * hard-swish. A final Softmax / LogSoftmax is dropped: the model outputs
- * logits. Errors name the node, its op type and the opset.
+ * hard-swish. Concat of N tensors along the channels becomes a chain of
+ * N-1 two-input concat nodes, sharing the chain of a common prefix (DenseNet
+ * concatenates the growing list of a block's features in every layer). A
+ * node is changed in place (folding) only when nothing else reads it, ONNX
+ * node or engine node already emitted. A final Softmax / LogSoftmax is
+ * dropped: the model outputs logits. Errors name the node, its op type and
+ * the opset.
  */
 #include "formats/onnx_import.h"
 
@@ -37,7 +42,12 @@
 #define OX_MAX_INITS 200000
 #define OX_MAX_GRAPH_IO 200000   /* graph inputs (old IR lists initializers there too) */
 #define OX_MAX_OUTPUTS 16
-#define OX_MAX_IN 16             /* inputs of one node */
+#define OX_MAX_IN 4096           /* inputs of one node (a DenseNet block's Concat) */
+#define OX_MAX_IN_TOTAL (1 << 21) /* node inputs summed over the graph */
+/* Converted (engine) nodes: a DenseNet-201 needs about 500; each one added
+ * looks its name up among the others (quadratic), so this bounds the time
+ * a hostile file can cost (0.3 s of CPU at the limit here). */
+#define OX_MAX_ENGINE_NODES 10000
 #define OX_MAX_OUT 8             /* outputs of one node */
 #define OX_MAX_RANK 8
 #define OX_MAX_DIM ((int64_t)1 << 31)
@@ -206,8 +216,10 @@ typedef struct {
     pb_span msg, name, op, domain;
     int n_in, n_out;
     int n_in_file;   /* inputs in the file (only OX_MAX_IN are kept) */
-    pb_span in_names[OX_MAX_IN], out_names[OX_MAX_OUT];
-    int in[OX_MAX_IN], out[OX_MAX_OUT]; /* value index, -1 for an absent optional input */
+    pb_span *in_names; /* n_in, into ox_ctx.in_names_all */
+    int *in;           /* n_in value indices, -1 for an absent optional input */
+    pb_span out_names[OX_MAX_OUT];
+    int out[OX_MAX_OUT];
     bool skip;       /* absorbed by a later node (the gate of x * sigmoid(x)) */
     dl_act gate_act; /* Mul: x * gate(x) -> this activation of x */
     int gate_src;    /* Mul: the value x */
@@ -227,8 +239,14 @@ struct ox_ctx {
     ox_value *values;
     int *hash;       /* open addressing, -1 empty */
     size_t hash_cap;
+    pb_span *in_names_all; /* every node's input names, one array */
+    int *in_all;
     int *uses;       /* per engine node: ONNX consumers still reading it */
+    bool *read;      /* per engine node: an emitted engine node reads it */
     int cap_uses;
+    int *cat_hash;   /* engine concat nodes by their (a, b) inputs; open addressing, -1 empty */
+    size_t cat_cap;
+    int n_cat;
     size_t total_floats;
     int cur;         /* node being converted (for messages), -1 */
     int in_h, in_w;  /* requested input size (0: file's) */
@@ -826,8 +844,12 @@ static int grow_uses(ox_ctx *c, int need)
     while (cap < need) cap *= 2;
     int *u = realloc(c->uses, sizeof *u * (size_t)cap);
     if (!u) return dl_fail(c->err, DL_ERR_NOMEM, "onnx: out of memory");
-    memset(u + c->cap_uses, 0, sizeof *u * (size_t)(cap - c->cap_uses));
     c->uses = u;
+    bool *rd = realloc(c->read, sizeof *rd * (size_t)cap);
+    if (!rd) return dl_fail(c->err, DL_ERR_NOMEM, "onnx: out of memory");
+    c->read = rd;
+    memset(u + c->cap_uses, 0, sizeof *u * (size_t)(cap - c->cap_uses));
+    memset(rd + c->cap_uses, 0, sizeof *rd * (size_t)(cap - c->cap_uses));
     c->cap_uses = cap;
     return 0;
 }
@@ -854,11 +876,13 @@ static void alias(ox_ctx *c, int vi, int rank, const int64_t *dims)
     bind(c, c->nodes[c->cur].out[0], node, rank, d);
 }
 
-/* Only the current node reads vi's engine node: it may be changed in place. */
+/* Only the current node reads vi's engine node: it may be changed in place
+ * (no other ONNX consumer is still to come, and no engine node emitted
+ * earlier, e.g. a Concat or an Add, already reads its output). */
 static bool sole_reader(const ox_ctx *c, int vi)
 {
     int node = c->values[vi].node;
-    return node > 0 && c->uses[node] == 1;
+    return node > 0 && c->uses[node] == 1 && !c->read[node];
 }
 
 /* Unique engine node name from the ONNX node's name or first output. */
@@ -886,18 +910,19 @@ static void tensor_name(const char *node, const char *suffix, char *out)
 /* Append node n, infer shapes; returns its index or -1. */
 static int emit(ox_ctx *c, dl_node *n)
 {
+    if (c->g->n_nodes >= OX_MAX_ENGINE_NODES)
+        return node_fail(c, DL_ERR_LIMIT, "the converted graph exceeds %d nodes", OX_MAX_ENGINE_NODES);
     int idx = dl_graph_add_node(c->g, n, c->err);
     if (idx < 0) return node_fail(c, c->err->code, "%s", c->err->message);
     if (grow_uses(c, idx + 1) != 0) return -1;
     c->uses[idx] = 0;
-    int out = c->g->output;
-    c->g->output = -1;
-    if (dl_graph_infer(c->g, c->err) != 0) {
+    for (int k = 0; k < n->n_inputs; k++) c->read[n->inputs[k]] = true;
+    /* the new node only (linear import); convert() validates the whole graph at the end */
+    if (dl_graph_infer_last(c->g, c->err) != 0) {
         char msg[sizeof c->err->message];
         snprintf(msg, sizeof msg, "%s", c->err->message);
         return node_fail(c, c->err->code, "%s", msg);
     }
-    c->g->output = out;
     return idx;
 }
 
@@ -1883,6 +1908,11 @@ static int op_pad(ox_ctx *c)
     if (p[0] || p[1] || p[4] || p[5]) return node_fail(c, DL_ERR_UNSUPPORTED, "padding the batch or channel dimension");
     for (int k = 0; k < 8; k++)
         if (p[k] < 0 || p[k] > OX_MAX_PAD) return node_fail(c, DL_ERR_UNSUPPORTED, "pad %lld out of range 0..%d", (long long)p[k], OX_MAX_PAD);
+    /* PyTorch writes a Pad of zeros in front of AveragePool: no copy for it */
+    if (!p[2] && !p[3] && !p[6] && !p[7]) {
+        alias(c, xv, 4, c->values[xv].dims);
+        return 0;
+    }
     int idx = emit_pad(c, c->values[xv].node, (int)p[2], (int)p[6], (int)p[3], (int)p[7]);
     if (idx < 0) return -1;
     c->uses[idx] = 0;
@@ -1928,10 +1958,111 @@ static int op_identity(ox_ctx *c)
     return 0;
 }
 
-static int concat_fail(ox_ctx *c)
+static size_t cat_slot(int a, int b, size_t cap)
 {
-    return node_fail(c, DL_ERR_UNSUPPORTED, "operator is not supported: the engine has no concatenation "
-                                            "(DenseNet / SqueezeNet / Inception-style models cannot be imported yet)");
+    uint64_t h = ((uint64_t)(uint32_t)a * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)(uint32_t)b * 0xc2b2ae3d27d4eb4full);
+    return (size_t)(h ^ (h >> 29)) & (cap - 1);
+}
+
+/* The engine concat node reading (a, b), when one was emitted before, else -1. */
+static int find_concat(const ox_ctx *c, int a, int b)
+{
+    if (!c->cat_cap) return -1;
+    for (size_t i = cat_slot(a, b, c->cat_cap);; i = (i + 1) & (c->cat_cap - 1)) {
+        int k = c->cat_hash[i];
+        if (k < 0) return -1;
+        if (c->g->nodes[k].inputs[0] == a && c->g->nodes[k].inputs[1] == b) return k;
+    }
+}
+
+static int remember_concat(ox_ctx *c, int idx)
+{
+    if ((size_t)(c->n_cat + 1) * 2 > c->cat_cap) { /* keep the table at most half full */
+        size_t cap = c->cat_cap ? c->cat_cap * 2 : 256;
+        int *h = malloc(sizeof *h * cap);
+        if (!h) return node_fail(c, DL_ERR_NOMEM, "out of memory");
+        memset(h, 0xff, sizeof *h * cap);
+        for (size_t i = 0; i < c->cat_cap; i++) {
+            int k = c->cat_hash[i];
+            if (k < 0) continue;
+            size_t j = cat_slot(c->g->nodes[k].inputs[0], c->g->nodes[k].inputs[1], cap);
+            while (h[j] >= 0) j = (j + 1) & (cap - 1);
+            h[j] = k;
+        }
+        free(c->cat_hash);
+        c->cat_hash = h;
+        c->cat_cap = cap;
+    }
+    const dl_node *n = &c->g->nodes[idx];
+    size_t j = cat_slot(n->inputs[0], n->inputs[1], c->cat_cap);
+    while (c->cat_hash[j] >= 0) j = (j + 1) & (c->cat_cap - 1);
+    c->cat_hash[j] = idx;
+    c->n_cat++;
+    return 0;
+}
+
+/* Concat along the channel axis (1, or -3 of a 4-D / -1 of a [1,C] value)
+ * of N computed tensors: a left-leaning chain of N-1 two-input engine
+ * nodes. DenseNet concatenates [x0 .. xk] in layer k and [x0 .. xk+1] in
+ * layer k+1: the chain of the shared prefix is reused, so a block costs one
+ * node per layer instead of a quadratic number. */
+static int op_concat(ox_ctx *c)
+{
+    const ox_node *on = &c->nodes[c->cur];
+    int64_t axis = 0;
+    ox_attr a;
+    int r = get_attr(c, "axis", &a);
+    if (r < 0) return -1;
+    if (!r) return node_fail(c, DL_ERR_FORMAT, "attribute axis is missing");
+    if (a.type != AT_INT) return node_fail(c, DL_ERR_FORMAT, "attribute axis: type %lld, expected INT", (long long)a.type);
+    axis = a.i;
+    if (on->n_in < 1) return node_fail(c, DL_ERR_FORMAT, "no inputs");
+    int x0 = -1;
+    if (act_in(c, 0, &x0) != 0) return -1;
+    const ox_value *v0 = &c->values[x0];
+    int rank = v0->rank;
+    if (axis < -rank || axis >= rank) return node_fail(c, DL_ERR_FORMAT, "axis %lld out of range for rank %d", (long long)axis, rank);
+    if (axis < 0) axis += rank;
+    int64_t od[OX_MAX_RANK];
+    memcpy(od, v0->dims, sizeof(int64_t) * (size_t)rank);
+    od[1] = 0;
+    for (int k = 0; k < on->n_in; k++) {
+        int xv = -1;
+        if (act_in(c, k, &xv) != 0) return -1;
+        const ox_value *v = &c->values[xv];
+        bool same = v->rank == rank;
+        for (int d = 0; same && d < rank; d++) same = d == 1 || v->dims[d] == v0->dims[d];
+        if (axis != 1 || !channel_layout(c, xv) || !same) {
+            char s1[160], s2[160];
+            value_str(c, x0, s1, sizeof s1);
+            value_str(c, xv, s2, sizeof s2);
+            return node_fail(c, DL_ERR_UNSUPPORTED,
+                             "axis %lld of %s and %s: only the channel axis (1) of [1,C,H,W] or [1,C] tensors with "
+                             "equal other dimensions can be concatenated",
+                             (long long)axis, s1, s2);
+        }
+        od[1] += v->dims[1];
+    }
+    if (od[1] > (1 << 20)) return node_fail(c, DL_ERR_LIMIT, "%lld channels exceed %d", (long long)od[1], 1 << 20);
+    int cur = v0->node;
+    for (int k = 1; k < on->n_in; k++) {
+        int b = c->values[on->in[k]].node;
+        int idx = find_concat(c, cur, b);
+        if (idx < 0) {
+            char nm[DL_NAME_MAX], sfx[24] = "";
+            if (k + 1 < on->n_in) snprintf(sfx, sizeof sfx, "#%d", k); /* the last link takes the ONNX name */
+            make_node_name(c, sfx, nm);
+            dl_node n = dl_node_make(DL_OP_CONCAT, nm);
+            n.n_inputs = 2;
+            n.inputs[0] = cur;
+            n.inputs[1] = b;
+            if ((idx = emit(c, &n)) < 0 || remember_concat(c, idx) != 0) return -1;
+        }
+        cur = idx;
+    }
+    for (int k = 0; k < on->n_in; k++) c->uses[c->values[on->in[k]].node]--; /* this node's reads */
+    bind(c, on->out[0], cur, rank, od);
+    return 0;
 }
 
 static int convert_node(ox_ctx *c, int ni)
@@ -1977,7 +2108,7 @@ static int convert_node(ox_ctx *c, int ni)
     if (span_eq(n->op, "LogSoftmax")) return op_softmax(c, true);
     if (span_eq(n->op, "Pad")) return op_pad(c);
     if (span_eq(n->op, "Dropout") || span_eq(n->op, "Identity")) return op_identity(c);
-    if (span_eq(n->op, "Concat")) return concat_fail(c);
+    if (span_eq(n->op, "Concat")) return op_concat(c);
     return node_fail(c, DL_ERR_UNSUPPORTED, "operator is not supported");
 }
 
@@ -2021,8 +2152,7 @@ static int parse_node(ox_ctx *c, int ni)
         switch (f.num) {
         case NP_INPUT:
             if (want_wt(c, &f, WT_LEN, what, "input")) return -1;
-            if (n->n_in_file < INT32_MAX) n->n_in_file++;
-            if (n->n_in < OX_MAX_IN) n->in_names[n->n_in++] = f.s;
+            if (n->n_in_file < INT32_MAX) n->n_in_file++; /* names collected by collect_inputs */
             break;
         case NP_OUTPUT:
             if (want_wt(c, &f, WT_LEN, what, "output")) return -1;
@@ -2053,6 +2183,19 @@ static int parse_node(ox_ctx *c, int ni)
     if (rc < 0) return -1;
     if (n->op.n == 0) return dl_fail(c->err, DL_ERR_FORMAT, "onnx: %s has no op_type", what);
     return 0;
+}
+
+/* Node ni's first n->n_in input names (n->in_names sized by parse_node's count). */
+static int collect_inputs(ox_ctx *c, int ni)
+{
+    ox_node *n = &c->nodes[ni];
+    pb_rd r = pb_reader(n->msg);
+    pb_field f;
+    int rc;
+    int k = 0;
+    while ((rc = pb_next(c, &r, &f, "node")) > 0)
+        if (f.num == NP_INPUT && f.wt == WT_LEN && k < n->n_in) n->in_names[k++] = f.s;
+    return rc < 0 ? -1 : 0;
 }
 
 /* ValueInfoProto of the graph input: elem type and dims (-1 symbolic). */
@@ -2186,10 +2329,23 @@ static int convert(ox_ctx *c)
     for (int i = 0; i < c->n_nodes; i++) c->nodes[i].msg = node_msgs[i];
     free(node_msgs);
     if (rc) return -1;
-    size_t n_out_total = 0;
+    size_t n_out_total = 0, n_in_total = 0;
     for (int i = 0; i < c->n_nodes; i++) {
         if (parse_node(c, i) != 0) return -1;
         n_out_total += (size_t)c->nodes[i].n_out;
+        /* more than OX_MAX_IN is refused below, with the node's name */
+        c->nodes[i].n_in = c->nodes[i].n_in_file < OX_MAX_IN ? c->nodes[i].n_in_file : OX_MAX_IN;
+        n_in_total += (size_t)c->nodes[i].n_in;
+        if (n_in_total > OX_MAX_IN_TOTAL)
+            return dl_fail(err, DL_ERR_LIMIT, "onnx: the nodes have more than %d inputs in total", OX_MAX_IN_TOTAL);
+    }
+    c->in_names_all = malloc(sizeof *c->in_names_all * (n_in_total + 1));
+    c->in_all = malloc(sizeof *c->in_all * (n_in_total + 1));
+    if (!c->in_names_all || !c->in_all) return dl_fail(err, DL_ERR_NOMEM, "onnx: out of memory for %zu node inputs", n_in_total);
+    for (int i = 0, off = 0; i < c->n_nodes; off += c->nodes[i].n_in, i++) {
+        c->nodes[i].in_names = c->in_names_all + off;
+        c->nodes[i].in = c->in_all + off;
+        if (collect_inputs(c, i) != 0) return -1;
     }
 
     /* values: inputs + initializers + node outputs */
@@ -2242,10 +2398,8 @@ static int convert(ox_ctx *c)
     for (int i = 0; i < c->n_nodes; i++) {
         ox_node *n = &c->nodes[i];
         c->cur = i;
-        if (n->n_in_file > OX_MAX_IN) {
-            if (span_eq(n->op, "Concat")) return concat_fail(c);
+        if (n->n_in_file > OX_MAX_IN)
             return node_fail(c, DL_ERR_UNSUPPORTED, "%d inputs exceed the limit of %d", n->n_in_file, OX_MAX_IN);
-        }
         for (int k = 0; k < n->n_in; k++) {
             n->in[k] = -1;
             if (n->in_names[k].n == 0) continue; /* absent optional input */
@@ -2365,6 +2519,10 @@ int dl_onnx_to_graph(const uint8_t *data, size_t size, int width, int height, dl
     free(c.input_msgs);
     free(c.output_msgs);
     free(c.uses);
+    free(c.read);
+    free(c.cat_hash);
+    free(c.in_names_all);
+    free(c.in_all);
     if (r != 0) {
         dl_graph_free(g);
         dl_graph_init(g);
@@ -2465,8 +2623,8 @@ int dl_import_onnx(const char *onnx_path, const dl_onnx_import_options *opts, co
     if (!onnx_path || !out_path) return dl_fail(err, DL_ERR_ARG, "NULL path");
     const char *resize = opts->resize ? opts->resize : "squash";
     if (!strcmp(resize, "crop")) resize = "center_crop";
-    if (strcmp(resize, "squash") != 0 && strcmp(resize, "center_crop") != 0)
-        return dl_fail(err, DL_ERR_ARG, "resize '%s': expected squash or center_crop", resize);
+    if (strcmp(resize, "squash") != 0 && strcmp(resize, "center_crop") != 0 && strcmp(resize, "pad") != 0)
+        return dl_fail(err, DL_ERR_ARG, "resize '%s': expected squash, center_crop or pad", resize);
     if (!(opts->scale > 0.f) || !isfinite(opts->scale))
         return dl_fail(err, DL_ERR_ARG, "scale %g must be positive", (double)opts->scale);
     dl_preprocess pre;

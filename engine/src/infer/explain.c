@@ -107,6 +107,33 @@ static void resize_bilinear(const float *src, int sw, int sh, float *dst, int dw
     }
 }
 
+/* resize_bilinear of the source rectangle (rx, ry) rw x rh (source pixels)
+ * onto dw x dh: the image's part of a letterboxed ("pad") input. */
+static void resize_bilinear_rect(const float *src, int sw, int sh, double rx, double ry, double rw, double rh,
+                                 float *dst, int dw, int dh, size_t dst_stride)
+{
+    const double fx = rw / dw, fy = rh / dh;
+    for (int y = 0; y < dh; y++) {
+        double sy = ry + (y + 0.5) * fy - 0.5;
+        if (sy < 0) sy = 0;
+        if (sy > sh - 1) sy = sh - 1;
+        int y0 = (int)sy, y1 = y0 + 1 < sh ? y0 + 1 : y0;
+        float wy = (float)(sy - y0);
+        const float *r0 = src + (size_t)y0 * sw, *r1 = src + (size_t)y1 * sw;
+        float *o = dst + (size_t)y * dst_stride;
+        for (int x = 0; x < dw; x++) {
+            double sx = rx + (x + 0.5) * fx - 0.5;
+            if (sx < 0) sx = 0;
+            if (sx > sw - 1) sx = sw - 1;
+            int x0 = (int)sx, x1 = x0 + 1 < sw ? x0 + 1 : x0;
+            float wx = (float)(sx - x0);
+            float a = r0[x0] + (r0[x1] - r0[x0]) * wx;
+            float b = r1[x0] + (r1[x1] - r1[x0]) * wx;
+            o[x] = a + (b - a) * wy;
+        }
+    }
+}
+
 /* Separable Gaussian blur in place (edge clamp); tmp holds w*h floats. */
 static int gaussian_blur(float *m, int w, int h, float sigma, dl_error *err)
 {
@@ -872,13 +899,19 @@ static int explain_one(dl_model *m, const uint8_t *rgb, int width, int height, s
     }
 
     /* map onto the caller's region: squash covers all of it, center_crop
-     * only its central square (the rest was never seen: 0) */
+     * only its central square (the rest was never seen: 0), pad shows all
+     * of it inside the letterbox rectangle (the black border is dropped) */
     size_t total;
     if (!dl_mul_size((size_t)width, (size_t)height, &total)) { dl_fail(err, DL_ERR_LIMIT, "explain: image too large"); goto out; }
     /* the map, and the caller's overlay of the same size (RGBA) */
     if (dl_memory_check(total * (sizeof(float) + 4), "the saliency map and its overlay", err)) goto out;
     if (!(map = alloc_f(total, err))) goto out;
-    if (strcmp(m->pre.resize, "center_crop") == 0) {
+    if (strcmp(m->pre.resize, "pad") == 0) {
+        int lx, ly, lw, lh;
+        dl_preprocess_letterbox(width, height, m->pre.width, m->pre.height, &lx, &ly, &lw, &lh);
+        double sx = (double)mw / m->pre.width, sy = (double)mh / m->pre.height;
+        resize_bilinear_rect(cam, mw, mh, lx * sx, ly * sy, lw * sx, lh * sy, map, width, height, (size_t)width);
+    } else if (strcmp(m->pre.resize, "center_crop") == 0) {
         int side = width < height ? width : height;
         int ox = (width - side) / 2, oy = (height - side) / 2;
         memset(map, 0, total * sizeof(float));

@@ -18,6 +18,10 @@
 /* Preprocess an RGB8 region into the network input (H x W x 3 floats). */
 int dl_preprocess_rgb8(const dl_preprocess *p, const uint8_t *rgb, int width, int height,
                        size_t stride, float *out, dl_error *err);
+/* resize "pad": a w x h image keeps its aspect, scaled to fit the W x H
+ * input, centred; the rest is black (pixel 0, torchvision's Pad default).
+ * The image's rectangle in the input: (*x, *y) size *rw x *rh (>= 1). */
+void dl_preprocess_letterbox(int w, int h, int W, int H, int *x, int *y, int *rw, int *rh);
 
 /* The model's batch-1 executor, created on first use (classify.c). */
 int dl_model_ensure_exec(dl_model *m, dl_error *err);

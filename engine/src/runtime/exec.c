@@ -225,6 +225,9 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             dl_mul_forward(B, n->h * n->w, n->c, b->h * b->w, x, e->act[n->inputs[1]], act, y);
             break;
         }
+        case DL_OP_CONCAT:
+            dl_concat_forward((size_t)B * n->h * n->w, a->c, g->nodes[n->inputs[1]].c, x, e->act[n->inputs[1]], y);
+            break;
         case DL_OP_AVGPOOL: {
             dl_pool_shape s = pool_shape(g, n, B);
             dl_avgpool_forward(&s, x, y);
@@ -353,7 +356,7 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
         size_t count = dl_node_out_count(n) * B;
         float *gw = (e->wgrad && n->weight >= 0) ? e->wgrad[n->weight] : NULL;
         float *gb = (e->wgrad && n->bias >= 0) ? e->wgrad[n->bias] : NULL;
-        if (!gx && !gw && !gb && n->op != DL_OP_ADD && n->op != DL_OP_MUL) continue;
+        if (!gx && !gw && !gb && n->op != DL_OP_ADD && n->op != DL_OP_MUL && n->op != DL_OP_CONCAT) continue;
         switch (n->op) {
         case DL_OP_CONV2D: {
             dl_conv_shape s = conv_shape(g, n, B);
@@ -370,6 +373,11 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
             float *gb2 = n->inputs[1] >= stop ? e->grad[n->inputs[1]] : NULL;
             dl_mul_backward(B, n->h * n->w, n->c, b->h * b->w, x, e->act[n->inputs[1]], y, e->pre[i], n->act, gy,
                             gx, gb2);
+            break;
+        }
+        case DL_OP_CONCAT: {
+            float *gb2 = n->inputs[1] >= stop ? e->grad[n->inputs[1]] : NULL;
+            dl_concat_backward((size_t)B * n->h * n->w, a->c, g->nodes[n->inputs[1]].c, gy, gx, gb2);
             break;
         }
         case DL_OP_AVGPOOL: {

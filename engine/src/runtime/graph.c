@@ -9,7 +9,7 @@
 
 static const char *const op_names[DL_OP_COUNT] = {
     "input", "conv2d", "add", "avgpool", "maxpool", "global_avgpool", "dense", "softmax", "pad",
-    "dropout", "mul"};
+    "dropout", "mul", "concat"};
 
 const char *dl_op_name(dl_op op)
 {
@@ -169,104 +169,127 @@ static int window_out(dl_node *n, int ih, int iw, int *oh, int *ow, dl_error *er
     return 0;
 }
 
+/* Validate node i and compute its output shape (its inputs' are known). */
+static int infer_node(dl_graph *g, int i, dl_error *err)
+{
+    dl_node *n = &g->nodes[i];
+    if ((unsigned)n->op >= DL_OP_COUNT) return dl_fail(err, DL_ERR_FORMAT, "node %d: unknown op", i);
+    if ((n->op == DL_OP_INPUT) != (i == 0))
+        return dl_fail(err, DL_ERR_FORMAT, "node %s: the input must be node 0 and only node 0", n->name);
+    if ((unsigned)n->act > DL_ACT_LAST) return dl_fail(err, DL_ERR_FORMAT, "node %s: bad activation", n->name);
+    int want_inputs = n->op == DL_OP_INPUT ? 0 : (n->op == DL_OP_ADD || n->op == DL_OP_MUL || n->op == DL_OP_CONCAT) ? 2 : 1;
+    if (n->n_inputs != want_inputs)
+        return dl_fail(err, DL_ERR_FORMAT, "node %s: op %s takes %d inputs, has %d", n->name,
+                       dl_op_name(n->op), want_inputs, n->n_inputs);
+    for (int k = 0; k < n->n_inputs; k++)
+        if (n->inputs[k] < 0 || n->inputs[k] >= i)
+            return dl_fail(err, DL_ERR_FORMAT,
+                           "node %s: input %d refers to a node that is not earlier (cycle or unknown)",
+                           n->name, k);
+    const dl_node *a = n->n_inputs ? &g->nodes[n->inputs[0]] : NULL;
+    int oh = 0, ow = 0;
+    switch (n->op) {
+    case DL_OP_INPUT:
+        if (n->h < 1 || n->w < 1 || n->c < 1 || n->h > MAX_SIDE || n->w > MAX_SIDE || n->c > 4096)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: input shape %dx%dx%d out of range", n->name, n->h, n->w, n->c);
+        break;
+    case DL_OP_CONV2D: {
+        if (n->groups < 1 || n->units < 1 || n->units > 65536 || a->c % n->groups || n->units % n->groups)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: groups %d incompatible with %d -> %d channels",
+                           n->name, n->groups, a->c, n->units);
+        if (window_out(n, a->h, a->w, &oh, &ow, err)) return -1;
+        int64_t wd[4] = {n->units, n->kh, n->kw, a->c / n->groups};
+        if (check_weight(g, n, n->weight, "weight", 4, wd, err)) return -1;
+        int64_t bd[1] = {n->units};
+        if (n->bias >= 0 && check_weight(g, n, n->bias, "bias", 1, bd, err)) return -1;
+        n->h = oh; n->w = ow; n->c = n->units;
+        break;
+    }
+    case DL_OP_ADD: {
+        const dl_node *b = &g->nodes[n->inputs[1]];
+        if (a->h != b->h || a->w != b->w || a->c != b->c)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: add of shapes %dx%dx%d and %dx%dx%d", n->name,
+                           a->h, a->w, a->c, b->h, b->w, b->c);
+        n->h = a->h; n->w = a->w; n->c = a->c;
+        break;
+    }
+    case DL_OP_MUL: {
+        const dl_node *b = &g->nodes[n->inputs[1]];
+        if (a->c != b->c || !((a->h == b->h && a->w == b->w) || (b->h == 1 && b->w == 1)))
+            return dl_fail(err, DL_ERR_FORMAT,
+                           "node %s: mul of shapes %dx%dx%d and %dx%dx%d (the second must match or be 1x1x%d)",
+                           n->name, a->h, a->w, a->c, b->h, b->w, b->c, a->c);
+        n->h = a->h; n->w = a->w; n->c = a->c;
+        break;
+    }
+    case DL_OP_CONCAT: {
+        const dl_node *b = &g->nodes[n->inputs[1]];
+        if (a->h != b->h || a->w != b->w)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: concat of shapes %dx%dx%d and %dx%dx%d (H and W must match)",
+                           n->name, a->h, a->w, a->c, b->h, b->w, b->c);
+        /* a pure copy: nothing to fuse, and the kernels have no epilogue */
+        if (n->act != DL_ACT_NONE)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: concat takes no activation", n->name);
+        n->h = a->h; n->w = a->w; n->c = a->c + b->c;
+        break;
+    }
+    case DL_OP_AVGPOOL:
+    case DL_OP_MAXPOOL:
+        if (window_out(n, a->h, a->w, &oh, &ow, err)) return -1;
+        n->h = oh; n->w = ow; n->c = a->c;
+        break;
+    case DL_OP_GAP:
+        n->h = 1; n->w = 1; n->c = a->c;
+        break;
+    case DL_OP_DENSE: {
+        int64_t k = (int64_t)a->h * a->w * a->c;
+        if (n->units < 1 || n->units > 1 << 20)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: units %d out of range", n->name, n->units);
+        int64_t wd[2] = {n->units, k};
+        if (check_weight(g, n, n->weight, "weight", 2, wd, err)) return -1;
+        int64_t bd[1] = {n->units};
+        if (n->bias >= 0 && check_weight(g, n, n->bias, "bias", 1, bd, err)) return -1;
+        n->h = 1; n->w = 1; n->c = n->units;
+        break;
+    }
+    case DL_OP_SOFTMAX:
+    case DL_OP_DROPOUT:
+        if (n->op == DL_OP_DROPOUT && !(n->rate >= 0.f && n->rate < 1.f))
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: dropout rate must be in [0,1)", n->name);
+        n->h = a->h; n->w = a->w; n->c = a->c;
+        break;
+    case DL_OP_PAD:
+        if (n->pad_t < 0 || n->pad_b < 0 || n->pad_l < 0 || n->pad_r < 0 || n->pad_t > 4096 ||
+            n->pad_b > 4096 || n->pad_l > 4096 || n->pad_r > 4096)
+            return dl_fail(err, DL_ERR_FORMAT, "node %s: padding out of range", n->name);
+        n->h = a->h + n->pad_t + n->pad_b; n->w = a->w + n->pad_l + n->pad_r; n->c = a->c;
+        break;
+    default:
+        return dl_fail(err, DL_ERR_FORMAT, "node %s: unknown op", n->name);
+    }
+    if (n->op != DL_OP_CONV2D && n->op != DL_OP_DENSE && (n->weight >= 0 || n->bias >= 0))
+        return dl_fail(err, DL_ERR_FORMAT, "node %s: op %s takes no weights", n->name, dl_op_name(n->op));
+    if (n->h > MAX_SIDE || n->w > MAX_SIDE || n->c > 1 << 20 ||
+        (int64_t)n->h * n->w * n->c > (int64_t)1 << 30)
+        return dl_fail(err, DL_ERR_LIMIT, "node %s: output %dx%dx%d too large", n->name, n->h, n->w, n->c);
+    return 0;
+}
+
 int dl_graph_infer(dl_graph *g, dl_error *err)
 {
     if (g->n_nodes < 2) return dl_fail(err, DL_ERR_FORMAT, "graph: needs an input node and at least one op");
-    for (int i = 0; i < g->n_nodes; i++) {
-        dl_node *n = &g->nodes[i];
-        if ((unsigned)n->op >= DL_OP_COUNT) return dl_fail(err, DL_ERR_FORMAT, "node %d: unknown op", i);
-        if ((n->op == DL_OP_INPUT) != (i == 0))
-            return dl_fail(err, DL_ERR_FORMAT, "node %s: the input must be node 0 and only node 0", n->name);
-        if ((unsigned)n->act > DL_ACT_LAST) return dl_fail(err, DL_ERR_FORMAT, "node %s: bad activation", n->name);
-        int want_inputs = n->op == DL_OP_INPUT ? 0 : (n->op == DL_OP_ADD || n->op == DL_OP_MUL) ? 2 : 1;
-        if (n->n_inputs != want_inputs)
-            return dl_fail(err, DL_ERR_FORMAT, "node %s: op %s takes %d inputs, has %d", n->name,
-                           dl_op_name(n->op), want_inputs, n->n_inputs);
-        for (int k = 0; k < n->n_inputs; k++)
-            if (n->inputs[k] < 0 || n->inputs[k] >= i)
-                return dl_fail(err, DL_ERR_FORMAT,
-                               "node %s: input %d refers to a node that is not earlier (cycle or unknown)",
-                               n->name, k);
-        const dl_node *a = n->n_inputs ? &g->nodes[n->inputs[0]] : NULL;
-        int oh = 0, ow = 0;
-        switch (n->op) {
-        case DL_OP_INPUT:
-            if (n->h < 1 || n->w < 1 || n->c < 1 || n->h > MAX_SIDE || n->w > MAX_SIDE || n->c > 4096)
-                return dl_fail(err, DL_ERR_FORMAT, "node %s: input shape %dx%dx%d out of range", n->name, n->h, n->w, n->c);
-            break;
-        case DL_OP_CONV2D: {
-            if (n->groups < 1 || n->units < 1 || n->units > 65536 || a->c % n->groups || n->units % n->groups)
-                return dl_fail(err, DL_ERR_FORMAT, "node %s: groups %d incompatible with %d -> %d channels",
-                               n->name, n->groups, a->c, n->units);
-            if (window_out(n, a->h, a->w, &oh, &ow, err)) return -1;
-            int64_t wd[4] = {n->units, n->kh, n->kw, a->c / n->groups};
-            if (check_weight(g, n, n->weight, "weight", 4, wd, err)) return -1;
-            int64_t bd[1] = {n->units};
-            if (n->bias >= 0 && check_weight(g, n, n->bias, "bias", 1, bd, err)) return -1;
-            n->h = oh; n->w = ow; n->c = n->units;
-            break;
-        }
-        case DL_OP_ADD: {
-            const dl_node *b = &g->nodes[n->inputs[1]];
-            if (a->h != b->h || a->w != b->w || a->c != b->c)
-                return dl_fail(err, DL_ERR_FORMAT, "node %s: add of shapes %dx%dx%d and %dx%dx%d", n->name,
-                               a->h, a->w, a->c, b->h, b->w, b->c);
-            n->h = a->h; n->w = a->w; n->c = a->c;
-            break;
-        }
-        case DL_OP_MUL: {
-            const dl_node *b = &g->nodes[n->inputs[1]];
-            if (a->c != b->c || !((a->h == b->h && a->w == b->w) || (b->h == 1 && b->w == 1)))
-                return dl_fail(err, DL_ERR_FORMAT,
-                               "node %s: mul of shapes %dx%dx%d and %dx%dx%d (the second must match or be 1x1x%d)",
-                               n->name, a->h, a->w, a->c, b->h, b->w, b->c, a->c);
-            n->h = a->h; n->w = a->w; n->c = a->c;
-            break;
-        }
-        case DL_OP_AVGPOOL:
-        case DL_OP_MAXPOOL:
-            if (window_out(n, a->h, a->w, &oh, &ow, err)) return -1;
-            n->h = oh; n->w = ow; n->c = a->c;
-            break;
-        case DL_OP_GAP:
-            n->h = 1; n->w = 1; n->c = a->c;
-            break;
-        case DL_OP_DENSE: {
-            int64_t k = (int64_t)a->h * a->w * a->c;
-            if (n->units < 1 || n->units > 1 << 20)
-                return dl_fail(err, DL_ERR_FORMAT, "node %s: units %d out of range", n->name, n->units);
-            int64_t wd[2] = {n->units, k};
-            if (check_weight(g, n, n->weight, "weight", 2, wd, err)) return -1;
-            int64_t bd[1] = {n->units};
-            if (n->bias >= 0 && check_weight(g, n, n->bias, "bias", 1, bd, err)) return -1;
-            n->h = 1; n->w = 1; n->c = n->units;
-            break;
-        }
-        case DL_OP_SOFTMAX:
-        case DL_OP_DROPOUT:
-            if (n->op == DL_OP_DROPOUT && !(n->rate >= 0.f && n->rate < 1.f))
-                return dl_fail(err, DL_ERR_FORMAT, "node %s: dropout rate must be in [0,1)", n->name);
-            n->h = a->h; n->w = a->w; n->c = a->c;
-            break;
-        case DL_OP_PAD:
-            if (n->pad_t < 0 || n->pad_b < 0 || n->pad_l < 0 || n->pad_r < 0 || n->pad_t > 4096 ||
-                n->pad_b > 4096 || n->pad_l > 4096 || n->pad_r > 4096)
-                return dl_fail(err, DL_ERR_FORMAT, "node %s: padding out of range", n->name);
-            n->h = a->h + n->pad_t + n->pad_b; n->w = a->w + n->pad_l + n->pad_r; n->c = a->c;
-            break;
-        default:
-            return dl_fail(err, DL_ERR_FORMAT, "node %s: unknown op", n->name);
-        }
-        if (n->op != DL_OP_CONV2D && n->op != DL_OP_DENSE && (n->weight >= 0 || n->bias >= 0))
-            return dl_fail(err, DL_ERR_FORMAT, "node %s: op %s takes no weights", n->name, dl_op_name(n->op));
-        if (n->h > MAX_SIDE || n->w > MAX_SIDE || n->c > 1 << 20 ||
-            (int64_t)n->h * n->w * n->c > (int64_t)1 << 30)
-            return dl_fail(err, DL_ERR_LIMIT, "node %s: output %dx%dx%d too large", n->name, n->h, n->w, n->c);
-    }
+    for (int i = 0; i < g->n_nodes; i++)
+        if (infer_node(g, i, err)) return -1;
     if (g->output < 0) g->output = g->n_nodes - 1;
     if (g->output >= g->n_nodes) return dl_fail(err, DL_ERR_FORMAT, "graph: output node out of range");
     if (g->features >= g->n_nodes) return dl_fail(err, DL_ERR_FORMAT, "graph: features node out of range");
     return 0;
+}
+
+int dl_graph_infer_last(dl_graph *g, dl_error *err)
+{
+    if (g->n_nodes < 1) return dl_fail(err, DL_ERR_FORMAT, "graph: no nodes");
+    return infer_node(g, g->n_nodes - 1, err);
 }
 
 int dl_graph_last_spatial_conv(const dl_graph *g)

@@ -344,6 +344,15 @@ void dl_mul_forward(int n, int hw, int c, int b_hw, const float *a, const float 
     dl_act_forward(act, out, (size_t)n * img);
 }
 
+void dl_concat_forward(size_t rows, int ca, int cb, const float *a, const float *b, float *out)
+{
+    const size_t oc = (size_t)ca + (size_t)cb;
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(out + r * oc, a + r * (size_t)ca, sizeof(float) * (size_t)ca);
+        memcpy(out + r * oc + ca, b + r * (size_t)cb, sizeof(float) * (size_t)cb);
+    }
+}
+
 static void pool_forward(const dl_pool_shape *s, const float *in, float *out, bool is_max)
 {
     const int C = s->c;

@@ -108,6 +108,12 @@ void dl_mul_forward(int n, int hw, int c, int b_hw, const float *a, const float 
 void dl_mul_backward(int n, int hw, int c, int b_hw, const float *a, const float *b, const float *out,
                      const float *pre, dl_act act, float *grad_out, float *grad_a, float *grad_b);
 
+/* Channel concatenation: a [rows][ca] and b [rows][cb] -> out [rows][ca+cb]
+ * (rows = batch x H x W; NCHW's axis 1 is NHWC's last). */
+void dl_concat_forward(size_t rows, int ca, int cb, const float *a, const float *b, float *out);
+/* Splits grad_out back, accumulating into grad_a / grad_b (either NULL). */
+void dl_concat_backward(size_t rows, int ca, int cb, const float *grad_out, float *grad_a, float *grad_b);
+
 typedef struct {
     int n, ih, iw, c, oh, ow, kh, kw, sh, sw, pt, pl;
 } dl_pool_shape;

@@ -418,6 +418,23 @@ void dl_mul_backward(int n, int hw, int c, int b_hw, const float *a, const float
     }
 }
 
+/* ---------------------------------------------------------------- concat */
+
+void dl_concat_backward(size_t rows, int ca, int cb, const float *grad_out, float *grad_a, float *grad_b)
+{
+    const size_t oc = (size_t)ca + (size_t)cb;
+    for (size_t r = 0; r < rows; r++) {
+        const float *g = grad_out + r * oc;
+        /* separate loops keep this right when grad_a == grad_b (concat(x, x)) */
+        if (grad_a)
+            for (int k = 0; k < ca; k++)
+                grad_a[r * (size_t)ca + k] += g[k];
+        if (grad_b)
+            for (int k = 0; k < cb; k++)
+                grad_b[r * (size_t)cb + k] += g[ca + k];
+    }
+}
+
 /* ---------------------------------------------------------------- pooling */
 
 /* Clip the window starting at `start` of size k to [0, lim). */

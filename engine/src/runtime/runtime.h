@@ -28,6 +28,7 @@ typedef enum {
     DL_OP_PAD,      /* zero pad */
     DL_OP_DROPOUT,  /* identity at inference */
     DL_OP_MUL,      /* two inputs: same shape, or the second 1x1xC (channel gate); fused activation */
+    DL_OP_CONCAT,   /* two inputs of the same HxW: channels of the first, then of the second */
     DL_OP_COUNT
 } dl_op;
 
@@ -89,6 +90,9 @@ dl_node dl_node_make(dl_op op, const char *name);
 /* Validate topology, weights' shapes and compute every node's output shape
  * from the input node's (h,w,c). Messages name the node and field. */
 int dl_graph_infer(dl_graph *g, dl_error *err);
+/* The same for the last node only, its inputs already inferred: a builder
+ * appending nodes one by one stays linear (run dl_graph_infer at the end). */
+int dl_graph_infer_last(dl_graph *g, dl_error *err);
 /* Index of the last CONV2D node whose output is spatial (h*w > 1), or -1. */
 int dl_graph_last_spatial_conv(const dl_graph *g);
 /* FLOPs (multiply-adds x2) of one forward at batch 1. */

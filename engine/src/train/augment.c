@@ -4,6 +4,7 @@
  * shear 0.2, zoom +-20 %, horizontal flip, nearest fill = edge replicate),
  * plus vertical flip, 90-degree turns and mild colour jitter. */
 #include "train/augment.h"
+#include "infer/infer.h"
 
 #include <math.h>
 #include <string.h>
@@ -132,14 +133,24 @@ static double reflect(double v, int n)
     return v > n - 1 ? period - v : v;
 }
 
-void dl_augment_view(const uint8_t *src, int sw, int sh, size_t stride, int center_crop, uint8_t *dst, int W,
+void dl_augment_view(const uint8_t *src, int sw, int sh, size_t stride, int framing, uint8_t *dst, int W,
                      int H, const dl_view_params *p, uint64_t seed)
 {
     uint64_t s = seed;
 #define U(lo, hi) ((lo) + ((hi) - (lo)) * dl_rand_uniform(&s))
     /* base rectangle: what the model's recorded preprocessing shows */
     double bx = 0, by = 0, bw = sw, bh = sh;
-    if (center_crop) {
+    if (framing == DL_FRAME_PAD) {
+        /* the whole W x H input in source pixels: the image sits in its
+         * letterbox rectangle, centred */
+        int lx, ly, lw, lh;
+        dl_preprocess_letterbox(sw, sh, W, H, &lx, &ly, &lw, &lh);
+        double kx = (double)sw / lw, ky = (double)sh / lh;
+        bx = -lx * kx;
+        by = -ly * ky;
+        bw = W * kx;
+        bh = H * ky;
+    } else if (framing == DL_FRAME_CENTER_CROP) {
         double side = sw < sh ? sw : sh;
         bx = (sw - side) / 2;
         by = (sh - side) / 2;
@@ -192,7 +203,13 @@ void dl_augment_view(const uint8_t *src, int sw, int sh, size_t stride, int cent
             if (hflip) u = -u;
             if (vflip) v = -v;
             double ru = cr * u - sr * v, rv = sr * u + cr * v;
-            double sx = reflect(cx + ru * cw - 0.5, sw), sy = reflect(cy + rv * ch - 0.5, sh);
+            double qx = cx + ru * cw - 0.5, qy = cy + rv * ch - 0.5;
+            uint8_t *o = dst + ((size_t)y * W + x) * 3;
+            if (framing == DL_FRAME_PAD && (qx < -0.5 || qx > sw - 0.5 || qy < -0.5 || qy > sh - 0.5)) {
+                o[0] = o[1] = o[2] = 0; /* the letterbox border, black as at inference */
+                continue;
+            }
+            double sx = reflect(qx, sw), sy = reflect(qy, sh);
             int x0 = (int)sx, y0 = (int)sy;
             int x1 = x0 + 1 < sw ? x0 + 1 : x0, y1 = y0 + 1 < sh ? y0 + 1 : y0;
             double fx = sx - x0, fy = sy - y0;
@@ -203,7 +220,6 @@ void dl_augment_view(const uint8_t *src, int sw, int sh, size_t stride, int cent
                 rgb[c] = ((p00[c] * (1 - fx) + p01[c] * fx) * (1 - fy) + (p10[c] * (1 - fx) + p11[c] * fx) * fy) * gain[c];
             for (int i = 0; i < 3; i++) out[i] = hm[i][0] * rgb[0] + hm[i][1] * rgb[1] + hm[i][2] * rgb[2];
             double grey = 0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2];
-            uint8_t *o = dst + ((size_t)y * W + x) * 3;
             for (int c = 0; c < 3; c++) {
                 double val = grey + (out[c] - grey) * sat;
                 val = (val - 128.0) * contrast + 128.0 + bright * 255.0;

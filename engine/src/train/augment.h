@@ -23,10 +23,15 @@ typedef struct {
 } dl_view_params;
 void dl_view_params_defaults(dl_view_params *p);
 
+/* The model's recorded framing (dl_preprocess.resize). */
+enum { DL_FRAME_SQUASH = 0, DL_FRAME_CENTER_CROP = 1, DL_FRAME_PAD = 2 };
+
 /* Render a W x H view of an RGB8 source of any size: the base view is the
- * whole image (squash) or its centre square (center_crop), as the model's
- * preprocessing shows it; on top a random-resized crop (zoom in and out,
- * reflect fill), flips, rotation and colour jitter. Deterministic in seed. */
-void dl_augment_view(const uint8_t *src, int sw, int sh, size_t stride, int center_crop, uint8_t *dst, int W,
+ * whole image (squash), its centre square (center_crop) or the letterbox
+ * around it (pad: black outside the image), as the model's preprocessing
+ * shows it; on top a random-resized crop (zoom in and out, reflect fill;
+ * black outside the image for pad), flips, rotation and colour jitter.
+ * Deterministic in seed. */
+void dl_augment_view(const uint8_t *src, int sw, int sh, size_t stride, int framing, uint8_t *dst, int W,
                      int H, const dl_view_params *p, uint64_t seed);
 #endif

@@ -92,7 +92,7 @@ typedef struct {
     uint8_t **native;    /* [n_train] aspect-kept decodes (scale_aug), else NULL */
     int *native_dims;    /* [2 n_train] */
     dl_view_params vp;
-    int center_crop;     /* recorded preprocessing crops the centre square */
+    int framing;         /* recorded preprocessing: DL_FRAME_SQUASH, _CENTER_CROP or _PAD */
 } trainer;
 
 static void logf_(const dl_train_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -406,10 +406,24 @@ static void to_input(const dl_preprocess *p, const uint8_t *img, int n, float *o
 }
 
 /* What the recorded preprocessing makes of an image, at W x H (RGB8). */
-static uint8_t *render_base(const uint8_t *img, int w, int h, int center_crop, int W, int H)
+static uint8_t *render_base(const uint8_t *img, int w, int h, int framing, int W, int H)
 {
     dl_image src = {.width = w, .height = h, .stride = (size_t)w * 3, .pixels = (uint8_t *)img};
-    if (center_crop) {
+    if (framing == DL_FRAME_PAD) {
+        /* letterbox, as infer/preprocess.c: resized into its rectangle, black around */
+        int lx, ly, lw, lh;
+        dl_preprocess_letterbox(w, h, W, H, &lx, &ly, &lw, &lh);
+        dl_image r = {0};
+        dl_error e = {0};
+        if (dl_image_resize(&src, lw, lh, &r, &e)) return NULL;
+        uint8_t *out = calloc((size_t)W * H * 3, 1);
+        if (out)
+            for (int y = 0; y < lh; y++)
+                memcpy(out + ((size_t)(y + ly) * W + lx) * 3, r.pixels + (size_t)y * r.stride, (size_t)lw * 3);
+        dl_image_free(&r);
+        return out;
+    }
+    if (framing == DL_FRAME_CENTER_CROP) {
         int side = w < h ? w : h;
         src.pixels += (size_t)((h - side) / 2) * src.stride + (size_t)((w - side) / 2) * 3;
         src.width = src.height = side;
@@ -424,12 +438,12 @@ static uint8_t *render_base(const uint8_t *img, int w, int h, int center_crop, i
     return out;
 }
 
-static uint8_t **render_all(uint8_t **imgs, const int *dims, int n, int center_crop, int W, int H)
+static uint8_t **render_all(uint8_t **imgs, const int *dims, int n, int framing, int W, int H)
 {
     uint8_t **out = calloc(n ? n : 1, sizeof(uint8_t *));
     if (!out) return NULL;
     for (int i = 0; i < n; i++) {
-        out[i] = render_base(imgs[i], dims[2 * i], dims[2 * i + 1], center_crop, W, H);
+        out[i] = render_base(imgs[i], dims[2 * i], dims[2 * i + 1], framing, W, H);
         if (!out[i]) {
             for (int j = 0; j < i; j++) free(out[j]);
             free(out);
@@ -447,7 +461,7 @@ static void train_view(const trainer *t, int img, uint8_t *dst, uint64_t seed)
     const int W = t->prep.width, H = t->prep.height;
     if (t->native) {
         int w = t->native_dims[2 * img], h = t->native_dims[2 * img + 1];
-        dl_augment_view(t->native[img], w, h, (size_t)w * 3, t->center_crop, dst, W, H, &t->vp, seed);
+        dl_augment_view(t->native[img], w, h, (size_t)w * 3, t->framing, dst, W, H, &t->vp, seed);
     } else {
         dl_augment_rgb8(t->base[img], dst, W, H, seed);
     }
@@ -855,6 +869,18 @@ static double choose_prior_shift(const trainer *t, dl_graph *full, float *val_lo
 }
 
 /* ------------------------------------------------------------ OOD */
+
+/* The model loader accepts tensor values within +-1e6 and a threshold in
+ * [1e-30, 1e30] (formats/model.c). */
+static bool ood_storable(const float *mean, const float *prec, int d, float thr)
+{
+    if (!(thr >= 1e-30f && thr <= 1e30f)) return false;
+    for (int j = 0; j < d; j++)
+        if (!(fabsf(mean[j]) <= 1e6f)) return false;
+    for (size_t k = 0; k < (size_t)d * d; k++)
+        if (!(fabsf(prec[k]) <= 1e6f)) return false;
+    return true;
+}
 
 /* Mahalanobis: mean and shrunk covariance of train features, inverted by
  * Cholesky in double. Threshold = 99th percentile of val scores. */
@@ -1462,13 +1488,15 @@ int dl_train(const dl_train_config *c, dl_error *err)
     const int W = bb->pre.width, H = bb->pre.height;
     t.prep = bb->pre;
     if (c->resize) {
-        if (strcmp(c->resize, "squash") && strcmp(c->resize, "center_crop")) {
-            dl_fail(err, DL_ERR_ARG, "--resize: \"%s\" is not squash or center_crop", c->resize);
+        if (strcmp(c->resize, "squash") && strcmp(c->resize, "center_crop") && strcmp(c->resize, "pad")) {
+            dl_fail(err, DL_ERR_ARG, "--resize: \"%s\" is not squash, center_crop or pad", c->resize);
             goto out;
         }
         snprintf(t.prep.resize, sizeof t.prep.resize, "%s", c->resize);
     }
-    t.center_crop = !strcmp(t.prep.resize, "center_crop");
+    t.framing = !strcmp(t.prep.resize, "center_crop") ? DL_FRAME_CENTER_CROP
+              : !strcmp(t.prep.resize, "pad")       ? DL_FRAME_PAD
+                                                    : DL_FRAME_SQUASH;
     dl_view_params_defaults(&t.vp);
     if (c->scale_min > 0) t.vp.scale_min = c->scale_min;
     if (c->scale_max > 0) t.vp.scale_max = c->scale_max;
@@ -1496,8 +1524,8 @@ int dl_train(const dl_train_config *c, dl_error *err)
         }
         compact(c, &train, tnat, terr, t.train_source, t.native_dims, "training");
         compact(c, &val, vnat, verr, NULL, vdims, "validation");
-        timg = render_all(tnat, t.native_dims, train.n, t.center_crop, W, H);
-        vimg = render_all(vnat, vdims, val.n, t.center_crop, W, H);
+        timg = render_all(tnat, t.native_dims, train.n, t.framing, W, H);
+        vimg = render_all(vnat, vdims, val.n, t.framing, W, H);
         dl_dataset_free_images(&val, vnat, NULL);
         free(vdims);
         if (c->scale_aug) {
@@ -1713,7 +1741,15 @@ int dl_train(const dl_train_config *c, dl_error *err)
         goto out;
     float thr = 0;
     if (fit_ood(train_feat, train.n, t.feat_dim, val_feat, val.n, &ood_mean, &ood_prec, &thr, err)) goto out;
-    logf_(c, "OOD detector: Mahalanobis on %d-d pooled features, threshold %.1f (99th percentile of validation)", t.feat_dim, thr);
+    if (!ood_storable(ood_mean, ood_prec, t.feat_dim, thr)) {
+        /* features of a degenerate scale (e.g. a randomly initialised
+         * imported backbone): the loader would refuse such a detector */
+        logf_(c, "OOD detector: not stored (the pooled features' scale gives values beyond the model file's +-1e6)");
+        free(ood_mean); free(ood_prec);
+        ood_mean = ood_prec = NULL;
+    } else {
+        logf_(c, "OOD detector: Mahalanobis on %d-d pooled features, threshold %.1f (99th percentile of validation)", t.feat_dim, thr);
+    }
     cJSON_AddNumberToObject(prov, "temperature", T);
     cJSON_AddStringToObject(prov, "design", c->stages == 2 ? "stage 1 (frozen backbone, new head) then stage 2 (fine-tuning the top of the backbone with the head)" : "stage 1 only: frozen backbone + new head");
     if (save_model(&t, bb, &full, c->output, T, ood_mean, ood_prec, thr, prov, err)) goto out;
