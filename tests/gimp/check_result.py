@@ -511,7 +511,7 @@ def check_huge(work):
     after = [l for l in lines if l.startswith("after ")]
     check(before and after and before[0][7:] == after[0][6:], "huge: sampled pixels changed")
     kids = [l.split("\t") for l in lines if l.startswith("child\t")]
-    # No 3.6 GB overlay layer (see DLP_MAX_OVERLAY_PIXELS): the label only.
+    # No 3.6 GB overlay layer (see DLP_MAX_OVERLAY_PIXELS in plugin/core.c): the label only.
     check(sorted(k[1] for k in kids) in (["Labels", "Text background"], ["Headline", "Labels", "Text background"]),
           "huge: group children %r" % kids)
     try:
