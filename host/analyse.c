@@ -140,6 +140,15 @@ int dh_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t st
         float v = map[i];
         map[i] = (v > 0.0f) ? (v < 1.0f ? v : 1.0f) : 0.0f;
     }
+    /* Smooth, not bilinear: no ridges or diamonds from the coarse grid. */
+    double cx, cy;
+    dh_saliency_cell(m, width, height, &cx, &cy);
+    if (dh_map_smooth(map, width, height, cx, cy, &e2) != 0) {
+        free(map);
+        snprintf(out->saliency_note, sizeof out->saliency_note, "saliency unavailable: %.200s",
+                 e2.message);
+        return 0;
+    }
     out->map = map;
     out->map_width = width;
     out->map_height = height;

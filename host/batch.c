@@ -147,20 +147,9 @@ static int write_annotated(const dl_image *img, const float *map, double opacity
         dh_set_err(err, DL_ERR_NOMEM, "out of memory for the annotated copy");
         return -1;
     }
-    float op = (float)(opacity / 100.0);
-    for (int y = 0; y < h; y++) {
-        const uint8_t *src = img->pixels + (size_t)y * img->stride;
-        uint8_t *dst = out + (size_t)y * stride;
-        for (int x = 0; x < w; x++) {
-            uint8_t c[4];
-            dh_colormap(map[(size_t)y * (size_t)w + (size_t)x], c);
-            float a = op * (float)c[3] / 255.0f;
-            for (int k = 0; k < 3; k++) {
-                float v = (float)src[3 * x + k] * (1.0f - a) + (float)c[k] * a;
-                dst[3 * x + k] = (uint8_t)(v + 0.5f);
-            }
-        }
-    }
+    dh_overlay o;
+    dh_overlay_init(&o, map, w, h, DH_OVERLAY_FILL, opacity / 100.0);
+    dh_blend_rows(img->pixels, img->stride, map, w, h, 0, h, &o, out, stride);
     int lw, lh;
     dh_legend_size(w, h, &lw, &lh);
     if (lw + 4 <= w && lh + 4 <= h) {

@@ -72,6 +72,7 @@ typedef struct {
     int top_k;                    /* 1..DH_MAX_TOP_K (clamped to the class count later) */
     int add_labels;
     int add_legend;
+    int overlay;                  /* a dh_overlay_style (fill, outline, both); default fill */
 } dh_params;
 
 void dh_params_default(dh_params *p);
@@ -144,7 +145,8 @@ typedef struct {
     char image_reason[128];       /* why ("" when not flagged) */
 } dh_analysis;
 
-/* Classify (all classes) and, when want_saliency, explain the top class.
+/* Classify (all classes) and, when want_saliency, explain the top class
+ * (the map smoothed by dh_map_smooth: the overlay everyone sees).
  * A saliency failure that is not fatal (unsupported, limit, nomem) leaves
  * map NULL and a note; the classification is still returned. prog may be
  * NULL. Free *out with dh_analysis_free (also after a failure). */
@@ -153,17 +155,83 @@ int dh_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t st
                dh_analysis *out, dl_error *err);
 void dh_analysis_free(dh_analysis *a);
 
+/* ------------------------------------------------------------------ smooth maps */
+
+/* How the coarse map reaches the region: smooth (the default everywhere:
+ * dh_map_smooth on the engine's map) or bilinear (the engine's map as it
+ * is; kept selectable for the faithfulness comparison). */
+typedef enum { DH_UPSAMPLE_SMOOTH = 0, DH_UPSAMPLE_BILINEAR } dh_upsample;
+/* "smooth" / "bilinear" -> the enum, -1 if unknown; and back (static). */
+int dh_upsample_parse(const char *name);
+const char *dh_upsample_name(dh_upsample u);
+
+/* The saliency grid's cell in region pixels for a w x h region: the last
+ * convolution's stride (32 network pixels) scaled to the region as the
+ * model's preprocessing maps it (squash: each axis; centre crop: the central
+ * square). m may be NULL (a 224 px squash model). */
+void dh_saliency_cell(const dl_model *m, int w, int h, double *cell_x, double *cell_y);
+/* Smooth a bilinearly upsampled w x h map in place into the cubic B-spline
+ * of the same coarse values: convolved with a cell-wide tent (two box
+ * passes a direction, running sums: about 10 operations a pixel whatever
+ * the cell), then stretched to [0, 1] again (a map without evidence stays
+ * zero). 0, or -1 with err (out of memory; map unchanged). */
+int dh_map_smooth(float *map, int w, int h, double cell_x, double cell_y, dl_error *err);
+
 /* ------------------------------------------------------------------ overlay pixels */
 
-/* The colour map: saliency s in [0,1] -> RGBA8. Alpha is 0 where saliency is
- * low so the lesion stays visible. */
+/* The opacity ramp of the colour map: transparent up to DH_ALPHA_LOW,
+ * opaque from DH_ALPHA_HIGH (smoothstep between), so that the lesion shows
+ * where the model found little. */
+#define DH_ALPHA_LOW 0.15f
+#define DH_ALPHA_HIGH 0.70f
+float dh_saliency_alpha(float s);
+/* The one colour map, used by the plug-in and the CLI: saliency s in [0,1]
+ * -> RGBA8, a perceptual path in OKLab from dark violet through red and
+ * orange to pale yellow (lightness rising with s), alpha dh_saliency_alpha. */
 void dh_colormap(float s, uint8_t rgba[4]);
-/* Overlay rows [y0, y0+rows) of an out_w x out_h layer from a map_w x map_h
- * saliency map (bilinear when the sizes differ, i.e. when a huge region was
- * analysed at reduced scale). channels 4: RGBA colour map; channels 2: grey +
- * alpha (for grey images), grey = saliency. out holds rows*out_w*channels. */
-void dh_overlay_rows(const float *map, int map_w, int map_h, int out_w, int out_h, int y0,
-                     int rows, int channels, uint8_t *out);
+/* Colour-map rows [y0, y0+rows) of a w-wide map. channels 4: RGBA;
+ * channels 2: grey + alpha (for grey images), grey = saliency. out holds
+ * rows*w*channels bytes. */
+void dh_overlay_rows(const float *map, int w, int y0, int rows, int channels, uint8_t *out);
+
+/* The outline mode: the contour of the top DH_OUTLINE_TOP of the map. */
+#define DH_OUTLINE_TOP 0.20
+/* The map value above which the top `top` fraction of its n values lie
+ * (INFINITY for a map without evidence: no contour). */
+float dh_map_level(const float *map, size_t n, double top);
+/* The outline's width in pixels for a w x h region (about 1/110 of the
+ * short side, at least 2). */
+double dh_outline_width(int w, int h);
+/* Outline rows [y0, y0+rows) of a w x h map: an anti-aliased stroke `width`
+ * pixels wide along the contour at `level`, pale yellow (the colour map's
+ * top) on a dark rim, transparent elsewhere. channels 4 or 2 as above. */
+void dh_outline_rows(const float *map, int w, int h, float level, double width, int y0, int rows,
+                     int channels, uint8_t *out);
+
+typedef enum { DH_OVERLAY_FILL = 0, DH_OVERLAY_OUTLINE, DH_OVERLAY_BOTH } dh_overlay_style;
+/* "fill" / "outline" / "both" -> the enum, -1 if unknown; and back (static). */
+int dh_overlay_style_parse(const char *name);
+const char *dh_overlay_style_name(dh_overlay_style s);
+/* Its readable name ("Outline of the top 20 %") and a one-line description. */
+const char *dh_overlay_style_title(dh_overlay_style s);
+const char *dh_overlay_style_help(dh_overlay_style s);
+
+/* How a map is drawn onto a picture. */
+typedef struct {
+    dh_overlay_style style;
+    double opacity;    /* of the colour fill, 0..1 (the outline is opaque) */
+    float level;       /* outline level (dh_map_level) */
+    double width;      /* outline width in pixels */
+} dh_overlay;
+/* For a w x h map: the style, the fill's opacity (0..1), the outline's
+ * level (top DH_OUTLINE_TOP) and width. */
+void dh_overlay_init(dh_overlay *o, const float *map, int w, int h, dh_overlay_style style,
+                     double opacity);
+/* Rows [y0, y0+rows) of the RGB8 picture rgb (w x h, stride bytes a row)
+ * with the map drawn over it as o says, into out (out_stride bytes a row). */
+void dh_blend_rows(const uint8_t *rgb, size_t stride, const float *map, int w, int h, int y0,
+                   int rows, const dh_overlay *o, uint8_t *out, size_t out_stride);
+
 /* A plain legend bar for an image of region_w x region_h (annotated batch
  * copies): its size, and its pixels (w*h*channels, opaque gradient
  * low->high left to right with a dark frame); channels 4 or 2 as above. */
@@ -270,6 +338,40 @@ void dh_plan_labels(const dl_model *m, const dh_analysis *an, const dh_params *p
 /* Columns for the label at font size size: the plan's at its own size,
  * scaled when the text had to be made smaller. */
 int dh_plan_cols(const dh_label_plan *pl, int tw_max, double size);
+
+/* ------------------------------------------------------------------ teaching figure */
+
+/* A figure for a slide: the region (left) and the region with its map
+ * (right) side by side on white, a caption below with the verdict, the top
+ * classes, the method, the model and the disclaimer. */
+#define DH_FIGURE_MAX_PANEL 1600   /* longest panel side; larger regions are scaled down */
+
+typedef struct {
+    int panel_w, panel_h;          /* each panel */
+    int gap;                       /* around and between the panels */
+    int width;                     /* 2 * panel_w + 3 * gap */
+    int caption_x, caption_y, caption_w;
+    double font_px;                /* caption text height */
+    int cols;                      /* caption characters a line, first guess */
+} dh_figure_layout;
+
+void dh_figure_plan(int region_w, int region_h, dh_figure_layout *f);
+/* The figure's height once its caption is caption_h pixels high. */
+int dh_figure_height(const dh_figure_layout *f, int caption_h);
+/* The two panels of f's size from the RGB8 region rgb (w x h, stride bytes
+ * a row) and its w x h map (NULL: the right panel is the picture alone)
+ * drawn as o says: malloc'd RGB8 in *left and *right (free both); 0, or -1
+ * with err (nothing to free). */
+int dh_figure_panels(const uint8_t *rgb, int w, int h, size_t stride, const float *map,
+                     const dh_overlay *o, const dh_figure_layout *f, uint8_t **left,
+                     uint8_t **right, dl_error *err);
+/* The caption as plain text, one paragraph a line, each wrapped at cols
+ * characters (0: not wrapped): the headline, the top_k classes with their
+ * probabilities, what the right panel shows (the map of class cls by
+ * method, drawn in style), the model (name and file) and the disclaimer. */
+void dh_figure_caption(const dl_model *m, const char *model_path, const dl_result *r,
+                       int image_flag, int cls, dl_saliency_method method, dh_overlay_style style, int top_k,
+                       int cols, char *buf, size_t size);
 
 /* ------------------------------------------------------------------ batch review */
 

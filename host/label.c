@@ -199,6 +199,44 @@ void dh_label_markup(const dl_model *m, const dl_result *r, int image_flag, int 
         out_raw(&o, "</small>");
 }
 
+void dh_figure_caption(const dl_model *m, const char *model_path, const dl_result *r,
+                       int image_flag, int cls, dl_saliency_method method, dh_overlay_style style,
+                       int top_k, int cols, char *buf, size_t size)
+{
+    text_out o = {buf, size, 0, 0};
+    if (size)
+        buf[0] = '\0';
+    char line[1024];
+    dh_headline(m, r, image_flag, line, sizeof line);
+    out_wrapped(&o, line, cols);
+    /* The classes, most likely first. */
+    int k = top_k < r->top_k ? top_k : r->top_k;
+    size_t used = (size_t)snprintf(line, sizeof line, "Top classes:");
+    for (int i = 0; i < k && used < sizeof line; i++) {
+        int c = r->top_index[i];
+        used += (size_t)snprintf(line + used, sizeof line - used, "%s %s %d %%", i ? "," : "",
+                                 class_label(m, c), dh_percent(r->probs[c]));
+    }
+    out_raw(&o, "\n");
+    out_wrapped(&o, line, cols);
+    const char *how = style == DH_OVERLAY_OUTLINE ? "outline of its top 20 %"
+                      : style == DH_OVERLAY_BOTH  ? "colour map (dark = low, yellow = high) and "
+                                                    "outline of its top 20 %"
+                                                  : "colour map, dark = low, yellow = high";
+    snprintf(line, sizeof line, "Left: the region. Right: where the model looked for %s (%s "
+             "saliency, %s).", cls >= 0 && cls < r->num_classes ? class_label(m, cls) : "?",
+             dh_method_title(method), how);
+    out_raw(&o, "\n");
+    out_wrapped(&o, line, cols);
+    const char *name = dl_model_name(m), *base = model_path ? strrchr(model_path, '/') : NULL;
+    snprintf(line, sizeof line, "Model: %s (%s).", name && name[0] ? name : "unnamed",
+             base ? base + 1 : (model_path ? model_path : "?"));
+    out_raw(&o, "\n");
+    out_wrapped(&o, line, cols);
+    out_raw(&o, "\n");
+    out_wrapped(&o, DH_DISCLAIMER, cols);
+}
+
 void dh_label_text(const dl_model *m, const dl_result *r, int top_k, char *buf, size_t size)
 {
     dh_label_markup(m, r, 0, top_k, 0, 0, 1, buf, size);

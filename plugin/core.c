@@ -200,10 +200,12 @@ static gboolean dlp_set_u8_pixels(GeglBuffer *buf, const GeglRectangle *r, int c
     return TRUE;
 }
 
-/* Fill a new layer's buffer with the overlay, in strips to bound memory. */
-static gboolean dlp_write_overlay(GeglBuffer *buf, const dh_analysis *an, int w, int h,
-                                  int channels, gchar **msg)
+/* Fill a new layer's buffer (the map's size) with the colour map, or with
+ * the outline at o's level when outline is set, in strips to bound memory. */
+static gboolean dlp_write_overlay(GeglBuffer *buf, const dh_analysis *an, const dh_overlay *o,
+                                  gboolean outline, int channels, gchar **msg)
 {
+    int w = an->map_width, h = an->map_height;
     int rows = h < DLP_STRIP_ROWS ? h : DLP_STRIP_ROWS;
     guint8 *strip = g_try_malloc((gsize)w * (gsize)rows * (gsize)channels);
     if (!strip) {
@@ -213,7 +215,10 @@ static gboolean dlp_write_overlay(GeglBuffer *buf, const dh_analysis *an, int w,
     gboolean ok = TRUE;
     for (int y0 = 0; ok && y0 < h; y0 += rows) {
         int n = h - y0 < rows ? h - y0 : rows;
-        dh_overlay_rows(an->map, an->map_width, an->map_height, w, h, y0, n, channels, strip);
+        if (outline)
+            dh_outline_rows(an->map, w, h, o->level, o->width, y0, n, channels, strip);
+        else
+            dh_overlay_rows(an->map, w, y0, n, channels, strip);
         GeglRectangle r = {0, y0, w, n};
         ok = dlp_set_u8_pixels(buf, &r, channels, strip, msg);
     }
@@ -724,6 +729,36 @@ static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const d
     return TRUE;
 }
 
+/* A layer of the map (its colour map, or its outline) over the region. A
+ * huge region's layer is written at analysis size and scaled up by GIMP: no
+ * full-size pixels cross the wire. */
+static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, const char *name,
+                              const dh_analysis *an, const dh_overlay *o, gboolean outline,
+                              const dh_region *region, const dlp_geom *geo, double opacity,
+                              int channels, gchar **msg)
+{
+    int ow = an->map_width, oh = an->map_height;
+    gint32 ov = g->layer_new(image, group, name, ow, oh, region->x, region->y, opacity, channels);
+    if (ov < 0) {
+        *msg = g_strdup("Could not add the saliency layer");
+        return FALSE;
+    }
+    GeglBuffer *buf = g->buffer(ov);
+    gboolean wok = dlp_write_overlay(buf, an, o, outline, channels, msg);
+    g_object_unref(buf);
+    if (!wok)
+        return FALSE;
+    g->update(ov, ow, oh);
+    if (ow != geo->w || oh != geo->h) {
+        if (!g->scale(ov, geo->w, geo->h)) {
+            *msg = g_strdup("Could not scale the saliency layer to the region");
+            return FALSE;
+        }
+        g->move(ov, region->x, region->y);
+    }
+    return TRUE;
+}
+
 static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
                                const dlp_geom *geo, dl_model *m, const char *model_path,
                                const dh_params *p, const dh_analysis *an, gchar **msg)
@@ -752,35 +787,30 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
                    "overlay not added: the region (%d x %d) is larger than %.0f megapixels",
                    geo->w, geo->h, DLP_MAX_OVERLAY_PIXELS / (1024.0 * 1024.0));
     if (overlay) {
-        g_snprintf(name, sizeof name, "Saliency (%s)", dh_method_title(p->method));
-        /* A huge region's overlay is written at analysis size and scaled
-         * up by GIMP: no full-size pixels cross the wire. */
-        int ow = geo->scale < 1.0 ? an->map_width : geo->w;
-        int oh = geo->scale < 1.0 ? an->map_height : geo->h;
-        gint32 ov = g->layer_new(image, group, name, ow, oh, region.x, region.y, p->opacity,
-                                 channels);
-        if (ov < 0) {
-            *msg = g_strdup("Could not add the saliency layer");
-            goto out;
-        }
-        GeglBuffer *buf = g->buffer(ov);
-        gboolean wok = dlp_write_overlay(buf, an, ow, oh, channels, msg);
-        g_object_unref(buf);
-        if (!wok)
-            goto out;
-        g->update(ov, ow, oh);
-        if (ow != geo->w || oh != geo->h) {
-            if (!g->scale(ov, geo->w, geo->h)) {
-                *msg = g_strdup("Could not scale the saliency layer to the region");
+        /* The colour map at the user's opacity and / or the outline of the
+         * map's top 20 %, opaque, above it. */
+        dh_overlay o;
+        dh_overlay_init(&o, an->map, an->map_width, an->map_height, p->overlay, 1.0);
+        o.width = dh_outline_width(geo->w, geo->h) * an->map_width / geo->w;
+        for (int outline = 0; outline < 2; outline++) {
+            if (outline ? p->overlay == DH_OVERLAY_FILL : p->overlay == DH_OVERLAY_OUTLINE)
+                continue;
+            if (outline)
+                g_snprintf(name, sizeof name, "Outline: top %d %% (%s)",
+                           (int)(DH_OUTLINE_TOP * 100 + 0.5), dh_method_title(p->method));
+            else
+                g_snprintf(name, sizeof name, "Saliency (%s)", dh_method_title(p->method));
+            if (!add_map_layer(g, image, group, name, an, &o, outline, &region, geo,
+                               outline ? 100.0 : p->opacity, channels, msg))
                 goto out;
-            }
-            g->move(ov, region.x, region.y);
         }
     }
     /* Labels and legend: sizes follow the region (dh_label_font_px). */
     dh_label_plan plan;
     dh_measure ms = {measure_text, measure_legend, &channels};
-    dh_plan_labels(m, an, p, geo->w, geo->h, overlay, &ms, &plan);
+    /* The legend explains the colours: only with the colour map. */
+    dh_plan_labels(m, an, p, geo->w, geo->h, overlay && p->overlay != DH_OVERLAY_OUTLINE, &ms,
+                   &plan);
     int mg = plan.margin, lw = 0, lh = 0;
     guint8 *lpx = plan.show_legend ? dlp_legend_render(plan.font_px, geo->w - 2 * mg, p->method,
                                                        channels, &lw, &lh)
@@ -1009,4 +1039,149 @@ gboolean dlp_core_batch(const char *in, const char *csv, const char *out, const 
         return FALSE;
     }
     return TRUE;
+}
+
+/* ------------------------------------------------------------------ teaching figure */
+
+/* RGB8 w x h -> R'G'B'A u8, opaque. g_free it; NULL when out of memory. */
+static guint8 *opaque_rgba(const uint8_t *rgb, int w, int h)
+{
+    gsize n = (gsize)w * (gsize)h;
+    guint8 *px = g_try_malloc(n * 4);
+    for (gsize i = 0; px && i < n; i++) {
+        memcpy(px + 4 * i, rgb + 3 * i, 3);
+        px[4 * i + 3] = 255;
+    }
+    return px;
+}
+
+/* A panel as a layer of the figure; -1 with *msg. */
+static gint32 add_panel(const dlp_gimp *g, gint32 img, const char *name, const uint8_t *rgb,
+                        const dh_figure_layout *f, int x, gchar **msg)
+{
+    guint8 *px = opaque_rgba(rgb, f->panel_w, f->panel_h);
+    if (!px) {
+        *msg = g_strdup("Not enough memory for the figure");
+        return -1;
+    }
+    gint32 l = add_pixels(g, img, -1, name, px, f->panel_w, f->panel_h, x, f->gap, 4,
+                          "Could not add a panel to the figure", msg);
+    g_free(px);
+    return l;
+}
+
+/* The caption at the figure's font, wrapped so that Pango (GIMP's text
+ * engine) finds every line narrower than the caption box; its height. */
+static int fit_caption(const dl_model *m, const char *model_path, const dh_analysis *an,
+                       const dh_params *p, const dh_figure_layout *f, char *cap, size_t size)
+{
+    int cols = f->cols, w = 0, h = 0;
+    int cls = an->result.top_k > 0 ? an->result.top_index[0] : -1;
+    for (int i = 0; i < 8; i++) {
+        dh_figure_caption(m, model_path, &an->result, an->image_flag, cls, p->method, p->overlay,
+                          p->top_k, cols, cap, size);
+        gchar *esc = g_markup_escape_text(cap, -1);
+        dlp_text_extent(esc, f->font_px, &w, &h);
+        g_free(esc);
+        if (w <= f->caption_w || cols <= 16)
+            break;
+        cols = cols * 9 / 10;
+    }
+    return h;
+}
+
+static gboolean build_figure(const dlp_gimp *g, const guint8 *rgb, const dlp_geom *geo,
+                             const dl_model *m, const char *model_path, const dh_params *p,
+                             const dh_analysis *an, gint32 *figure, gchar **msg)
+{
+    dh_figure_layout f;
+    dh_figure_plan(geo->aw, geo->ah, &f);
+    dh_overlay o = {0};
+    if (an->map)
+        dh_overlay_init(&o, an->map, an->map_width, an->map_height, p->overlay, p->opacity / 100.0);
+    uint8_t *left = NULL, *right = NULL;
+    dl_error err = {0};
+    if (dh_figure_panels(rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, an->map, &o, &f, &left,
+                         &right, &err) != 0) {
+        *msg = g_strdup_printf("Cannot make the figure: %s", err.message);
+        return FALSE;
+    }
+    char cap[4096];
+    int cap_h = fit_caption(m, model_path, an, p, &f, cap, sizeof cap);
+    int height = dh_figure_height(&f, cap_h + cap_h / 10); /* GIMP sets text a little looser */
+    gboolean ok = FALSE;
+    gint32 img = g->image_new(f.width, height);
+    if (img < 0) {
+        *msg = g_strdup("Could not make a new image for the figure");
+        goto out;
+    }
+    char name[256];
+    g_snprintf(name, sizeof name, "Region with saliency (%s)", dh_method_title(p->method));
+    if (add_panel(g, img, "Region", left, &f, f.gap, msg) < 0 ||
+        add_panel(g, img, an->map ? name : "Region (no saliency map)", right, &f,
+                  2 * f.gap + f.panel_w, msg) < 0)
+        goto out;
+    gint32 tl = g->text_new(img, -1, 0, cap, "Sans-serif", f.font_px);
+    if (tl < 0) {
+        *msg = g_strdup("Could not add the caption text layer");
+        goto out;
+    }
+    g->text_colour(tl, "#1e1e1e");
+    g->move(tl, f.caption_x, f.caption_y);
+    g->rename(tl, "Caption");
+    /* The canvas follows the caption as GIMP set it. */
+    int tw, th;
+    g->size(tl, &tw, &th);
+    if (dh_figure_height(&f, th) != height) {
+        height = dh_figure_height(&f, th);
+        g->image_resize(img, f.width, height);
+    }
+    guint8 *white = g_try_malloc((gsize)f.width * (gsize)height * 4);
+    if (!white) {
+        *msg = g_strdup("Not enough memory for the figure");
+        goto out;
+    }
+    memset(white, 255, (gsize)f.width * (gsize)height * 4);
+    gint32 bg = add_pixels(g, img, -1, "Background", white, f.width, height, 0, 0, 4,
+                           "Could not add the figure's background", msg);
+    g_free(white);
+    if (bg < 0)
+        goto out;
+    g->reorder(img, bg, -1, 3); /* under the panels and the caption */
+    ok = TRUE;
+out:
+    free(left);
+    free(right);
+    if (ok)
+        *figure = img;
+    else if (img >= 0)
+        g->image_delete(img); /* a failed run leaves nothing behind */
+    return ok;
+}
+
+gboolean dlp_core_figure(const dlp_gimp *g, gint32 image, gint32 drawable, const dh_params *p,
+                         gboolean interactive, gint32 *figure, gchar **msg)
+{
+    *figure = -1;
+    dlp_geom geo;
+    guint8 *rgb = read_region(g, image, drawable, &geo, msg);
+    if (!rgb)
+        return FALSE;
+    char model_path[4096];
+    dl_model *m = NULL;
+    dh_analysis an;
+    if (!load_and_analyse(rgb, &geo, p, &m, model_path, sizeof model_path, &an, msg)) {
+        g_free(rgb);
+        return FALSE;
+    }
+    gimp_progress_set_text("DermLens: making the figure");
+    gboolean ok = build_figure(g, rgb, &geo, m, model_path, p, &an, figure, msg);
+    g_free(rgb);
+    gimp_progress_update(1.0);
+    gimp_progress_end();
+    if (ok)
+        g->image_ready(*figure, interactive);
+    dh_analysis_free(&an);
+    dl_model_free(m);
+    return ok;
 }

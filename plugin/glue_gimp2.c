@@ -18,6 +18,7 @@ typedef struct {
     int top_k;
     int add_labels;
     int add_legend;
+    int overlay; /* dh_overlay_style */
 } dlp_saved;
 
 typedef struct {
@@ -45,6 +46,22 @@ static void query(void)
         {GIMP_PDB_INT32, "top-k", "Number of classes in the label (1..50)"},
         {GIMP_PDB_INT32, "add-labels", "Add the label text layer (TRUE/FALSE)"},
         {GIMP_PDB_INT32, "add-legend", "Add the colour-scale legend (TRUE/FALSE)"},
+        {GIMP_PDB_INT32, "overlay-style",
+         "How the map is drawn: 0 colour map, 1 outline of its top 20 %, 2 both (optional, 0)"},
+    };
+    GimpParamDef figure_args[] = {
+        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
+        {GIMP_PDB_IMAGE, "image", "Input image (not changed)"},
+        {GIMP_PDB_DRAWABLE, "drawable", "Layer to classify"},
+        {GIMP_PDB_STRING, "model-path", "Model file (empty: the shipped model)"},
+        {GIMP_PDB_STRING, "saliency-method", NULL /* dh_method_list(), set below */},
+        {GIMP_PDB_FLOAT, "opacity", "Colour map opacity (0..100)"},
+        {GIMP_PDB_INT32, "top-k", "Number of classes in the caption (1..50)"},
+        {GIMP_PDB_INT32, "overlay-style",
+         "How the map is drawn: 0 colour map, 1 outline of its top 20 %, 2 both"},
+    };
+    static const GimpParamDef figure_ret[] = {
+        {GIMP_PDB_IMAGE, "figure", "The new image: region and saliency side by side, caption"},
     };
     static const GimpParamDef batch_args[] = {
         {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
@@ -59,7 +76,7 @@ static void query(void)
         {GIMP_PDB_INT32, "classified", "Files classified"},
         {GIMP_PDB_INT32, "failed", "Files that failed (listed in the CSV with their error)"},
     };
-    classify_args[4].description = (gchar *)dh_method_list();
+    classify_args[4].description = figure_args[4].description = (gchar *)dh_method_list();
 
     gimp_install_procedure(DLP_PROC_CLASSIFY, "Classify a skin lesion and show where the model looked",
                            "Classifies the active layer (or the selection's bounding box) with the "
@@ -78,6 +95,17 @@ static void query(void)
                            GIMP_PLUGIN, G_N_ELEMENTS(batch_args), G_N_ELEMENTS(batch_ret),
                            batch_args, batch_ret);
     gimp_plugin_menu_register(DLP_PROC_BATCH, DLP_MENU_PATH);
+
+    gimp_install_procedure(DLP_PROC_FIGURE, "A teaching figure: the lesion and where the model looked",
+                           "Makes a new image with the active layer's region (or the selection's "
+                           "bounding box) and the same region with its saliency map side by side, "
+                           "and a caption with the top classes, the method, the model and the "
+                           "disclaimer, ready to export. The image is not changed. "
+                           "Research/teaching aid - not a diagnosis.",
+                           "DermLens authors", "GPL-3.0-or-later", "2025", "_Teaching Figure...",
+                           "RGB*, GRAY*, INDEXED*", GIMP_PLUGIN, G_N_ELEMENTS(figure_args),
+                           G_N_ELEMENTS(figure_ret), figure_args, figure_ret);
+    gimp_plugin_menu_register(DLP_PROC_FIGURE, DLP_MENU_PATH);
 }
 
 /* ------------------------------------------------------------------ GIMP calls */
@@ -240,6 +268,32 @@ static void g2_remove(gint32 image, gint32 layer)
     gimp_image_remove_layer(image, layer);
 }
 
+static gint32 g2_image_new(int w, int h)
+{
+    gint32 image = gimp_image_new(w, h, GIMP_RGB);
+    if (image >= 0)
+        gimp_image_undo_disable(image);
+    return image;
+}
+
+static void g2_image_resize(gint32 image, int w, int h)
+{
+    gimp_image_resize(image, w, h, 0, 0);
+}
+
+static void g2_image_ready(gint32 image, gboolean display)
+{
+    gimp_image_undo_enable(image);
+    gimp_image_clean_all(image);
+    if (display)
+        gimp_display_new(image);
+}
+
+static void g2_image_delete(gint32 image)
+{
+    gimp_image_delete(image);
+}
+
 static const dlp_gimp gimp2 = DLP_GIMP_TABLE(g2, "active", 0);
 
 /* ------------------------------------------------------------------ dialogs */
@@ -267,6 +321,12 @@ static void method_changed(GtkWidget *combo, gpointer data)
         gtk_widget_set_tooltip_text(combo, dh_method_help((dl_saliency_method)i));
 }
 
+static void style_changed(GtkWidget *combo, gpointer data)
+{
+    int i = gtk_combo_box_get_active(GTK_COMBO_BOX(combo));
+    gtk_widget_set_tooltip_text(combo, dh_overlay_style_help((dh_overlay_style)(i < 0 ? 0 : i)));
+}
+
 static GtkWidget *add_row(GtkWidget *table, int row, const char *label, GtkWidget *w)
 {
     GtkWidget *l = gtk_label_new_with_mnemonic(label);
@@ -277,13 +337,17 @@ static GtkWidget *add_row(GtkWidget *table, int row, const char *label, GtkWidge
     return w;
 }
 
-static gboolean classify_dialog(dlp_saved *s)
+/* Classify Lesion's dialog; with figure set, Teaching Figure's (no label
+ * and legend switches: the caption carries the text). */
+static gboolean classify_dialog(dlp_saved *s, gboolean figure)
 {
     gimp_ui_init("dermlens", FALSE);
-    GtkWidget *dlg = gimp_dialog_new("DermLens - Classify Lesion", "dermlens", NULL, 0,
-                                     gimp_standard_help_func, DLP_PROC_CLASSIFY, "_Cancel",
+    GtkWidget *dlg = gimp_dialog_new(figure ? "DermLens - Teaching Figure"
+                                            : "DermLens - Classify Lesion",
+                                     "dermlens", NULL, 0, gimp_standard_help_func,
+                                     figure ? DLP_PROC_FIGURE : DLP_PROC_CLASSIFY, "_Cancel",
                                      GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
-    GtkWidget *table = gtk_table_new(7, 2, FALSE);
+    GtkWidget *table = gtk_table_new(8, 2, FALSE);
     gtk_container_set_border_width(GTK_CONTAINER(table), 8);
     gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), table, TRUE, TRUE, 0);
 
@@ -321,18 +385,30 @@ static gboolean classify_dialog(dlp_saved *s)
 
     GtkWidget *spin = gtk_spin_button_new_with_range(1, DH_MAX_TOP_K, 1);
     gtk_spin_button_set_value(GTK_SPIN_BUTTON(spin), s->top_k);
-    gtk_widget_set_tooltip_text(spin, "How many of the most likely classes the label lists");
+    gtk_widget_set_tooltip_text(spin, figure ? "How many of the most likely classes the caption lists"
+                                             : "How many of the most likely classes the label lists");
     add_row(table, 3, "_Number of classes:", spin);
+
+    GtkWidget *style = gtk_combo_box_text_new();
+    for (int i = 0; i < 3; i++)
+        gtk_combo_box_text_append_text(GTK_COMBO_BOX_TEXT(style),
+                                       dh_overlay_style_title((dh_overlay_style)i));
+    gtk_combo_box_set_active(GTK_COMBO_BOX(style), s->overlay >= 0 && s->overlay < 3 ? s->overlay : 0);
+    g_signal_connect(style, "changed", G_CALLBACK(style_changed), NULL);
+    style_changed(style, NULL);
+    add_row(table, 4, "_Draw the map as:", style);
 
     GtkWidget *labels = gtk_check_button_new_with_mnemonic("Add label _text");
     gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(labels), s->add_labels);
-    gtk_table_attach(GTK_TABLE(table), labels, 0, 2, 4, 5, GTK_FILL, GTK_FILL, 4, 2);
     GtkWidget *legend = gtk_check_button_new_with_mnemonic("Add le_gend");
     gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(legend), s->add_legend);
-    gtk_table_attach(GTK_TABLE(table), legend, 0, 2, 5, 6, GTK_FILL, GTK_FILL, 4, 2);
+    if (!figure) {
+        gtk_table_attach(GTK_TABLE(table), labels, 0, 2, 5, 6, GTK_FILL, GTK_FILL, 4, 2);
+        gtk_table_attach(GTK_TABLE(table), legend, 0, 2, 6, 7, GTK_FILL, GTK_FILL, 4, 2);
+    }
     GtkWidget *disc = gtk_label_new(NULL);
     gtk_label_set_markup(GTK_LABEL(disc), "<b>" DH_DISCLAIMER "</b>");
-    gtk_table_attach(GTK_TABLE(table), disc, 0, 2, 6, 7, GTK_FILL, GTK_FILL, 4, 6);
+    gtk_table_attach(GTK_TABLE(table), disc, 0, 2, 7, 8, GTK_FILL, GTK_FILL, 4, 6);
 
     gtk_widget_show_all(dlg);
     dlp_dialog_test_hook(dlg);
@@ -348,6 +424,13 @@ static gboolean classify_dialog(dlp_saved *s)
         s->top_k = gtk_spin_button_get_value_as_int(GTK_SPIN_BUTTON(spin));
         s->add_labels = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(labels));
         s->add_legend = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(legend));
+        s->overlay = gtk_combo_box_get_active(GTK_COMBO_BOX(style));
+    }
+    if (figure) { /* not packed: not destroyed with the dialog */
+        g_object_ref_sink(labels);
+        g_object_unref(labels);
+        g_object_ref_sink(legend);
+        g_object_unref(legend);
     }
     gtk_widget_destroy(dlg);
     return ok;
@@ -407,7 +490,10 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
     *return_vals = values;
     values[0].type = GIMP_PDB_STATUS;
 
-    if (strcmp(name, DLP_PROC_CLASSIFY) == 0) {
+    gboolean figure = strcmp(name, DLP_PROC_FIGURE) == 0;
+    if (figure || strcmp(name, DLP_PROC_CLASSIFY) == 0) {
+        /* Classify: ..., top-k, add-labels, add-legend[, overlay-style];
+         * Teaching Figure: ..., top-k, overlay-style. */
         dlp_saved s;
         memset(&s, 0, sizeof s);
         g_strlcpy(s.method, "gradcam", sizeof s.method);
@@ -415,13 +501,14 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
         s.top_k = 3;
         s.add_labels = s.add_legend = 1;
         if (mode != GIMP_RUN_NONINTERACTIVE)
-            gimp_get_data(DLP_PROC_CLASSIFY, &s);
+            gimp_get_data(name, &s);
         s.model_path[sizeof s.model_path - 1] = '\0';
         s.method[sizeof s.method - 1] = '\0';
+        int want = figure ? 8 : 10;
         if (mode == GIMP_RUN_NONINTERACTIVE) {
-            if (nparams != 9) {
+            if (nparams != want && !(nparams == 9 && !figure)) {
                 status = GIMP_PDB_CALLING_ERROR;
-                msg = g_strdup_printf("%s takes 9 arguments, got %d", name, nparams);
+                msg = g_strdup_printf("%s takes %d arguments, got %d", name, want, nparams);
             } else {
                 g_strlcpy(s.model_path, param[3].data.d_string ? param[3].data.d_string : "",
                           sizeof s.model_path);
@@ -429,27 +516,48 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
                           sizeof s.method);
                 s.opacity = param[5].data.d_float;
                 s.top_k = param[6].data.d_int32;
-                s.add_labels = param[7].data.d_int32;
-                s.add_legend = param[8].data.d_int32;
+                if (figure) {
+                    s.overlay = param[7].data.d_int32;
+                } else {
+                    s.add_labels = param[7].data.d_int32;
+                    s.add_legend = param[8].data.d_int32;
+                    s.overlay = nparams > 9 ? param[9].data.d_int32 : DH_OVERLAY_FILL;
+                }
             }
         } else if (mode == GIMP_RUN_INTERACTIVE) {
-            if (!classify_dialog(&s))
+            if (!classify_dialog(&s, figure))
                 status = GIMP_PDB_CANCEL;
         }
         dh_params p;
         char perr[256];
         if (status == GIMP_PDB_SUCCESS &&
             dh_params_set(&p, s.model_path, s.method, s.opacity, s.top_k, s.add_labels,
-                           s.add_legend, perr, sizeof perr) != 0) {
+                          s.add_legend, perr, sizeof perr) != 0) {
             status = GIMP_PDB_CALLING_ERROR;
             msg = g_strdup(perr);
         }
+        if (status == GIMP_PDB_SUCCESS && (s.overlay < 0 || s.overlay > DH_OVERLAY_BOTH)) {
+            status = GIMP_PDB_CALLING_ERROR;
+            msg = g_strdup("overlay-style must be 0 (colour map), 1 (outline) or 2 (both)");
+        }
+        p.overlay = s.overlay;
+        gint32 fig = -1;
         if (status == GIMP_PDB_SUCCESS) {
-            if (!dlp_core_classify(&gimp2, param[1].data.d_image, param[2].data.d_drawable, &p,
-                                   mode == GIMP_RUN_INTERACTIVE, &msg))
+            gboolean done = figure ? dlp_core_figure(&gimp2, param[1].data.d_image,
+                                                     param[2].data.d_drawable, &p,
+                                                     mode == GIMP_RUN_INTERACTIVE, &fig, &msg)
+                                   : dlp_core_classify(&gimp2, param[1].data.d_image,
+                                                       param[2].data.d_drawable, &p,
+                                                       mode == GIMP_RUN_INTERACTIVE, &msg);
+            if (!done)
                 status = GIMP_PDB_EXECUTION_ERROR;
             else if (mode != GIMP_RUN_NONINTERACTIVE)
-                gimp_set_data(DLP_PROC_CLASSIFY, &s, sizeof s);
+                gimp_set_data(name, &s, sizeof s);
+        }
+        if (figure && status == GIMP_PDB_SUCCESS) {
+            *nreturn_vals = 2;
+            values[1].type = GIMP_PDB_IMAGE;
+            values[1].data.d_image = fig;
         }
     } else if (strcmp(name, DLP_PROC_BATCH) == 0) {
         dlp_saved_batch s;

@@ -50,6 +50,7 @@ static GList *dermlens_query(GimpPlugIn *plug_in)
     GList *l = NULL;
     l = g_list_append(l, g_strdup(DLP_PROC_CLASSIFY));
     l = g_list_append(l, g_strdup(DLP_PROC_BATCH));
+    l = g_list_append(l, g_strdup(DLP_PROC_FIGURE));
     return l;
 }
 
@@ -235,6 +236,33 @@ static void g3_remove(gint32 image, gint32 layer)
     gimp_image_remove_layer(IMAGE(image), LAYER(layer));
 }
 
+static gint32 g3_image_new(int w, int h)
+{
+    GimpImage *img = gimp_image_new(w, h, GIMP_RGB);
+    if (!img)
+        return -1;
+    gimp_image_undo_disable(img);
+    return gimp_image_get_id(img);
+}
+
+static void g3_image_resize(gint32 image, int w, int h)
+{
+    gimp_image_resize(IMAGE(image), w, h, 0, 0);
+}
+
+static void g3_image_ready(gint32 image, gboolean display)
+{
+    gimp_image_undo_enable(IMAGE(image));
+    gimp_image_clean_all(IMAGE(image));
+    if (display)
+        gimp_display_new(IMAGE(image));
+}
+
+static void g3_image_delete(gint32 image)
+{
+    gimp_image_delete(IMAGE(image));
+}
+
 static const dlp_gimp gimp3 = DLP_GIMP_TABLE(g3, "selected", 1);
 
 /* ------------------------------------------------------------------ classify */
@@ -244,6 +272,7 @@ static GimpValueArray *classify_run(GimpProcedure *proc, GimpRunMode mode, GimpI
                                     gpointer data)
 {
     gegl_init(NULL, NULL);
+    gboolean figure = strcmp(gimp_procedure_get_name(proc), DLP_PROC_FIGURE) == 0;
     int n = 0;
     while (drawables && drawables[n])
         n++;
@@ -269,12 +298,19 @@ static GimpValueArray *classify_run(GimpProcedure *proc, GimpRunMode mode, GimpI
             g_object_unref(mf);
         g_free(mp);
         gimp_ui_init(DLP_BINARY);
-        GtkWidget *dlg = gimp_procedure_dialog_new(proc, config, "DermLens - Classify Lesion");
+        GtkWidget *dlg = gimp_procedure_dialog_new(proc, config,
+                                                   figure ? "DermLens - Teaching Figure"
+                                                          : "DermLens - Classify Lesion");
         gimp_procedure_dialog_get_label(GIMP_PROCEDURE_DIALOG(dlg), "disclaimer",
                                         "<b>" DH_DISCLAIMER "</b>", TRUE, FALSE);
-        gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "model-file", "saliency-choice",
-                                   "opacity", "top-k", "add-labels", "add-legend", "disclaimer",
-                                   NULL);
+        if (figure)
+            gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "model-file",
+                                       "saliency-choice", "overlay-style", "opacity", "top-k",
+                                       "disclaimer", NULL);
+        else
+            gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "model-file",
+                                       "saliency-choice", "overlay-style", "opacity", "top-k",
+                                       "add-labels", "add-legend", "disclaimer", NULL);
         dlp_dialog_test_hook(dlg);
         gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dlg));
         gtk_widget_destroy(dlg);
@@ -296,30 +332,41 @@ static GimpValueArray *classify_run(GimpProcedure *proc, GimpRunMode mode, GimpI
         g_free(nick);
     }
 
-    gchar *model = NULL, *method = NULL;
+    gchar *model = NULL, *method = NULL, *style = NULL;
     gdouble opacity = 60.0;
     gint top_k = 3;
     gboolean labels = TRUE, legend = TRUE;
     g_object_get(config, "model-path", &model, "saliency-method", &method, "opacity", &opacity,
-                 "top-k", &top_k, "add-labels", &labels, "add-legend", &legend, NULL);
+                 "top-k", &top_k, "overlay-style", &style, NULL);
+    if (!figure)
+        g_object_get(config, "add-labels", &labels, "add-legend", &legend, NULL);
     dh_params p;
     char perr[256];
     int prc = dh_params_set(&p, model ? model : "", method, opacity, top_k, labels, legend, perr,
-                             sizeof perr);
+                            sizeof perr);
+    p.overlay = dh_overlay_style_parse(style);
     g_free(model);
     g_free(method);
+    g_free(style);
     if (prc != 0)
         return fail(proc, GIMP_PDB_CALLING_ERROR, g_strdup(perr));
+    if (p.overlay < 0)
+        return fail(proc, GIMP_PDB_CALLING_ERROR, g_strdup("overlay-style: fill, outline or both"));
 
     gchar *msg = NULL;
-    if (!dlp_core_classify(&gimp3, gimp_image_get_id(image),
-                           gimp_item_get_id(GIMP_ITEM(drawables[0])), &p,
-                           mode == GIMP_RUN_INTERACTIVE, &msg)) {
-        if (mode == GIMP_RUN_INTERACTIVE)
+    gint32 fig = -1, img = gimp_image_get_id(image);
+    gint32 drawable = gimp_item_get_id(GIMP_ITEM(drawables[0]));
+    gboolean interactive = mode == GIMP_RUN_INTERACTIVE;
+    if (figure ? !dlp_core_figure(&gimp3, img, drawable, &p, interactive, &fig, &msg)
+               : !dlp_core_classify(&gimp3, img, drawable, &p, interactive, &msg)) {
+        if (interactive)
             g_message("DermLens: %s", msg);
         return fail(proc, GIMP_PDB_EXECUTION_ERROR, msg);
     }
-    return gimp_procedure_new_return_values(proc, GIMP_PDB_SUCCESS, NULL);
+    GimpValueArray *ret = gimp_procedure_new_return_values(proc, GIMP_PDB_SUCCESS, NULL);
+    if (figure)
+        GIMP_VALUES_SET_IMAGE(ret, 1, gimp_image_get_by_id(fig));
+    return ret;
 }
 
 /* ------------------------------------------------------------------ batch */
@@ -398,29 +445,51 @@ static void add_common_args(GimpProcedure *proc)
 static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
 {
     GimpProcedure *proc = NULL;
-    if (strcmp(name, DLP_PROC_CLASSIFY) == 0) {
+    gboolean figure = strcmp(name, DLP_PROC_FIGURE) == 0;
+    if (figure || strcmp(name, DLP_PROC_CLASSIFY) == 0) {
         proc = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, classify_run,
                                         NULL, NULL);
         gimp_procedure_set_image_types(proc, "RGB*, GRAY*, INDEXED*");
         gimp_procedure_set_sensitivity_mask(proc, GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
-        gimp_procedure_set_menu_label(proc, "Classify _Lesion...");
+        gimp_procedure_set_menu_label(proc, figure ? "_Teaching Figure..." : "Classify _Lesion...");
         gimp_procedure_add_menu_path(proc, "<Image>/Filters/Dermatology");
-        gimp_procedure_set_documentation(
-            proc, "Classify a skin lesion and show where the model looked",
-            "Classifies the selected layer (or the selection's bounding box) with the DermLens "
-            "CNN and adds a layer group with a saliency overlay, the top classes and a legend. "
-            "Research/teaching aid - not a diagnosis.",
-            name);
+        if (figure)
+            gimp_procedure_set_documentation(
+                proc, "A teaching figure: the lesion and where the model looked",
+                "Makes a new image with the selected layer's region (or the selection's bounding "
+                "box) and the same region with its saliency map side by side, and a caption with "
+                "the top classes, the method, the model and the disclaimer, ready to export. The "
+                "image is not changed. Research/teaching aid - not a diagnosis.",
+                name);
+        else
+            gimp_procedure_set_documentation(
+                proc, "Classify a skin lesion and show where the model looked",
+                "Classifies the selected layer (or the selection's bounding box) with the DermLens "
+                "CNN and adds a layer group with a saliency overlay, the top classes and a legend. "
+                "Research/teaching aid - not a diagnosis.",
+                name);
         gimp_procedure_set_attribution(proc, "DermLens authors", "GPL-3.0-or-later", "2025");
         add_common_args(proc);
         gimp_procedure_add_int_argument(proc, "top-k", "_Number of classes",
-                                        "How many of the most likely classes the label lists", 1,
-                                        DH_MAX_TOP_K, 3, G_PARAM_READWRITE);
-        gimp_procedure_add_boolean_argument(proc, "add-labels", "Add label _text",
-                                            "Add the label text layer", TRUE, G_PARAM_READWRITE);
-        gimp_procedure_add_boolean_argument(proc, "add-legend", "Add le_gend",
-                                            "Add the colour-scale legend", TRUE,
-                                            G_PARAM_READWRITE);
+                                        figure ? "How many of the most likely classes the caption lists"
+                                               : "How many of the most likely classes the label lists",
+                                        1, DH_MAX_TOP_K, 3, G_PARAM_READWRITE);
+        if (!figure) {
+            gimp_procedure_add_boolean_argument(proc, "add-labels", "Add label _text",
+                                                "Add the label text layer", TRUE,
+                                                G_PARAM_READWRITE);
+            gimp_procedure_add_boolean_argument(proc, "add-legend", "Add le_gend",
+                                                "Add the colour-scale legend", TRUE,
+                                                G_PARAM_READWRITE);
+        }
+        GimpChoice *styles = gimp_choice_new();
+        for (int i = 0; i < 3; i++)
+            gimp_choice_add(styles, dh_overlay_style_name((dh_overlay_style)i), i,
+                            dh_overlay_style_title((dh_overlay_style)i),
+                            dh_overlay_style_help((dh_overlay_style)i));
+        gimp_procedure_add_choice_argument(proc, "overlay-style", "_Draw the map as",
+                                           "Colour map, outline of its top 20 % (for slides), or both",
+                                           styles, "fill", G_PARAM_READWRITE);
         /* Dialog-only: readable names with a one-line tooltip each, and a
          * file chooser for the model. The PDB keeps the string arguments. */
         GimpChoice *choice = gimp_choice_new();
@@ -436,6 +505,11 @@ static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
                                              "lesion model",
                                              GIMP_FILE_CHOOSER_ACTION_OPEN, TRUE, NULL,
                                              G_PARAM_READWRITE);
+        if (figure)
+            gimp_procedure_add_image_return_value(proc, "figure", "Figure",
+                                                  "The new image: region and saliency side by "
+                                                  "side, caption",
+                                                  FALSE, G_PARAM_READWRITE);
     } else if (strcmp(name, DLP_PROC_BATCH) == 0) {
         proc = gimp_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, batch_run, NULL, NULL);
         gimp_procedure_set_sensitivity_mask(proc, GIMP_PROCEDURE_SENSITIVE_ALWAYS);

@@ -19,6 +19,7 @@
 
 #define DLP_PROC_CLASSIFY "plug-in-dermlens-classify"
 #define DLP_PROC_BATCH "plug-in-dermlens-batch"
+#define DLP_PROC_FIGURE "plug-in-dermlens-figure"
 #define DLP_MENU_PATH "<Image>/Filters/Dermatology"
 #define DLP_PARASITE_NAME "dermlens-result"
 
@@ -74,6 +75,13 @@ typedef struct {
     void (*rename)(gint32 item, const char *name);
     void (*reorder)(gint32 image, gint32 item, gint32 parent, int pos);
     void (*remove)(gint32 image, gint32 layer);
+
+    /* A new RGB image of w x h with its undo off while it is built; -1 on failure. */
+    gint32 (*image_new)(int w, int h);
+    void (*image_resize)(gint32 image, int w, int h);
+    /* Built: undo on, clean, and shown in a display when display is set. */
+    void (*image_ready)(gint32 image, gboolean display);
+    void (*image_delete)(gint32 image);
 } dlp_gimp;
 
 /* A dlp_gimp from the functions PREFIX_image_base ... PREFIX_remove of one
@@ -91,6 +99,8 @@ typedef struct {
         .text_set = PREFIX##_text_set, .text_size = PREFIX##_text_size,                           \
         .text_colour = PREFIX##_text_colour, .scale = PREFIX##_scale, .move = PREFIX##_move,      \
         .rename = PREFIX##_rename, .reorder = PREFIX##_reorder, .remove = PREFIX##_remove,        \
+        .image_new = PREFIX##_image_new, .image_resize = PREFIX##_image_resize,                   \
+        .image_ready = PREFIX##_image_ready, .image_delete = PREFIX##_image_delete,               \
     }
 
 /* Once, from main(): the plug-in's folder (for the model search) and its
@@ -103,6 +113,14 @@ void dlp_core_init(const char *argv0);
  * show the result dialog after. FALSE with *msg (g_free) on failure. */
 gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, const dh_params *p,
                            gboolean interactive, gchar **msg);
+
+/* Teaching Figure: analyse the drawable as Classify does and make a new
+ * image with the region and the region with its map side by side and a
+ * caption below (classes, method, model, disclaimer); the image and the
+ * drawable are not changed. The new image in *figure (shown when
+ * interactive). FALSE with *msg (g_free) on failure. */
+gboolean dlp_core_figure(const dlp_gimp *g, gint32 image, gint32 drawable, const dh_params *p,
+                         gboolean interactive, gint32 *figure, gchar **msg);
 
 /* Batch Review: in -> csv (+ annotated copies in out, may be ""). Counts in
  * *st. FALSE with *msg (g_free) when the review could not run. */
