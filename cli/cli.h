@@ -9,8 +9,9 @@
 
 #define DL_DISCLAIMER "Research/teaching aid - not a medical device, not a diagnosis."
 
-/* Resolve the model path: explicit, else $DERMLENS_MODEL, else the shipped
- * lesion model, else the ImageNet model. Returned string is static/borrowed. */
+/* Resolve the model path: explicit (even ""), else the one model search of
+ * host/ (dh_model_find: $DERMLENS_MODEL, user data folder, installed data
+ * folder, source tree). Returned string is static/borrowed. */
 const char *cli_default_model(const char *explicit_path);
 /* Load a model, printing a clear error on failure. */
 dl_model *cli_load_model(const char *path);

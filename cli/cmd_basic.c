@@ -2,6 +2,7 @@
 /* Shared CLI helpers and the classify / info / import commands. */
 #include "cli.h"
 #include "cmd_import_onnx.h"
+#include "dermlens_host.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -12,29 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifndef DL_DATADIR
-#define DL_DATADIR "/usr/local/share/dermlens"
-#endif
-#ifndef DL_SOURCE_WEIGHTS
-#define DL_SOURCE_WEIGHTS "weights"
-#endif
-
-static const char *const model_files[] = {"dermlens_ham10000.safetensors", "mobilenet_v2_imagenet.safetensors"};
-
 const char *cli_default_model(const char *explicit_path)
 {
     static char buf[4096];
     /* an explicit empty path is an error (cli_load_model says so), not "the default" */
     if (explicit_path) return explicit_path;
-    const char *env = g_getenv("DERMLENS_MODEL");
-    if (env && *env) return env;
-    const char *dirs[] = {DL_SOURCE_WEIGHTS, DL_DATADIR};
-    for (size_t f = 0; f < 2; f++)
-        for (size_t d = 0; d < 2; d++) {
-            snprintf(buf, sizeof buf, "%s/%s", dirs[d], model_files[f]);
-            if (access(buf, R_OK) == 0) return buf;
-        }
-    snprintf(buf, sizeof buf, "%s/%s", DL_DATADIR, model_files[0]);
+    /* the one search (host/): $DERMLENS_MODEL, the user and installed data
+     * folders, the source tree; when nothing is there, the installed lesion
+     * model's path, so that the load error names where it should be */
+    if (dh_model_find(NULL, NULL, buf, sizeof buf, NULL) != 0)
+        snprintf(buf, sizeof buf, "%s/%s", dh_model_data_dir(), DH_MODEL_LESION);
     return buf;
 }
 

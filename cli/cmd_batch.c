@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* dermlens batch: the plug-in's batch review from the command line (same
- * code: plugin/batch.c, GIMP-independent). */
+/* dermlens batch: the batch review of host/ (the same code as the plug-in's
+ * Batch Review). */
 #include "cli.h"
-#include "annotate.h"
+#include "dermlens_host.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 /* one minimum region for every command */
-_Static_assert(DLP_MIN_REGION == DL_MIN_REGION_SIDE, "batch and classify/explain minimum sizes differ");
+_Static_assert(DH_MIN_REGION == DL_MIN_REGION_SIDE, "batch and classify/explain minimum sizes differ");
 
 static void batch_progress(void *host, double fraction, const char *text)
 {
@@ -64,12 +64,12 @@ int cmd_batch(int argc, char **argv)
     const char *mp = cli_default_model(model_path);
     dl_model *m = cli_load_model(mp);
     if (!m) return 1;
-    dlp_batch_opts o = {.input_dir = dirs[0], .csv_path = csv, .output_dir = out_dir,
+    dh_batch_opts o = {.input_dir = dirs[0], .csv_path = csv, .output_dir = out_dir,
                         .method = (dl_saliency_method)mi, .opacity = opacity,
                         .progress = batch_progress, .progress_host = NULL};
-    dlp_batch_stats st = {0};
+    dh_batch_stats st = {0};
     dl_error err = {0};
-    int rc = dlp_batch_run(m, &o, &st, &err);
+    int rc = dh_batch_run(m, &o, &st, &err);
     if (rc) fprintf(stderr, "dermlens batch: %s\n", cli_disp(err.message));
     else printf("%d files: %d classified, %d failed; wrote %s\n", st.files, st.ok, st.failed, cli_disp(csv));
     dl_model_free(m);

@@ -4,6 +4,8 @@
  * insertion AUCs against random and centre baselines; the model
  * randomisation sanity check of Adebayo et al. 2018). */
 #include "cli.h"
+#include "dermlens_host.h"
+#include "figure.h"
 #include "infer/infer.h"
 #include "plot.h"
 
@@ -17,56 +19,6 @@
 #ifdef DL_HAVE_CAIRO
 #include <cairo.h>
 #endif
-
-/* ------------------------------------------------------------ colour map */
-
-/* A perceptual map generated here: a path in OKLab whose lightness rises
- * linearly (dark violet -> red -> orange -> pale yellow, as inferno), so the
- * order of values is readable in grey print and by colour-blind readers.
- * Out-of-gamut colours lose chroma (bisection) rather than clip. */
-static double srgb_gamma(double c)
-{
-    return c <= 0.0031308 ? 12.92 * c : 1.055 * pow(c, 1 / 2.4) - 0.055;
-}
-
-static int oklab_to_srgb(double L, double a, double b, double rgb[3])
-{
-    double l_ = L + 0.3963377774 * a + 0.2158037573 * b;
-    double m_ = L - 0.1055613458 * a - 0.0638541728 * b;
-    double s_ = L - 0.0894841775 * a - 1.2914855480 * b;
-    double l = l_ * l_ * l_, m = m_ * m_ * m_, s = s_ * s_ * s_;
-    double lin[3] = {4.0767416621 * l - 3.3077115913 * m + 0.2309699292 * s,
-                     -1.2684380046 * l + 2.6097574011 * m - 0.3413193965 * s,
-                     -0.0041960863 * l - 0.7034186147 * m + 1.7076147010 * s};
-    int ok = 1;
-    for (int i = 0; i < 3; i++) {
-        if (lin[i] < -1e-6 || lin[i] > 1 + 1e-6) ok = 0;
-        rgb[i] = srgb_gamma(lin[i] < 0 ? 0 : lin[i] > 1 ? 1 : lin[i]);
-    }
-    return ok;
-}
-
-static uint8_t g_lut[256][3];
-
-static void build_colormap(void)
-{
-    for (int i = 0; i < 256; i++) {
-        double t = i / 255.0;
-        double L = 0.20 + 0.72 * t;
-        double hue = (285.0 + 180.0 * t) * M_PI / 180.0; /* violet -> red -> yellow */
-        double chroma = 0.06 + 0.12 * t + 0.06 * sin(M_PI * t);
-        double rgb[3], lo = 0, hi = chroma;
-        if (!oklab_to_srgb(L, chroma * cos(hue), chroma * sin(hue), rgb)) {
-            for (int it = 0; it < 30; it++) {
-                double c = 0.5 * (lo + hi);
-                if (oklab_to_srgb(L, c * cos(hue), c * sin(hue), rgb)) lo = c;
-                else hi = c;
-            }
-            oklab_to_srgb(L, lo * cos(hue), lo * sin(hue), rgb);
-        }
-        for (int k = 0; k < 3; k++) g_lut[i][k] = (uint8_t)lround(rgb[k] * 255.0);
-    }
-}
 
 /* ------------------------------------------------------------ overlay */
 
@@ -87,13 +39,6 @@ static void resample_map(const float *src, int sw, int sh, float *dst, int dw, i
             dst[(size_t)y * dw + x] = a + (b - a) * wy;
         }
     }
-}
-
-static float smoothstep(float e0, float e1, float x)
-{
-    float t = (x - e0) / (e1 - e0);
-    t = t < 0 ? 0 : t > 1 ? 1 : t;
-    return t * t * (3 - 2 * t);
 }
 
 #ifdef DL_HAVE_CAIRO
@@ -140,9 +85,10 @@ static void overlay_layout(int W, int H, int *Wd, int *Hd, double *fs, int *ph)
     }
 }
 
-/* Compose image + overlay + legend panel into a new RGB8 buffer. */
-static uint8_t *render_overlay(const dl_image *img, const float *map, float alpha, const char *line1,
-                               const char *line2, int *ow, int *oh)
+/* Compose image + overlay (host/'s colour map and opacity ramp, or the
+ * outline of the map's top 20 %) + legend panel into a new RGB8 buffer. */
+static uint8_t *render_overlay(const dl_image *img, const float *map, float alpha, dh_overlay_style style,
+                               const char *line1, const char *line2, int *ow, int *oh)
 {
     int W = img->width, H = img->height;
     int Wd, Hd, ph;
@@ -162,25 +108,19 @@ static uint8_t *render_overlay(const dl_image *img, const float *map, float alph
         return NULL;
     }
     resample_map(map, W, H, m, Wd, Hd);
-    for (int y = 0; y < Hd; y++)
-        for (int x = 0; x < Wd; x++) {
-            float s = m[(size_t)y * Wd + x];
-            s = s < 0 ? 0 : s > 1 ? 1 : s;
-            float a = alpha * smoothstep(0.05f, 0.6f, s); /* faint where there is no evidence */
-            const uint8_t *c = g_lut[(int)lroundf(s * 255.f)];
-            const uint8_t *p = show->pixels + (size_t)y * show->stride + (size_t)x * 3;
-            uint8_t *o = out + ((size_t)y * Wd + x) * 3;
-            for (int k = 0; k < 3; k++) o[k] = (uint8_t)lroundf(p[k] * (1 - a) + c[k] * a);
-        }
+    dh_overlay ov;
+    dh_overlay_init(&ov, m, Wd, Hd, style, alpha);
+    dh_blend_rows(show->pixels, show->stride, m, Wd, Hd, 0, Hd, &ov, out, (size_t)Wd * 3);
     /* panel: dark background, legend bar, caption */
     for (size_t i = (size_t)Wd * Hd * 3; i < (size_t)Wd * (Hd + ph) * 3; i++) out[i] = 28;
     int bx0 = (int)lround(fs * 3.5), bx1 = Wd - bx0, by0 = Hd + (int)lround(fs * 0.6),
         by1 = by0 + (int)lround(fs * 0.9);
-    for (int y = by0; y < by1 && bx1 - bx0 >= 2; y++)
+    for (int y = by0; y < by1 && bx1 - bx0 >= 2 && style != DH_OVERLAY_OUTLINE; y++)
         for (int x = bx0; x < bx1; x++) {
             /* the colours at full strength (the overlay fades the low end) */
-            float s = (float)(x - bx0) / (bx1 - bx0 - 1);
-            memcpy(out + ((size_t)y * Wd + x) * 3, g_lut[(int)lroundf(s * 255.f)], 3);
+            uint8_t c[4];
+            dh_colormap((float)(x - bx0) / (bx1 - bx0 - 1), c);
+            memcpy(out + ((size_t)y * Wd + x) * 3, c, 3);
         }
 #ifdef DL_HAVE_CAIRO
     cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, Wd, Hd + ph);
@@ -197,8 +137,12 @@ static uint8_t *render_overlay(const dl_image *img, const float *map, float alph
         cairo_t *cr = cairo_create(surf);
         cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
         cairo_set_source_rgb(cr, 0.92, 0.92, 0.92);
-        draw_text(cr, bx0 - fs * 0.4, by1 - fs * 0.05, fs * 0.85, "low", 1, Wd);
-        draw_text(cr, bx1 + fs * 0.4, by1 - fs * 0.05, fs * 0.85, "high", 0, Wd);
+        if (style == DH_OVERLAY_OUTLINE) {
+            draw_text(cr, fs * 0.6, by1 - fs * 0.05, fs * 0.85, "outline: the contour of the map's top 20 %", 0, Wd);
+        } else {
+            draw_text(cr, bx0 - fs * 0.4, by1 - fs * 0.05, fs * 0.85, "low", 1, Wd);
+            draw_text(cr, bx1 + fs * 0.4, by1 - fs * 0.05, fs * 0.85, "high", 0, Wd);
+        }
         draw_text(cr, fs * 0.6, by1 + fs * 1.6, fs, line1, 0, Wd - fs * 1.2);
         cairo_set_source_rgb(cr, 1.0, 0.82, 0.45);
         draw_text(cr, fs * 0.6, by1 + fs * 3.2, fs * 0.9, line2, 0, Wd - fs * 1.2);
@@ -324,6 +268,18 @@ static const variant k_variants[] = {
 /* --variants: which rows of k_variants the sweep runs (bit v = row v; the
  * default row 0 is always run, the others are paired against it) */
 static unsigned g_variant_mask = ~0u;
+/* --upsample: how every method's map reaches the image before it is
+ * measured (smooth: host/'s dh_map_smooth, what the overlays show; bilinear:
+ * the engine's map as it is). The baselines are not changed. */
+static dh_upsample g_upsample = DH_UPSAMPLE_SMOOTH;
+
+static int upsample_map(const dl_model *m, float *map, int w, int h, dl_error *err)
+{
+    if (g_upsample != DH_UPSAMPLE_SMOOTH) return 0;
+    double cx, cy;
+    dh_saliency_cell(m, w, h, &cx, &cy);
+    return dh_map_smooth(map, w, h, cx, cy, err);
+}
 #define N_VARIANTS ((int)(sizeof k_variants / sizeof *k_variants))
 
 typedef struct {
@@ -707,7 +663,9 @@ static int eval_image(ev_worker *w, int ii, img_res *r, dl_error *err)
         double c0 = thread_cpu();
         if (row < job->n_methods) {
             dl_explain_options eo = method_options(job->methods[row], cls);
-            if (dl_explain_rgb8(m, w->img, W, H, (size_t)W * 3, &eo, &maps[row], NULL, err)) goto out;
+            if (dl_explain_rgb8(m, w->img, W, H, (size_t)W * 3, &eo, &maps[row], NULL, err) ||
+                upsample_map(m, maps[row], W, H, err))
+                goto out;
         } else if (row == job->n_methods) {
             /* random baseline at Grad-CAM's resolution (7x7 for a 224 input):
              * as coarse as the CAMs, so the comparison is not about blob size */
@@ -731,7 +689,11 @@ static int eval_image(ev_worker *w, int ii, img_res *r, dl_error *err)
         for (int d = 0; d < job->n_depths; d++) {
             float *rmap = NULL;
             dl_explain_options eo = method_options(job->methods[mi], cls);
-            if (dl_explain_rgb8(w->rnd[d], w->img, W, H, (size_t)W * 3, &eo, &rmap, NULL, err)) goto out;
+            if (dl_explain_rgb8(w->rnd[d], w->img, W, H, (size_t)W * 3, &eo, &rmap, NULL, err) ||
+                upsample_map(m, rmap, W, H, err)) {
+                free(rmap);
+                goto out;
+            }
             r->sp[mi][d] = spearman(maps[mi], rmap, N, w->kv, w->ra, w->rb);
             r->ss[mi][d] = ssim_maps(maps[mi], rmap, W, H);
             free(rmap);
@@ -1432,8 +1394,13 @@ static int evaluate(char **dirs, const char *model_path, int limit, const char *
                                    "turn, in file order; all of a class when it has fewer); the class explained is the "
                                    "model's top class, the score its calibrated probability\n", limit);
         g_string_append_printf(md, "- maps: the engine defaults of each method (what `dermlens explain` and the plug-in "
-                                   "show); baselines: *random* = uniform noise on a 7x7 grid upsampled bilinearly, "
-                                   "*centre* = Gaussian centred on the image (sigma = 0.25 x side)\n");
+                                   "show), brought to the image %s; baselines: *random* = uniform noise on a 7x7 grid "
+                                   "upsampled bilinearly, "
+                                   "*centre* = Gaussian centred on the image (sigma = 0.25 x side)\n",
+                               g_upsample == DH_UPSAMPLE_SMOOTH ? "smoothly (`--upsample smooth`: the bilinear map "
+                                                                  "convolved with a cell-wide tent, i.e. the cubic "
+                                                                  "B-spline of the coarse cells)"
+                                                                : "bilinearly (`--upsample bilinear`)");
         g_string_append_printf(md, "- removal, at the %dx%d network input, in %d steps of %.0f%% of the pixels (pixel "
                                    "order by the map, ties in random order): **ROAD** (Rong et al. 2022): removed pixels "
                                    "are imputed from their neighbours (noisy linear imputation: 8-neighbour harmonic "
@@ -1536,8 +1503,9 @@ int cmd_explain(int argc, char **argv)
     char **argv0 = g_strdupv(argv);
     gchar *method = NULL, *cls = NULL, *layer = NULL, *model_path = NULL, *out_path = NULL, *map_path = NULL;
     gchar **eval_dirs = NULL, *methods = NULL, *json_path = NULL, *plot_path = NULL, *variants = NULL;
-    gchar *threads_arg = NULL;
+    gchar *threads_arg = NULL, *upsample = NULL, *figure_path = NULL;
     gdouble alpha = 0.6, smooth = 0;
+    gboolean outline = FALSE;
     gint limit = 200, steps = 10, rand_layers = 8, threads = 0;
     gboolean layers = FALSE, sweep = FALSE, sweep_only = FALSE, single_pass = FALSE;
     gchar **files = NULL;
@@ -1550,6 +1518,9 @@ int cmd_explain(int argc, char **argv)
         {"map", 0, 0, G_OPTION_ARG_FILENAME, &map_path, "Also write the raw map as 16-bit grey PNG (0 = none, 65535 = most salient)", "FILE"},
         {"alpha", 'a', 0, G_OPTION_ARG_DOUBLE, &alpha, "Overlay opacity at the highest saliency, 0..1 (default 0.6)", "A"},
         {"smooth", 's', 0, G_OPTION_ARG_DOUBLE, &smooth, "Gaussian smoothing of the map, sigma in image pixels (default 0)", "SIGMA"},
+        {"upsample", 0, 0, G_OPTION_ARG_STRING, &upsample, "How the coarse map reaches the image: smooth (default: no ridges; what the plug-in shows) or bilinear (the engine's map as it is); also for --evaluate", "MODE"},
+        {"outline", 0, 0, G_OPTION_ARG_NONE, &outline, "Draw the contour of the map's top 20 % instead of the colour map (for slides: the lesion stays visible)", NULL},
+        {"figure", 0, 0, G_OPTION_ARG_FILENAME, &figure_path, "Also write a teaching figure: the image and its overlay side by side, with a caption (classes, method, model, disclaimer)", "FILE"},
         {"single-pass", '1', 0, G_OPTION_ARG_NONE, &single_pass, "Grad-CAM family: one pass instead of the mean over the image's 8 flips/transposes (8x faster, coarser)", NULL},
         {"layers", 0, 0, G_OPTION_ARG_NONE, &layers, "List the layers usable with --layer and exit", NULL},
         {"evaluate", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &eval_dirs, "Measure faithfulness on a labelled folder (DIR/<class>/<image>); repeat for several splits (the first one is the selection split for --sweep)", "DIR"},
@@ -1570,7 +1541,7 @@ int cmd_explain(int argc, char **argv)
         "Writes the image with a colour-mapped saliency overlay (dark violet = low, pale yellow =\n"
         "high; transparent where there is no evidence), a legend and a caption. " DL_DISCLAIMER);
     g_option_context_set_description(ctx,
-        "Methods (maps are upsampled bilinearly to the image and scaled to 0..1):\n"
+        "Methods (maps are brought to the image smoothly, see --upsample, and scaled to 0..1):\n"
         "  gradcam    Grad-CAM: channels of the layer weighted by the spatial mean of the\n"
         "             gradient of the class logit; ReLU. The Grad-CAM family (the first four)\n"
         "             averages the maps of the image's 8 flips/transposes, each mapped back\n"
@@ -1617,6 +1588,12 @@ int cmd_explain(int argc, char **argv)
         fprintf(stderr, "dermlens explain: --smooth must be in 0..1000\n");
         goto out;
     }
+    int up = dh_upsample_parse(upsample ? upsample : "smooth");
+    if (up < 0) {
+        fprintf(stderr, "dermlens explain: --upsample must be smooth or bilinear\n");
+        goto out;
+    }
+    g_upsample = (dh_upsample)up;
     const char *mp = cli_default_model(model_path);
     if (eval_dirs && eval_dirs[0]) {
         if (cli_check_output("explain", out_path) || cli_check_output("explain", json_path) ||
@@ -1655,12 +1632,14 @@ int cmd_explain(int argc, char **argv)
         fprintf(stderr, "dermlens explain: give exactly one IMAGE (see --help)\n");
         goto out;
     }
-    if (!out_path && !map_path) {
-        fprintf(stderr, "dermlens explain: nothing to write: give -o overlay.png and/or --map map.png\n");
+    if (!out_path && !map_path && !figure_path) {
+        fprintf(stderr, "dermlens explain: nothing to write: give -o overlay.png, --map map.png and/or --figure fig.png\n");
         goto out;
     }
     /* refuse devices, FIFOs, links and folders before the (long) analysis */
-    if (cli_check_output("explain", out_path) || cli_check_output("explain", map_path)) goto out;
+    if (cli_check_output("explain", out_path) || cli_check_output("explain", map_path) ||
+        cli_check_output("explain", figure_path))
+        goto out;
     int mi = dl_saliency_method_from_name(method ? method : "gradcam");
     if (mi < 0) {
         fprintf(stderr, "dermlens explain: unknown method '%s' (gradcam, gradcam++, hirescam, layercam, scorecam, occlusion)\n", method);
@@ -1682,7 +1661,8 @@ int cmd_explain(int argc, char **argv)
     }
     dl_explain_options eo = {.method = mi, .class_index = ci, .layer = layer, .smooth_sigma = (float)smooth,
                              .progress = cli_progress, .single_pass = single_pass};
-    if (dl_explain_rgb8(m, img.pixels, img.width, img.height, img.stride, &eo, &map, &res, &err)) {
+    if (dl_explain_rgb8(m, img.pixels, img.width, img.height, img.stride, &eo, &map, &res, &err) ||
+        upsample_map(m, map, img.width, img.height, &err)) {
         cli_file_error("explain", files[0], err.message);
         goto out;
     }
@@ -1696,8 +1676,8 @@ int cmd_explain(int argc, char **argv)
     snprintf(line2, sizeof line2, "Research/teaching aid, not a diagnosis. Highlighted = what drove the model, not the lesion.");
     if (out_path) {
         int ow, oh;
-        build_colormap();
-        uint8_t *ov = render_overlay(&img, map, (float)alpha, line1, line2, &ow, &oh);
+        uint8_t *ov = render_overlay(&img, map, (float)alpha, outline ? DH_OVERLAY_OUTLINE : DH_OVERLAY_FILL,
+                                     line1, line2, &ow, &oh);
         if (!ov) {
             fprintf(stderr, "dermlens explain: cannot render the overlay (out of memory)\n");
             goto out;
@@ -1721,12 +1701,23 @@ int cmd_explain(int argc, char **argv)
             goto out;
         }
     }
+    char caption[2048] = "";
+    if (figure_path && cli_write_figure(figure_path, &img, map, m, mp, &res, ci, (dl_saliency_method)mi,
+                                        outline ? DH_OVERLAY_OUTLINE : DH_OVERLAY_FILL, alpha, 3, caption,
+                                        sizeof caption, &err)) {
+        fprintf(stderr, "dermlens explain: --figure: %s\n", cli_disp(err.message));
+        goto out;
+    }
     printf("%s\n%s\n", cli_disp(line1), DL_DISCLAIMER);
     if (orient != 1)
         printf("EXIF orientation %d applied (%s): explained as %dx%d\n", orient, dl_orientation_description(orient),
                img.width, img.height);
     if (out_path) printf("overlay: %s\n", cli_disp(out_path));
     if (map_path) printf("map:     %s (16-bit grey)\n", cli_disp(map_path));
+    if (figure_path) {
+        printf("figure:  %s\n", cli_disp(figure_path));
+        for (char *l = strtok(caption, "\n"); l; l = strtok(NULL, "\n")) printf("  %s\n", cli_disp(l));
+    }
     rc = 0;
 out:
     g_option_context_free(ctx);
@@ -1737,7 +1728,7 @@ out:
     g_strfreev(argv0);
     g_free(method); g_free(cls); g_free(layer); g_free(model_path); g_free(out_path); g_free(map_path);
     g_strfreev(eval_dirs); g_free(methods); g_free(json_path); g_free(plot_path); g_free(variants);
-    g_free(threads_arg);
+    g_free(threads_arg); g_free(upsample); g_free(figure_path);
     g_strfreev(files);
     return rc;
 }

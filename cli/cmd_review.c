@@ -3,7 +3,7 @@
  * compare with the given labels, and write annotated images, a CSV sorted
  * by suspicion (likely label errors first) and a page that opens from disk. */
 #include "review.h"
-#include "annotate.h"
+#include "dermlens_host.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -319,7 +319,7 @@ static int review_one(void *user, dl_model *m, int index, dl_error *err)
         return -1;
     }
     dl_image img = {0}, small = {0};
-    dlp_analysis a = {0};
+    dh_analysis a = {0};
     int rc = dl_image_load_oriented(it->path, &img, NULL, err);
     if (rc == 0) {
         it->width = img.width;
@@ -335,7 +335,7 @@ static int review_one(void *user, dl_model *m, int index, dl_error *err)
         it->scaled = 1;
     }
     if (rc == 0)
-        rc = dlp_analyse(m, use->pixels, use->width, use->height, use->stride, job->method, 1, NULL, &a, err);
+        rc = dh_analyse(m, use->pixels, use->width, use->height, use->stride, job->method, 1, NULL, &a, err);
     if (rc == 0) {
         const dl_result *r = &a.result;
         it->probs = g_new(float, job->K);
@@ -346,7 +346,7 @@ static int review_one(void *user, dl_model *m, int index, dl_error *err)
         it->image_flag = a.image_flag;
         snprintf(it->image_reason, sizeof it->image_reason, "%s", a.image_reason);
         it->ood = it->ood_model || it->image_flag;
-        it->uncertain = dlp_verdict_of(r, a.image_flag) == DLP_VERDICT_UNCERTAIN;
+        it->uncertain = dh_verdict_of(r, a.image_flag) == DH_VERDICT_UNCERTAIN;
         it->suspicion = review_suspicion(it->probs, job->K, it->label);
         it->disagree = it->label >= 0 && it->pred != it->label;
         it->has_map = a.map != NULL;
@@ -358,7 +358,7 @@ static int review_one(void *user, dl_model *m, int index, dl_error *err)
         g_free(ip);
         g_free(tp);
     }
-    dlp_analysis_free(&a);
+    dh_analysis_free(&a);
     dl_image_free(&small);
     dl_image_free(&img);
     if (rc == 0) {
@@ -687,9 +687,9 @@ int cmd_review(int argc, char **argv)
         fprintf(stderr, "dermlens review: built without cairo: the annotated images carry the overlay but no label box\n");
     dl_saliency_method sm = (dl_saliency_method)mi;
     printf("Reviewing %d image%s under %s with %s (%s saliency)...\n", n, n == 1 ? "" : "s", cli_disp(args[0]),
-           cli_disp(dl_model_name(m)), dlp_method_title(sm));
+           cli_disp(dl_model_name(m)), dh_method_title(sm));
     fflush(stdout);
-    review_job job = {.items = items, .K = K, .model_path = mp, .method = sm, .method_title = dlp_method_title(sm),
+    review_job job = {.items = items, .K = K, .model_path = mp, .method = sm, .method_title = dh_method_title(sm),
                       .opacity = opacity, .images_dir = images_dir, .thumbs_dir = thumbs_dir};
     char **errors = g_new0(char *, n);
     cli_run_parallel(m, mp, n, threads, "review", review_one, &job, errors);
@@ -712,7 +712,7 @@ int cmd_review(int argc, char **argv)
     g_date_time_unref(now);
     char *labels_base = labels ? g_path_get_basename(labels) : NULL;
     review_page page = {.dataset = args[0], .model_name = dl_model_name(m), .model_sha = dl_model_sha256(m),
-                        .method = dlp_method_title(sm), .n_classes = K, .class_names = names,
+                        .method = dh_method_title(sm), .n_classes = K, .class_names = names,
                         .class_long_names = long_names, .items = items, .n = n, .generated = when};
     for (int i = 0; i < n; i++) {
         const review_item *it = items[i];

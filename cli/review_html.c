@@ -7,7 +7,7 @@
  * names) is escaped. The rows are in the HTML itself, in suspicion order;
  * the script only hides and shows them (without it, every row shows). */
 #include "review.h"
-#include "annotate.h"
+#include "dermlens_host.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -255,7 +255,7 @@ static void item(GString *s, const review_page *p, const review_item *it, int ra
     if (it->ok) {
         g_string_append(s, "<span class=\"pred\">");
         esc(s, p->class_names[it->pred]);
-        g_string_append_printf(s, " %d&nbsp;%%</span>", dlp_percent(it->probs[it->pred]));
+        g_string_append_printf(s, " %d&nbsp;%%</span>", dh_percent(it->probs[it->pred]));
     } else {
         g_string_append(s, "<span class=\"pred\">not reviewed</span>");
     }

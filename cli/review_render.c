@@ -4,7 +4,7 @@
  * the disclaimer) and a thumbnail of the overlay for the page. The box sits
  * below the picture so it never hides the lesion and is never clipped. */
 #include "review.h"
-#include "annotate.h"
+#include "dermlens_host.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -41,7 +41,7 @@ static uint8_t *blend(const dl_image *img, const float *map, double opacity)
         }
         for (int x = 0; x < w; x++) {
             uint8_t c[4];
-            dlp_colormap(map[(size_t)y * w + x], c);
+            dh_colormap(map[(size_t)y * w + x], c);
             float a = op * (float)c[3] / 255.0f;
             for (int k = 0; k < 3; k++)
                 dst[3 * x + k] = (uint8_t)((float)src[3 * x + k] * (1.0f - a) + (float)c[k] * a + 0.5f);
@@ -170,25 +170,25 @@ static uint8_t *render_boxed(const dl_model *m, const uint8_t *ov, int w, int h,
     int nl = 0;
     char buf[512];
 
-    dlp_verdict v = dlp_verdict_of(r, it->image_flag);
+    dh_verdict v = dh_verdict_of(r, it->image_flag);
     box_line *l = add_line(lines, &nl,
-                           v == DLP_VERDICT_OOD ? DLP_COLOUR_WARNING
-                           : v == DLP_VERDICT_UNCERTAIN ? DLP_COLOUR_CAUTION : DLP_COLOUR_TEXT, 1, 1.15);
-    dlp_headline(m, r, it->image_flag, l->text, sizeof l->text);
-    if (v == DLP_VERDICT_OOD) {
-        l = add_line(lines, &nl, DLP_COLOUR_WARNING, 0, 0.9);
+                           v == DH_VERDICT_OOD ? DH_COLOUR_WARNING
+                           : v == DH_VERDICT_UNCERTAIN ? DH_COLOUR_CAUTION : DH_COLOUR_TEXT, 1, 1.15);
+    dh_headline(m, r, it->image_flag, l->text, sizeof l->text);
+    if (v == DH_VERDICT_OOD) {
+        l = add_line(lines, &nl, DH_COLOUR_WARNING, 0, 0.9);
         if (it->image_flag) snprintf(l->text, sizeof l->text, "image check: %s", it->image_reason);
         else snprintf(l->text, sizeof l->text, "features unlike the training images (OOD score %.1f)", it->ood_score);
     }
     /* the classes follow: all top 3 unless the headline named the first */
-    l = add_line(lines, &nl, DLP_COLOUR_TEXT, 0, 1.0);
+    l = add_line(lines, &nl, DH_COLOUR_TEXT, 0, 1.0);
     int k3 = r->top_k < 3 ? r->top_k : 3;
-    for (int i = v == DLP_VERDICT_CLASS ? 1 : 0; i < k3; i++) {
+    for (int i = v == DH_VERDICT_CLASS ? 1 : 0; i < k3; i++) {
         int c = r->top_index[i];
-        if (dlp_percent(r->probs[c]) < 1) break; /* "0 %" says nothing */
+        if (dh_percent(r->probs[c]) < 1) break; /* "0 %" says nothing */
         class_text(m, c, buf, sizeof buf);
         char part[600];
-        snprintf(part, sizeof part, "%s%s %d %%", l->text[0] ? "  \xc2\xb7  " : "", buf, dlp_percent(r->probs[c]));
+        snprintf(part, sizeof part, "%s%s %d %%", l->text[0] ? "  \xc2\xb7  " : "", buf, dh_percent(r->probs[c]));
         g_strlcat(l->text, part, sizeof l->text);
     }
     if (!l->text[0]) nl--;
@@ -285,7 +285,7 @@ static uint8_t *render_boxed(const dl_model *m, const uint8_t *ov, int w, int h,
             /* each column as the overlay paints that saliency over grey */
             for (int x = 0; x < (int)bw; x++) {
                 uint8_t c[4];
-                dlp_colormap((float)x / (float)(bw - 1), c);
+                dh_colormap((float)x / (float)(bw - 1), c);
                 double a = c[3] / 255.0;
                 cairo_set_source_rgb(cr, (0.5 * (1 - a) + c[0] / 255.0 * a), (0.5 * (1 - a) + c[1] / 255.0 * a),
                                      (0.5 * (1 - a) + c[2] / 255.0 * a));

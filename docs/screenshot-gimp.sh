@@ -51,7 +51,7 @@ script="(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE \"$image\" \"$image\
                (layer (vector-ref (cadr (gimp-image-get-layers img)) 0)))
           ${DL_SHOT_SCALE:+(gimp-image-scale img $DL_SHOT_SCALE $DL_SHOT_SCALE)}
           (gimp-image-clean-all img)
-          (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer \"\" \"gradcam\" 60 3 TRUE TRUE)
+          (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer \"\" \"gradcam\" 60 3 TRUE TRUE 0)
           (gimp-display-new img)
           (gimp-displays-flush)
           (gimp-file-save RUN-NONINTERACTIVE img layer \"$tmp/ready.xcf\" \"$tmp/ready.xcf\"))"

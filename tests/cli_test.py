@@ -3,7 +3,8 @@
 """End-to-end checks of the dermlens command: classify --json names each input's
 path and every class; a broken file fails with a message and a non-zero exit;
 batch writes one row per file (errors included) and never writes into its input
-folder; info shows the provenance."""
+folder; info shows the provenance; explain draws smooth maps (no kinks), the
+outline of the top 20 % and a teaching figure (--figure)."""
 import csv, json, os, shutil, subprocess, sys, tempfile
 
 exe, src = sys.argv[1], sys.argv[2]
@@ -100,6 +101,77 @@ try:
     check("ensemble:     2 members" in run("info", ens).stdout, "info does not list the ensemble's members")
 finally:
     shutil.rmtree(tmp)
+# Overlays a teacher can show (issue 17 item 3) and the teaching figure (item
+# 5): smooth maps (no kinks left from bilinear upsampling), the outline of the
+# top 20 %, and --figure: the picture and its overlay side by side with a
+# caption naming the class, the method, the model and the disclaimer.
+sys.path.insert(0, os.path.join(src, "tests", "gimp"))
+from check_result import read_png  # noqa: E402
+import struct, zlib  # noqa: E402
+
+def write_png(path, w, h, rgb):
+    raw = b"".join(b"\x00" + rgb[y * w * 3:(y + 1) * w * 3] for y in range(h))
+    chunk = lambda k, b: struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b) & 0xFFFFFFFF)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+def kinks(png):
+    """Largest |second difference| along rows over its mean (16-bit grey map)."""
+    w, h, rows = png[0], png[1], png[4]
+    vals = [[struct.unpack(">H", r[2 * x:2 * x + 2])[0] for x in range(w)] for r in rows]
+    d2 = [abs(v[x - 1] - 2 * v[x] + v[x + 1]) for v in vals for x in range(1, w - 1)]
+    return max(d2) / (sum(d2) / len(d2) + 1e-9)
+
+tmp = tempfile.mkdtemp()
+try:
+    # A dark irregular blob on skin, as a PNG so that the pixels are known exactly.
+    W = H = 224
+    px = bytearray()
+    for y in range(H):
+        for x in range(W):
+            d = ((x - 120) ** 2 / 60.0 ** 2 + (y - 100) ** 2 / 45.0 ** 2)
+            px += bytes((90, 50, 45)) if d < 1 else bytes((220, 170, 150))
+    pic = os.path.join(tmp, "blob.png")
+    write_png(pic, W, H, bytes(px))
+    fig, ov, ovo, m1, m2 = (os.path.join(tmp, n) for n in ("fig.png", "ov.png", "ovo.png", "m1.png", "m2.png"))
+    r = run("explain", pic, "-m", model, "-o", ov, "--figure", fig, "--map", m1)
+    check(r.returncode == 0, "explain --figure: " + r.stderr[-400:])
+    top = json.loads(run("classify", "--json", "-m", model, "-k", "0", pic).stdout)["results"][0]
+    top_name = [c["long_name"] for c in top["classes"] if c["name"] == top["top_class"]][0]
+    cap = " ".join(r.stdout[r.stdout.find("figure:"):].split())
+    for want in (top_name, "Top classes:", "Grad-CAM", "Research/teaching aid - not a diagnosis", "dermlens_ham10000.safetensors"):
+        check(want in cap, "figure caption lacks %r: %s" % (want, cap))
+    f = read_png(fig)
+    gap = max(8, W // 20)
+    check(f[0] == 2 * W + 3 * gap and f[1] > H + 3 * gap + 40, "figure %dx%d" % (f[0], f[1]))
+    left = b"".join(f[4][gap + y][3 * gap:3 * (gap + W)] for y in range(H))
+    right = b"".join(f[4][gap + y][3 * (2 * gap + W):3 * (2 * gap + 2 * W)] for y in range(H))
+    check(left == bytes(px), "figure: the left panel is not the picture")
+    check(right != left, "figure: the right panel shows no overlay")
+    caption_rows = f[4][H + 2 * gap:]
+    dark = sum(1 for row in caption_rows for i in range(0, len(row), 3) if row[i] < 100)
+    check(dark > 500, "figure: no caption text drawn (%d dark pixels)" % dark)
+    # smooth (default) against bilinear maps
+    r = run("explain", pic, "-m", model, "--map", m2, "--upsample", "bilinear")
+    check(r.returncode == 0, "explain --upsample bilinear: " + r.stderr[-300:])
+    k_smooth, k_bilinear = kinks(read_png(m1)), kinks(read_png(m2))
+    check(k_bilinear > 3 * k_smooth, "kinks: bilinear %.1f, smooth %.1f" % (k_bilinear, k_smooth))
+    check(run("explain", pic, "-m", model, "--map", m2, "--upsample", "cubic").returncode == 2,
+          "--upsample cubic accepted")
+    # the outline leaves the picture as it is away from the contour
+    r = run("explain", pic, "-m", model, "-o", ovo, "--outline")
+    check(r.returncode == 0, "explain --outline: " + r.stderr[-300:])
+    r = run("explain", pic, "-m", model, "-o", os.path.join(tmp, "plain.png"), "--alpha", "0")
+    a, b = read_png(ovo), read_png(os.path.join(tmp, "plain.png"))
+    n = a[0] * a[1] * 3 if a[:2] == b[:2] else 1
+    changed = sum(1 for ra, rb in zip(a[4], b[4]) for x, y in zip(ra, rb) if abs(x - y) > 24) / n
+    check(0.002 < changed < 0.2, "outline changes %.3f of the overlay's samples" % changed)
+    print("explain: smooth map kinks %.1f (bilinear %.1f); outline changes %.1f %%; figure %dx%d"
+          % (k_smooth, k_bilinear, 100 * changed, f[0], f[1]))
+finally:
+    shutil.rmtree(tmp)
+
 # Training interrupted by SIGINT and by SIGKILL (issue 8, item 4): a tiny run on
 # tests/data/sample is interrupted by SIGINT after its first checkpoint, resumed,
 # interrupted again by SIGKILL after its first stage-2 checkpoint, and resumed to

@@ -5,10 +5,15 @@
 1. Every engine source lives in a layer folder engine/src/<layer>/, and its
    #include "..." lines reach only its own layer, lower layers and the public
    headers in engine/include (the order is LAYERS below; docs/ARCHITECTURE.md).
-2. Nothing under cli/, plugin/, bench/ or tests/ includes an engine/src
-   header, except the (file, header) pairs in tests/layers_allowlist.txt,
-   each with its reason. An allowlist entry that no longer matches an include
-   fails too, so the list can only shrink.
+2. Nothing under cli/, plugin/, host/, bench/ or tests/ includes an
+   engine/src header, except the (file, header) pairs in
+   tests/layers_allowlist.txt, each with its reason. An allowlist entry that
+   no longer matches an include fails too, so the list can only shrink.
+3. Above the engine: host/ (the core the plug-in and the CLI share) includes
+   no GIMP, GTK, GLib, Pango or cairo header and nothing from plugin/ or
+   cli/; plugin/ and cli/ reach the engine through engine/include only (no
+   allowlist entry for plugin/ or host/); cli/ includes nothing from plugin/,
+   plugin/ nothing from cli/.
 
 Usage: layers_test.py [SOURCE_ROOT]  (default: $DL_SOURCE_ROOT or this file's
 parent folder). Exit 0 when every rule holds, 1 otherwise.
@@ -19,16 +24,49 @@ import sys
 
 # Lowest first. A layer may include its own folder and every folder before it.
 LAYERS = ["base", "runtime", "formats", "infer", "eval", "train"]
-OUTSIDE = ["cli", "plugin", "bench", "tests"]
+OUTSIDE = ["cli", "plugin", "host", "bench", "tests"]
 SOURCE_EXT = (".c", ".h")
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+SYSTEM_INCLUDE_RE = re.compile(r'^\s*#\s*include\s+<([^>]+)>', re.M)
+# Front-end libraries host/ must not include (by the header's first path part
+# or file name): GIMP, GEGL/babl, GTK/GDK, GLib/GIO/GObject, Pango, cairo.
+FRONT_END_HEADERS = re.compile(r'^(libgimp\w*|gegl|babl|gtk|gdk\w*|glib|gio|gobject|pango\w*|cairo)\b')
+# Which top folder may include headers from which (rule 3).
+FORBIDDEN_FOLDERS = {"host": {"plugin", "cli"}, "cli": {"plugin"}, "plugin": {"cli"}}
 
 
-def includes(path):
+def includes(path, regex=INCLUDE_RE):
     with open(path, encoding="utf-8", errors="replace") as f:
         text = f.read()
-    for m in INCLUDE_RE.finditer(text):
+    for m in regex.finditer(text):
         yield text.count("\n", 0, m.start()) + 1, m.group(1)
+
+
+def front_ends(root, errors, allowed):
+    """Rule 3: host/, plugin/ and cli/ keep their places above the engine."""
+    rel = lambda p: os.path.relpath(p, root)
+    n = 0
+    for top in FORBIDDEN_FOLDERS:
+        for path in sources(os.path.join(root, top)):
+            n += 1
+            if top == "host":
+                for line, name in includes(path, SYSTEM_INCLUDE_RE):
+                    if FRONT_END_HEADERS.match(name):
+                        errors.append(f"{rel(path)}:{line}: #include <{name}>: host/ is shared by the plug-in and "
+                                      f"the CLI and uses no GIMP, GTK, GLib, Pango or cairo header")
+            for line, name in includes(path):
+                target = resolve(root, path, name, ["host", "engine/include", "engine/src", "plugin", "cli"])
+                if target is None:
+                    continue
+                folder = os.path.relpath(target, root).split(os.sep)[0]
+                if folder in FORBIDDEN_FOLDERS[top]:
+                    errors.append(f"{rel(path)}:{line}: #include \"{name}\": {top}/ may not include {folder}/ "
+                                  f"({rel(target)})")
+    for (f, header), line in allowed.items():
+        if f.split("/")[0] in ("plugin", "host"):
+            errors.append(f"tests/layers_allowlist.txt:{line}: {f}: plugin/ and host/ use engine/include only "
+                          f"(no exceptions)")
+    return n
 
 
 def sources(top):
@@ -130,10 +168,13 @@ def main():
             errors.append(f"tests/layers_allowlist.txt:{n}: {key[0]} no longer includes {key[1]}: "
                           f"remove the entry")
 
+    n_front = front_ends(root, errors, allowed)
+
     for e in errors:
         print("FAIL " + e)
     print(f"layers: {n_engine} engine files in {len(LAYERS)} layers, {n_outside} files outside, "
-          f"{len(allowed)} allowlisted internal includes: " + ("FAILED" if errors else "ok"))
+          f"{len(allowed)} allowlisted internal includes, {n_front} host/plugin/cli files: "
+          + ("FAILED" if errors else "ok"))
     return 1 if errors else 0
 
 

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* No leaks, flat memory over long runs: 1000 classifications of a real
  * image in one process (100 under AddressSanitizer), then a 200-image batch
- * (copies of tests/data/sample in a temporary folder) through the plug-in
- * core's dlp_batch_run with annotated copies (classification, Grad-CAM and
+ * (copies of tests/data/sample in a temporary folder) through the host
+ * core's dh_batch_run with annotated copies (classification, Grad-CAM and
  * PNG writing). Resident memory (VmRSS) after the warm-up and at the end must
  * differ by less than 2 MiB. Under ASan, LeakSanitizer checks at exit that
  * nothing is lost; a small allocator quarantine keeps RSS meaningful there. */
-#include "annotate.h"
+#include "dermlens_host.h"
 #include "testutil.h"
 
 #include <dirent.h>
@@ -184,13 +184,13 @@ static void batch_run(dl_model *m, const char *tmp)
     for (int i = 0; i < n_src; i++) free(src[i]);
 
     batch_watch w = {0};
-    dlp_batch_opts o = {.input_dir = in_dir, .csv_path = csv, .output_dir = out_dir,
+    dh_batch_opts o = {.input_dir = in_dir, .csv_path = csv, .output_dir = out_dir,
                         .method = DL_SALIENCY_GRADCAM, .opacity = 60.0, .progress = on_progress,
                         .progress_host = &w};
-    dlp_batch_stats st = {0};
+    dh_batch_stats st = {0};
     dl_error err = {0};
     double t0 = cpu_seconds();
-    int rc = dlp_batch_run(m, &o, &st, &err);
+    int rc = dh_batch_run(m, &o, &st, &err);
     double t = cpu_seconds() - t0;
     CHECK(rc == 0, "batch: %s", err.message);
     CHECK(st.files == n_batch && st.ok == n_batch && st.failed == 0, "batch: %d files, %d ok, %d failed", st.files,

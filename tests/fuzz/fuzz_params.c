@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Fuzz target: the plug-in's parameter checks (dlp_params_set) and the model
- * lookup's path handling (dlp_model_open: explicit path, DERMLENS_MODEL, the
+/* Fuzz target: the plug-in's parameter checks (dh_params_set) and the model
+ * lookup's path handling (dh_model_open: explicit path, DERMLENS_MODEL, the
  * plug-in folder), with exact-size message and used-path buffers so that any
  * overrun is caught by ASan.
  *
@@ -13,7 +13,7 @@
  * outside it; the sandbox holds a tiny valid model under the lesion model's
  * file name, an empty file, a junk file and a folder "sub" with an empty
  * lesion model and a junk ImageNet model. Invariants that fail call __builtin_trap(). */
-#include "annotate.h"
+#include "dermlens_host.h"
 #include "formats/formats.h"
 
 #include <stdio.h>
@@ -153,7 +153,7 @@ static void try_open(const char *explicit_path, const char *plugin_dir, size_t u
     used[0] = 'x';
     dl_error err;
     memset(&err, 0, sizeof err);
-    dl_model *m = dlp_model_open(explicit_path, plugin_dir, used_size ? used : NULL, used_size, &err);
+    dl_model *m = dh_model_open(explicit_path, plugin_dir, used_size ? used : NULL, used_size, &err);
     if (m) {
         must(dl_model_num_classes(m) == 2);
         if (used_size) must(memchr(used, 0, used_size) != NULL);
@@ -188,16 +188,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(&top_k, h + 9, sizeof top_k);
     size_t msg_size = h[15], used_size = h[16];
 
-    dlp_params p;
+    dh_params p;
     memset(&p, 0xA5, sizeof p);
-    dlp_params before = p;
+    dh_params before = p;
     char *msg = malloc(msg_size ? msg_size : 1);
     if (!msg) { free(tail); return 0; }
     msg[0] = 'x';
-    int rc = dlp_params_set(&p, model_path, method, opacity, top_k, h[13], h[14], msg, msg_size);
+    int rc = dh_params_set(&p, model_path, method, opacity, top_k, h[13], h[14], msg, msg_size);
     if (rc == 0) {
         must(p.opacity >= 0.0 && p.opacity <= 100.0);
-        must(p.top_k >= 1 && p.top_k <= DLP_MAX_TOP_K && p.top_k == top_k);
+        must(p.top_k >= 1 && p.top_k <= DH_MAX_TOP_K && p.top_k == top_k);
         must(p.add_labels == (h[13] != 0) && p.add_legend == (h[14] != 0));
         must(strcmp(p.model_path, model_path) == 0);
         must(method[0] ? (int)p.method == dl_saliency_method_from_name(method) : p.method == DL_SALIENCY_GRADCAM);

@@ -27,6 +27,6 @@ timeout 900 gimp-console-2.10 -i -d --gimprc="$tmp/gimprc" -b "
 (let* ((img (car (gimp-file-load RUN-NONINTERACTIVE \"$f\" \"$f\")))
        (layer (vector-ref (cadr (gimp-image-get-layers img)) 0)))
   (gimp-image-scale img $w $h)
-  (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer \"\" \"$method\" 60 3 TRUE TRUE)
+  (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer \"\" \"$method\" 60 3 TRUE TRUE 0)
   (gimp-image-delete img))" -b '(gimp-quit 0)' </dev/null >"$tmp/log" 2>&1 || true
 grep -E 'dermlens-stats|error' "$tmp/log" || { cat "$tmp/log"; exit 1; }

@@ -5,7 +5,7 @@
 Usage: check_dialogs.py DUMP LOG
 
 DUMP is written by the plug-in when DERMLENS_DIALOG_TEST is set (see
-plugin/glue_common.h): per dialog a "dialog<TAB>title" line, then
+plugin/core.c): per dialog a "dialog<TAB>title" line, then
 "label|button|tooltip|choice|filechooser<TAB>..." lines, then "end".
 LOG is GIMP's output for the session (the plug-in's warnings land there).
 Checks: the Classify dialog has a file chooser for the model, readable

@@ -377,6 +377,102 @@ def check_case(work, case, region):
         check(False, "%s: CLI reference: %s" % (case, e))
 
 
+def read_facts(path):
+    """Rows of a C-facts.txt file: (kind, name, is_text, x, y, w, h)."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            v = line.rstrip("\n").split("\t")
+            if len(v) >= 7:
+                rows.append((v[0], v[1], int(v[2]), int(v[3]), int(v[4]), int(v[5]), int(v[6])))
+    return rows
+
+
+def same_layer(work, case):
+    """The user's layer before and after (GIMP 3: native bytes; 2.10: PNG)."""
+    p = lambda s: os.path.join(work, "%s-%s" % (case, s))
+    if os.path.exists(p("before.raw")):
+        with open(p("before.raw"), "rb") as f1, open(p("after.raw"), "rb") as f2:
+            b, a = f1.read(), f2.read()
+        return len(b) > 0 and a == b
+    b, a = read_png(p("before.png")), read_png(p("after.png"))
+    return b[:4] == a[:4] and b[4] == a[4]
+
+
+def check_outline(work):
+    """Outline mode: an opaque contour layer of the map's top 20 %, no colour
+    map and no legend; the user's layer untouched."""
+    try:
+        rows = read_facts(os.path.join(work, "outline-facts.txt"))
+        kids = [r[1] for r in rows if r[0] == "child"]
+        check(any(k.startswith("Outline: top 20 % (") for k in kids), "outline: no outline layer in %r" % kids)
+        check(not any(k.startswith("Saliency (") or k.startswith("Legend") for k in kids),
+              "outline: colour map or legend added too: %r" % kids)
+        png = read_png(os.path.join(work, "outline-outline.png"))
+        alpha = alpha_values(png)
+        visible = sum(1 for a in alpha if a > 0.5) / len(alpha)
+        # A stroke a few pixels wide around a blob: a few percent of the region.
+        check(0.003 < visible < 0.25 and max(alpha) > 0.95,
+              "outline: stroke covers %.3f of the region (max alpha %.2f)" % (visible, max(alpha)))
+        check(same_layer(work, "outline"), "outline: original layer pixels changed")
+        with open(os.path.join(work, "outline-parasite.json")) as f:
+            check(json.load(f)["saliency"]["available"], "outline: parasite says no saliency")
+        print("outline: layers %r, stroke covers %.1f %% of the region" % (kids, 100 * visible))
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        check(False, "outline: %s" % e)
+
+
+def check_figure(work):
+    """Teaching figure: a new image of the expected size with the region, the
+    region with its map, and a caption naming the class, the method and the
+    disclaimer; the original image unchanged (layer, layers, no parasite)."""
+    try:
+        rows = read_facts(os.path.join(work, "figure-facts.txt"))
+        with open(os.path.join(work, "figure-facts.txt")) as f:
+            size = [l.split("\t") for l in f if l.startswith("image\t")][0]
+        w, h = int(size[1]), int(size[2])
+        panel, gap = 224, max(8, 224 // 20)  # host/figure.c: dh_figure_plan
+        check(w == 2 * panel + 3 * gap, "figure: width %d (want %d)" % (w, 2 * panel + 3 * gap))
+        check(panel + 3 * gap + 40 < h < panel + 3 * gap + 400, "figure: height %d" % h)
+        names = {r[1]: r for r in rows}
+        for n in ("Region", "Region with saliency (Grad-CAM)", "Caption", "Background"):
+            check(n in names, "figure: no layer %r in %r" % (n, sorted(names)))
+        if "Region" in names:
+            check(names["Region"][3:] == (gap, gap, panel, panel), "figure: region at %r" % (names["Region"][3:],))
+        cap = names.get("Caption")
+        if cap:
+            check(cap[2] == 1 and cap[4] >= panel + gap and cap[4] + cap[6] <= h,
+                  "figure: caption %r not a text layer below the panels inside the image" % (cap,))
+        with open(os.path.join(work, "figure-text.txt")) as f:
+            text = " ".join(strip_tags(f.read()).split())
+        with open(os.path.join(work, "rgb-parasite.json")) as f:
+            res = json.load(f)
+        top = [c["name"] for c in res["classes"] if c["code"] == res["top_class"]][0]
+        for want in (top, "Grad-CAM", DISCLAIMER, res["headline"]):
+            check(want in text, "figure: caption lacks %r: %r" % (want, text))
+        # Exported flattened: the left panel is the region's pixels, the right
+        # one shows the overlay.
+        png = read_png(os.path.join(work, "figure.png"))
+        check((png[0], png[1]) == (w, h), "figure: PNG %dx%d, image %dx%d" % (png[0], png[1], w, h))
+        ch = png[2]
+        rows_px = png[4]
+        left = [rows_px[gap + y][ch * gap:ch * (gap + panel)] for y in range(panel)]
+        right = [rows_px[gap + y][ch * (2 * gap + panel):ch * (2 * gap + 2 * panel)] for y in range(panel)]
+        diff = sum(1 for a, b in zip(b"".join(left), b"".join(right)) if abs(a - b) > 8) / (panel * panel * ch)
+        check(0.02 < diff < 0.95, "figure: right panel differs from the left in %.3f of its samples" % diff)
+        with open(os.path.join(work, "figure-original.txt")) as f:
+            v = [int(x) for x in f.read().split()]
+        # layers, parasites (a loaded JPEG has its own), DermLens parasite: before, after
+        check(len(v) == 6 and v[:3] == v[3:] and v[0] == 1 and v[2] == 0,
+              "figure: the original image changed: layers, parasites, dermlens-result before %r, after %r"
+              % (v[:3], v[3:]))
+        check(same_layer(work, "figure"), "figure: original layer pixels changed")
+        print("figure: %dx%d, layers %r, overlay differs in %.0f %% of the right panel, caption: %s"
+              % (w, h, sorted(names), 100 * diff, text))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        check(False, "figure: %s" % e)
+
+
 def check_batch(work):
     facts = os.path.join(work, "batch-facts.txt")
     if not check(os.path.exists(facts), "batch: procedure did not report"):
@@ -511,7 +607,7 @@ def check_huge(work):
     after = [l for l in lines if l.startswith("after ")]
     check(before and after and before[0][7:] == after[0][6:], "huge: sampled pixels changed")
     kids = [l.split("\t") for l in lines if l.startswith("child\t")]
-    # No 3.6 GB overlay layer (see DLP_MAX_OVERLAY_PIXELS): the label only.
+    # No 3.6 GB overlay layer (see DLP_MAX_OVERLAY_PIXELS in plugin/core.c): the label only.
     check(sorted(k[1] for k in kids) in (["Labels", "Text background"], ["Headline", "Labels", "Text background"]),
           "huge: group children %r" % kids)
     try:
@@ -532,6 +628,8 @@ def main():
     for case, region in CASES.items():
         check_case(work, case, region)
     check_float_raw(work)
+    check_outline(work)
+    check_figure(work)
     check_batch(work)
     check_undo(work)
     check_batch_kill(work)

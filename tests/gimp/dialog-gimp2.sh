@@ -36,7 +36,7 @@ EOG
 f=$data/lesions/ISIC_0031711.jpg
 script="(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE \"$f\" \"$f\")))
                (layer (vector-ref (cadr (gimp-image-get-layers img)) 0)))
-          (plug-in-dermlens-classify RUN-INTERACTIVE img layer \"\" \"gradcam\" 60 3 TRUE TRUE)
+          (plug-in-dermlens-classify RUN-INTERACTIVE img layer \"\" \"gradcam\" 60 3 TRUE TRUE 0)
           (gimp-image-delete img))"
 HOME=$tmp/home GIMP2_DIRECTORY=$tmp/gimp2 DERMLENS_DIALOG_TEST=$tmp/dialogs.txt \
     timeout 300 xvfb-run -a gimp-console-2.10 -i -d --gimprc="$tmp/gimprc" -b "$script" -b '(gimp-quit 0)' \

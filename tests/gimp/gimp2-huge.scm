@@ -24,7 +24,7 @@
   (display "before " port) (dl-sample layer port)
   (let ((t1 (realtime)))
     (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam"
-                                                      60 3 TRUE TRUE))
+                                                      60 3 TRUE TRUE 0))
                  "classified" "refused") port)
     (newline port)
     (display "classify-s " port) (display (- (realtime) t1) port) (newline port))

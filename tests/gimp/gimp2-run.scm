@@ -38,7 +38,7 @@
     (let ((layer (dl-first-layer img)))
       (dl-save-png img layer (dl-path (string-append name "-before.png")))
       (dl-export-region img layer (dl-path (string-append name "-ref.png")))
-      (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE)
+      (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE 0)
       (gimp-xcf-save 0 img layer (dl-path (string-append name ".xcf"))
                      (dl-path (string-append name ".xcf")))
       (gimp-image-delete img))))
@@ -52,7 +52,7 @@
     (gimp-drawable-fill layer FILL-FOREGROUND)
     (dl-save-png img layer (dl-path (string-append name "-before.png")))
     (dl-export-region img layer (dl-path (string-append name "-ref.png")))
-    (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE)
+    (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE 0)
     (gimp-xcf-save 0 img layer (dl-path (string-append name ".xcf")) (dl-path (string-append name ".xcf")))
     (gimp-image-delete img)))
 
@@ -70,6 +70,44 @@
 (dl-case-new "blank" 224 224 '(255 255 255))
 (dl-case-new "skin" 224 224 '(224 172 150))
 
+; Outline mode (overlay-style 1): the contour of the map's top 20 %.
+(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-mel dl-mel)))
+       (layer (dl-first-layer img)))
+  (dl-save-png img layer (dl-path "outline-before.png"))
+  (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE 1)
+  (gimp-xcf-save 0 img layer (dl-path "outline.xcf") (dl-path "outline.xcf"))
+  (gimp-image-delete img))
+
+; Teaching figure: a new image (the region and its overlay side by side, a
+; caption), saved as XCF and exported flattened as PNG; the original image
+; is saved again after, to show it untouched.
+(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE dl-mel dl-mel)))
+       (layer (dl-first-layer img)))
+  (dl-save-png img layer (dl-path "figure-before.png"))
+  (let* ((port (open-output-file (dl-path "figure-original.txt")))
+         (state (lambda ()
+                  ; layers, parasites, the DermLens parasite (1: there)
+                  (display (car (gimp-image-get-layers img)) port)
+                  (display " " port)
+                  (display (length (cadr (gimp-image-get-parasite-list img))) port)
+                  (display " " port)
+                  (display (if (member "dermlens-result" (cadr (gimp-image-get-parasite-list img)))
+                               1 0) port)
+                  (display " " port)))
+         (before (state))
+         (fig (car (plug-in-dermlens-figure RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 0)))
+         (flat (car (gimp-image-duplicate fig))))
+    (gimp-xcf-save 0 fig (dl-first-layer fig) (dl-path "figure.xcf") (dl-path "figure.xcf"))
+    (gimp-image-flatten flat)
+    (dl-save-png flat (dl-first-layer flat) (dl-path "figure.png"))
+    (gimp-image-delete flat)
+    (gimp-image-delete fig)
+    (state)
+    (newline port)
+    (close-output-port port))
+  (dl-save-png img layer (dl-path "figure-after.png"))
+  (gimp-image-delete img))
+
 ; A call the plug-in must refuse: prepare returns the drawable to pass. The
 ; error is caught here and recorded ("refused N-layers" in facts-file), so
 ; it is not an "execution error" in the log.
@@ -78,7 +116,7 @@
          (drawable (prepare img (dl-first-layer img)))
          (port (open-output-file (dl-path facts-file))))
     (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img drawable "" "gradcam"
-                                                      60 3 TRUE TRUE))
+                                                      60 3 TRUE TRUE 0))
                  "accepted" "refused") port)
     (display " " port)
     (display (car (gimp-image-get-layers img)) port)
@@ -156,7 +194,7 @@
     (dl-set-rect layer 8 24 16 8 dl-pinf)
     (dl-set-rect layer 8 40 16 8 dl-ninf)
     (dl-dump-pixels layer (dl-path "float-before.txt"))
-    (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE)
+    (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE 0)
     (gimp-xcf-save 0 img layer (dl-path "float.xcf") (dl-path "float.xcf"))
     (gimp-image-delete img)))
 
@@ -168,7 +206,7 @@
   (gimp-image-insert-layer img layer 0 0)
   (gimp-drawable-set-pixel layer 0 0 3 (vector 12 34 56))
   (display (if (catch #f (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam"
-                                                    60 3 TRUE TRUE))
+                                                    60 3 TRUE TRUE 0))
                "accepted" "refused") port)
   (display " " port)
   (display (car (gimp-image-get-layers img)) port)
@@ -203,7 +241,7 @@
   (dl-save-png img layer (dl-path "undo-before.png"))
   (state "before")
   (gimp-image-attach-parasite img '("dermlens-undo-probe" 0 "1"))
-  (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE)
+  (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer "" "gradcam" 60 3 TRUE TRUE 0)
   (gimp-image-attach-parasite img '("dermlens-undo-probe" 0 "1"))
   (state "classified")
   (gimp-image-attach-parasite img '("dermlens-undo-now" 0 "1"))

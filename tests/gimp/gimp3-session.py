@@ -85,7 +85,7 @@ def classify(img, layer, **kw):
     return status, msg
 
 
-def run_case(name, fname, setup):
+def run_case(name, fname, setup, **kw):
     img = load(fname)
     setup(img)
     layer = img.get_layers()[0]
@@ -94,10 +94,47 @@ def run_case(name, fname, setup):
     # The region the plug-in classifies, as 8-bit RGB, for the CLI reference.
     ok, x, y, w, h = layer.mask_intersect()
     write_png(path(name + "-ref.png"), w, h, 3, pixels(layer, "R'G'B' u8", x, y, w, h))
-    status, msg = classify(img, layer)
+    status, msg = classify(img, layer, **kw)
     if status != Gimp.PDBStatusType.SUCCESS:
         raise RuntimeError("%s: plug-in failed: %s" % (name, msg))
     Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path(name + ".xcf")), None)
+    img.delete()
+
+
+def run_figure(fname):
+    """Teaching figure: a new image saved as XCF and exported flattened as
+    PNG; the original's layer, layers and parasites before and after."""
+    img = load(fname)
+    layer = img.get_layers()[0]
+    with open(path("figure-before.raw"), "wb") as f:
+        f.write(native_bytes(layer))
+    def state():
+        paras = img.get_parasite_list()
+        return "%d %d %d" % (len(img.get_layers()), len(paras), 1 if "dermlens-result" in paras else 0)
+    before = state()
+    proc = PDB.lookup_procedure("plug-in-dermlens-figure")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", [layer])
+    for k, v in {"model-path": "", "saliency-method": "gradcam", "opacity": 60.0, "top-k": 3,
+                 "overlay-style": "fill"}.items():
+        cfg.set_property(k, v)
+    res = proc.run(cfg)
+    if res.index(0) != Gimp.PDBStatusType.SUCCESS:
+        raise RuntimeError("figure: plug-in failed: %s" % (res.index(1) if res.length() > 1 else "?"))
+    fig = res.index(1)
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, fig, Gio.File.new_for_path(path("figure.xcf")), None)
+    flat = fig.duplicate()
+    flat.flatten()
+    fl = flat.get_layers()[0]
+    write_png(path("figure.png"), fl.get_width(), fl.get_height(), 3, pixels(fl, "R'G'B' u8"))
+    flat.delete()
+    fig.delete()
+    with open(path("figure-original.txt"), "w") as f:
+        f.write("%s %s\n" % (before, state()))
+    with open(path("figure-after.raw"), "wb") as f:
+        f.write(native_bytes(img.get_layers()[0]))
     img.delete()
 
 
@@ -128,6 +165,9 @@ def phase_run():
     run_case("offset", nv, lambda img: img.resize(284, 244, 30, 10))
     run_new_case("blank", 224, 224, (255, 255, 255))
     run_new_case("skin", 224, 224, (224, 172, 150))
+    # Outline mode: the contour of the map's top 20 %.
+    run_case("outline", mel, lambda img: None, **{"overlay-style": "outline"})
+    run_figure(mel)
 
     # A selection too small must be refused with a message, adding nothing.
     img = load(bkl)
@@ -322,6 +362,9 @@ def inspect(name):
                     if c.get_name().startswith("Saliency ("):
                         write_png(path(name + "-overlay.png"), c.get_width(), c.get_height(), 4,
                                   pixels(c, "R'G'B'A u8"))
+                    if c.get_name().startswith("Outline: "):
+                        write_png(path(name + "-outline.png"), c.get_width(), c.get_height(), 4,
+                                  pixels(c, "R'G'B'A u8"))
                     if c.get_name().startswith("Text background"):
                         write_png(path(name + "-box.png"), c.get_width(), c.get_height(), 4,
                                   pixels(c, "R'G'B'A u8"))
@@ -340,6 +383,18 @@ def inspect(name):
     data = para.get_data() if para else []
     with open(path(name + "-parasite.json"), "wb") as f:
         f.write(bytes(data))
+    img.delete()
+
+
+def inspect_figure():
+    """The teaching figure: its size, its layers and the caption's text."""
+    img = load(path("figure.xcf"))
+    with open(path("figure-facts.txt"), "w") as f, open(path("figure-text.txt"), "w") as t:
+        f.write("image\t%d\t%d\n" % (img.get_width(), img.get_height()))
+        for layer in img.get_layers():
+            fact(f, "layer", layer)
+            if isinstance(layer, Gimp.TextLayer):
+                t.write((layer.get_text() or layer.get_markup() or "") + "\n")
     img.delete()
 
 
@@ -378,5 +433,6 @@ elif PHASE == "killbatch":
 elif PHASE == "huge":
     phase_huge()
 else:
-    for c in CASES:
+    for c in CASES + ["outline"]:
         inspect(c)
+    inspect_figure()

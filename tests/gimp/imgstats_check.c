@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* The plug-in's headline rule (plugin/annotate.c: uncertain / out of
+/* The plug-in's headline rule (host/label.c: uncertain / out of
  * distribution first) and its image-statistics "not a lesion image" check
  * (plugin/imgstats.c):
  *  - flat, blank, near-uniform and tiny inputs are flagged;
@@ -15,9 +15,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "annotate.h"
+#include "dermlens_host.h"
 #include "dermlens.h"
-#include "imgstats.h"
+#include "dermlens_host.h"
 
 static int failures;
 
@@ -58,10 +58,10 @@ static void synth(const char *name, int w, int h, int r, int g, int b, fill_kind
             p[1] = clamp8(g + d);
             p[2] = clamp8(b + d);
         }
-    dlp_image_stats s;
+    dh_image_stats s;
     char why[128];
-    dlp_image_stats_compute(px, w, h, (size_t)w * 3, &s);
-    int flag = dlp_image_stats_flag(&s, why, sizeof why);
+    dh_image_stats_compute(px, w, h, (size_t)w * 3, &s);
+    int flag = dh_image_stats_flag(&s, why, sizeof why);
     printf("%-34s %4dx%-4d range %3d detail %5.2f clipped %.2f -> %s%s%s\n", name, w, h,
            s.max_range, s.detail, s.clipped, flag ? "flagged: " : "not flagged", why,
            flag == want_flag ? "" : "   <-- WRONG");
@@ -70,7 +70,7 @@ static void synth(const char *name, int w, int h, int r, int g, int b, fill_kind
     free(px);
 }
 
-static int load_check(const char *path, dlp_image_stats *s, char *why, size_t n)
+static int load_check(const char *path, dh_image_stats *s, char *why, size_t n)
 {
     dl_image img;
     dl_error err = {0};
@@ -78,8 +78,8 @@ static int load_check(const char *path, dlp_image_stats *s, char *why, size_t n)
         fprintf(stderr, "%s: %s\n", path, err.message);
         return -1;
     }
-    dlp_image_stats_compute(img.pixels, img.width, img.height, img.stride, s);
-    int f = dlp_image_stats_flag(s, why, n);
+    dh_image_stats_compute(img.pixels, img.width, img.height, img.stride, s);
+    int f = dh_image_stats_flag(s, why, n);
     dl_image_free(&img);
     return f;
 }
@@ -108,7 +108,7 @@ static void scan(const char *dir, int *n, int *flagged, int *errors, int depth)
         if (S_ISDIR(st.st_mode) && depth < 1) {
             scan(path, n, flagged, errors, depth + 1);
         } else if (S_ISREG(st.st_mode) && is_image(e->d_name)) {
-            dlp_image_stats s;
+            dh_image_stats s;
             char why[128];
             int f = load_check(path, &s, why, sizeof why);
             if (f < 0) {
@@ -155,11 +155,11 @@ static void expect_headline(dl_model *m, const char *const *codes, const float *
     r.top_index = idx;
     r.ood_flag = ood;
     char head[256], group[512], label[2048];
-    dlp_headline(m, &r, image_flag, head, sizeof head);
-    dlp_group_name(m, &r, image_flag, group, sizeof group);
-    dlp_label_markup(m, &r, image_flag, 3, 0, 1, 1, label, sizeof label);
+    dh_headline(m, &r, image_flag, head, sizeof head);
+    dh_group_name(m, &r, image_flag, group, sizeof group);
+    dh_label_markup(m, &r, image_flag, 3, 0, 1, 1, label, sizeof label);
     int ok = !strcmp(head, want_head) && !strcmp(group, want_group) && strstr(label, want_head) &&
-             strstr(label, DLP_DISCLAIMER);
+             strstr(label, DH_DISCLAIMER);
     printf("headline %-48s group %-70s %s\n", head, group, ok ? "" : "   <-- WRONG");
     if (!ok) {
         printf("  want %s / %s; label %s\n", want_head, want_group, label);
@@ -190,10 +190,10 @@ static void headline_checks(const char *weights)
                     "DermLens: uncertain: mel 48 % / nv 30 %");
     const float pclear[] = {0.8149f, 0.1851f};
     expect_headline(m, gap, pclear, 2, 0, 0, "melanoma 81 %", "DermLens: melanoma 81 %");
-    expect_headline(m, gap, pclear, 2, 1, 0, DLP_OOD_HEADLINE,
-                    "DermLens: " DLP_OOD_HEADLINE " (mel 81 %)");
-    expect_headline(m, tie, ptie, 3, 0, 1, DLP_OOD_HEADLINE,
-                    "DermLens: " DLP_OOD_HEADLINE " (bkl 44 %)");
+    expect_headline(m, gap, pclear, 2, 1, 0, DH_OOD_HEADLINE,
+                    "DermLens: " DH_OOD_HEADLINE " (mel 81 %)");
+    expect_headline(m, tie, ptie, 3, 0, 1, DH_OOD_HEADLINE,
+                    "DermLens: " DH_OOD_HEADLINE " (bkl 44 %)");
     dl_model_free(m);
 }
 
@@ -224,7 +224,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 3; i++) {
             char path[4096];
             snprintf(path, sizeof path, "%s/tests/data/lesions/%s", src, names[i]);
-            dlp_image_stats s;
+            dh_image_stats s;
             char why[128];
             int f = load_check(path, &s, why, sizeof why);
             printf("%-34s range %3d detail %5.2f -> %s%s\n", names[i], s.max_range, s.detail,

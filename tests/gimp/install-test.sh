@@ -89,7 +89,7 @@ if [ "$api" = 2.0 ] && command -v gimp-console-2.10 >/dev/null 2>&1; then
                    (img (car (gimp-file-load RUN-NONINTERACTIVE f f)))
                    (layer (vector-ref (cadr (gimp-image-get-layers img)) 0))
                    (port (open-output-file \"$out\")))
-              (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer \"\" \"gradcam\" 60 3 TRUE TRUE)
+              (plug-in-dermlens-classify RUN-NONINTERACTIVE img layer \"\" \"gradcam\" 60 3 TRUE TRUE 0)
               (display (car (gimp-item-get-name (vector-ref (cadr (gimp-image-get-layers img)) 0))) port)
               (newline port)
               (display (caddr (car (gimp-image-get-parasite img \"dermlens-result\"))) port)

@@ -8,8 +8,9 @@
  * links leaving the folder get an error row and are never opened; names and
  * messages are written as valid UTF-8 CSV cells neutralised against formula
  * injection; annotated copies get names that never collide. */
-#include "annotate.h"
+#include "dermlens_host.h"
 #include "dermlens_io.h"
+#include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -22,17 +23,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static void set_err(dl_error *err, dl_status code, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    err->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-}
 
 /* 1 if path (resolved) is dir or lies below it. */
 static int path_inside(const char *path, const char *dir)
@@ -132,7 +122,7 @@ static void csv_field(csv_buf *b, const char *s)
 static int csv_commit(const csv_buf *b, const char *path, dl_error *err)
 {
     if (b->oom) {
-        set_err(err, DL_ERR_NOMEM, "out of memory building the CSV");
+        dh_set_err(err, DL_ERR_NOMEM, "out of memory building the CSV");
         return -1;
     }
     return dl_write_file_atomic(path, b->data ? b->data : "", b->len, err);
@@ -154,29 +144,18 @@ static int write_annotated(const dl_image *img, const float *map, double opacity
     size_t stride = (size_t)w * 3;
     uint8_t *out = malloc(stride * (size_t)h);
     if (!out) {
-        set_err(err, DL_ERR_NOMEM, "out of memory for the annotated copy");
+        dh_set_err(err, DL_ERR_NOMEM, "out of memory for the annotated copy");
         return -1;
     }
-    float op = (float)(opacity / 100.0);
-    for (int y = 0; y < h; y++) {
-        const uint8_t *src = img->pixels + (size_t)y * img->stride;
-        uint8_t *dst = out + (size_t)y * stride;
-        for (int x = 0; x < w; x++) {
-            uint8_t c[4];
-            dlp_colormap(map[(size_t)y * (size_t)w + (size_t)x], c);
-            float a = op * (float)c[3] / 255.0f;
-            for (int k = 0; k < 3; k++) {
-                float v = (float)src[3 * x + k] * (1.0f - a) + (float)c[k] * a;
-                dst[3 * x + k] = (uint8_t)(v + 0.5f);
-            }
-        }
-    }
+    dh_overlay o;
+    dh_overlay_init(&o, map, w, h, DH_OVERLAY_FILL, opacity / 100.0);
+    dh_blend_rows(img->pixels, img->stride, map, w, h, 0, h, &o, out, stride);
     int lw, lh;
-    dlp_legend_size(w, h, &lw, &lh);
+    dh_legend_size(w, h, &lw, &lh);
     if (lw + 4 <= w && lh + 4 <= h) {
         uint8_t *leg = malloc((size_t)lw * (size_t)lh * 4);
         if (leg) {
-            dlp_legend_pixels(lw, lh, 4, leg);
+            dh_legend_pixels(lw, lh, 4, leg);
             for (int y = 0; y < lh; y++)
                 for (int x = 0; x < lw; x++) {
                     uint8_t *d = out + (size_t)(h - 2 - lh + y) * stride + 3 * (size_t)(x + 2);
@@ -367,9 +346,9 @@ static int judge_entry(const char *full, const struct stat *lsb, const char *in_
     return 0;
 }
 
-int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, dl_error *err)
+int dh_batch_run(dl_model *m, const dh_batch_opts *o, dh_batch_stats *stats, dl_error *err)
 {
-    dlp_batch_stats st = {0};
+    dh_batch_stats st = {0};
     char in_real[PATH_MAX], csv_dir[PATH_MAX], out_real[PATH_MAX], out_now[PATH_MAX];
     int want_copies = o->output_dir && o->output_dir[0];
     struct stat sb;
@@ -377,28 +356,28 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
     if (stats)
         *stats = st;
     if (!o->input_dir || !o->input_dir[0] || !o->csv_path || !o->csv_path[0]) {
-        set_err(err, DL_ERR_ARG, "An input folder and an output CSV file are required");
+        dh_set_err(err, DL_ERR_ARG, "An input folder and an output CSV file are required");
         return -1;
     }
     if (want_copies && !(isfinite(o->opacity) && o->opacity >= 0 && o->opacity <= 100)) {
-        set_err(err, DL_ERR_ARG, "The overlay opacity must be a number from 0 to 100 (got %g)", o->opacity);
+        dh_set_err(err, DL_ERR_ARG, "The overlay opacity must be a number from 0 to 100 (got %g)", o->opacity);
         return -1;
     }
     /* Every path is checked before anything is created. */
     if (!realpath(o->input_dir, in_real) || stat(in_real, &sb) != 0) {
-        set_err(err, DL_ERR_IO, "Cannot open input folder %s: %s", o->input_dir, strerror(errno));
+        dh_set_err(err, DL_ERR_IO, "Cannot open input folder %s: %s", o->input_dir, strerror(errno));
         return -1;
     }
     if (!S_ISDIR(sb.st_mode)) {
-        set_err(err, DL_ERR_ARG, "The input %s is not a folder", o->input_dir);
+        dh_set_err(err, DL_ERR_ARG, "The input %s is not a folder", o->input_dir);
         return -1;
     }
     if (resolve_parent(o->csv_path, csv_dir) != 0) {
-        set_err(err, DL_ERR_IO, "The folder of the CSV file %s does not exist", o->csv_path);
+        dh_set_err(err, DL_ERR_IO, "The folder of the CSV file %s does not exist", o->csv_path);
         return -1;
     }
     if (path_inside(csv_dir, in_real)) {
-        set_err(err, DL_ERR_ARG, "The CSV file must not be written into the input folder %s",
+        dh_set_err(err, DL_ERR_ARG, "The CSV file must not be written into the input folder %s",
                 in_real);
         return -1;
     }
@@ -406,17 +385,17 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
         return -1;
     if (want_copies) {
         if (resolve_future_dir(o->output_dir, out_real) != 0) {
-            set_err(err, DL_ERR_IO, "Cannot use output folder %s: %s", o->output_dir,
+            dh_set_err(err, DL_ERR_IO, "Cannot use output folder %s: %s", o->output_dir,
                     errno ? strerror(errno) : "invalid path");
             return -1;
         }
         if (path_inside(out_real, in_real)) {
-            set_err(err, DL_ERR_ARG, "The output folder must not be inside the input folder %s",
+            dh_set_err(err, DL_ERR_ARG, "The output folder must not be inside the input folder %s",
                     in_real);
             return -1;
         }
         if (stat(out_real, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
-            set_err(err, DL_ERR_ARG, "The output folder %s exists and is not a folder", o->output_dir);
+            dh_set_err(err, DL_ERR_ARG, "The output folder %s exists and is not a folder", o->output_dir);
             return -1;
         }
     }
@@ -432,14 +411,14 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
     if (want_copies) {
         int made = mkdir(out_real, 0777) == 0;
         if (!made && errno != EEXIST) {
-            set_err(err, DL_ERR_IO, "Cannot create output folder %s: %s", o->output_dir,
+            dh_set_err(err, DL_ERR_IO, "Cannot create output folder %s: %s", o->output_dir,
                     strerror(errno));
             goto done;
         }
         /* re-check what is there now (a link planted meanwhile) */
         if (!realpath(out_real, out_now) || path_inside(out_now, in_real) ||
             stat(out_now, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            set_err(err, DL_ERR_ARG, "The output folder %s is not a folder outside the input folder",
+            dh_set_err(err, DL_ERR_ARG, "The output folder %s is not a folder outside the input folder",
                     o->output_dir);
             if (made)
                 rmdir(out_real);
@@ -452,7 +431,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
      * disturbed by what we write. Nothing is opened here (lstat only). */
     DIR *dir = opendir(in_real);
     if (!dir) {
-        set_err(err, DL_ERR_IO, "Cannot list %s: %s", in_real, strerror(errno));
+        dh_set_err(err, DL_ERR_IO, "Cannot list %s: %s", in_real, strerror(errno));
         goto done;
     }
     struct dirent *de;
@@ -476,7 +455,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
                 free(e.name);
                 free(e.load);
                 closedir(dir);
-                set_err(err, DL_ERR_NOMEM, "out of memory listing %s", in_real);
+                dh_set_err(err, DL_ERR_NOMEM, "out of memory listing %s", in_real);
                 goto done;
             }
             ent = nn;
@@ -485,7 +464,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
         ent[count++] = e;
         if (!e.name || (!e.load && !e.refused)) {
             closedir(dir);
-            set_err(err, DL_ERR_NOMEM, "out of memory listing %s", in_real);
+            dh_set_err(err, DL_ERR_NOMEM, "out of memory listing %s", in_real);
             goto done;
         }
     }
@@ -493,7 +472,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
     if (count > 1)
         qsort(ent, count, sizeof *ent, cmp_entry);
     if (want_copies && assign_output_names(ent, count) != 0) {
-        set_err(err, DL_ERR_NOMEM, "out of memory naming the annotated copies");
+        dh_set_err(err, DL_ERR_NOMEM, "out of memory naming the annotated copies");
         goto done;
     }
 
@@ -520,21 +499,21 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
         st.files++;
         dl_image img = {0};
         dl_error fe = {0};
-        dlp_analysis an = {0};
+        dh_analysis an = {0};
         int ok = 0;
         if (ent[i].refused) {
-            set_err(&fe, DL_ERR_IO, "%s", ent[i].refused);
+            dh_set_err(&fe, DL_ERR_IO, "%s", ent[i].refused);
         } else {
             ok = dl_image_load_oriented(ent[i].load, &img, NULL, &fe) == 0;
             if (ok)
-                ok = dlp_analyse(m, img.pixels, img.width, img.height, img.stride, o->method,
+                ok = dh_analyse(m, img.pixels, img.width, img.height, img.stride, o->method,
                                  want_copies, NULL, &an, &fe) == 0;
         }
         if (ok && want_copies && an.map) {
             char out_path[PATH_MAX];
             if (snprintf(out_path, sizeof out_path, "%s/%s", out_real, ent[i].out_name) >=
                 (int)sizeof out_path) {
-                set_err(&fe, DL_ERR_ARG, "output path too long");
+                dh_set_err(&fe, DL_ERR_ARG, "output path too long");
                 ok = 0;
             } else if (write_annotated(&img, an.map, o->opacity, out_path, &fe) != 0) {
                 ok = 0;
@@ -569,7 +548,7 @@ int dlp_batch_run(dl_model *m, const dlp_batch_opts *o, dlp_batch_stats *stats, 
             buf_put(&csv, "\n", 1);
             st.failed++;
         }
-        dlp_analysis_free(&an);
+        dh_analysis_free(&an);
         dl_image_free(&img);
         /* Commit after every row; once the file is big, at most once a
          * second so a long batch does not spend its time rewriting. */

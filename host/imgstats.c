@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Cheap image statistics for the "not a lesion image" check (see imgstats.h). */
-#include "imgstats.h"
+/* Cheap image statistics for the "not a lesion image" check (see dermlens_host.h). */
+#include "dermlens_host.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,8 +19,8 @@ static int hist_quantile(const unsigned *h, unsigned n, double q)
     return 255;
 }
 
-void dlp_image_stats_compute(const uint8_t *rgb, int width, int height, size_t stride,
-                             dlp_image_stats *out)
+void dh_image_stats_compute(const uint8_t *rgb, int width, int height, size_t stride,
+                             dh_image_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->width = width;
@@ -68,18 +68,18 @@ void dlp_image_stats_compute(const uint8_t *rgb, int width, int height, size_t s
     out->detail = ndetail ? detail / ndetail : 0.0;
 }
 
-int dlp_image_stats_flag(const dlp_image_stats *s, char *reason, size_t reason_size)
+int dh_image_stats_flag(const dh_image_stats *s, char *reason, size_t reason_size)
 {
     if (reason && reason_size)
         reason[0] = '\0';
     const char *why = NULL;
     char buf[96];
-    if (s->width < DLP_STATS_MIN_SIDE || s->height < DLP_STATS_MIN_SIDE) {
+    if (s->width < DH_STATS_MIN_SIDE || s->height < DH_STATS_MIN_SIDE) {
         snprintf(buf, sizeof buf, "too small (%d x %d pixels)", s->width, s->height);
         why = buf;
-    } else if (s->clipped >= DLP_STATS_BLANK_FRACTION) {
+    } else if (s->clipped >= DH_STATS_BLANK_FRACTION) {
         why = "blank (nearly every pixel white or black)";
-    } else if (s->max_range < DLP_STATS_FLAT_RANGE) {
+    } else if (s->max_range < DH_STATS_FLAT_RANGE) {
         why = "flat (almost no contrast)";
     }
     if (!why)
