@@ -252,7 +252,8 @@ int main(void)
             const char *info = dl_model_info_json(ra);
             CHECK(strstr(info, "prior_shift") && strstr(info, "source_balance") && strstr(info, "\"ema\""),
                   "recipe: provenance lacks the levers");
-            CHECK(strstr(info, "\"kept_weights\":\"last epoch\"") && strstr(info, "\"best_epoch\":2"),
+            /* info is pretty-printed (cJSON_Print): "key":<tab>value */
+            CHECK(strstr(info, "\"kept_weights\":\t\"last epoch\"") && strstr(info, "\"best_epoch\":\t2"),
                   "recipe: --select last not recorded (kept weights, epoch 2 of 2)");
         }
         dl_model_free(ra);
