@@ -54,26 +54,6 @@ static uint8_t clamp_u8(double v)
     return v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)(v + 0.5);
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s)
-{
-    return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double rng_gauss(uint64_t *s)
-{
-    double u = rng_unit(s), v = rng_unit(s);
-    if (u < 1e-300) u = 1e-300;
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
-}
-
 static uint8_t *px(dl_image *im, int x, int y)
 {
     return im->pixels + (size_t)y * im->stride + (size_t)x * 3;
@@ -232,13 +212,13 @@ static void draw_hair(dl_image *im, int count, uint64_t seed)
     double scale = (W < H ? W : H) / 224.0;
     uint64_t s = seed;
     for (int h = 0; h < count; h++) {
-        double x0 = rng_unit(&s) * W, y0 = rng_unit(&s) * H;
-        double ang = rng_unit(&s) * 2 * M_PI, len = (0.3 + 0.5 * rng_unit(&s)) * (W > H ? W : H);
+        double x0 = dl_rng_uniform(&s) * W, y0 = dl_rng_uniform(&s) * H;
+        double ang = dl_rng_uniform(&s) * 2 * M_PI, len = (0.3 + 0.5 * dl_rng_uniform(&s)) * (W > H ? W : H);
         double x2 = x0 + cos(ang) * len, y2 = y0 + sin(ang) * len;
-        double bend = (rng_unit(&s) - 0.5) * 0.6 * len;
+        double bend = (dl_rng_uniform(&s) - 0.5) * 0.6 * len;
         double x1 = (x0 + x2) / 2 - sin(ang) * bend, y1 = (y0 + y2) / 2 + cos(ang) * bend;
-        double rad = (0.6 + 0.8 * rng_unit(&s)) * scale;
-        double col[3] = {25 + 30 * rng_unit(&s), 18 + 20 * rng_unit(&s), 12 + 15 * rng_unit(&s)};
+        double rad = (0.6 + 0.8 * dl_rng_uniform(&s)) * scale;
+        double col[3] = {25 + 30 * dl_rng_uniform(&s), 18 + 20 * dl_rng_uniform(&s), 12 + 15 * dl_rng_uniform(&s)};
         int steps = (int)(len * 2) + 2;
         for (int t = 0; t <= steps; t++) {
             double u = (double)t / steps, a = (1 - u) * (1 - u), b = 2 * u * (1 - u), c = u * u;
@@ -304,7 +284,7 @@ static int perturb(const dl_image *src, int kind, int l, uint64_t seed, dl_image
                 case P_CONTRAST: q = mean[ch] + (q - mean[ch]) * v; break;
                 case P_GAMMA: q = 255 * pow(q / 255, v); break;
                 case P_CAST: q += ch == 0 ? v : ch == 2 ? -v : 0; break;
-                case P_NOISE: q += v * rng_gauss(&s); break;
+                case P_NOISE: q += v * dl_rng_normal(&s); break;
                 default: break;
                 }
                 p[ch] = clamp_u8(q);

@@ -81,6 +81,24 @@ int dl_get_num_threads(void);
  * "portable". Static string. */
 const char *dl_cpu_isa_name(void);
 
+/* ------------------------------------------------------------------ random numbers */
+
+/* The engine's one random generator, SplitMix64 (Steele, Lea and Flood
+ * 2014): the state advances by a constant and is hashed. Fast, 2^64 period,
+ * any state (0 too) is valid; deterministic, never for cryptography. Every
+ * randomised step of the engine and of its callers (bootstrap intervals,
+ * random forests, augmentation, the faithfulness study, perturbations, test
+ * data) draws from it, so one seed means the same numbers everywhere. The
+ * state is the caller's: one per thread or per stream. */
+uint64_t dl_rng_next(uint64_t *state);              /* next 64 random bits */
+double dl_rng_uniform(uint64_t *state);             /* [0, 1), 53 random bits */
+uint32_t dl_rng_below(uint64_t *state, uint32_t n); /* [0, n) for n >= 1 (high bits, multiply-shift) */
+/* Standard normal (Box-Muller on two uniforms, the cosine half). */
+double dl_rng_normal(uint64_t *state);
+/* SplitMix64's output for state x without a state: a 64-bit mixer for
+ * deriving seeds (dl_rng_hash(x) == dl_rng_next(&x) before x advances). */
+uint64_t dl_rng_hash(uint64_t x);
+
 /* ------------------------------------------------------------------ images */
 
 typedef struct {

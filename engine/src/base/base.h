@@ -1,5 +1,6 @@
 /* DermLens engine, base layer: errors, overflow-safe sizes, files (atomic
- * writes), SHA-256. Depends on nothing in the engine but the public headers.
+ * writes), SHA-256, the RNG (rng.c). Depends on nothing in the engine but
+ * the public headers.
  * SPDX-License-Identifier: GPL-3.0-or-later
  * Internal (not installed): only engine/src/ includes it, see docs/ARCHITECTURE.md.
  */
@@ -25,6 +26,15 @@ int dl_fail_prefix(dl_error *err, const char *fmt, ...) __attribute__((format(pr
 /* Overflow-safe arithmetic: return false on overflow. */
 bool dl_mul_size(size_t a, size_t b, size_t *out);
 bool dl_add_size(size_t a, size_t b, size_t *out);
+
+/* ---------------------------------------------------------------- random */
+
+/* The top 53 bits of x as a double in [0, 1) (dl_rng_uniform's conversion,
+ * for streams that chain dl_rng_hash themselves). */
+static inline double dl_rng_unit(uint64_t x)
+{
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
 
 /* ---------------------------------------------------------------- files */
 

@@ -232,14 +232,6 @@ int dl_reliability_bins(int n, int k, const int *labels, const float *probs, int
 
 /* ------------------------------------------------------------ bootstrap */
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -478,7 +470,7 @@ int dl_metrics_compute(int n, int k, const int *labels, const float *probs, cons
         uint64_t state = 0x5DEECE66Dull ^ (uint64_t)seed;
         for (int r = 0; r < bootstrap; r++) {
             memset(bc.w, 0, (size_t)n * sizeof *bc.w);
-            for (int i = 0; i < n; i++) bc.w[splitmix64(&state) % (uint64_t)n]++;
+            for (int i = 0; i < n; i++) bc.w[dl_rng_next(&state) % (uint64_t)n]++;
             boot_one(&bc, &bv[0][r], &bv[1][r], &bv[2][r]);
         }
         interval(bv[0], bootstrap, out->ci_accuracy);
