@@ -9,12 +9,9 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jpeglib.h> /* after stdio.h: it uses FILE */
 
 /* ------------------------------------------------------------ perturbations */
 
@@ -156,50 +153,13 @@ static void blur(dl_image *im, double sigma, dl_error *err)
     (void)err;
 }
 
-typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf jb;
-} jerr_mgr;
-
-static void jerr_exit(j_common_ptr c)
-{
-    longjmp(((jerr_mgr *)c->err)->jb, 1);
-}
-
-/* Compress with libjpeg at quality q in memory, then decode with the
- * engine's decoder (as a real JPEG round trip would). */
+/* Compress at quality q in memory, then decode with the engine's decoder
+ * (as a real JPEG round trip would). */
 static int jpeg_roundtrip(const dl_image *src, int q, dl_image *dst, dl_error *err)
 {
-    struct jpeg_compress_struct ci;
-    jerr_mgr je;
-    unsigned char *volatile buf = NULL;
-    unsigned long size = 0;
-    ci.err = jpeg_std_error(&je.pub);
-    je.pub.error_exit = jerr_exit;
-    if (setjmp(je.jb)) {
-        jpeg_destroy_compress(&ci);
-        free(buf);
-        snprintf(err->message, sizeof err->message, "JPEG compression failed");
-        err->code = DL_ERR_FORMAT;
-        return -1;
-    }
-    jpeg_create_compress(&ci);
-    unsigned char *b = NULL;
-    jpeg_mem_dest(&ci, &b, &size);
-    ci.image_width = (JDIMENSION)src->width;
-    ci.image_height = (JDIMENSION)src->height;
-    ci.input_components = 3;
-    ci.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, q, TRUE);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)cpx(src, 0, (int)ci.next_scanline);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    buf = b;
-    jpeg_destroy_compress(&ci);
+    uint8_t *buf = NULL;
+    size_t size = 0;
+    if (dl_jpeg_encode(src, q, &buf, &size, err)) return -1;
     int rc = dl_image_load_memory(buf, size, dst, err);
     free(buf);
     return rc;

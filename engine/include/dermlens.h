@@ -129,6 +129,12 @@ int dl_image_resize(const dl_image *src, int width, int height, dl_image *dst, d
 int dl_png_write(const char *path, const void *data, int width, int height, size_t stride,
                  int channels, int bit_depth, dl_error *err);
 
+/* Encode RGB8 as a baseline JPEG at quality 1..100 (libjpeg's defaults:
+ * 4:2:0, optimised tables off), in memory. *data is malloc'd (*size bytes),
+ * caller frees with free(). Used to measure what a JPEG round trip does to a
+ * prediction (decode the bytes with dl_image_load_memory). */
+int dl_jpeg_encode(const dl_image *img, int quality, uint8_t **data, size_t *size, dl_error *err);
+
 /* ------------------------------------------------------------------ model */
 
 typedef struct dl_model dl_model;

@@ -961,3 +961,70 @@ int dl_png_write(const char *path, const void *data, int width, int height, size
         dl_fail_prefix(err, "%s", path);
     return rc;
 }
+
+/* ------------------------------------------------------------------ JPEG encoder */
+
+typedef struct {
+    struct jpeg_compress_struct cinfo;
+    jpeg_err jerr;
+    int created;
+    unsigned char *buf; /* libjpeg's memory destination (malloc'd by libjpeg) */
+    unsigned long size;
+} jpeg_enc;
+
+/* Runs under setjmp; every mutable value lives in *e. */
+static int jpeg_encode(jpeg_enc *e, const dl_image *img, int quality)
+{
+    if (setjmp(e->jerr.jb))
+        return -1;
+    jpeg_create_compress(&e->cinfo);
+    e->created = 1;
+    jpeg_mem_dest(&e->cinfo, &e->buf, &e->size);
+    e->cinfo.image_width = (JDIMENSION)img->width;
+    e->cinfo.image_height = (JDIMENSION)img->height;
+    e->cinfo.input_components = 3;
+    e->cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&e->cinfo);
+    jpeg_set_quality(&e->cinfo, quality, TRUE);
+    jpeg_start_compress(&e->cinfo, TRUE);
+    while (e->cinfo.next_scanline < e->cinfo.image_height) {
+        JSAMPROW row = (JSAMPROW)(img->pixels + (size_t)e->cinfo.next_scanline * img->stride);
+        jpeg_write_scanlines(&e->cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&e->cinfo);
+    return 0;
+}
+
+int dl_jpeg_encode(const dl_image *img, int quality, uint8_t **data, size_t *size, dl_error *err)
+{
+    if (!img || !img->pixels || !data || !size)
+        return dl_fail(err, DL_ERR_ARG, "dl_jpeg_encode: NULL argument");
+    *data = NULL;
+    *size = 0;
+    if (quality < 1 || quality > 100)
+        return dl_fail(err, DL_ERR_ARG, "dl_jpeg_encode: quality %d (1..100)", quality);
+    if (check_dims(img->width, img->height, err) != 0)
+        return dl_fail_prefix(err, "dl_jpeg_encode");
+    if (img->stride < (size_t)img->width * 3)
+        return dl_fail(err, DL_ERR_ARG, "dl_jpeg_encode: stride %zu < row size %zu", img->stride,
+                       (size_t)img->width * 3);
+    jpeg_enc *e = calloc(1, sizeof *e);
+    if (!e)
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    e->cinfo.err = jpeg_std_error(&e->jerr.pub);
+    e->jerr.pub.error_exit = jpeg_dec_error_exit;
+    e->jerr.pub.output_message = jpeg_dec_output_message;
+    int rc = jpeg_encode(e, img, quality);
+    if (rc != 0)
+        dl_fail(err, DL_ERR_FORMAT, "JPEG compression failed: %s", e->jerr.msg);
+    if (e->created)
+        jpeg_destroy_compress(&e->cinfo);
+    if (rc == 0) {
+        *data = e->buf;
+        *size = (size_t)e->size;
+    } else {
+        free(e->buf);
+    }
+    free(e);
+    return rc;
+}
