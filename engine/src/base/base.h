@@ -8,6 +8,7 @@
 #define DL_BASE_H
 
 #include "dermlens.h"
+#include "dermlens_io.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -38,10 +39,7 @@ static inline double dl_rng_unit(uint64_t x)
 
 /* ---------------------------------------------------------------- files */
 
-/* Read a whole file (up to max_bytes). *data malloc'd, caller frees. */
-int dl_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *size, dl_error *err);
-/* Write atomically: path.tmp.PID, fsync, rename. */
-int dl_write_file_atomic(const char *path, const void *data, size_t size, dl_error *err);
+/* dl_read_file, dl_write_file_atomic and the output checks: dermlens_io.h. */
 /* Streamed atomic write: open a temp file, write parts, then commit or abort. */
 typedef struct {
     void *fp;          /* FILE* */

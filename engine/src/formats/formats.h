@@ -73,6 +73,5 @@ int dl_safetensors_write(const char *path, struct cJSON *hdr, int n, const float
  * quantization is written to *pre (scale/zero point -> mean/std). */
 int dl_tflite_to_graph(const uint8_t *data, size_t size, dl_graph *g, dl_preprocess *pre,
                        dl_error *err);
-int dl_model_export_onnx(const dl_model *m, const char *path, dl_error *err); /* onnx_export.c */
 
 #endif

@@ -962,6 +962,34 @@ int dl_png_write(const char *path, const void *data, int width, int height, size
     return rc;
 }
 
+/* ------------------------------------------------------------------ float maps */
+
+/* The one bilinear map resampler (saliency maps, their overlays, the study's
+ * baselines): half-pixel centres, edge clamp. */
+void dl_map_resize(const float *src, int sw, int sh, float *dst, int dw, int dh, size_t dst_stride)
+{
+    const double fx = (double)sw / dw, fy = (double)sh / dh;
+    for (int y = 0; y < dh; y++) {
+        double sy = (y + 0.5) * fy - 0.5;
+        if (sy < 0) sy = 0;
+        if (sy > sh - 1) sy = sh - 1;
+        int y0 = (int)sy, y1 = y0 + 1 < sh ? y0 + 1 : y0;
+        float wy = (float)(sy - y0);
+        const float *r0 = src + (size_t)y0 * sw, *r1 = src + (size_t)y1 * sw;
+        float *o = dst + (size_t)y * dst_stride;
+        for (int x = 0; x < dw; x++) {
+            double sx = (x + 0.5) * fx - 0.5;
+            if (sx < 0) sx = 0;
+            if (sx > sw - 1) sx = sw - 1;
+            int x0 = (int)sx, x1 = x0 + 1 < sw ? x0 + 1 : x0;
+            float wx = (float)(sx - x0);
+            float a = r0[x0] + (r0[x1] - r0[x0]) * wx;
+            float b = r1[x0] + (r1[x1] - r1[x0]) * wx;
+            o[x] = a + (b - a) * wy;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ JPEG encoder */
 
 typedef struct {
