@@ -3,8 +3,7 @@
  * shape features with logistic regression / random forest) trained and scored
  * on the same split as the CNN, side by side, with McNemar's paired test. */
 #include "cli.h"
-#include "eval/classic.h"
-#include "eval/metrics.h"
+#include "dermlens_eval.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -3,7 +3,7 @@
  * metrics.json, report.md, predictions.csv and PNG plots. Also holds the
  * parallel per-image runner shared with `robustness`. */
 #include "cli.h"
-#include "eval/metrics.h"
+#include "dermlens_eval.h"
 #include "plot.h"
 
 #include <cjson/cJSON.h>

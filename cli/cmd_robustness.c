@@ -4,7 +4,7 @@
  * synthetic hair) at three strengths each, with and without test-time
  * augmentation. Writes robustness.md, robustness.json and robustness.png. */
 #include "cli.h"
-#include "eval/metrics.h"
+#include "dermlens_eval.h"
 #include "plot.h"
 
 #include <cjson/cJSON.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Traditional classifiers: feature layout, segmentation, LBP/GLCM on known
  * images, and LR / random forest accuracy and determinism on synthetic data. */
-#include "eval/classic.h"
+#include "eval/eval.h"
 #include "testutil.h"
 
 #include <math.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Metrics on small hand-computed cases (values derived by hand in comments). */
-#include "eval/metrics.h"
+#include "dermlens_eval.h"
 #include "testutil.h"
 
 #include <math.h>

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Traditional lesion classifiers: hand-crafted features (classic.h documents
- * the layout), standardisation, logistic regression and a random forest. */
-#include "eval/classic.h"
-#include "base/base.h"
+/* Traditional lesion classifiers: hand-crafted features (dermlens_eval.h
+ * documents the layout), standardisation, logistic regression and a random forest. */
+#include "eval/eval.h"
 
 #include <math.h>
 #include <pthread.h>

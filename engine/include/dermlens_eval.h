@@ -1,8 +1,84 @@
-/* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Traditional (non-deep) lesion classifiers: hand-crafted colour, texture and
- * shape features, standardisation, class-balanced multinomial logistic
- * regression (L-BFGS) and a random forest (CART, Gini). Baselines for
- * `dermlens compare`. No GLib; threads via pthreads.
+/* DermLens engine: evaluation API (metrics and statistics, the classic
+ * baselines).
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ *
+ * Same conventions as dermlens.h: 0 / -1 with a dl_error (where a function
+ * can fail), ownership stated on every output, no printing, no exit. What
+ * `dermlens evaluate`, `robustness` and `compare` compute lives here; the
+ * commands parse options and print.
+ */
+#ifndef DERMLENS_EVAL_H
+#define DERMLENS_EVAL_H
+
+#include "dermlens.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ metrics */
+
+/* Classification metrics. Probabilities are row-major n x k; labels in [0,k). */
+typedef struct {
+    int n, k;
+    double accuracy, balanced_accuracy, macro_f1, weighted_f1, macro_auc, ece;
+    double *precision, *recall, *f1, *auc; /* [k]; auc NAN when a class has no positives */
+    int *support;                          /* [k] */
+    int *confusion;                        /* [k*k], row = true class, column = predicted */
+    int mel_index;                         /* index of "mel" in class_names or -1 */
+    double mel_sens_at_spec80, mel_sens_at_spec90; /* NAN without a mel class */
+    double ci_accuracy[2], ci_balanced_accuracy[2], ci_macro_auc[2]; /* bootstrap 95%, NAN if none */
+} dl_metrics;
+
+/* bootstrap: number of resamples (0: no intervals), drawn with dl_rng_next
+ * from seed: deterministic. Fills *out; the arrays are owned by it, free
+ * with dl_metrics_free. */
+int dl_metrics_compute(int n, int k, const int *labels, const float *probs, const char *const *class_names,
+                       int bootstrap, unsigned seed, dl_metrics *out, dl_error *err);
+void dl_metrics_free(dl_metrics *m);
+
+/* One-vs-rest ROC AUC (ties counted half); NAN if one side is empty. */
+double dl_auc_binary(int n, const float *scores, const int *positive);
+/* Balanced accuracy only (mean recall over classes with support). */
+double dl_balanced_accuracy(int n, int k, const int *labels, const int *pred);
+/* McNemar's exact (binomial) two-sided p-value on paired correctness. */
+double dl_mcnemar_p(int n, const int *correct_a, const int *correct_b, int *a_only, int *b_only);
+
+/* ROC curve of scores vs positive, threshold lowered from +inf through each
+ * distinct score: (0,0) first, (1,1) last. *fpr and *tpr are malloc'd
+ * (*n_points entries), caller frees. Fails without positives or negatives. */
+int dl_roc_curve(int n, const float *scores, const int *positive, double **fpr, double **tpr,
+                 int *n_points, dl_error *err);
+/* Reliability diagram on top-class confidence: n_bins equal-width bins over
+ * [0,1] (confidence 1 in the last). Any output may be NULL; empty bins get
+ * NAN means. ece = sum |accuracy - confidence| * count / n. Returns 0 / -1. */
+int dl_reliability_bins(int n, int k, const int *labels, const float *probs, int n_bins,
+                        int *count, double *mean_conf, double *accuracy, double *ece);
+
+/* ------------------------------------------------------------------ statistics */
+
+/* Paired differences d[0..n-1] (method minus reference, per image). */
+typedef struct {
+    int n;
+    double mean, se, lo, hi; /* mean difference, its standard error and t 95% interval */
+    double p;                /* Wilcoxon signed-rank, two-sided (normal approximation, ties corrected, zeros dropped) */
+    int wins;                /* differences < 0 */
+} dl_paired;
+/* Every field NAN (wins 0) when n < 2. */
+dl_paired dl_paired_test(const double *d, int n);
+/* Mean and standard error of the non-NaN values (NAN when there are none,
+ * se NAN below two). */
+void dl_mean_se(const double *v, int n, double *mean, double *se);
+
+/* ------------------------------------------------------------------ classic baselines */
+
+/* Traditional (non-deep) lesion classifiers, the baselines of `dermlens
+ * compare`: hand-crafted colour, texture and shape features,
+ * standardisation, class-balanced multinomial logistic regression (L-BFGS)
+ * and a random forest (CART, Gini).
  *
  * Feature vector (DL_FEAT_DIM floats, groups contiguous in this order):
  *   colour  [0, 75):   RGB histograms 8 bins x 3, HSV histograms 8 bins x 3
@@ -25,13 +101,6 @@
  *                      pixels), centroid offset from the image centre, RGB std
  *                      inside the lesion (3), lesion-minus-surround RGB mean (3).
  * Images are first resized (squash) to DL_FEAT_SIZE x DL_FEAT_SIZE. */
-#ifndef DL_CLASSIC_H
-#define DL_CLASSIC_H
-
-#include "dermlens.h"
-
-#include <stdint.h>
-
 #define DL_FEAT_SIZE 128
 
 #define DL_FEAT_COLOR_OFF 0
@@ -57,30 +126,12 @@ int dl_feat_columns(unsigned groups, int *cols);
 int dl_feat_groups_from_name(const char *name);
 
 /* Extract the full DL_FEAT_DIM feature vector of an RGB8 image. Thread-safe.
- * out: DL_FEAT_DIM floats. */
+ * out: DL_FEAT_DIM floats (caller's). */
 int dl_feat_extract(const uint8_t *rgb, int width, int height, size_t stride, float *out, dl_error *err);
-
-/* Building blocks, exposed for tests. Each works on a w x h 8-bit grey image
- * (contiguous rows). */
-/* Otsu threshold t: pixels <= t form the dark class. Flat images give the
- * single level present. */
-int dl_otsu_threshold(const uint8_t *grey, size_t n);
-/* mask[w*h] = 1 for the lesion (largest central dark component, holes filled).
- * Returns lesion pixel count, or -1 on allocation failure. */
-long dl_lesion_segment(const uint8_t *grey, int w, int h, uint8_t *mask, dl_error *err);
-/* Shape features (first 7 shape slots: area fraction, compactness, asym major,
- * asym minor, eccentricity, irregularity, centre offset) of a binary mask. */
-void dl_mask_shape_features(const uint8_t *mask, int w, int h, float out[7]);
-/* Uniform LBP histogram (fractions over interior pixels). */
-void dl_lbp_hist(const uint8_t *grey, int w, int h, float out[DL_FEAT_LBP_BINS]);
-/* GLCM stats, layout as in the texture group: out[16]. */
-void dl_glcm_features(const uint8_t *grey, int w, int h, float out[16]);
-
-/* ---------------------------------------------------------------- scaling */
 
 typedef struct {
     int d;
-    float *mean, *std; /* [d]; std of a constant column is stored as 1 */
+    float *mean, *std; /* [d], owned; std of a constant column is stored as 1 */
 } dl_standardizer;
 
 int dl_standardizer_fit(dl_standardizer *s, int n, int d, const float *x, dl_error *err);
@@ -91,11 +142,9 @@ void dl_standardizer_free(dl_standardizer *s);
 /* Class-balanced weights n / (k * n_c) (0 for absent classes). w[k]. */
 void dl_class_balanced_weights(int n, int k, const int *labels, double *w);
 
-/* ---------------------------------------------------------------- logistic regression */
-
 typedef struct {
     int d, k;
-    float *w; /* k x (d + 1), last column the bias */
+    float *w; /* k x (d + 1), last column the bias; owned, free with dl_logreg_free */
 } dl_logreg;
 
 typedef struct {
@@ -107,11 +156,9 @@ typedef struct {
 /* x: n x d (standardised), labels in [0,k). Deterministic (no randomness). */
 int dl_logreg_fit(dl_logreg *m, int n, int d, int k, const float *x, const int *labels,
                   const dl_logreg_options *opts, dl_error *err);
-/* probs: n x k. */
+/* probs: n x k (caller's). */
 void dl_logreg_predict(const dl_logreg *m, int n, const float *x, float *probs);
 void dl_logreg_free(dl_logreg *m);
-
-/* ---------------------------------------------------------------- random forest */
 
 typedef struct {
     int feature;     /* -1 for a leaf */
@@ -128,7 +175,7 @@ typedef struct {
 
 typedef struct {
     int d, k, n_trees;
-    dl_rf_tree *trees;
+    dl_rf_tree *trees; /* owned, free with dl_forest_free */
 } dl_forest;
 
 typedef struct {
@@ -143,10 +190,13 @@ typedef struct {
     uint64_t seed;
 } dl_forest_options;
 
-/* Deterministic in seed, independent of the thread count. */
+/* Deterministic in seed (dl_rng streams), independent of the thread count. */
 int dl_forest_fit(dl_forest *f, int n, int d, int k, const float *x, const int *labels,
                   const dl_forest_options *opts, dl_error *err);
 void dl_forest_predict(const dl_forest *f, int n, const float *x, float *probs);
 void dl_forest_free(dl_forest *f);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
