@@ -1,11 +1,11 @@
 /* DermLens engine: evaluation API (metrics and statistics, the classic
- * baselines).
+ * baselines, the saliency faithfulness study).
  * SPDX-License-Identifier: GPL-3.0-or-later
  *
  * Same conventions as dermlens.h: 0 / -1 with a dl_error (where a function
  * can fail), ownership stated on every output, no printing, no exit. What
- * `dermlens evaluate`, `robustness` and `compare` compute lives here; the
- * commands parse options and print.
+ * `dermlens evaluate`, `robustness`, `compare` and `explain --evaluate`
+ * compute lives here; the commands parse options and print.
  */
 #ifndef DERMLENS_EVAL_H
 #define DERMLENS_EVAL_H
@@ -195,6 +195,125 @@ int dl_forest_fit(dl_forest *f, int n, int d, int k, const float *x, const int *
                   const dl_forest_options *opts, dl_error *err);
 void dl_forest_predict(const dl_forest *f, int n, const float *x, float *probs);
 void dl_forest_free(dl_forest *f);
+
+/* ------------------------------------------------------------------ saliency faithfulness */
+
+/* The study behind `dermlens explain --evaluate` (docs/reports/
+ * explain-faithfulness.md). For each image, at the network input size (the
+ * model's crop, then squash), with the model's top class:
+ *  - rows: each method's map, then two baselines, a random 7x7 map upsampled
+ *    bilinearly and a centre Gaussian (sigma 0.25 x side);
+ *  - per row and removal (ROAD noisy linear imputation, or a Gaussian blur
+ *    of sigma 5% of the side), the probability curve as the most salient
+ *    pixels are removed (MoRF) and the second curve (ROAD: least relevant
+ *    first; blur: insertion), in `steps` steps, and their trapezoid AUCs;
+ *  - the cascading model-randomisation check (Adebayo et al. 2018): Spearman
+ *    and SSIM between each method's map and its map under the model with its
+ *    top 1, 2, 3, 5, 8, 12 weighted layers re-initialised;
+ *  - optionally the sweep of Grad-CAM variants (ROAD MoRF AUC only).
+ * Images run in parallel, one model set per worker; every value is
+ * deterministic (seeded per image) whatever the thread count. */
+
+#define DL_FAITH_MAX_STEPS 50
+#define DL_FAITH_MAX_METHODS (DL_SALIENCY_OCCLUSION + 1)
+#define DL_FAITH_N_BASELINES 2 /* rows n_methods (random) and n_methods + 1 (centre) */
+#define DL_FAITH_MAX_ROWS (DL_FAITH_MAX_METHODS + DL_FAITH_N_BASELINES)
+#define DL_FAITH_MAX_DEPTHS 6
+#define DL_FAITH_MAX_VARIANTS 12
+/* ROAD's imputation noise: 1% of the 0..255 range (standard deviation). */
+#define DL_FAITH_ROAD_NOISE 2.55f
+/* A study method ("spec") is a dl_saliency_method, or'ed with this flag for
+ * the single-pass form of a Grad-CAM-family method. */
+#define DL_FAITH_ONE_PASS 0x100
+
+enum { DL_FAITH_ROAD = 0, DL_FAITH_BLUR = 1, DL_FAITH_N_REMOVALS = 2 };
+/* Curves: MoRF deletion, and the second (ROAD: least-relevant-first
+ * deletion; blur: insertion). */
+enum { DL_FAITH_MORF = 0, DL_FAITH_SECOND = 1 };
+
+/* "gradcam", "layercam:1pass", ... -> spec; -1 if unknown or the method has
+ * no single-pass form. */
+int dl_faith_method_parse(const char *s);
+/* The spec's name ("gradcam:1pass") and title ("Grad-CAM, one pass") from
+ * the method table (dl_explain_method_name / _label), written to buf
+ * (64 bytes suffice); returns buf, "?" for an invalid spec. */
+const char *dl_faith_method_key(int spec, char *buf, size_t len);
+const char *dl_faith_method_title(int spec, char *buf, size_t len);
+
+/* Randomisation cascade depth d (0 <= d < DL_FAITH_MAX_DEPTHS): how many
+ * weighted layers, from the output side, are re-initialised. */
+int dl_faith_depth_layers(int d);
+/* The sweep's Grad-CAM variants (row 0 is the single-pass reference every
+ * other row is paired against): count and static labels. */
+int dl_faith_variant_count(void);
+const char *dl_faith_variant_label(int v);
+
+/* The cascade the model allows: depths d with dl_faith_depth_layers(d) <=
+ * max_layers and no more than the model's weighted layers, and for each the
+ * names of the layers it adds to the previous depth ("+a, b"). */
+typedef struct {
+    int n_depths;
+    char added[DL_FAITH_MAX_DEPTHS][1024];
+} dl_faith_cascade;
+int dl_faith_cascade_plan(const void *model_bytes, size_t model_size, int max_layers, dl_faith_cascade *out,
+                          dl_error *err);
+
+/* The images of ds to study: a class-balanced round robin (every class in
+ * turn, each in dataset order; all of a class when it has fewer), up to
+ * limit (<= 0: all). *pick (malloc'd, caller frees) gets *n_pick dataset
+ * rows. */
+int dl_faith_pick(const dl_dataset *ds, int limit, int **pick, int *n_pick, dl_error *err);
+
+typedef struct {
+    const int *methods;    /* specs, distinct, at most DL_FAITH_MAX_METHODS */
+    int n_methods;
+    int steps;             /* removal steps, 2..DL_FAITH_MAX_STEPS */
+    int n_depths;          /* cascade depths to check (<= dl_faith_cascade.n_depths), 0: none */
+    int sweep;             /* 1: also the Grad-CAM variant sweep */
+    int sweep_only;        /* 1: only the sweep (no method rows, no cascade) */
+    unsigned variant_mask; /* sweep rows to run, bit v = row v (row 0 always) */
+    int threads;           /* workers, <= 0: dl_get_num_threads(); at most 16 */
+    /* Called after each image from the worker that did it, one call at a
+     * time, with the fraction of images done; nonzero stops nothing (the
+     * study always completes). */
+    dl_progress_fn progress;
+    void *progress_user;
+} dl_faith_options;
+
+/* Everything measured on one image. Rows: the methods, then random, centre. */
+typedef struct {
+    int ok;                /* 0: failed, see error */
+    int cls;               /* the class explained: the model's top class */
+    float p0;              /* p(cls) of the unmodified image */
+    float curve[DL_FAITH_MAX_ROWS][DL_FAITH_N_REMOVALS][2][DL_FAITH_MAX_STEPS + 1];
+    double auc[DL_FAITH_MAX_ROWS][DL_FAITH_N_REMOVALS][2];
+    double map_cpu[DL_FAITH_MAX_ROWS];   /* thread CPU seconds to compute the map */
+    double spearman[DL_FAITH_MAX_METHODS][DL_FAITH_MAX_DEPTHS]; /* NAN when a map is flat */
+    double ssim[DL_FAITH_MAX_METHODS][DL_FAITH_MAX_DEPTHS];
+    double rho_centre;     /* Spearman(first method's map, centre map) */
+    double sweep[DL_FAITH_MAX_VARIANTS]; /* ROAD MoRF AUC per variant, NAN if not run */
+    double sweep_centre;   /* the same for the centre map */
+    char *error;           /* "path: message" when !ok (malloc'd, freed by dl_faith_result_free) */
+} dl_faith_image;
+
+typedef struct {
+    int n;                 /* images, in pick order */
+    dl_faith_image *img;   /* [n] */
+    int n_ok, n_fail;
+    double wall_seconds, cpu_seconds; /* cpu: process CPU time, all threads */
+    int n_workers;
+    char **worker_errors;  /* [n_workers]: why worker t could not start, or NULL */
+} dl_faith_result;
+
+/* Run the study on ds->paths[pick[i]] with the model in model_bytes (each
+ * worker loads its own copies). Images that fail are marked (!ok), not an
+ * error; -1 only when no worker could start (or out of memory). Sets the
+ * process-wide thread count to 1 while it runs (each worker's forwards run
+ * single-threaded) and restores it. *out owned by the caller: free with
+ * dl_faith_result_free (also after a failure). */
+int dl_faith_run(const void *model_bytes, size_t model_size, const dl_dataset *ds, const int *pick, int n_pick,
+                 const dl_faith_options *opts, dl_faith_result *out, dl_error *err);
+void dl_faith_result_free(dl_faith_result *r);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
-/* DermLens engine, evaluation layer: metrics and statistics and the classic
- * baselines (public half in dermlens_eval.h). Depends on base/, runtime/,
- * formats/ and infer/.
+/* DermLens engine, evaluation layer: metrics and statistics, the classic
+ * baselines and the saliency faithfulness study (public half in
+ * dermlens_eval.h). Depends on base/, runtime/, formats/ and infer/.
  * SPDX-License-Identifier: GPL-3.0-or-later
  * Internal (not installed): only engine/src/ includes it, see
  * docs/ARCHITECTURE.md.
