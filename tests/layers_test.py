@@ -7,8 +7,10 @@
    headers in engine/include (the order is LAYERS below; docs/ARCHITECTURE.md).
 2. Nothing under cli/, plugin/, bench/ or tests/ includes an engine/src
    header, except the (file, header) pairs in tests/layers_allowlist.txt,
-   each with its reason. An allowlist entry that no longer matches an include
-   fails too, so the list can only shrink.
+   each with its reason (the list is empty: keep it so). An allowlist entry
+   that no longer matches an include fails too, so the list can only shrink.
+3. The test-only header (engine/test/) is included by files under tests/
+   only; the public headers (engine/include) include only each other.
 
 Usage: layers_test.py [SOURCE_ROOT]  (default: $DL_SOURCE_ROOT or this file's
 parent folder). Exit 0 when every rule holds, 1 otherwise.
@@ -54,6 +56,7 @@ def main():
                            os.environ.get("DL_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..")))
     src = os.path.join(root, "engine", "src")
     inc = os.path.join(root, "engine", "include")
+    test_inc = os.path.join(root, "engine", "test")
     errors = []
     rel = lambda p: os.path.relpath(p, root)
 
@@ -88,6 +91,14 @@ def main():
                 errors.append(f"{rel(path)}:{line}: #include \"{name}\": layer '{parts[0]}' may not include "
                               f"the higher layer '{tparts[0]}' (order: {' < '.join(LAYERS)})")
 
+    # the public headers: only each other (an installed header cannot reach src/)
+    for path in sources(inc):
+        for line, name in includes(path):
+            target = resolve(root, path, name, ["engine/include"])
+            if target is None or os.path.dirname(target) != inc:
+                errors.append(f"{rel(path)}:{line}: #include \"{name}\": a public header includes only "
+                              f"public headers (engine/include)")
+
     # 2. outside the engine
     allow_path = os.path.join(root, "tests", "layers_allowlist.txt")
     allowed = {}
@@ -109,7 +120,15 @@ def main():
             n_outside += 1
             for line, name in includes(path):
                 local = os.path.normpath(os.path.join(os.path.dirname(path), name))
-                if os.path.isfile(local) and not local.startswith(src + os.sep):
+                if os.path.isfile(local) and not local.startswith(src + os.sep) and \
+                        not local.startswith(test_inc + os.sep):
+                    continue
+                # 3. the test-only door: tests/ only
+                door = resolve(root, path, name, ["engine/test"])
+                if door is not None and door.startswith(test_inc + os.sep):
+                    if top != "tests":
+                        errors.append(f"{rel(path)}:{line}: #include \"{name}\" is the test-only header "
+                                      f"({rel(door)}); only tests/ may include it, use the public headers")
                     continue
                 target = resolve(root, path, name, ["engine/src"])
                 if target is not None and target.startswith(src + os.sep):
@@ -123,8 +142,8 @@ def main():
                     used.add(key)
                 else:
                     errors.append(f"{rel(path)}:{line}: #include \"{name}\" reaches into the engine's internals "
-                                  f"(engine/src/{header}); use dermlens.h / dermlens_io.h, or list it with "
-                                  f"a reason in tests/layers_allowlist.txt")
+                                  f"(engine/src/{header}); use the public headers (dermlens.h, dermlens_io.h, "
+                                  f"dermlens_eval.h, dermlens_profile.h), or in tests/ dermlens_test.h")
     for key, n in sorted(allowed.items(), key=lambda kv: kv[1]):
         if key not in used:
             errors.append(f"tests/layers_allowlist.txt:{n}: {key[0]} no longer includes {key[1]}: "

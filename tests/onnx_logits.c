@@ -6,7 +6,7 @@
  * OUT.safetensors, which is loaded back), then the graph runs on INPUT;
  * prints one logit per line, then "nodes N" and the engine op counts.
  * SPDX-License-Identifier: GPL-3.0-or-later */
-#include "formats/onnx_import.h"
+#include "dermlens_test.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
  * the map itself and the study variants (probability score, signed map);
  * the ROAD imputation used by `explain --evaluate` reproduces a linear ramp
  * inside a hole and never touches known pixels. */
-#include "infer/infer.h"
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>

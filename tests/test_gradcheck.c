@@ -14,7 +14,7 @@
  * inputs are distinct, so finite differences never cross a kink.
  * Fixed seed: deterministic.
  */
-#include "runtime/runtime.h"
+#include "dermlens_test.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Graph building and shape inference, the executor's whole-graph backward
  * against finite differences, and the dataset readers. */
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned seed = 99;
+static uint64_t seed = 99;
 
 static int add_conv(dl_graph *g, const char *name, int in, int units, int k, int s, int groups, dl_act act)
 {

@@ -163,7 +163,7 @@ static void test_bootstrap(void)
     enum { N = 300, K = 3 };
     int labels[N];
     float probs[N * K];
-    unsigned st = 12345;
+    uint64_t st = 12345;
     for (int i = 0; i < N; i++) {
         labels[i] = i % K;
         float sum = 0;

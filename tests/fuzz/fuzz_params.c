@@ -14,7 +14,7 @@
  * file name, an empty file, a junk file and a folder "sub" with an empty
  * lesion model and a junk ImageNet model. Invariants that fail call __builtin_trap(). */
 #include "annotate.h"
-#include "formats/formats.h"
+#include "dermlens_test.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,8 +2,8 @@
  * baselines and the saliency faithfulness study (public half in
  * dermlens_eval.h). Depends on base/, runtime/, formats/ and infer/.
  * SPDX-License-Identifier: GPL-3.0-or-later
- * Internal (not installed): only engine/src/ includes it, see
- * docs/ARCHITECTURE.md.
+ * Internal (not installed): only engine/src/ and the test-only header
+ * include it, see docs/ARCHITECTURE.md.
  */
 #ifndef DL_EVAL_H
 #define DL_EVAL_H
