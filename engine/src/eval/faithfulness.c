@@ -109,27 +109,6 @@ static dl_explain_options method_options(int spec, int cls)
     return eo;
 }
 
-/* ------------------------------------------------------------ random numbers */
-
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-static double rng_unif(uint64_t *s)
-{
-    return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double rng_normal(uint64_t *s)
-{
-    double u = rng_unif(s), v = rng_unif(s);
-    return sqrt(-2.0 * log(u + 1e-300)) * cos(2 * M_PI * v);
-}
-
 /* ------------------------------------------------------------ probes */
 
 /* p(class) of many network-size images through one batch executor. */
@@ -230,9 +209,9 @@ static int cmp_keyed_desc(const void *a, const void *b)
  * broken by a fixed random jitter so they are removed in no spatial order. */
 static void saliency_order(const float *map, int n, uint64_t seed, int *order, keyed *kv)
 {
-    uint64_t s = seed | 1;
+    uint64_t s = seed;
     for (int i = 0; i < n; i++) {
-        kv[i].v = map[i] + (float)(rng_unif(&s) * 1e-6);
+        kv[i].v = map[i] + (float)(dl_rng_uniform(&s) * 1e-6);
         kv[i].i = i;
     }
     qsort(kv, n, sizeof *kv, cmp_keyed_desc);
@@ -360,7 +339,7 @@ static int randomise_top(dl_model *m, int layers, char *names, size_t names_len)
             mean /= t->count;
             for (size_t j = 0; j < t->count; j++) var += (t->data[j] - mean) * (t->data[j] - mean);
             double sd = sqrt(var / t->count);
-            for (size_t j = 0; j < t->count; j++) t->data[j] = (float)(sd * rng_normal(&s));
+            for (size_t j = 0; j < t->count; j++) t->data[j] = (float)(sd * dl_rng_normal(&s));
         }
         if (names) {
             const char *semi = strchr(n->name, ';');
@@ -557,7 +536,7 @@ static int eval_image(ev_worker *w, int ii, dl_faith_image *r, dl_error *err)
              * as coarse as the CAMs, so the comparison is not about blob size */
             float coarse[49];
             uint64_t s = seed ^ 0xabcdefULL;
-            for (int i = 0; i < 49; i++) coarse[i] = (float)rng_unif(&s);
+            for (int i = 0; i < 49; i++) coarse[i] = (float)dl_rng_uniform(&s);
             if (!(maps[row] = malloc(sizeof(float) * N))) goto nomem;
             dl_map_resize(coarse, 7, 7, maps[row], W, H, (size_t)W);
         } else {

@@ -458,18 +458,8 @@ out:
 
 /* ------------------------------------------------------------ imputation */
 
-/* Noisy linear imputation (ROAD, Rong et al. 2022): every removed pixel
- * becomes the weighted mean of its 8 neighbours (1/6 edge, 1/12 diagonal),
- * known pixels fixed, i.e. a discrete harmonic fill, plus Gaussian noise so
- * the fill carries no exact trace of the mask's shape. The linear system is
- * solved coarse to fine: a pyramid of known-pixel means seeds each level and
- * Gauss-Seidel sweeps relax it, which converges on large holes in a few
- * sweeps per level where plain relaxation would need thousands.
- * rgb: packed w x h RGB8 (stride 3w), changed in place at removed[i] != 0
- * only; noise_sd in grey levels; deterministic for a seed. Internal (used by
- * `dermlens explain --evaluate` and the tests). */
-int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
-                     dl_error *err);
+/* Noisy linear imputation (ROAD, Rong et al. 2022; infer.h): a discrete
+ * harmonic fill solved coarse to fine, plus seeded Gaussian noise. */
 
 #define DL_IMPUTE_MAX_LEVELS 24
 /* Gauss-Seidel sweeps per pyramid level (more at full size); with the
@@ -582,20 +572,12 @@ int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float n
             }
         gs_sweeps(fv, fk, lw[l], lh[l], l == 0 ? DL_IMPUTE_SWEEPS_FINE : DL_IMPUTE_SWEEPS_COARSE);
     }
-    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
+    uint64_t s = seed;
     for (size_t i = 0; i < n0; i++) {
         if (known[i]) continue;
         for (int c = 0; c < 3; c++) {
             float val = v[i * 3 + c];
-            if (noise_sd > 0.f) {
-                /* Box-Muller from xorshift64 */
-                double u1, u2;
-                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-                u1 = ((s >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-                u2 = (s >> 11) * (1.0 / 9007199254740992.0);
-                val += noise_sd * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-            }
+            if (noise_sd > 0.f) val += noise_sd * (float)dl_rng_normal(&s);
             rgb[i * 3 + c] = (uint8_t)lrintf(val < 0.f ? 0.f : val > 255.f ? 255.f : val);
         }
     }
