@@ -112,11 +112,8 @@ static int cmd_time(char **a)
     if (!e) return die("exec", &err);
     size_t n_in = 0;
     float *x = dl_forward_runner_input(e, &n_in);
-    unsigned s = 12345;
-    for (size_t i = 0; i < n_in; i++) {
-        s = s * 1103515245u + 12345u;
-        x[i] = (float)(s >> 8) / 8388608.f - 1.f;
-    }
+    uint64_t s = 12345;
+    for (size_t i = 0; i < n_in; i++) x[i] = (float)(2 * dl_rng_uniform(&s) - 1);
     double *t = malloc(sizeof(double) * reps), *tc = malloc(sizeof(double) * reps);
     for (int i = 0; i < 3; i++)
         if (dl_forward_runner_run(e, &err)) return die("forward", &err);

@@ -744,8 +744,8 @@ static int write_corpus(const char *dir)
         uint8_t *m = malloc(nb);
         memcpy(m, b, nb);
         for (int j = 0; j < 3; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            m[(s >> 33) % nb] ^= (uint8_t)(s >> 56 | 1);
+            uint64_t x = dl_rng_next(&s);
+            m[(x >> 33) % nb] ^= (uint8_t)(x >> 56 | 1);
         }
         snprintf(name, sizeof name, "model_b_flipped_%d.tflite", k);
         r |= write_file(dir, name, m, nb);
