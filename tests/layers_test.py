@@ -11,12 +11,19 @@
    that no longer matches an include fails too, so the list can only shrink.
 3. The test-only header (engine/test/) is included by files under tests/
    only; the public headers (engine/include) include only each other.
+4. Given the built engine library, the calls between its files (from the
+   objects' defined and undefined symbols, `nm`) never go to a higher
+   layer and form no cycle.
 
-Usage: layers_test.py [SOURCE_ROOT]  (default: $DL_SOURCE_ROOT or this file's
-parent folder). Exit 0 when every rule holds, 1 otherwise.
+Usage: layers_test.py [SOURCE_ROOT [ENGINE_LIBRARY]]  (default root:
+$DL_SOURCE_ROOT or this file's parent folder; without the library, rule 4
+is not checked). Exit 0 when every rule holds, 1 otherwise.
 """
+import collections
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 # Lowest first. A layer may include its own folder and every folder before it.
@@ -49,6 +56,59 @@ def resolve(root, path, name, search):
         if os.path.isfile(cand):
             return cand
     return None
+
+
+def call_graph(lib):
+    """{file: set of files it calls} of the engine's objects in lib, files
+    named "<layer>/<name>.c" (meson names a member src_<layer>_<name>.c.o)."""
+    out = subprocess.run(["nm", "-A", lib], capture_output=True, text=True, check=True).stdout
+    defined, used = {}, collections.defaultdict(set)
+    for line in out.splitlines():
+        loc, _, sym = line.rpartition(" ")
+        member = loc.split(":")[-2] if loc.count(":") >= 2 else loc.split(":")[0]
+        m = re.match(r"src_([a-z]+)_(.+)\.c\.o$", os.path.basename(member))
+        if not m:
+            continue
+        f = m.group(1) + "/" + m.group(2) + ".c"
+        kind = loc.split()[-1] if loc.split() else ""
+        if kind == "U":
+            used[f].add(sym)
+        elif kind in ("T", "D", "R", "B", "C"):
+            defined[sym] = f
+        used.setdefault(f, set())
+    return {f: {defined[s] for s in syms if s in defined and defined[s] != f} for f, syms in used.items()}
+
+
+def cycles(graph):
+    """Strongly connected components of more than one file (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
 
 
 def main():
@@ -149,10 +209,29 @@ def main():
             errors.append(f"tests/layers_allowlist.txt:{n}: {key[0]} no longer includes {key[1]}: "
                           f"remove the entry")
 
+    # 4. calls, from the built library
+    lib = sys.argv[2] if len(sys.argv) > 2 else None
+    n_calls = None
+    if lib and shutil.which("nm"):
+        graph = call_graph(lib)
+        n_calls = sum(len(v) for v in graph.values())
+        for a in sorted(graph):
+            for b in sorted(graph[a]):
+                la, lb = a.split("/")[0], b.split("/")[0]
+                if la in LAYERS and lb in LAYERS and LAYERS.index(lb) > LAYERS.index(la):
+                    errors.append(f"engine/src/{a} calls into engine/src/{b}: layer '{la}' may not call the "
+                                  f"higher layer '{lb}'")
+        for comp in cycles(graph):
+            errors.append("call cycle between " + ", ".join("engine/src/" + f for f in comp))
+    elif lib:
+        print("layers: nm not found, calls not checked")
+
     for e in errors:
         print("FAIL " + e)
     print(f"layers: {n_engine} engine files in {len(LAYERS)} layers, {n_outside} files outside, "
-          f"{len(allowed)} allowlisted internal includes: " + ("FAILED" if errors else "ok"))
+          f"{len(allowed)} allowlisted internal includes" +
+          (f", {n_calls} calls between engine files" if n_calls is not None else "") +
+          ": " + ("FAILED" if errors else "ok"))
     return 1 if errors else 0
 
 
