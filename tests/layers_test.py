@@ -4,7 +4,8 @@
 
 1. Every engine source lives in a layer folder engine/src/<layer>/, and its
    #include "..." lines reach only its own layer, lower layers and the public
-   headers in engine/include (the order is LAYERS below; docs/ARCHITECTURE.md).
+   headers in engine/include (the order is LAYERS below; docs/ARCHITECTURE.md);
+   no header of the engine includes itself round a cycle.
 2. Nothing under cli/, plugin/, bench/ or tests/ includes an engine/src
    header, except the (file, header) pairs in tests/layers_allowlist.txt,
    each with its reason (the list is empty: keep it so). An allowlist entry
@@ -122,6 +123,14 @@ def main():
 
     # 1. inside the engine
     n_engine = 0
+    inc_graph = collections.defaultdict(set)  # include cycles, any folder of the engine
+    for path in list(sources(src)) + list(sources(inc)) + list(sources(test_inc)):
+        for _, name in includes(path):
+            target = resolve(root, path, name, ["engine/include", "engine/src", "engine/test"])
+            if target is not None:
+                inc_graph[rel(path)].add(rel(target))
+    for comp in cycles(inc_graph):
+        errors.append("include cycle between " + ", ".join(comp))
     for path in sources(src):
         n_engine += 1
         parts = os.path.relpath(path, src).split(os.sep)
