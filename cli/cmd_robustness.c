@@ -115,44 +115,6 @@ static int rotate_any(const dl_image *src, double deg, dl_image *dst, dl_error *
     return 0;
 }
 
-static void blur(dl_image *im, double sigma, dl_error *err)
-{
-    int r = (int)ceil(3 * sigma), W = im->width, H = im->height;
-    double *k = malloc(sizeof(double) * (2 * r + 1));
-    double *tmp = malloc(sizeof(double) * (size_t)W * H * 3);
-    if (!k || !tmp) {
-        free(k);
-        free(tmp);
-        return;
-    }
-    double sum = 0;
-    for (int i = -r; i <= r; i++) sum += k[i + r] = exp(-i * i / (2 * sigma * sigma));
-    for (int i = 0; i <= 2 * r; i++) k[i] /= sum;
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            for (int ch = 0; ch < 3; ch++) {
-                double v = 0;
-                for (int i = -r; i <= r; i++) {
-                    int xx = x + i < 0 ? 0 : x + i >= W ? W - 1 : x + i;
-                    v += k[i + r] * cpx(im, xx, y)[ch];
-                }
-                tmp[((size_t)y * W + x) * 3 + ch] = v;
-            }
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            for (int ch = 0; ch < 3; ch++) {
-                double v = 0;
-                for (int i = -r; i <= r; i++) {
-                    int yy = y + i < 0 ? 0 : y + i >= H ? H - 1 : y + i;
-                    v += k[i + r] * tmp[((size_t)yy * W + x) * 3 + ch];
-                }
-                px(im, x, y)[ch] = clamp_u8(v);
-            }
-    free(k);
-    free(tmp);
-    (void)err;
-}
-
 /* Compress at quality q in memory, then decode with the engine's decoder
  * (as a real JPEG round trip would). */
 static int jpeg_roundtrip(const dl_image *src, int q, dl_image *dst, dl_error *err)
@@ -213,6 +175,7 @@ static int perturb(const dl_image *src, int kind, int l, uint64_t seed, dl_image
         return dl_image_resize(src, w < 1 ? 1 : w, h < 1 ? 1 : h, dst, err);
     }
     case P_JPEG: return jpeg_roundtrip(src, (int)v, dst, err);
+    case P_BLUR: return dl_image_blur(src, v, dst, err);
     default: break;
     }
     if (copy_image(src, dst, err)) return -1;
@@ -223,10 +186,6 @@ static int perturb(const dl_image *src, int kind, int l, uint64_t seed, dl_image
             for (int x = 0; x < W; x++)
                 for (int ch = 0; ch < 3; ch++) mean[ch] += cpx(dst, x, y)[ch];
         for (int ch = 0; ch < 3; ch++) mean[ch] /= (double)W * H;
-    }
-    if (kind == P_BLUR) {
-        blur(dst, v, err);
-        return 0;
     }
     if (kind == P_HAIR) {
         draw_hair(dst, (int)v, seed);

@@ -123,6 +123,10 @@ int dl_image_alloc(dl_image *out, int width, int height, dl_error *err);
  * widened when shrinking (antialiased, as PIL's BILINEAR). dst is allocated. */
 int dl_image_resize(const dl_image *src, int width, int height, dl_image *dst, dl_error *err);
 
+/* Gaussian blur of RGB8 src (separable, sigma in pixels, 0 < sigma <=
+ * 1000, edges clamped) into dst, allocated (free with dl_image_free). */
+int dl_image_blur(const dl_image *src, double sigma, dl_image *dst, dl_error *err);
+
 /* Write RGB8 (channels=3), RGBA8 (channels=4) or grey (channels=1) PNG,
  * atomically (temp file + rename). bit_depth 8 or 16 (16: data is uint16
  * host-endian). */

@@ -165,35 +165,6 @@ static double thread_cpu(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* Gaussian blur of an RGB8 image (the "removed" pixels' replacement). */
-static void blur_rgb(const uint8_t *src, uint8_t *dst, int w, int h, double sigma, float *tmp, double *k)
-{
-    int r = (int)ceil(3 * sigma);
-    double s = 0;
-    for (int i = -r; i <= r; i++) s += k[i + r] = exp(-(double)i * i / (2 * sigma * sigma));
-    for (int i = 0; i <= 2 * r; i++) k[i] /= s;
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            for (int c = 0; c < 3; c++) {
-                double a = 0;
-                for (int i = -r; i <= r; i++) {
-                    int xx = x + i < 0 ? 0 : x + i >= w ? w - 1 : x + i;
-                    a += k[i + r] * src[((size_t)y * w + xx) * 3 + c];
-                }
-                tmp[((size_t)y * w + x) * 3 + c] = (float)a;
-            }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            for (int c = 0; c < 3; c++) {
-                double a = 0;
-                for (int i = -r; i <= r; i++) {
-                    int yy = y + i < 0 ? 0 : y + i >= h ? h - 1 : y + i;
-                    a += k[i + r] * tmp[((size_t)yy * w + x) * 3 + c];
-                }
-                dst[((size_t)y * w + x) * 3 + c] = (uint8_t)lround(a < 0 ? 0 : a > 255 ? 255 : a);
-            }
-}
-
 typedef struct {
     float v;
     int i;
@@ -432,8 +403,8 @@ typedef struct {
     uint8_t *img, *blur, *full_grey, **bufs, *removed;
     int *order;
     keyed *kv;
-    float *centre, *probs, *ftmp;
-    double *ra, *rb, *kern;
+    float *centre, *probs;
+    double *ra, *rb;
     int variant_ok[DL_FAITH_MAX_VARIANTS];
 } ev_worker;
 
@@ -509,7 +480,12 @@ static int eval_image(ev_worker *w, int ii, dl_faith_image *r, dl_error *err)
     dl_model *m = w->m;
     const int W = w->W, H = w->H, N = w->N;
     if (load_network_view(w, job->ds->paths[job->pick[ii]], err)) return -1;
-    blur_rgb(w->img, w->blur, W, H, 0.05 * (W < H ? W : H), w->ftmp, w->kern);
+    /* the blur removal's replacement pixels */
+    dl_image view = {.width = W, .height = H, .stride = (size_t)W * 3, .pixels = w->img}, blurred = {0};
+    if (dl_image_blur(&view, 0.05 * (W < H ? W : H), &blurred, err)) return -1;
+    for (int y = 0; y < H; y++)
+        memcpy(w->blur + (size_t)y * W * 3, blurred.pixels + (size_t)y * blurred.stride, (size_t)W * 3);
+    dl_image_free(&blurred);
 
     /* class and the shared endpoints: original, fully imputed, fully blurred */
     uint8_t *ends[3] = {w->img, w->full_grey, w->blur};
@@ -601,7 +577,7 @@ static void worker_free(ev_worker *w)
         for (int k = 0; k < 2 * DL_FAITH_MAX_STEPS; k++) free(w->bufs[k]);
     free(w->bufs);
     free(w->img); free(w->blur); free(w->full_grey); free(w->removed); free(w->order); free(w->kv);
-    free(w->centre); free(w->probs); free(w->ftmp); free(w->ra); free(w->rb); free(w->kern);
+    free(w->centre); free(w->probs); free(w->ra); free(w->rb);
     if (w->pr.m) prober_free(&w->pr);
     for (int d = 0; d < DL_FAITH_MAX_DEPTHS; d++) dl_model_free(w->rnd[d]);
     dl_model_free(w->m);
@@ -632,12 +608,10 @@ static int worker_init(ev_worker *w, ev_job *job, dl_error *err)
     w->kv = malloc(sizeof(keyed) * N);
     w->centre = malloc(sizeof(float) * N);
     w->probs = malloc(sizeof(float) * 2 * DL_FAITH_MAX_STEPS);
-    w->ftmp = malloc(sizeof(float) * N * 3);
     w->ra = malloc(sizeof(double) * N);
     w->rb = malloc(sizeof(double) * N);
-    w->kern = malloc(sizeof(double) * (2 * (size_t)ceil(3 * 0.05 * (w->W > w->H ? w->W : w->H)) + 3));
     if (!ok || !w->img || !w->blur || !w->full_grey || !w->removed || !w->order || !w->kv || !w->centre ||
-        !w->probs || !w->ftmp || !w->ra || !w->rb || !w->kern)
+        !w->probs || !w->ra || !w->rb)
         return dl_fail(err, DL_ERR_NOMEM, "out of memory");
     /* 100% removed under ROAD: nothing is left to impute from */
     memset(w->removed, 1, (size_t)N);
