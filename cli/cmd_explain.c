@@ -922,7 +922,10 @@ int cmd_explain(int argc, char **argv)
     if (cli_check_output("explain", out_path) || cli_check_output("explain", map_path)) goto out;
     int mi = dl_saliency_method_from_name(method ? method : "gradcam");
     if (mi < 0) {
-        fprintf(stderr, "dermlens explain: unknown method '%s' (gradcam, gradcam++, hirescam, layercam, scorecam, occlusion)\n", method);
+        fprintf(stderr, "dermlens explain: unknown method '%s' (", method);
+        for (int k = 0; k < dl_explain_method_count(); k++)
+            fprintf(stderr, "%s%s", k ? ", " : "", dl_explain_method_name(k));
+        fprintf(stderr, ")\n");
         goto out;
     }
     const int spec = mi | (single_pass && dl_explain_method_single_pass(mi) ? DL_FAITH_ONE_PASS : 0);
