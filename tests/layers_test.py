@@ -5,7 +5,8 @@
 1. Every engine source lives in a layer folder engine/src/<layer>/, and its
    #include "..." lines reach only its own layer, lower layers and the public
    headers in engine/include (the order is LAYERS below; docs/ARCHITECTURE.md);
-   no header of the engine includes itself round a cycle.
+   no header of the engine includes itself round a cycle; no .c file
+   declares a non-static function (its header does).
 2. Nothing under cli/, plugin/, bench/ or tests/ includes an engine/src
    header, except the (file, header) pairs in tests/layers_allowlist.txt,
    each with its reason (the list is empty: keep it so). An allowlist entry
@@ -57,6 +58,31 @@ def resolve(root, path, name, search):
         if os.path.isfile(cand):
             return cand
     return None
+
+
+def pasted_prototypes(path):
+    """File-scope declarations of non-static functions in a .c file: the
+    prototype belongs in the layer's header (yields line, text)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    # blank out comments, strings and preprocessor lines, keeping line numbers
+    keep_lines = lambda m: re.sub(r"[^\n]", " ", m.group(0))
+    text = re.sub(r"/\*.*?\*/|//[^\n]*|\"(\\.|[^\"\\\n])*\"|'(\\.|[^'\\\n])*'", keep_lines, text, flags=re.S)
+    text = re.sub(r"^[ \t]*#[^\n]*(\\\n[^\n]*)*", keep_lines, text, flags=re.M)
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            start = i + 1
+        elif depth == 0 and ch == ";":
+            stmt = " ".join(text[start:i].split())
+            head = stmt.split("(")[0]
+            if "(" in stmt and not re.match(r"(static|typedef|extern|_Static_assert)\b", stmt) and "=" not in head:
+                seg = text[start:i]
+                yield text.count("\n", 0, start + len(seg) - len(seg.lstrip())) + 1, stmt
+            start = i + 1
 
 
 def call_graph(lib):
@@ -138,6 +164,10 @@ def main():
             errors.append(f"{rel(path)}: not in a layer folder engine/src/<{'|'.join(LAYERS)}>/")
             continue
         rank = LAYERS.index(parts[0])
+        if path.endswith(".c"):
+            for line, stmt in pasted_prototypes(path):
+                errors.append(f"{rel(path)}:{line}: a function declared in a .c file ({stmt[:60]}...): "
+                              f"declare it once, in its layer's header")
         for line, name in includes(path):
             target = resolve(root, path, name, ["engine/include", "engine/src"])
             if target is None:
