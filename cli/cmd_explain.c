@@ -239,7 +239,6 @@ static int parse_class(dl_model *m, const char *s)
     return -1;
 }
 
-
 static void list_layers(dl_model *m)
 {
     printf("Spatial layers usable with --layer (name prefixes are accepted):\n");
@@ -269,7 +268,6 @@ static const char *row_key(const int *methods, int n_methods, int row)
     return row < n_methods ? method_key(methods[row]) : row == n_methods ? "random" : "centre";
 }
 
-/* One data set: run, then append its sections to md / its object to js. */
 /* One data set: its images, the study's results. */
 typedef struct {
     const char *dir;
@@ -299,7 +297,10 @@ static int run_split(ev_split *sp, const char *dir, int limit, const dl_faith_op
         fprintf(stderr, "dermlens explain: %s\n", err.message);
         return -1;
     }
-    if (dl_faith_pick(&sp->ds, limit, &sp->pick, &sp->n_pick, &err)) return -1;
+    if (dl_faith_pick(&sp->ds, limit, &sp->pick, &sp->n_pick, &err)) {
+        fprintf(stderr, "dermlens explain: %s\n", err.message);
+        return -1;
+    }
     dl_faith_options o = *fo;
     o.progress = faith_progress;
     o.progress_user = &sp->n_pick;
@@ -318,7 +319,6 @@ static void split_free(ev_split *sp)
     free(sp->pick);
     if (sp->ds.n) dl_dataset_free(&sp->ds);
 }
-
 
 /* per-image values of one statistic over the images that worked, optionally
  * only the off-centre subset */
@@ -647,9 +647,8 @@ static int evaluate(char **dirs, const char *model_path, int limit, const char *
         if (!dup && n_methods < DL_FAITH_MAX_METHODS) methods[n_methods++] = mi;
     }
     g_strfreev(parts);
-    static dl_faith_cascade cascade;
+    dl_faith_cascade cascade = {0};
     const char *rnames[DL_FAITH_MAX_DEPTHS];
-    cascade.n_depths = 0;
     if (!sweep_only) dl_faith_cascade_plan(bytes, size, max_depth, &cascade, NULL);
     const int n_depths = cascade.n_depths;
     for (int d = 0; d < n_depths; d++) rnames[d] = cascade.added[d];
