@@ -343,7 +343,8 @@ int dl_faith_cascade_plan(const void *model_bytes, size_t model_size, int max_la
             p = strstr(p, ", ");
             if (p) p += 2;
         }
-        snprintf(out->added[d], sizeof out->added[d], "+%s", p ? p : "");
+        /* a long list is cut to the field (as before, said explicitly) */
+        snprintf(out->added[d], sizeof out->added[d], "+%.*s", (int)sizeof out->added[d] - 2, p ? p : "");
         out->n_depths++;
     }
     return 0;
