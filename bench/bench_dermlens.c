@@ -12,7 +12,9 @@
  *       work the plug-in does on a 4000 x 3000 layer (classify + Grad-CAM map
  *       at full layer size; GIMP's own overhead excluded)
  */
-#include "formats/formats.h"
+#include "dermlens.h"
+#include "dermlens_io.h"
+#include "dermlens_profile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,36 +108,31 @@ static int cmd_time(char **a)
     dl_model *m = dl_model_load(a[0], &err);
     double load_ms = now_ms() - t0;
     if (!m) return die("load", &err);
-    const dl_graph *g = &m->graph;
-    dl_exec e;
-    if (dl_exec_init(&e, g, batch, &err)) return die("exec", &err);
-    size_t per = dl_node_out_count(&g->nodes[0]);
-    float *x = malloc(sizeof(float) * per * batch);
-    unsigned s = 12345;
-    for (size_t i = 0; i < per * batch; i++) {
-        s = s * 1103515245u + 12345u;
-        x[i] = (float)(s >> 8) / 8388608.f - 1.f;
-    }
+    dl_forward_runner *e = dl_forward_runner_new(m, batch, &err);
+    if (!e) return die("exec", &err);
+    size_t n_in = 0;
+    float *x = dl_forward_runner_input(e, &n_in);
+    uint64_t s = 12345;
+    for (size_t i = 0; i < n_in; i++) x[i] = (float)(2 * dl_rng_uniform(&s) - 1);
     double *t = malloc(sizeof(double) * reps), *tc = malloc(sizeof(double) * reps);
     for (int i = 0; i < 3; i++)
-        if (dl_exec_forward(&e, x, -1, &err)) return die("forward", &err);
+        if (dl_forward_runner_run(e, &err)) return die("forward", &err);
     for (int i = 0; i < reps; i++) {
         double a0 = now_ms(), c0 = cpu_ms();
-        dl_exec_forward(&e, x, g->output, &err);
+        dl_forward_runner_run(e, &err);
         tc[i] = cpu_ms() - c0;
         t[i] = now_ms() - a0;
     }
     printf("{\"runtime\": \"dermlens\", \"batch\": %d, \"threads\": %d, \"load_ms\": %.3f, "
            "\"gflop_per_image\": %.6f, ",
-           batch, threads, load_ms, dl_graph_flops(g) / 1e9);
+           batch, threads, load_ms, dl_model_flops(m) / 1e9);
     print_times("times_ms", t, reps);
     printf(", ");
     print_times("cpu_ms", tc, reps);
     printf(", \"peak_rss_kb\": %ld}\n", peak_rss_kb());
     free(t);
     free(tc);
-    free(x);
-    dl_exec_free(&e);
+    dl_forward_runner_free(e);
     dl_model_free(m);
     return 0;
 }

@@ -3,8 +3,7 @@
  * shape features with logistic regression / random forest) trained and scored
  * on the same split as the CNN, side by side, with McNemar's paired test. */
 #include "cli.h"
-#include "eval/classic.h"
-#include "eval/metrics.h"
+#include "dermlens_eval.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -460,15 +459,14 @@ int cmd_compare(int argc, char **argv)
         (model && cnn_check(model, &dte, &model_map, model_name, sizeof model_name) != 0))
         goto done;
 
-    /* Seeded subset of the training images (Fisher-Yates with a LCG). */
+    /* Seeded subset of the training images (Fisher-Yates, the engine's RNG). */
     int n_tr = dtr.n, n_te = dte.n, n_va = val ? dva.n : 0;
     str = g_new(int, n_tr);
     for (int i = 0; i < n_tr; i++) str[i] = i;
     if (limit > 0 && limit < n_tr) {
-        uint64_t s = (uint64_t)seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t s = (uint64_t)seed;
         for (int i = n_tr - 1; i > 0; i--) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            int r = (int)((s >> 33) % (uint64_t)(i + 1));
+            int r = (int)dl_rng_below(&s, (uint32_t)(i + 1));
             int t = str[i];
             str[i] = str[r];
             str[r] = t;

@@ -41,6 +41,8 @@ int cmd_ensemble(int argc, char **argv)
     if (!out || n < 2) {
         fprintf(stderr, "dermlens ensemble: need -o FILE and at least two models (see --help)\n");
         g_strfreev(rest);
+        g_free(out);
+        g_free(name);
         g_free(cmd);
         return 2;
     }
@@ -82,6 +84,8 @@ out:
     if (models) for (int k = 0; k < n; k++) dl_model_free(models[k]);
     free(models);
     g_strfreev(rest);
+    g_free(out);
+    g_free(name);
     g_free(cmd);
     return rc;
 }

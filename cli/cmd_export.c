@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* dermlens export: write a model as ONNX for other runtimes. */
 #include "cli.h"
-#include "formats/formats.h"
 
 #include <stdio.h>
 

@@ -4,17 +4,14 @@
  * synthetic hair) at three strengths each, with and without test-time
  * augmentation. Writes robustness.md, robustness.json and robustness.png. */
 #include "cli.h"
-#include "eval/metrics.h"
+#include "dermlens_eval.h"
 #include "plot.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jpeglib.h> /* after stdio.h: it uses FILE */
 
 /* ------------------------------------------------------------ perturbations */
 
@@ -52,26 +49,6 @@ static const char *flip_names[3] = {"horizontal", "vertical", "both"};
 static uint8_t clamp_u8(double v)
 {
     return v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)(v + 0.5);
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s)
-{
-    return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double rng_gauss(uint64_t *s)
-{
-    double u = rng_unit(s), v = rng_unit(s);
-    if (u < 1e-300) u = 1e-300;
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
 }
 
 static uint8_t *px(dl_image *im, int x, int y)
@@ -138,88 +115,13 @@ static int rotate_any(const dl_image *src, double deg, dl_image *dst, dl_error *
     return 0;
 }
 
-static void blur(dl_image *im, double sigma, dl_error *err)
-{
-    int r = (int)ceil(3 * sigma), W = im->width, H = im->height;
-    double *k = malloc(sizeof(double) * (2 * r + 1));
-    double *tmp = malloc(sizeof(double) * (size_t)W * H * 3);
-    if (!k || !tmp) {
-        free(k);
-        free(tmp);
-        return;
-    }
-    double sum = 0;
-    for (int i = -r; i <= r; i++) sum += k[i + r] = exp(-i * i / (2 * sigma * sigma));
-    for (int i = 0; i <= 2 * r; i++) k[i] /= sum;
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            for (int ch = 0; ch < 3; ch++) {
-                double v = 0;
-                for (int i = -r; i <= r; i++) {
-                    int xx = x + i < 0 ? 0 : x + i >= W ? W - 1 : x + i;
-                    v += k[i + r] * cpx(im, xx, y)[ch];
-                }
-                tmp[((size_t)y * W + x) * 3 + ch] = v;
-            }
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            for (int ch = 0; ch < 3; ch++) {
-                double v = 0;
-                for (int i = -r; i <= r; i++) {
-                    int yy = y + i < 0 ? 0 : y + i >= H ? H - 1 : y + i;
-                    v += k[i + r] * tmp[((size_t)yy * W + x) * 3 + ch];
-                }
-                px(im, x, y)[ch] = clamp_u8(v);
-            }
-    free(k);
-    free(tmp);
-    (void)err;
-}
-
-typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf jb;
-} jerr_mgr;
-
-static void jerr_exit(j_common_ptr c)
-{
-    longjmp(((jerr_mgr *)c->err)->jb, 1);
-}
-
-/* Compress with libjpeg at quality q in memory, then decode with the
- * engine's decoder (as a real JPEG round trip would). */
+/* Compress at quality q in memory, then decode with the engine's decoder
+ * (as a real JPEG round trip would). */
 static int jpeg_roundtrip(const dl_image *src, int q, dl_image *dst, dl_error *err)
 {
-    struct jpeg_compress_struct ci;
-    jerr_mgr je;
-    unsigned char *volatile buf = NULL;
-    unsigned long size = 0;
-    ci.err = jpeg_std_error(&je.pub);
-    je.pub.error_exit = jerr_exit;
-    if (setjmp(je.jb)) {
-        jpeg_destroy_compress(&ci);
-        free(buf);
-        snprintf(err->message, sizeof err->message, "JPEG compression failed");
-        err->code = DL_ERR_FORMAT;
-        return -1;
-    }
-    jpeg_create_compress(&ci);
-    unsigned char *b = NULL;
-    jpeg_mem_dest(&ci, &b, &size);
-    ci.image_width = (JDIMENSION)src->width;
-    ci.image_height = (JDIMENSION)src->height;
-    ci.input_components = 3;
-    ci.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, q, TRUE);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)cpx(src, 0, (int)ci.next_scanline);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    buf = b;
-    jpeg_destroy_compress(&ci);
+    uint8_t *buf = NULL;
+    size_t size = 0;
+    if (dl_jpeg_encode(src, q, &buf, &size, err)) return -1;
     int rc = dl_image_load_memory(buf, size, dst, err);
     free(buf);
     return rc;
@@ -232,13 +134,13 @@ static void draw_hair(dl_image *im, int count, uint64_t seed)
     double scale = (W < H ? W : H) / 224.0;
     uint64_t s = seed;
     for (int h = 0; h < count; h++) {
-        double x0 = rng_unit(&s) * W, y0 = rng_unit(&s) * H;
-        double ang = rng_unit(&s) * 2 * M_PI, len = (0.3 + 0.5 * rng_unit(&s)) * (W > H ? W : H);
+        double x0 = dl_rng_uniform(&s) * W, y0 = dl_rng_uniform(&s) * H;
+        double ang = dl_rng_uniform(&s) * 2 * M_PI, len = (0.3 + 0.5 * dl_rng_uniform(&s)) * (W > H ? W : H);
         double x2 = x0 + cos(ang) * len, y2 = y0 + sin(ang) * len;
-        double bend = (rng_unit(&s) - 0.5) * 0.6 * len;
+        double bend = (dl_rng_uniform(&s) - 0.5) * 0.6 * len;
         double x1 = (x0 + x2) / 2 - sin(ang) * bend, y1 = (y0 + y2) / 2 + cos(ang) * bend;
-        double rad = (0.6 + 0.8 * rng_unit(&s)) * scale;
-        double col[3] = {25 + 30 * rng_unit(&s), 18 + 20 * rng_unit(&s), 12 + 15 * rng_unit(&s)};
+        double rad = (0.6 + 0.8 * dl_rng_uniform(&s)) * scale;
+        double col[3] = {25 + 30 * dl_rng_uniform(&s), 18 + 20 * dl_rng_uniform(&s), 12 + 15 * dl_rng_uniform(&s)};
         int steps = (int)(len * 2) + 2;
         for (int t = 0; t <= steps; t++) {
             double u = (double)t / steps, a = (1 - u) * (1 - u), b = 2 * u * (1 - u), c = u * u;
@@ -273,6 +175,7 @@ static int perturb(const dl_image *src, int kind, int l, uint64_t seed, dl_image
         return dl_image_resize(src, w < 1 ? 1 : w, h < 1 ? 1 : h, dst, err);
     }
     case P_JPEG: return jpeg_roundtrip(src, (int)v, dst, err);
+    case P_BLUR: return dl_image_blur(src, v, dst, err);
     default: break;
     }
     if (copy_image(src, dst, err)) return -1;
@@ -283,10 +186,6 @@ static int perturb(const dl_image *src, int kind, int l, uint64_t seed, dl_image
             for (int x = 0; x < W; x++)
                 for (int ch = 0; ch < 3; ch++) mean[ch] += cpx(dst, x, y)[ch];
         for (int ch = 0; ch < 3; ch++) mean[ch] /= (double)W * H;
-    }
-    if (kind == P_BLUR) {
-        blur(dst, v, err);
-        return 0;
     }
     if (kind == P_HAIR) {
         draw_hair(dst, (int)v, seed);
@@ -304,7 +203,7 @@ static int perturb(const dl_image *src, int kind, int l, uint64_t seed, dl_image
                 case P_CONTRAST: q = mean[ch] + (q - mean[ch]) * v; break;
                 case P_GAMMA: q = 255 * pow(q / 255, v); break;
                 case P_CAST: q += ch == 0 ? v : ch == 2 ? -v : 0; break;
-                case P_NOISE: q += v * rng_gauss(&s); break;
+                case P_NOISE: q += v * dl_rng_normal(&s); break;
                 default: break;
                 }
                 p[ch] = clamp_u8(q);

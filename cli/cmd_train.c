@@ -179,5 +179,9 @@ int cmd_train(int argc, char **argv)
     if (rc) fprintf(stderr, "%sdermlens train: %s\n", isatty(2) ? "\r\033[K" : "", err.message);
     g_free(cmdline);
     g_free(full_cmd);
+    g_strfreev(train);
+    g_strfreev(val);
+    g_free(init); g_free(exclude); g_free(resize); g_free(out); g_free(head_out); g_free(backbone);
+    g_free(ckpt); g_free(log_csv); g_free(cut); g_free(name); g_free(train_split); g_free(val_split);
     return rc ? 1 : 0;
 }

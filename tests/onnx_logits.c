@@ -11,7 +11,7 @@
  *   "gradcam HxWxC min MIN max MAX mean MEAN nonfinite N distinct D layer NAME"
  * over the normalised map (D: distinct values, up to 1000; NAME: the layer).
  * SPDX-License-Identifier: GPL-3.0-or-later */
-#include "formats/onnx_import.h"
+#include "dermlens_test.h"
 
 #include <math.h>
 #include <stdio.h>

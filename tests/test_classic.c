@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Traditional classifiers: feature layout, segmentation, LBP/GLCM on known
  * images, and LR / random forest accuracy and determinism on synthetic data. */
-#include "eval/classic.h"
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -10,14 +10,13 @@
 
 #define S DL_FEAT_SIZE
 
-static float gauss(unsigned *st)
+static float gauss(uint64_t *st)
 {
-    float u = tu_rand(st, 1e-7f, 1.0f), v = tu_rand(st, 0.0f, 1.0f);
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
+    return (float)dl_rng_normal(st);
 }
 
 /* Light noisy skin with a dark disc of radius r at (cx, cy). */
-static void draw_disc(uint8_t *g, int w, int h, double cx, double cy, double r, unsigned *st)
+static void draw_disc(uint8_t *g, int w, int h, double cx, double cy, double r, uint64_t *st)
 {
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
@@ -49,7 +48,7 @@ static void test_extract(void)
     int w = 200, h = 150;
     size_t stride = (size_t)w * 3 + 5; /* odd stride on purpose */
     uint8_t *img = calloc(stride * h, 1);
-    unsigned st = 7;
+    uint64_t st = 7;
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             double dx = (x - 100) / 60.0, dy = (y - 75) / 30.0;
@@ -100,7 +99,7 @@ static void test_extract(void)
 static void test_segmentation(void)
 {
     uint8_t *g = malloc(S * S), *mask = malloc(S * S);
-    unsigned st = 11;
+    uint64_t st = 11;
     dl_error err = {0};
     double r = 30;
     draw_disc(g, S, S, 64, 60, r, &st);
@@ -173,9 +172,9 @@ static void test_texture(void)
 }
 
 /* Three Gaussian blobs in 6-d (2 informative directions + noise), imbalanced. */
-static void make_blobs(int n, unsigned seed, float *x, int *y)
+static void make_blobs(int n, uint64_t seed, float *x, int *y)
 {
-    unsigned st = seed;
+    uint64_t st = seed;
     static const float mu[3][2] = {{0, 0}, {4, 0}, {0, 4}};
     for (int i = 0; i < n; i++) {
         int c = i % 10 < 6 ? 0 : i % 10 < 9 ? 1 : 2;

@@ -3,7 +3,7 @@
  * averaged, saliency is the normalised mean of the members' maps of the
  * ensemble's class, the file round-trips, and damaged member lists are
  * refused. Also the training-view augmentation's exactness and determinism. */
-#include "train/augment.h"
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -12,19 +12,19 @@
 
 static char path_a[4096], path_b[4096], path_c[4096], path_e[4096];
 
-static void rand_fill(float *x, int n, unsigned *s)
+static void rand_fill(float *x, int n, uint64_t *s)
 {
     for (int i = 0; i < n; i++) x[i] = tu_rand(s, -1.f, 1.f);
 }
 
 static void test_average(void)
 {
-    unsigned s = 7;
+    uint64_t s = 7;
     float wa[12], ba[4], da[8], wb[12], bb[4], db[8];
     rand_fill(wa, 12, &s); rand_fill(ba, 4, &s); rand_fill(da, 8, &s);
     rand_fill(wb, 12, &s); rand_fill(bb, 4, &s); rand_fill(db, 8, &s);
-    CHECK(tu_save_tiny_model(path_a, 8, 4, wa, ba, da, DL_ACT_RELU, DL_PAD_SAME, "A") == 0, "save A");
-    CHECK(tu_save_tiny_model(path_b, 8, 4, wb, bb, db, DL_ACT_RELU, DL_PAD_SAME, "B") == 0, "save B");
+    CHECK(tu_save_tiny_model(path_a, 8, 4, wa, ba, da, "relu", "same", "A") == 0, "save A");
+    CHECK(tu_save_tiny_model(path_b, 8, 4, wb, bb, db, "relu", "same", "B") == 0, "save B");
     dl_error err = {0};
     dl_model *a = dl_model_load(path_a, &err), *b = dl_model_load(path_b, &err);
     CHECK(a && b, "load: %s", err.message);
@@ -100,7 +100,7 @@ static void test_average(void)
           "nested ensemble accepted (%s)", err.message);
     CHECK(dl_model_save_ensemble(pair, 1, NULL, NULL, path_c, &err) != 0, "one-member ensemble accepted");
     float w5[15] = {0}, d5[10] = {0};
-    CHECK(tu_save_tiny_model(path_c, 8, 5, w5, NULL, d5, DL_ACT_RELU, DL_PAD_SAME, "C") == 0, "save C");
+    CHECK(tu_save_tiny_model(path_c, 8, 5, w5, NULL, d5, "relu", "same", "C") == 0, "save C");
     dl_model *c = dl_model_load(path_c, &err);
     dl_model *odd[2] = {a, c};
     CHECK(c && dl_model_save_ensemble(odd, 2, NULL, NULL, path_c, &err) != 0 && strstr(err.message, "differ"),
@@ -148,7 +148,7 @@ static void test_augment(void)
      * up to the random flips */
     enum { W = 9, H = 7 };
     uint8_t src[W * H * 3], out[W * H * 3], out2[W * H * 3];
-    unsigned s = 3;
+    uint64_t s = 3;
     for (int i = 0; i < W * H * 3; i++) src[i] = (uint8_t)tu_rand(&s, 0, 255);
     dl_view_params p = {.scale_min = 1, .scale_max = 1, .aspect = 1, .rotate_deg = 0, .colour = 0};
     for (uint64_t seed = 1; seed < 9; seed++) {

@@ -9,7 +9,7 @@
  * the ROAD imputation used by `explain --evaluate` reproduces a linear ramp
  * inside a hole and never touches known pixels; resize "pad" (letterbox)
  * in preprocessing and in the map's placement. */
-#include "infer/infer.h"
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -308,7 +308,7 @@ static void test_pad(void)
     CHECK(bad == 0, "pad preprocess: %d values differ from the letterbox", bad);
     /* a square image: pad is squash */
     uint8_t sq[5 * 5 * 3];
-    unsigned seed = 5;
+    uint64_t seed = 5;
     for (int i = 0; i < 75; i++) sq[i] = (uint8_t)tu_rand(&seed, 0, 255);
     float a[8 * 8 * 3], b[8 * 8 * 3];
     dl_preprocess ps = p;

@@ -2,6 +2,7 @@
 /* Golden test: the committed imported MobileNetV2 reproduces the reference
  * logits (two independent float32 implementations) on the dog image. */
 #include "testutil.h"
+#include "dermlens_io.h"
 
 #include <math.h>
 #include <stdlib.h>

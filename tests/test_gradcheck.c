@@ -14,7 +14,7 @@
  * inputs are distinct, so finite differences never cross a kink.
  * Fixed seed: deterministic.
  */
-#include "runtime/runtime.h"
+#include "dermlens_test.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -39,16 +39,12 @@ static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 static uint64_t rng_next(void)
 {
-    /* splitmix64 */
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return dl_rng_next(&g_rng);
 }
 
 static double urand(double lo, double hi)
 {
-    return lo + (hi - lo) * ((double)(rng_next() >> 11) * (1.0 / 9007199254740992.0));
+    return lo + (hi - lo) * dl_rng_uniform(&g_rng);
 }
 
 static void *xcalloc(size_t n, size_t sz)

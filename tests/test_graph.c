@@ -2,13 +2,14 @@
 /* Graph building and shape inference, the executor's whole-graph backward
  * against finite differences (a residual and a concatenating net), and the
  * dataset readers. */
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned seed = 99;
+static uint64_t seed = 99;
 
 static int add_conv(dl_graph *g, const char *name, int in, int units, int k, int s, int groups, dl_act act)
 {

@@ -6,7 +6,6 @@
  * independent path from the code under test). `test_image --emit DIR` writes
  * the generated files that are committed as fuzz seeds and broken samples
  * (DIR/png, DIR/jpeg, DIR/images). */
-#include "base/base.h"
 #include "dermlens_io.h"
 
 #include <errno.h>
@@ -59,13 +58,10 @@ static void buf_put(buf_t *b, const void *p, size_t n)
     b->size += n;
 }
 
-static uint32_t rng_state = 12345u;
+static uint64_t rng_state = 12345u;
 static uint32_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
+    return (uint32_t)(dl_rng_next(&rng_state) >> 32);
 }
 
 static int write_file(const char *path, const void *data, size_t n)

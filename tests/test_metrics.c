@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Metrics on small hand-computed cases (values derived by hand in comments). */
-#include "eval/metrics.h"
+#include "dermlens_eval.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -163,7 +163,7 @@ static void test_bootstrap(void)
     enum { N = 300, K = 3 };
     int labels[N];
     float probs[N * K];
-    unsigned st = 12345;
+    uint64_t st = 12345;
     for (int i = 0; i < N; i++) {
         labels[i] = i % K;
         float sum = 0;

@@ -3,6 +3,7 @@
  * names the problem, never crash or allocate wildly. A tiny valid model is
  * built first, then its header JSON is edited case by case. */
 #include "testutil.h"
+#include "dermlens_io.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@ static const char *tmpdir(void)
 static int make_model(const char *path)
 {
     const float w[6] = {1, 0, 0, 0, 1, 0}, b[2] = {0.5f, -0.5f}, d[4] = {1, 2, 3, 4};
-    return tu_save_tiny_model(path, 4, 2, w, b, d, DL_ACT_RELU6, DL_PAD_SAME, "tiny");
+    return tu_save_tiny_model(path, 4, 2, w, b, d, "relu6", "same", "tiny");
 }
 
 static uint8_t *file;

@@ -30,7 +30,7 @@ static double cpu_seconds(void)
  * floats. */
 static int make_model(const char *path, int side, int units)
 {
-    return tu_save_tiny_model(path, side, units, NULL, NULL, NULL, DL_ACT_RELU, 0, "limits");
+    return tu_save_tiny_model(path, side, units, NULL, NULL, NULL, "relu", "valid", "limits");
 }
 
 /* The "needs N MiB" number of a refusal message, or -1. */

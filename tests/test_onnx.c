@@ -6,7 +6,7 @@
  * ONNX Runtime's logits match DermLens's within 1e-3 on the dog image
  * (MobileNetV2) and on a synthetic net using every exportable op; else the
  * test exits 77 after the structural checks pass. */
-#include "infer/infer.h"
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -467,7 +467,7 @@ static double max_diff(const float *a, const float *b, size_t n)
 /* ------------------------------------------------------------ synthetic net */
 
 static int add_conv(dl_graph *g, const char *name, int in, int units, int k, int s, int groups,
-                    dl_pad_mode pm, dl_act act, int in_c, unsigned *seed, dl_error *err)
+                    dl_pad_mode pm, dl_act act, int in_c, uint64_t *seed, dl_error *err)
 {
     char wn[DL_NAME_MAX], bn[DL_NAME_MAX];
     snprintf(wn, sizeof wn, "%s.weight", name);
@@ -483,7 +483,7 @@ static int add_conv(dl_graph *g, const char *name, int in, int units, int k, int
     return dl_graph_add_node(g, &n, err);
 }
 
-static int add_dense(dl_graph *g, const char *name, int in, int units, int in_count, dl_act act, unsigned *seed,
+static int add_dense(dl_graph *g, const char *name, int in, int units, int in_count, dl_act act, uint64_t *seed,
                      dl_error *err)
 {
     char wn[DL_NAME_MAX], bn[DL_NAME_MAX];
@@ -517,7 +517,7 @@ static int build_synthetic(dl_model *m, bool gap_head, dl_error *err)
     memset(m, 0, sizeof *m);
     dl_graph *g = &m->graph;
     dl_graph_init(g);
-    unsigned seed = gap_head ? 7u : 3u;
+    uint64_t seed = gap_head ? 7u : 3u;
     dl_node in = dl_node_make(DL_OP_INPUT, "image");
     in.h = 13; in.w = 11; in.c = 3;
     int K = 5;
@@ -608,7 +608,7 @@ static void test_synthetic(bool gap_head, bool ort)
         const dl_node *in = &m.graph.nodes[0];
         size_t per = (size_t)in->h * in->w * in->c;
         float *x = malloc(sizeof(float) * per * B), *xc = malloc(sizeof(float) * per * B);
-        unsigned s = 99;
+        uint64_t s = 99;
         for (size_t i = 0; i < per * B; i++) x[i] = tu_rand(&s, -2.f, 2.f);
         to_nchw(x, xc, B, in->h, in->w, in->c);
         dl_exec e;

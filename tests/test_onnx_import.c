@@ -5,7 +5,7 @@
  * external data, unsupported ops) must be refused with clear messages; and
  * the whole dl_import_onnx path (classes file, mean/std conversion).
  * SPDX-License-Identifier: GPL-3.0-or-later */
-#include "formats/onnx_import.h"
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <math.h>

@@ -6,13 +6,13 @@
  * instruction-set level this CPU has (AVX-512, AVX2, portable); results
  * must not depend on the thread count; pooling, dense, add, pad, softmax. */
 #include "testutil.h"
-#include "runtime/kernel.h"
+#include "dermlens_test.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned seed = 12345;
+static uint64_t seed = 12345;
 
 static float ref_act(dl_act a, float x)
 {

@@ -6,6 +6,7 @@
  * valid UTF-8 without control characters and CSV cells are neutralised
  * against formula injection. */
 #include "testutil.h"
+#include "dermlens_test.h"
 #include "dermlens_io.h"
 
 #include <dirent.h>

@@ -9,7 +9,7 @@
  *    lengths, out-of-range indices, random byte flips) must fail cleanly.
  * `test_tflite --write-corpus DIR` writes the fuzz seed corpus instead.
  */
-#include "formats/formats.h"
+#include "dermlens_test.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -619,12 +619,10 @@ static void test_hostile(const uint8_t *orig, size_t size)
         memcpy(d, orig, size);
         int flips = 1 + it % 8;
         for (int k = 0; k < flips; k++) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            size_t pos = (it & 1) ? (size_t)(s % size) : (size_t)(s % 4096) + (v.tensors_vec < 2048 ? 0 : v.tensors_vec - 2048);
+            uint64_t r = dl_rng_next(&s);
+            size_t pos = (it & 1) ? (size_t)(r % size) : (size_t)(r % 4096) + (v.tensors_vec < 2048 ? 0 : v.tensors_vec - 2048);
             if (pos >= size) pos = size - 1;
-            d[pos] ^= (uint8_t)(1u << (s >> 60 & 7));
+            d[pos] ^= (uint8_t)(1u << (r >> 60 & 7));
         }
         dl_graph g;
         dl_preprocess pre;
@@ -746,8 +744,8 @@ static int write_corpus(const char *dir)
         uint8_t *m = malloc(nb);
         memcpy(m, b, nb);
         for (int j = 0; j < 3; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            m[(s >> 33) % nb] ^= (uint8_t)(s >> 56 | 1);
+            uint64_t x = dl_rng_next(&s);
+            m[(x >> 33) % nb] ^= (uint8_t)(x >> 56 | 1);
         }
         snprintf(name, sizeof name, "model_b_flipped_%d.tflite", k);
         r |= write_file(dir, name, m, nb);

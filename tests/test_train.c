@@ -3,6 +3,7 @@
  * falls and the tiny set is fitted; the same seed gives a bit-identical model;
  * an interrupted run resumed from its checkpoint ends with the same model as
  * an uninterrupted one; bad data gives clear errors. */
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 #include "testutil.h"
+#include "dermlens_test.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +31,10 @@ const char *tu_source(const char *rel)
     return join("DL_SOURCE_ROOT", "..", rel);
 }
 
-float tu_rand(unsigned *s, float lo, float hi)
+float tu_rand(uint64_t *s, float lo, float hi)
 {
-    *s = *s * 1664525u + 1013904223u;
-    return lo + (hi - lo) * (float)((*s >> 8) & 0xffffff) / 16777216.f;
+    /* 24 bits: exact in float, so the value stays below hi */
+    return lo + (hi - lo) * ((float)(dl_rng_next(s) >> 40) / 16777216.f);
 }
 
 int tu_exit(void)
@@ -44,8 +45,14 @@ int tu_exit(void)
 }
 
 int tu_save_tiny_model(const char *path, int side, int units, const float *w, const float *b, const float *d,
-                       int act, int pad_mode, const char *name)
+                       const char *act_name, const char *pad, const char *name)
 {
+    int act = dl_act_from_name(act_name);
+    dl_pad_mode pad_mode = !strcmp(pad, "same") ? DL_PAD_SAME : DL_PAD_VALID;
+    if (act < 0 || (strcmp(pad, "same") && strcmp(pad, "valid"))) {
+        fprintf(stderr, "tu_save_tiny_model: activation '%s', padding '%s'\n", act_name, pad);
+        return -1;
+    }
     dl_model m;
     memset(&m, 0, sizeof m);
     dl_graph_init(&m.graph);

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Tiny test helpers: checks that count failures, env paths, skipping. */
+/* Tiny test helpers: checks that count failures, env paths, skipping.
+ * Public API only: a test that reaches into the engine includes
+ * dermlens_test.h itself. */
 #ifndef DL_TESTUTIL_H
 #define DL_TESTUTIL_H
-#include "formats/formats.h"
+#include "dermlens.h"
+
+#include <stdint.h>
 #include <stdio.h>
 
 extern int tu_failures;
@@ -21,12 +25,14 @@ extern int tu_failures;
 const char *tu_shared(const char *rel);
 /* $DL_SOURCE_ROOT/<rel> (falls back to ".."). */
 const char *tu_source(const char *rel);
-/* Deterministic uniform floats in [lo, hi). */
-float tu_rand(unsigned *state, float lo, float hi);
+/* Deterministic uniform floats in [lo, hi), from the engine's RNG
+ * (dl_rng_next: 24 random bits). */
+float tu_rand(uint64_t *state, float lo, float hi);
 int tu_exit(void);
-/* Save a valid tiny model: side x side x 3 input -> 1x1 conv (units, act,
- * pad_mode) -> GAP -> dense 2, classes "a"/"b". w (units*3), b (units, NULL =
- * no bias) and d (2*units): NULL weights are zeros. 0 or -1 (message on stderr). */
+/* Save a valid tiny model: side x side x 3 input -> 1x1 conv (units,
+ * activation act ("relu", "relu6", ...), padding pad ("same" or "valid"))
+ * -> GAP -> dense 2, classes "a"/"b". w (units*3), b (units, NULL = no bias)
+ * and d (2*units): NULL weights are zeros. 0 or -1 (message on stderr). */
 int tu_save_tiny_model(const char *path, int side, int units, const float *w, const float *b, const float *d,
-                       int act, int pad_mode, const char *name);
+                       const char *act, const char *pad, const char *name);
 #endif

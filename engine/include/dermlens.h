@@ -81,6 +81,24 @@ int dl_get_num_threads(void);
  * "portable". Static string. */
 const char *dl_cpu_isa_name(void);
 
+/* ------------------------------------------------------------------ random numbers */
+
+/* The engine's one random generator, SplitMix64 (Steele, Lea and Flood
+ * 2014): the state advances by a constant and is hashed. Fast, 2^64 period,
+ * any state (0 too) is valid; deterministic, never for cryptography. Every
+ * randomised step of the engine and of its callers (bootstrap intervals,
+ * random forests, augmentation, the faithfulness study, perturbations, test
+ * data) draws from it, so one seed means the same numbers everywhere. The
+ * state is the caller's: one per thread or per stream. */
+uint64_t dl_rng_next(uint64_t *state);              /* next 64 random bits */
+double dl_rng_uniform(uint64_t *state);             /* [0, 1), 53 random bits */
+uint32_t dl_rng_below(uint64_t *state, uint32_t n); /* [0, n) for n >= 1 (high bits, multiply-shift) */
+/* Standard normal (Box-Muller on two uniforms, the cosine half). */
+double dl_rng_normal(uint64_t *state);
+/* SplitMix64's output for state x without a state: a 64-bit mixer for
+ * deriving seeds (dl_rng_hash(x) == dl_rng_next(&x) before x advances). */
+uint64_t dl_rng_hash(uint64_t x);
+
 /* ------------------------------------------------------------------ images */
 
 typedef struct {
@@ -108,11 +126,21 @@ int dl_image_alloc(dl_image *out, int width, int height, dl_error *err);
  * widened when shrinking (antialiased, as PIL's BILINEAR). dst is allocated. */
 int dl_image_resize(const dl_image *src, int width, int height, dl_image *dst, dl_error *err);
 
+/* Gaussian blur of RGB8 src (separable, sigma in pixels, 0 < sigma <=
+ * 1000, edges clamped) into dst, allocated (free with dl_image_free). */
+int dl_image_blur(const dl_image *src, double sigma, dl_image *dst, dl_error *err);
+
 /* Write RGB8 (channels=3), RGBA8 (channels=4) or grey (channels=1) PNG,
  * atomically (temp file + rename). bit_depth 8 or 16 (16: data is uint16
  * host-endian). */
 int dl_png_write(const char *path, const void *data, int width, int height, size_t stride,
                  int channels, int bit_depth, dl_error *err);
+
+/* Encode RGB8 as a baseline JPEG at quality 1..100 (libjpeg's defaults:
+ * 4:2:0, optimised tables off), in memory. *data is malloc'd (*size bytes),
+ * caller frees with free(). Used to measure what a JPEG round trip does to a
+ * prediction (decode the bytes with dl_image_load_memory). */
+int dl_jpeg_encode(const dl_image *img, int quality, uint8_t **data, size_t *size, dl_error *err);
 
 /* ------------------------------------------------------------------ model */
 
@@ -203,9 +231,21 @@ typedef enum {
 } dl_saliency_method;
 
 /* Parse "gradcam", "gradcam++", "hirescam", "layercam", "scorecam",
- * "occlusion"; returns -1 if unknown. */
+ * "occlusion" (case, '-', '_' and spaces ignored; "gradcampp" too); returns
+ * -1 if unknown. */
 int dl_saliency_method_from_name(const char *name);
-const char *dl_saliency_method_name(dl_saliency_method m);
+const char *dl_saliency_method_name(dl_saliency_method m); /* "unknown" out of range */
+
+/* The one method table, for front ends and reports. m is a
+ * dl_saliency_method, 0 <= m < dl_explain_method_count(); out of range:
+ * NULL. Static strings. */
+int dl_explain_method_count(void);
+const char *dl_explain_method_name(int m);        /* "gradcam++" (what the parsers accept) */
+const char *dl_explain_method_label(int m);       /* "Grad-CAM++" */
+const char *dl_explain_method_description(int m); /* one line for a menu or a tooltip */
+/* 1 for the Grad-CAM family, whose default map is the mean of 8 passes and
+ * which has dl_explain_options.single_pass; else 0. */
+int dl_explain_method_single_pass(int m);
 
 typedef struct {
     dl_saliency_method method;
@@ -225,6 +265,19 @@ typedef struct {
     int single_pass;
 } dl_explain_options;
 
+/* The layers dl_explain_options.layer may name: the spatial (h x w > 1)
+ * convolution and add outputs before the logits, in graph order. */
+typedef struct {
+    int index;        /* node index in the model's graph */
+    const char *name; /* node name; borrowed, valid while the model lives */
+    const char *op;   /* "conv2d" or "add"; static */
+    int height, width, channels;
+    int is_default;   /* the last spatial convolution: the layer used when layer is NULL */
+} dl_layer_info;
+int dl_explain_layer_count(const dl_model *m);
+/* Layer k (0 <= k < dl_explain_layer_count) into *out: 0, or -1 out of range. */
+int dl_explain_layer(const dl_model *m, int k, dl_layer_info *out);
+
 /* Saliency map for the image region, upsampled (bilinear) to width x height,
  * normalised to [0,1]. *map_out is malloc'd (width*height floats), caller
  * frees with free(). If result is non-NULL it is filled as dl_classify_rgb8
@@ -232,6 +285,11 @@ typedef struct {
 int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                     const dl_explain_options *opts, float **map_out, dl_result *result,
                     dl_error *err);
+
+/* Bilinear resample of a single-channel float map sw x sh to dw x dh
+ * (pixel centres aligned, edges clamped), as dl_explain_rgb8 upsamples its
+ * maps. dst rows are dst_stride floats apart (>= dw); caller's buffers. */
+void dl_map_resize(const float *src, int sw, int sh, float *dst, int dw, int dh, size_t dst_stride);
 
 /* ------------------------------------------------------------------ datasets */
 
@@ -360,6 +418,14 @@ typedef struct {
 /* Fill defaults (the values the shipped model was trained with). */
 void dl_train_config_defaults(dl_train_config *c);
 int dl_train(const dl_train_config *cfg, dl_error *err);
+
+/* ------------------------------------------------------------------ export */
+
+/* Write the model's network (member 0, up to the logits) as ONNX (opset 13),
+ * atomically: input "input" float32 [N, 3, H, W] already preprocessed,
+ * output "logits" [N, K]; preprocessing, temperature and class names in the
+ * metadata_props. */
+int dl_model_export_onnx(const dl_model *m, const char *path, dl_error *err);
 
 /* ------------------------------------------------------------------ import */
 

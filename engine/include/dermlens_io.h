@@ -59,6 +59,11 @@ void dl_output_unlock(const char *path, int handle);
 
 /* ------------------------------------------------------------ inputs */
 
+/* Read a whole regular file (opened non-blocking: a FIFO or device is
+ * refused, never waited on) of at most max_bytes. *data malloc'd (*size
+ * bytes), caller frees. */
+int dl_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *size, dl_error *err);
+
 /* dl_image_load, then for JPEG the EXIF orientation (APP1, tag 0x0112) is
  * applied as image viewers and GIMP do. *orientation (may be NULL) gets the
  * EXIF value 1..8 that was applied (1: none or no EXIF). */

@@ -4,7 +4,7 @@
  * message or with a graph left behind, or a success whose graph is
  * inconsistent. The first byte picks an input size override (0: the
  * file's) so symbolic sizes are reached too. */
-#include "formats/onnx_import.h"
+#include "dermlens_test.h"
 
 #include <stdlib.h>
 

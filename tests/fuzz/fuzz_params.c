@@ -14,7 +14,7 @@
  * file name, an empty file, a junk file and a folder "sub" with an empty
  * lesion model and a junk ImageNet model. Invariants that fail call __builtin_trap(). */
 #include "dermlens_host.h"
-#include "formats/formats.h"
+#include "testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,45 +35,11 @@ static void must(int cond)
     if (!cond) __builtin_trap();
 }
 
-/* input 4x4x3 -> conv 1x1 (2) -> gap -> dense 2 */
+/* input 4x4x3 -> conv 1x1 (2, no bias) -> gap -> dense 2 */
 static int write_tiny_model(const char *path)
 {
-    dl_model m;
-    memset(&m, 0, sizeof m);
-    dl_graph_init(&m.graph);
-    dl_error err = {0};
-    dl_graph *g = &m.graph;
-    dl_node in = dl_node_make(DL_OP_INPUT, "input");
-    in.h = 4; in.w = 4; in.c = 3;
-    dl_graph_add_node(g, &in, &err);
-    int64_t wd[4] = {2, 1, 1, 3}, dd[2] = {2, 2};
-    float w[6] = {1, 0, 0, 0, 1, 0}, d[4] = {1, 0, 0, 1};
-    dl_node c = dl_node_make(DL_OP_CONV2D, "conv");
-    c.n_inputs = 1; c.units = 2; c.inputs[0] = 0;
-    c.weight = dl_graph_add_tensor(g, "conv.weight", 4, wd, w, &err);
-    dl_graph_add_node(g, &c, &err);
-    dl_node p = dl_node_make(DL_OP_GAP, "pool");
-    p.n_inputs = 1; p.inputs[0] = 1;
-    dl_graph_add_node(g, &p, &err);
-    dl_node f = dl_node_make(DL_OP_DENSE, "logits");
-    f.n_inputs = 1; f.inputs[0] = 2; f.units = 2;
-    f.weight = dl_graph_add_tensor(g, "logits.weight", 2, dd, d, &err);
-    dl_graph_add_node(g, &f, &err);
-    g->features = 2;
-    g->output = 3;
-    int rc = dl_graph_infer(g, &err);
-    m.pre.width = 4; m.pre.height = 4;
-    strcpy(m.pre.resize, "squash");
-    for (int i = 0; i < 3; i++) { m.pre.mean[i] = 127.5f; m.pre.std[i] = 127.5f; }
-    char *names[2] = {"a", "b"};
-    m.num_classes = 2;
-    m.class_names = names;
-    m.class_long_names = names;
-    m.temperature = 1.f;
-    strcpy(m.name, "tiny");
-    if (rc == 0) rc = dl_model_save(&m, path, &err);
-    dl_graph_free(g);
-    return rc;
+    const float w[6] = {1, 0, 0, 0, 1, 0}, d[4] = {1, 0, 0, 1};
+    return tu_save_tiny_model(path, 4, 2, w, NULL, d, "none", "valid", "tiny");
 }
 
 static void put_file(const char *rel, const char *content)

@@ -2,7 +2,7 @@
 /* Fuzz target: untrusted bytes -> dl_tflite_to_graph -> free. Besides memory
  * errors (sanitizers), it aborts on broken contracts: a failure without a
  * message, or a success whose graph is inconsistent. */
-#include "formats/formats.h"
+#include "dermlens_test.h"
 
 #include <stdlib.h>
 

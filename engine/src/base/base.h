@@ -1,5 +1,6 @@
 /* DermLens engine, base layer: errors, overflow-safe sizes, files (atomic
- * writes), SHA-256. Depends on nothing in the engine but the public headers.
+ * writes), SHA-256, the RNG (rng.c). Depends on nothing in the engine but
+ * the public headers.
  * SPDX-License-Identifier: GPL-3.0-or-later
  * Internal (not installed): only engine/src/ includes it, see docs/ARCHITECTURE.md.
  */
@@ -7,6 +8,7 @@
 #define DL_BASE_H
 
 #include "dermlens.h"
+#include "dermlens_io.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -26,12 +28,18 @@ int dl_fail_prefix(dl_error *err, const char *fmt, ...) __attribute__((format(pr
 bool dl_mul_size(size_t a, size_t b, size_t *out);
 bool dl_add_size(size_t a, size_t b, size_t *out);
 
+/* ---------------------------------------------------------------- random */
+
+/* The top 53 bits of x as a double in [0, 1) (dl_rng_uniform's conversion,
+ * for streams that chain dl_rng_hash themselves). */
+static inline double dl_rng_unit(uint64_t x)
+{
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
 /* ---------------------------------------------------------------- files */
 
-/* Read a whole file (up to max_bytes). *data malloc'd, caller frees. */
-int dl_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *size, dl_error *err);
-/* Write atomically: path.tmp.PID, fsync, rename. */
-int dl_write_file_atomic(const char *path, const void *data, size_t size, dl_error *err);
+/* dl_read_file, dl_write_file_atomic and the output checks: dermlens_io.h. */
 /* Streamed atomic write: open a temp file, write parts, then commit or abort. */
 typedef struct {
     void *fp;          /* FILE* */

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Traditional lesion classifiers: hand-crafted features (classic.h documents
- * the layout), standardisation, logistic regression and a random forest. */
-#include "eval/classic.h"
-#include "base/base.h"
+/* Traditional lesion classifiers: hand-crafted features (dermlens_eval.h
+ * documents the layout), standardisation, logistic regression and a random forest. */
+#include "eval/eval.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -697,19 +696,6 @@ void dl_logreg_free(dl_logreg *m)
 
 /* ================================================================ random forest */
 
-static inline uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static inline uint32_t rng_below(uint64_t *s, uint32_t n)
-{
-    return (uint32_t)(((splitmix64(s) >> 32) * (uint64_t)n) >> 32);
-}
-
 typedef struct {
     float v;
     int i;
@@ -805,7 +791,7 @@ static int rf_build(rf_builder *b, int node, int lo, int hi, int depth)
     int d = b->d, tried = 0;
     for (int j = 0; j < d; j++) b->perm[j] = j;
     for (int j = 0; j < d && tried < b->o.mtry; j++) {
-        int r = j + (int)rng_below(&b->rng, (uint32_t)(d - j));
+        int r = j + (int)dl_rng_below(&b->rng, (uint32_t)(d - j));
         int f = b->perm[r];
         b->perm[r] = b->perm[j];
         b->perm[j] = f;
@@ -900,7 +886,7 @@ static void *rf_worker(void *arg)
         if (t < 0) break;
         /* Each tree's stream depends only on (seed, tree): thread count does not matter. */
         uint64_t s = b.o.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(t + 1));
-        b.rng = splitmix64(&s);
+        b.rng = dl_rng_next(&s);
         memset(counts, 0, (size_t)n * sizeof *counts);
         if (b.o.class_balanced == 2) {
             /* Balanced bootstrap: every class equally likely per draw (among present ones). */
@@ -908,12 +894,12 @@ static void *rf_worker(void *arg)
             for (int c = 0; c < k && np < 256; c++)
                 if (b.cls_start[c + 1] > b.cls_start[c]) present[np++] = c;
             for (int i = 0; i < n; i++) {
-                int c = present[rng_below(&b.rng, (uint32_t)np)];
+                int c = present[dl_rng_below(&b.rng, (uint32_t)np)];
                 uint32_t cnt = (uint32_t)(b.cls_start[c + 1] - b.cls_start[c]);
-                counts[b.by_class[b.cls_start[c] + (int)rng_below(&b.rng, cnt)]]++;
+                counts[b.by_class[b.cls_start[c] + (int)dl_rng_below(&b.rng, cnt)]]++;
             }
         } else {
-            for (int i = 0; i < n; i++) counts[rng_below(&b.rng, (uint32_t)n)]++;
+            for (int i = 0; i < n; i++) counts[dl_rng_below(&b.rng, (uint32_t)n)]++;
         }
         int m = 0;
         for (int i = 0; i < n; i++) {

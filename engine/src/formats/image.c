@@ -1297,3 +1297,161 @@ int dl_png_write(const char *path, const void *data, int width, int height, size
         dl_fail_prefix(err, "%s", path);
     return rc;
 }
+
+/* ------------------------------------------------------------------ blur */
+
+/* Separable Gaussian, kernel radius ceil(3 sigma), edges clamped; the
+ * horizontal pass is kept in doubles so the result is rounded once. */
+int dl_image_blur(const dl_image *src, double sigma, dl_image *dst, dl_error *err)
+{
+    if (!src || !src->pixels || !dst)
+        return dl_fail(err, DL_ERR_ARG, "dl_image_blur: NULL argument");
+    if (!(sigma > 0 && sigma <= 1000))
+        return dl_fail(err, DL_ERR_ARG, "dl_image_blur: sigma %g (0 < sigma <= 1000)", sigma);
+    const int W = src->width, H = src->height, r = (int)ceil(3 * sigma);
+    size_t n, bytes;
+    if (!dl_mul_size((size_t)W * 3, (size_t)H, &n) || !dl_mul_size(n, sizeof(double), &bytes))
+        return dl_fail(err, DL_ERR_LIMIT, "dl_image_blur: %dx%d overflows", W, H);
+    if (dl_memory_check(bytes, "a blur's intermediate image", err) || dl_image_alloc(dst, W, H, err))
+        return -1;
+    double *k = malloc(sizeof(double) * (2 * (size_t)r + 1)), *tmp = malloc(bytes);
+    if (!k || !tmp) {
+        free(k);
+        free(tmp);
+        dl_image_free(dst);
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory blurring a %dx%d image", W, H);
+    }
+    double sum = 0;
+    for (int i = -r; i <= r; i++) sum += k[i + r] = exp(-(double)i * i / (2 * sigma * sigma));
+    for (int i = 0; i <= 2 * r; i++) k[i] /= sum;
+    for (int y = 0; y < H; y++) {
+        const uint8_t *row = src->pixels + (size_t)y * src->stride;
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++) {
+                double v = 0;
+                for (int i = -r; i <= r; i++) {
+                    int xx = x + i < 0 ? 0 : x + i >= W ? W - 1 : x + i;
+                    v += k[i + r] * row[(size_t)xx * 3 + c];
+                }
+                tmp[((size_t)y * W + x) * 3 + c] = v;
+            }
+    }
+    for (int y = 0; y < H; y++) {
+        uint8_t *row = dst->pixels + (size_t)y * dst->stride;
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++) {
+                double v = 0;
+                for (int i = -r; i <= r; i++) {
+                    int yy = y + i < 0 ? 0 : y + i >= H ? H - 1 : y + i;
+                    v += k[i + r] * tmp[((size_t)yy * W + x) * 3 + c];
+                }
+                row[(size_t)x * 3 + c] = v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)(v + 0.5);
+            }
+    }
+    free(k);
+    free(tmp);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ float maps */
+
+/* The one bilinear map resampler (saliency maps, their overlays, the study's
+ * baselines): half-pixel centres, edge clamp. The rectangle form reads the
+ * source rectangle (rx, ry) rw x rh (source pixels): the image's part of a
+ * letterboxed ("pad") input. */
+void dl_map_resize_rect(const float *src, int sw, int sh, double rx, double ry, double rw, double rh, float *dst,
+                        int dw, int dh, size_t dst_stride)
+{
+    const double fx = rw / dw, fy = rh / dh;
+    for (int y = 0; y < dh; y++) {
+        double sy = ry + (y + 0.5) * fy - 0.5;
+        if (sy < 0) sy = 0;
+        if (sy > sh - 1) sy = sh - 1;
+        int y0 = (int)sy, y1 = y0 + 1 < sh ? y0 + 1 : y0;
+        float wy = (float)(sy - y0);
+        const float *r0 = src + (size_t)y0 * sw, *r1 = src + (size_t)y1 * sw;
+        float *o = dst + (size_t)y * dst_stride;
+        for (int x = 0; x < dw; x++) {
+            double sx = rx + (x + 0.5) * fx - 0.5;
+            if (sx < 0) sx = 0;
+            if (sx > sw - 1) sx = sw - 1;
+            int x0 = (int)sx, x1 = x0 + 1 < sw ? x0 + 1 : x0;
+            float wx = (float)(sx - x0);
+            float a = r0[x0] + (r0[x1] - r0[x0]) * wx;
+            float b = r1[x0] + (r1[x1] - r1[x0]) * wx;
+            o[x] = a + (b - a) * wy;
+        }
+    }
+}
+
+void dl_map_resize(const float *src, int sw, int sh, float *dst, int dw, int dh, size_t dst_stride)
+{
+    dl_map_resize_rect(src, sw, sh, 0, 0, sw, sh, dst, dw, dh, dst_stride);
+}
+
+/* ------------------------------------------------------------------ JPEG encoder */
+
+typedef struct {
+    struct jpeg_compress_struct cinfo;
+    jpeg_err jerr;
+    int created;
+    unsigned char *buf; /* libjpeg's memory destination (malloc'd by libjpeg) */
+    unsigned long size;
+} jpeg_enc;
+
+/* Runs under setjmp; every mutable value lives in *e. */
+static int jpeg_encode(jpeg_enc *e, const dl_image *img, int quality)
+{
+    if (setjmp(e->jerr.jb))
+        return -1;
+    jpeg_create_compress(&e->cinfo);
+    e->created = 1;
+    jpeg_mem_dest(&e->cinfo, &e->buf, &e->size);
+    e->cinfo.image_width = (JDIMENSION)img->width;
+    e->cinfo.image_height = (JDIMENSION)img->height;
+    e->cinfo.input_components = 3;
+    e->cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&e->cinfo);
+    jpeg_set_quality(&e->cinfo, quality, TRUE);
+    jpeg_start_compress(&e->cinfo, TRUE);
+    while (e->cinfo.next_scanline < e->cinfo.image_height) {
+        JSAMPROW row = (JSAMPROW)(img->pixels + (size_t)e->cinfo.next_scanline * img->stride);
+        jpeg_write_scanlines(&e->cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&e->cinfo);
+    return 0;
+}
+
+int dl_jpeg_encode(const dl_image *img, int quality, uint8_t **data, size_t *size, dl_error *err)
+{
+    if (!img || !img->pixels || !data || !size)
+        return dl_fail(err, DL_ERR_ARG, "dl_jpeg_encode: NULL argument");
+    *data = NULL;
+    *size = 0;
+    if (quality < 1 || quality > 100)
+        return dl_fail(err, DL_ERR_ARG, "dl_jpeg_encode: quality %d (1..100)", quality);
+    if (check_dims(img->width, img->height, err) != 0)
+        return dl_fail_prefix(err, "dl_jpeg_encode");
+    if (img->stride < (size_t)img->width * 3)
+        return dl_fail(err, DL_ERR_ARG, "dl_jpeg_encode: stride %zu < row size %zu", img->stride,
+                       (size_t)img->width * 3);
+    jpeg_enc *e = calloc(1, sizeof *e);
+    if (!e)
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    e->cinfo.err = jpeg_std_error(&e->jerr.pub);
+    e->jerr.pub.error_exit = jpeg_dec_error_exit;
+    e->jerr.pub.output_message = jpeg_dec_output_message;
+    int rc = jpeg_encode(e, img, quality);
+    if (rc != 0)
+        dl_fail(err, DL_ERR_FORMAT, "JPEG compression failed: %s", e->jerr.msg);
+    if (e->created)
+        jpeg_destroy_compress(&e->cinfo);
+    if (rc == 0) {
+        *data = e->buf;
+        *size = (size_t)e->size;
+    } else {
+        free(e->buf);
+    }
+    free(e);
+    return rc;
+}

@@ -31,9 +31,44 @@
 #define DL_OCCLUSION_PATCH 32
 #define DL_OCCLUSION_STRIDE 16
 
-static const char *const method_names[] = {"gradcam", "gradcam++", "hirescam",
-                                           "layercam", "scorecam", "occlusion"};
-#define N_METHODS ((int)(sizeof method_names / sizeof *method_names))
+/* The one method table: what the CLI, the plug-in and the reports call each
+ * method (indexed by dl_saliency_method). */
+static const struct {
+    const char *name, *label, *description;
+} k_methods[] = {
+    {"gradcam", "Grad-CAM", "Gradient-weighted class activation map: fast, coarse; the default"},
+    {"gradcam++", "Grad-CAM++", "Grad-CAM with pixel-wise weights: better when several areas matter"},
+    {"hirescam", "HiResCAM", "Gradients times activations, cell by cell: faithful to the last layer"},
+    {"layercam", "LayerCAM", "Positive gradients per location: finer detail than Grad-CAM"},
+    {"scorecam", "Score-CAM", "Masks the image with each activation map and scores it: slower, no gradients"},
+    {"occlusion", "Occlusion", "Hides one patch at a time and measures the drop: slowest, model-agnostic"},
+};
+#define N_METHODS ((int)(sizeof k_methods / sizeof *k_methods))
+
+int dl_explain_method_count(void)
+{
+    return N_METHODS;
+}
+
+const char *dl_explain_method_name(int m)
+{
+    return m >= 0 && m < N_METHODS ? k_methods[m].name : NULL;
+}
+
+const char *dl_explain_method_label(int m)
+{
+    return m >= 0 && m < N_METHODS ? k_methods[m].label : NULL;
+}
+
+const char *dl_explain_method_description(int m)
+{
+    return m >= 0 && m < N_METHODS ? k_methods[m].description : NULL;
+}
+
+int dl_explain_method_single_pass(int m)
+{
+    return m >= DL_SALIENCY_GRADCAM && m <= DL_SALIENCY_LAYERCAM;
+}
 
 int dl_saliency_method_from_name(const char *name)
 {
@@ -49,13 +84,43 @@ int dl_saliency_method_from_name(const char *name)
     buf[n] = 0;
     if (!strcmp(buf, "gradcampp") || !strcmp(buf, "gradcamplusplus")) return DL_SALIENCY_GRADCAM_PP;
     for (int i = 0; i < N_METHODS; i++)
-        if (!strcmp(buf, method_names[i])) return i;
+        if (!strcmp(buf, k_methods[i].name)) return i;
     return -1;
 }
 
 const char *dl_saliency_method_name(dl_saliency_method m)
 {
-    return (int)m >= 0 && (int)m < N_METHODS ? method_names[m] : "unknown";
+    const char *s = dl_explain_method_name((int)m);
+    return s ? s : "unknown";
+}
+
+/* ------------------------------------------------------------ layers */
+
+/* The layers a map can be taken at: spatial convolution and add outputs
+ * before the logits. */
+static int usable_layer(const dl_graph *g, int i)
+{
+    const dl_node *n = &g->nodes[i];
+    return n->h * n->w > 1 && (n->op == DL_OP_CONV2D || n->op == DL_OP_ADD);
+}
+
+int dl_explain_layer_count(const dl_model *m)
+{
+    int k = 0;
+    for (int i = 1; m && i < m->graph.output; i++) k += usable_layer(&m->graph, i);
+    return k;
+}
+
+int dl_explain_layer(const dl_model *m, int k, dl_layer_info *out)
+{
+    for (int i = 1; m && out && i < m->graph.output; i++) {
+        if (!usable_layer(&m->graph, i) || k-- > 0) continue;
+        const dl_node *n = &m->graph.nodes[i];
+        *out = (dl_layer_info){.index = i, .name = n->name, .op = dl_op_name(n->op), .height = n->h, .width = n->w,
+                               .channels = n->c, .is_default = i == dl_graph_last_spatial_conv(&m->graph)};
+        return 0;
+    }
+    return -1;
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -79,59 +144,6 @@ static float *alloc_f(size_t n, dl_error *err)
     if (!dl_mul_size(n ? n : 1, sizeof(float), &bytes) || !(p = malloc(bytes)))
         dl_fail(err, DL_ERR_NOMEM, "explain: cannot allocate %zu floats", n);
     return p;
-}
-
-/* Bilinear resample of a single-channel map (half-pixel centres, edge clamp). */
-static void resize_bilinear(const float *src, int sw, int sh, float *dst, int dw, int dh,
-                            size_t dst_stride)
-{
-    const double fx = (double)sw / dw, fy = (double)sh / dh;
-    for (int y = 0; y < dh; y++) {
-        double sy = (y + 0.5) * fy - 0.5;
-        if (sy < 0) sy = 0;
-        if (sy > sh - 1) sy = sh - 1;
-        int y0 = (int)sy, y1 = y0 + 1 < sh ? y0 + 1 : y0;
-        float wy = (float)(sy - y0);
-        const float *r0 = src + (size_t)y0 * sw, *r1 = src + (size_t)y1 * sw;
-        float *o = dst + (size_t)y * dst_stride;
-        for (int x = 0; x < dw; x++) {
-            double sx = (x + 0.5) * fx - 0.5;
-            if (sx < 0) sx = 0;
-            if (sx > sw - 1) sx = sw - 1;
-            int x0 = (int)sx, x1 = x0 + 1 < sw ? x0 + 1 : x0;
-            float wx = (float)(sx - x0);
-            float a = r0[x0] + (r0[x1] - r0[x0]) * wx;
-            float b = r1[x0] + (r1[x1] - r1[x0]) * wx;
-            o[x] = a + (b - a) * wy;
-        }
-    }
-}
-
-/* resize_bilinear of the source rectangle (rx, ry) rw x rh (source pixels)
- * onto dw x dh: the image's part of a letterboxed ("pad") input. */
-static void resize_bilinear_rect(const float *src, int sw, int sh, double rx, double ry, double rw, double rh,
-                                 float *dst, int dw, int dh, size_t dst_stride)
-{
-    const double fx = rw / dw, fy = rh / dh;
-    for (int y = 0; y < dh; y++) {
-        double sy = ry + (y + 0.5) * fy - 0.5;
-        if (sy < 0) sy = 0;
-        if (sy > sh - 1) sy = sh - 1;
-        int y0 = (int)sy, y1 = y0 + 1 < sh ? y0 + 1 : y0;
-        float wy = (float)(sy - y0);
-        const float *r0 = src + (size_t)y0 * sw, *r1 = src + (size_t)y1 * sw;
-        float *o = dst + (size_t)y * dst_stride;
-        for (int x = 0; x < dw; x++) {
-            double sx = rx + (x + 0.5) * fx - 0.5;
-            if (sx < 0) sx = 0;
-            if (sx > sw - 1) sx = sw - 1;
-            int x0 = (int)sx, x1 = x0 + 1 < sw ? x0 + 1 : x0;
-            float wx = (float)(sx - x0);
-            float a = r0[x0] + (r0[x1] - r0[x0]) * wx;
-            float b = r1[x0] + (r1[x1] - r1[x0]) * wx;
-            o[x] = a + (b - a) * wy;
-        }
-    }
 }
 
 /* Separable Gaussian blur in place (edge clamp); tmp holds w*h floats. */
@@ -352,7 +364,7 @@ static int scorecam(dl_model *m, int layer, int cls, float p_unused, float *cam,
                 score[j] = NAN;
             } else {
                 for (int i = 0; i < hw; i++) chmap[i] = (chmap[i] - lo) / (hi - lo);
-                resize_bilinear(chmap, L->w, L->h, mask, W, H, W);
+                dl_map_resize(chmap, L->w, L->h, mask, W, H, W);
                 for (size_t p = 0; p < (size_t)W * H; p++)
                     for (int ch = 0; ch < 3; ch++) dst[p * 3 + ch] = x0[p * 3 + ch] * mask[p];
             }
@@ -446,18 +458,8 @@ out:
 
 /* ------------------------------------------------------------ imputation */
 
-/* Noisy linear imputation (ROAD, Rong et al. 2022): every removed pixel
- * becomes the weighted mean of its 8 neighbours (1/6 edge, 1/12 diagonal),
- * known pixels fixed, i.e. a discrete harmonic fill, plus Gaussian noise so
- * the fill carries no exact trace of the mask's shape. The linear system is
- * solved coarse to fine: a pyramid of known-pixel means seeds each level and
- * Gauss-Seidel sweeps relax it, which converges on large holes in a few
- * sweeps per level where plain relaxation would need thousands.
- * rgb: packed w x h RGB8 (stride 3w), changed in place at removed[i] != 0
- * only; noise_sd in grey levels; deterministic for a seed. Internal (used by
- * `dermlens explain --evaluate` and the tests). */
-int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
-                     dl_error *err);
+/* Noisy linear imputation (ROAD, Rong et al. 2022; infer.h): a discrete
+ * harmonic fill solved coarse to fine, plus seeded Gaussian noise. */
 
 #define DL_IMPUTE_MAX_LEVELS 24
 /* Gauss-Seidel sweeps per pyramid level (more at full size); with the
@@ -570,20 +572,12 @@ int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float n
             }
         gs_sweeps(fv, fk, lw[l], lh[l], l == 0 ? DL_IMPUTE_SWEEPS_FINE : DL_IMPUTE_SWEEPS_COARSE);
     }
-    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
+    uint64_t s = seed;
     for (size_t i = 0; i < n0; i++) {
         if (known[i]) continue;
         for (int c = 0; c < 3; c++) {
             float val = v[i * 3 + c];
-            if (noise_sd > 0.f) {
-                /* Box-Muller from xorshift64 */
-                double u1, u2;
-                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-                u1 = ((s >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-                u2 = (s >> 11) * (1.0 / 9007199254740992.0);
-                val += noise_sd * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-            }
+            if (noise_sd > 0.f) val += noise_sd * (float)dl_rng_normal(&s);
             rgb[i * 3 + c] = (uint8_t)lrintf(val < 0.f ? 0.f : val > 255.f ? 255.f : val);
         }
     }
@@ -614,7 +608,7 @@ static float *last_conv_gate(const dl_graph *g, dl_exec *e, dl_saliency_method m
         free(up);
         return NULL;
     }
-    resize_bilinear(coarse, C->w, C->h, up, mw, mh, (size_t)mw);
+    dl_map_resize(coarse, C->w, C->h, up, mw, mh, (size_t)mw);
     normalise(up, (size_t)mw * mh, false);
     free(coarse);
     return up;
@@ -693,7 +687,7 @@ static float *dihedral_cam(dl_model *m, dl_saliency_method method, unsigned flag
             if (dl_exec_forward(e, xi, -1, err)) goto out;
         }
         if (gradcam_pass(g, e, method, flags, out_node, seed, layer, coarse, err)) goto out;
-        resize_bilinear(coarse, L->w, L->h, up, W, H, (size_t)W);
+        dl_map_resize(coarse, L->w, L->h, up, W, H, (size_t)W);
         normalise(up, n, (flags & DL_EXPLAIN_SIGNED) != 0);
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) acc[dihedral_src(t, x, y, W, H)] += up[(size_t)y * W + x] / n_t;
@@ -910,14 +904,14 @@ static int explain_one(dl_model *m, const uint8_t *rgb, int width, int height, s
         int lx, ly, lw, lh;
         dl_preprocess_letterbox(width, height, m->pre.width, m->pre.height, &lx, &ly, &lw, &lh);
         double sx = (double)mw / m->pre.width, sy = (double)mh / m->pre.height;
-        resize_bilinear_rect(cam, mw, mh, lx * sx, ly * sy, lw * sx, lh * sy, map, width, height, (size_t)width);
+        dl_map_resize_rect(cam, mw, mh, lx * sx, ly * sy, lw * sx, lh * sy, map, width, height, (size_t)width);
     } else if (strcmp(m->pre.resize, "center_crop") == 0) {
         int side = width < height ? width : height;
         int ox = (width - side) / 2, oy = (height - side) / 2;
         memset(map, 0, total * sizeof(float));
-        resize_bilinear(cam, mw, mh, map + (size_t)oy * width + ox, side, side, (size_t)width);
+        dl_map_resize(cam, mw, mh, map + (size_t)oy * width + ox, side, side, (size_t)width);
     } else {
-        resize_bilinear(cam, mw, mh, map, width, height, (size_t)width);
+        dl_map_resize(cam, mw, mh, map, width, height, (size_t)width);
     }
     if (opts->smooth_sigma > 0.f && gaussian_blur(map, width, height, opts->smooth_sigma, err)) goto out;
     normalise(map, total, grad_based && (flags & DL_EXPLAIN_SIGNED));

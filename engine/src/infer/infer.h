@@ -34,9 +34,17 @@ float dl_model_ood_score_of(const dl_model *m, const float *features);
 /* Softmax of logits / t (classify.c). */
 void dl_softmax_temperature(const float *logits, int n, float t, float *probs);
 
-/* Saliency study helpers (explain.c), used by `dermlens explain --evaluate`
- * and the tests. ROAD noisy linear imputation of the pixels where removed[i]
- * is non-zero (filled from their neighbours, plus seeded noise of noise_sd). */
+/* Saliency study helpers (explain.c). Noisy linear imputation (ROAD, Rong et al. 2022): every removed pixel
+ * becomes the weighted mean of its 8 neighbours (1/6 edge, 1/12 diagonal),
+ * known pixels fixed, i.e. a discrete harmonic fill, plus Gaussian noise so
+ * the fill carries no exact trace of the mask's shape. The linear system is
+ * solved coarse to fine: a pyramid of known-pixel means seeds each level and
+ * Gauss-Seidel sweeps relax it, which converges on large holes in a few
+ * sweeps per level where plain relaxation would need thousands.
+ * rgb: packed w x h RGB8 (stride 3w), changed in place at removed[i] != 0
+ * only; noise_sd in grey levels (the noise drawn with dl_rng from seed:
+ * deterministic). Used by the faithfulness study (eval/faithfulness.c) and
+ * the tests. */
 int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float noise_sd, uint64_t seed,
                      dl_error *err);
 /* Study switches for the Grad-CAM family (the faithfulness sweep of

@@ -4,28 +4,23 @@
  * shear 0.2, zoom +-20 %, horizontal flip, nearest fill = edge replicate),
  * plus vertical flip, 90-degree turns and mild colour jitter. */
 #include "train/augment.h"
+#include "base/base.h"
 #include "infer/infer.h"
 
 #include <math.h>
 #include <string.h>
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
+/* Training's stream, kept bit for bit (checkpoints resume it, trained models
+ * depend on it): each draw replaces the state by its SplitMix64 hash. */
 double dl_rand_uniform(uint64_t *state)
 {
-    *state = mix(*state);
-    return (double)(*state >> 11) * (1.0 / 9007199254740992.0);
+    *state = dl_rng_hash(*state);
+    return dl_rng_unit(*state);
 }
 
 uint64_t dl_seed_mix(uint64_t a, uint64_t b)
 {
-    return mix(a ^ mix(b));
+    return dl_rng_hash(a ^ dl_rng_hash(b));
 }
 
 void dl_augment_rgb8(const uint8_t *src, uint8_t *dst, int w, int h, uint64_t seed)

@@ -5,7 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* SplitMix-based deterministic randomness. */
+/* Training's random stream: the SplitMix64 hash (dl_rng_hash) chained on
+ * its own output. dl_seed_mix derives the seed of one image/view/epoch. */
 double dl_rand_uniform(uint64_t *state);
 uint64_t dl_seed_mix(uint64_t a, uint64_t b);
 /* Random affine + flips + turns + colour jitter of a w x h RGB8 image

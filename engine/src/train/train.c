@@ -11,7 +11,7 @@
  * deterministically). */
 #include "train/augment.h"
 #include "infer/infer.h"
-#include "eval/metrics.h"
+#include "eval/eval.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
