@@ -84,8 +84,16 @@ build() {
     [ -f "$STAMP" ] || skip "chroot $ROOT is not prepared"
     [ -f "$src/meson.build" ] || { echo "no meson.build in $src" >&2; exit 1; }
     dst="$ROOT/src/dermlens"
+    # tar keeps the source's mtimes: after a build from another checkout
+    # (another worktree sharing this chroot), older files would not look
+    # changed to ninja and its files would linger. Start clean then.
+    last=$(cat "$ROOT/build/.dermlens-source" 2>/dev/null || true)
+    if [ "$last" != "$(cd "$src" && pwd)" ]; then
+        log "new source tree ($src, was ${last:-none}): clean copy and build"
+        rm -rf "$dst" "$ROOT/build/dermlens"
+    fi
     log "copying $src into $dst"
-    mkdir -p "$dst"
+    mkdir -p "$dst" "$ROOT/build"
     # Copy sources only: other people's build directories and VCS data stay out.
     (cd "$src" && tar -cf - --exclude='./build*' --exclude='./.git' --exclude='./weights/*.partial' .) | \
         (cd "$dst" && tar -xf -)
@@ -96,6 +104,7 @@ build() {
     fi
     # Only what the GIMP test needs: the plug-in and the CLI (the machine may be busy).
     in_chroot ninja -j1 -C /build/dermlens plugin/dermlens cli/dermlens || exit 1
+    (cd "$src" && pwd) > "$ROOT/build/.dermlens-source"
     log "built in $ROOT/build/dermlens"
 }
 
