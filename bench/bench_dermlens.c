@@ -11,8 +11,13 @@
  *       batch-1 classify vs Grad-CAM (dl_explain_rgb8) times, and the engine
  *       work the plug-in does on a 4000 x 3000 layer (classify + Grad-CAM map
  *       at full layer size; GIMP's own overhead excluded)
+ *   bench_dermlens train MODEL BATCH THREADS STEPS
+ *       whole-network training steps (every conv and dense layer trainable:
+ *       forward, softmax cross-entropy with label smoothing 0.1, backward,
+ *       AdamW) on a random batch, 2 warm-up steps, then STEPS timed ones
  */
 #include "formats/formats.h"
+#include "train/optim.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,6 +220,66 @@ static int cmd_extras(char **a)
     return 0;
 }
 
+static int cmd_train(char **a)
+{
+    dl_error err = {0};
+    int batch = atoi(a[1]), threads = atoi(a[2]), steps = atoi(a[3]);
+    if (batch < 1 || batch > 256 || threads < 1 || steps < 1 || steps > 10000) {
+        fprintf(stderr, "bench_dermlens: bad batch/threads/steps\n");
+        return 2;
+    }
+    dl_set_num_threads(threads);
+    dl_model *m = dl_model_load(a[0], &err);
+    if (!m) return die("load", &err);
+    dl_graph *g = &m->graph;
+    for (int i = 0; i < g->n_nodes; i++)
+        g->nodes[i].trainable = (g->nodes[i].op == DL_OP_CONV2D || g->nodes[i].op == DL_OP_DENSE) && g->nodes[i].weight >= 0;
+    dl_exec e;
+    dl_adamw opt;
+    if (dl_exec_init(&e, g, batch, &err) || dl_exec_enable_backward(&e, true, &err) || dl_adamw_init(&opt, g, &err))
+        return die("train setup", &err);
+    e.training = true;
+    const int K = g->nodes[g->output].c;
+    size_t per = dl_node_out_count(&g->nodes[0]);
+    float *x = malloc(sizeof(float) * per * batch), *grad = malloc(sizeof(float) * (size_t)K * batch);
+    int *labels = malloc(sizeof(int) * batch);
+    double *t = malloc(sizeof(double) * steps), *tc = malloc(sizeof(double) * steps);
+    if (!x || !grad || !labels || !t || !tc) return die("out of memory", NULL);
+    unsigned s = 12345;
+    for (size_t i = 0; i < per * batch; i++) {
+        s = s * 1103515245u + 12345u;
+        x[i] = (float)(s >> 8) / 8388608.f - 1.f;
+    }
+    for (int b = 0; b < batch; b++) labels[b] = (b * 7) % K;
+    float loss = 0.f;
+    for (int i = -2; i < steps; i++) {
+        double a0 = now_ms(), c0 = cpu_ms();
+        if (dl_exec_forward(&e, x, g->output, &err)) return die("forward", &err);
+        loss = dl_softmax_xent(batch, K, e.act[g->output], labels, NULL, 0.1f, grad);
+        dl_exec_zero_wgrad(&e);
+        if (dl_exec_backward(&e, g->output, grad, 1, &err)) return die("backward", &err);
+        dl_adamw_step(&opt, g, e.wgrad, 1e-4f, 1e-4f);
+        if (i >= 0) {
+            tc[i] = cpu_ms() - c0;
+            t[i] = now_ms() - a0;
+        }
+    }
+    printf("{\"runtime\": \"dermlens\", \"batch\": %d, \"threads\": %d, \"loss\": %.5f, ", batch, threads, loss);
+    print_times("times_ms", t, steps);
+    printf(", ");
+    print_times("cpu_ms", tc, steps);
+    printf(", \"peak_rss_kb\": %ld}\n", peak_rss_kb());
+    free(t);
+    free(tc);
+    free(x);
+    free(grad);
+    free(labels);
+    dl_adamw_free(&opt);
+    dl_exec_free(&e);
+    dl_model_free(m);
+    return 0;
+}
+
 /* Where the numbers come from: every table names the machine. */
 static long cache_kib(const char *index)
 {
@@ -259,10 +324,12 @@ int main(int argc, char **argv)
     if (argc >= 7 && !strcmp(argv[1], "logits")) return cmd_logits(argv + 2);
     if (argc >= 6 && !strcmp(argv[1], "time")) return cmd_time(argv + 2);
     if (argc >= 8 && !strcmp(argv[1], "extras")) return cmd_extras(argv + 2);
+    if (argc >= 6 && !strcmp(argv[1], "train")) return cmd_train(argv + 2);
     fprintf(stderr,
             "usage: bench_dermlens cpu\n"
             "       bench_dermlens logits MODEL IMAGE.u8 W H OUT.f32\n"
             "       bench_dermlens time MODEL BATCH THREADS REPS\n"
-            "       bench_dermlens extras MODEL IMAGE.u8 W H THREADS REPS\n");
+            "       bench_dermlens extras MODEL IMAGE.u8 W H THREADS REPS\n"
+            "       bench_dermlens train MODEL BATCH THREADS STEPS\n");
     return 2;
 }
