@@ -365,8 +365,8 @@ static void ref_conv_backward(const dl_conv_shape *s, const float *in, const flo
 /* dl_conv2d_backward on random shapes of every path (1x1, im2col,
  * depthwise with kernels 1..5, strides 1..3, odd channel counts; grouped),
  * SAME and VALID, batch 1..3, relu / relu6 / none: each gradient is added
- * to what the buffer held; the depthwise path gives the same bits on 1 and
- * 2 threads. */
+ * to what the buffer held; the AVX-512 depthwise path gives the same bits
+ * on 1 and 2 threads. */
 static void test_conv_backward(int trial)
 {
     dl_conv_shape s;
@@ -400,6 +400,13 @@ static void test_conv_backward(int trial)
         s.kh = s.kw = 3;
         s.sh = s.sw = 1 + trial % 2;
         s.ic = s.oc = s.groups = 37 + 16 * (trial % 3);
+    }
+    if (trial >= 2000) { /* large 1x1: the input gradient on the packed GEMM, split over threads */
+        kind = 0;
+        s.kh = s.kw = s.sh = s.sw = 1;
+        s.groups = 1;
+        s.ic = 37 + trial % 3;
+        s.oc = 53 - trial % 2;
     }
     int pb, pr;
     if (trial % 5 != 0 && kind != 0) {
@@ -507,6 +514,7 @@ int main(void)
         test_pw_dw_banded();
         for (int t = 0; t < 120; t++) test_conv_backward(t);
         for (int t = 1000; t < 1004; t++) test_conv_backward(t);
+        for (int t = 2000; t < 2002; t++) test_conv_backward(t);
     }
     dl_cpu_level_force(-1);
     test_pool_dense_misc();

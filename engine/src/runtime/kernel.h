@@ -38,6 +38,9 @@ int dl_parallel_parts(size_t work, size_t grain);
  * ceil(n/16) panels of [k][16] floats, the last zero-padded. */
 size_t dl_gemm_packed_floats(int n, int k);
 void dl_gemm_pack(int n, int k, const float *w, float *packed);
+/* The same panels from W^T: w is [k][n] (backward: a conv's [oc][ic]
+ * weights give the input gradient's B). */
+void dl_gemm_pack_t(int n, int k, const float *w, float *packed);
 
 /* Fused epilogue: v = act(acc + bias); c = v; if res: c2 = res_act(v + res). */
 typedef struct {
@@ -48,6 +51,7 @@ typedef struct {
     dl_act res_act;
     float *c2;         /* [m][ld_c2], needed when res */
     size_t ld_c2;
+    int accumulate;    /* c += v instead of c = v (backward: gradients add up) */
 } dl_epilogue;
 
 /* C[m][n] (ld_c) = epilogue(A[m][k] (ld_a) x W^T) with W packed. AVX-512

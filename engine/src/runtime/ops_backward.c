@@ -143,8 +143,8 @@ static int conv_is_depthwise(const dl_conv_shape *s)
 
 size_t dl_conv2d_backward_scratch_floats(const dl_conv_shape *s)
 {
-    if (conv_is_pointwise(s))
-        return 0;
+    if (conv_is_pointwise(s)) /* W^T packed for the input gradient */
+        return dl_gemm_packed_floats(s->ic, s->oc);
     if (conv_is_depthwise(s)) {
         /* channel-innermost weights plus one weight-gradient partial per thread */
         return sat_mul(1 + DW_MAX_THREADS,
@@ -336,9 +336,15 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
         if (grad_w)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc, s->ic, m, 1.0f, g, s->oc,
                         in, s->ic, 1.0f, grad_w, s->ic);
-        if (grad_in)
+        if (grad_in && dl_cpu_level() >= DL_ISA_AVX512) {
+            /* the forward's packed GEMM, adding into grad_in in its epilogue */
+            dl_epilogue ep = {.act = DL_ACT_NONE, .accumulate = 1};
+            dl_gemm_pack_t(s->ic, s->oc, w, scratch);
+            dl_gemm_packed(m, s->ic, s->oc, g, (size_t)s->oc, scratch, grad_in, (size_t)s->ic, &ep);
+        } else if (grad_in) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, s->ic, s->oc, 1.0f, g, s->oc,
                         w, s->ic, 1.0f, grad_in, s->ic);
+        }
         return;
     }
     if (conv_is_depthwise(s)) {
