@@ -85,14 +85,32 @@ static void check_packed_residual(const dl_conv_shape *s, const float *in, const
     free(packed); free(res); free(o1); free(o2);
 }
 
-static void test_conv(int trial)
+/* The output size and padding: TF SAME, or VALID (kernel clipped to the
+ * input). */
+static void set_padding(dl_conv_shape *s, bool same)
+{
+    int pb, pr;
+    if (same) {
+        dl_same_padding(s->ih, s->kh, s->sh, &s->oh, &s->pt, &pb);
+        dl_same_padding(s->iw, s->kw, s->sw, &s->ow, &s->pl, &pr);
+    } else {
+        if (s->kh > s->ih) s->kh = s->ih;
+        if (s->kw > s->iw) s->kw = s->iw;
+        s->pt = s->pl = 0;
+        s->oh = (s->ih - s->kh) / s->sh + 1;
+        s->ow = (s->iw - s->kw) / s->sw + 1;
+    }
+}
+
+/* A random convolution of kind 0 pointwise, 1 im2col, 2 depthwise, 3
+ * grouped (padding not set). */
+static dl_conv_shape rand_conv(int kind, int max_hw)
 {
     dl_conv_shape s;
     memset(&s, 0, sizeof s);
-    int kind = trial % 4; /* 0 pointwise, 1 im2col, 2 depthwise, 3 grouped */
     s.n = 1 + (int)tu_rand(&seed, 0, 3);
-    s.ih = 1 + (int)tu_rand(&seed, 0, 17);
-    s.iw = 1 + (int)tu_rand(&seed, 0, 17);
+    s.ih = 1 + (int)tu_rand(&seed, 0, max_hw);
+    s.iw = 1 + (int)tu_rand(&seed, 0, max_hw);
     s.kh = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 5);
     s.kw = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 5);
     s.sh = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 3);
@@ -110,18 +128,15 @@ static void test_conv(int trial)
         s.ic = 1 + (int)tu_rand(&seed, 0, 48);
         s.oc = 1 + (int)tu_rand(&seed, 0, 48);
     }
+    return s;
+}
+
+static void test_conv(int trial)
+{
+    int kind = trial % 4;
+    dl_conv_shape s = rand_conv(kind, 17);
     bool same = trial % 3 != 0 && kind != 0;
-    int pb, pr;
-    if (same) {
-        dl_same_padding(s.ih, s.kh, s.sh, &s.oh, &s.pt, &pb);
-        dl_same_padding(s.iw, s.kw, s.sw, &s.ow, &s.pl, &pr);
-    } else {
-        if (s.kh > s.ih) s.kh = s.ih;
-        if (s.kw > s.iw) s.kw = s.iw;
-        s.pt = s.pl = 0;
-        s.oh = (s.ih - s.kh) / s.sh + 1;
-        s.ow = (s.iw - s.kw) / s.sw + 1;
-    }
+    set_padding(&s, same);
     size_t in_n = (size_t)s.n * s.ih * s.iw * s.ic, out_n = (size_t)s.n * s.oh * s.ow * s.oc;
     float *in = rnd(in_n), *w = rnd((size_t)s.oc * s.kh * s.kw * (s.ic / s.groups)), *b = rnd(s.oc);
     float *out = rnd(out_n), *ref = rnd(out_n);
@@ -369,29 +384,10 @@ static void ref_conv_backward(const dl_conv_shape *s, const float *in, const flo
  * on 1 and 2 threads. */
 static void test_conv_backward(int trial)
 {
-    dl_conv_shape s;
-    memset(&s, 0, sizeof s);
-    int kind = trial % 4; /* 0 pointwise, 1 im2col, 2 depthwise, 3 grouped */
-    s.n = 1 + (int)tu_rand(&seed, 0, 3);
-    s.ih = 1 + (int)tu_rand(&seed, 0, 19);
-    s.iw = 1 + (int)tu_rand(&seed, 0, 21);
-    s.kh = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 5);
-    s.kw = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 5);
+    int kind = trial % 4;
+    dl_conv_shape s = rand_conv(kind, 19);
+    s.act = (dl_act)(s.act % 3); /* the reference knows none / relu / relu6 */
     if (kind == 2 && trial % 3 == 0) s.kh = s.kw = 3;
-    s.sh = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 3);
-    s.sw = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 3);
-    s.act = (dl_act)((int)tu_rand(&seed, 0, 3) % 3);
-    if (kind == 2) {
-        s.ic = s.oc = s.groups = 2 + (int)tu_rand(&seed, 0, 40);
-    } else if (kind == 3) {
-        s.groups = 2 + (int)tu_rand(&seed, 0, 3);
-        s.ic = s.groups * (1 + (int)tu_rand(&seed, 0, 5));
-        s.oc = s.groups * (1 + (int)tu_rand(&seed, 0, 5));
-    } else {
-        s.groups = 1;
-        s.ic = 1 + (int)tu_rand(&seed, 0, 48);
-        s.oc = 1 + (int)tu_rand(&seed, 0, 48);
-    }
     if (trial >= 1000) { /* large maps: the depthwise backward runs in several L2 bands */
         kind = 2;
         s.n = 2;
@@ -408,16 +404,7 @@ static void test_conv_backward(int trial)
         s.ic = 37 + trial % 3;
         s.oc = 53 - trial % 2;
     }
-    int pb, pr;
-    if (trial % 5 != 0 && kind != 0) {
-        dl_same_padding(s.ih, s.kh, s.sh, &s.oh, &s.pt, &pb);
-        dl_same_padding(s.iw, s.kw, s.sw, &s.ow, &s.pl, &pr);
-    } else {
-        if (s.kh > s.ih) s.kh = s.ih;
-        if (s.kw > s.iw) s.kw = s.iw;
-        s.oh = (s.ih - s.kh) / s.sh + 1;
-        s.ow = (s.iw - s.kw) / s.sw + 1;
-    }
+    set_padding(&s, trial % 5 != 0 && kind != 0);
     size_t in_n = (size_t)s.n * s.ih * s.iw * s.ic, out_n = (size_t)s.n * s.oh * s.ow * s.oc;
     size_t w_n = (size_t)s.oc * s.kh * s.kw * (s.ic / s.groups);
     float *in = rnd(in_n), *w = rnd(w_n), *b = rnd(s.oc), *out = rnd(out_n), *g = rnd(out_n);
