@@ -220,6 +220,53 @@ def peak_rss_kb():
 
 # ------------------------------------------------------------------ main
 
+def train_rows(net, driver, model, batch, threads, rounds, steps, use_cpu):
+    """One whole-network training step (forward, cross-entropy with label
+    smoothing 0.1, backward, AdamW) on a random batch: DermLens' driver
+    against the same graph in PyTorch, alternating, medians per step."""
+    H, W, C = net.in_hwc
+    params = [p for wb in net.params.values() for p in wb if p is not None]
+    for p in params:
+        p.requires_grad_(True)
+    net.train()
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+    lossf = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    x = torch.from_numpy(np.random.default_rng(2).uniform(-1, 1, (batch, C, H, W)).astype(np.float32))
+    rows = []
+    for t in threads:
+        torch.set_num_threads(t)
+        logits = net(x)
+        labels = torch.arange(batch) * 7 % logits.shape[1]
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            lossf(net(x), labels).backward()
+            opt.step()
+        step()
+        times = {'dermlens': [], 'pytorch': []}
+        clock = time.process_time if use_cpu else time.perf_counter
+        for r in range(rounds):
+            for who in (['dermlens', 'pytorch'] if r % 2 == 0 else ['pytorch', 'dermlens']):
+                if who == 'dermlens':
+                    j = run_json([driver, 'train', model, str(batch), str(t), str(steps)])
+                    times[who] += j['cpu_ms' if use_cpu else 'times_ms']
+                else:
+                    for _ in range(steps):
+                        a = clock()
+                        step()
+                        times[who].append((clock() - a) * 1e3)
+        d, p = batch / (med(times['dermlens']) / 1e3), batch / (med(times['pytorch']) / 1e3)
+        line = (f'training step (batch {batch}, {t} thread{"s" if t != 1 else ""}): DermLens {d:.1f} img/s, '
+                f'PyTorch {p:.1f} img/s, {d / p:.2f} x PyTorch')
+        print(line, flush=True)
+        rows.append({'batch': batch, 'threads': t, 'dermlens_img_s': d, 'pytorch_img_s': p, 'line': line,
+                     'n': {k: len(v) for k, v in times.items()}})
+    for p in params:
+        p.requires_grad_(False)
+    net.eval()
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument('--model')
@@ -242,6 +289,9 @@ def main():
     ap.add_argument('--check-only', action='store_true')
     ap.add_argument('--quick', action='store_true',
                     help='a smoke run: batch 1 only, 3 rounds x 5 runs (numbers only indicative)')
+    ap.add_argument('--train-batch', type=int, default=32, help='training-step rows: batch (0: no training rows)')
+    ap.add_argument('--train-steps', type=int, default=3, help='timed training steps per contender per round')
+    ap.add_argument('--train-only', action='store_true', help='after the agreement check, only the training rows')
     ap.add_argument('--cpu', action='store_true',
                     help='time with process CPU time (all threads) instead of wall time: use on a shared '
                          'machine, where wall time mostly measures waiting for a core')
@@ -314,6 +364,12 @@ def main():
     print(f'OK: all three agree within {tol:.3e}')
     results = {'model': name, 'gflop_per_image': gflop, 'agreement': diffs, 'top1': top, 'rows': []}
     if args.check_only:
+        return
+    if args.train_only:
+        print(f'on: {machine}; {"process CPU time, all threads" if args.cpu else "wall time"}, medians of '
+              f'{args.rounds} alternating rounds x {args.train_steps} steps')
+        train_rows(net, args.driver, args.model, args.train_batch, [int(t) for t in args.threads.split(',')],
+                   args.rounds, args.train_steps, args.cpu)
         return
 
     # ---------------- timing, contenders alternated within every round
@@ -389,6 +445,10 @@ def main():
           f'PyTorch (safetensors + module) {med(loads["pytorch"]):.1f} ms')
     print(f'peak RSS (whole process, largest batch): DermLens {rss["dermlens"] / 1024:.0f} MiB, ORT (node) '
           f'{rss["onnxruntime"] / 1024:.0f} MiB, PyTorch (python) {rss["pytorch"] / 1024:.0f} MiB')
+    if args.train_batch > 0 and not args.torchvision and not args.quick:
+        print(f'whole-network training step, medians of {args.rounds} alternating rounds x {args.train_steps} steps:')
+        results['training'] = train_rows(net, args.driver, args.model, args.train_batch, threads, args.rounds,
+                                         args.train_steps, args.cpu)
     results['load_ms'] = {k: med(v) for k, v in loads.items()}
     results['peak_rss_kb'] = rss
     if args.json_out:

@@ -11,6 +11,10 @@
  *       batch-1 classify vs Grad-CAM (dl_explain_rgb8) times, and the engine
  *       work the plug-in does on a 4000 x 3000 layer (classify + Grad-CAM map
  *       at full layer size; GIMP's own overhead excluded)
+ *   bench_dermlens train MODEL BATCH THREADS STEPS
+ *       whole-network training steps (every conv and dense layer trainable:
+ *       forward, softmax cross-entropy with label smoothing 0.1, backward,
+ *       AdamW) on a random batch, 2 warm-up steps, then STEPS timed ones
  */
 #include "dermlens.h"
 #include "dermlens_io.h"
@@ -212,6 +216,42 @@ static int cmd_extras(char **a)
     return 0;
 }
 
+static int cmd_train(char **a)
+{
+    dl_error err = {0};
+    int batch = atoi(a[1]), threads = atoi(a[2]), steps = atoi(a[3]);
+    if (batch < 1 || batch > 256 || threads < 1 || steps < 1 || steps > 10000) {
+        fprintf(stderr, "bench_dermlens: bad batch/threads/steps\n");
+        return 2;
+    }
+    dl_set_num_threads(threads);
+    dl_model *m = dl_model_load(a[0], &err);
+    if (!m) return die("load", &err);
+    dl_train_step_runner *r = dl_train_step_runner_new(m, batch, &err);
+    if (!r) return die("train setup", &err);
+    double *t = malloc(sizeof(double) * steps), *tc = malloc(sizeof(double) * steps);
+    if (!t || !tc) return die("out of memory", NULL);
+    float loss = 0.f;
+    for (int i = -2; i < steps; i++) { /* two warm-up steps */
+        double a0 = now_ms(), c0 = cpu_ms();
+        if (dl_train_step_runner_run(r, &loss, &err)) return die("step", &err);
+        if (i >= 0) {
+            tc[i] = cpu_ms() - c0;
+            t[i] = now_ms() - a0;
+        }
+    }
+    printf("{\"runtime\": \"dermlens\", \"batch\": %d, \"threads\": %d, \"loss\": %.5f, ", batch, threads, loss);
+    print_times("times_ms", t, steps);
+    printf(", ");
+    print_times("cpu_ms", tc, steps);
+    printf(", \"peak_rss_kb\": %ld}\n", peak_rss_kb());
+    free(t);
+    free(tc);
+    dl_train_step_runner_free(r);
+    dl_model_free(m);
+    return 0;
+}
+
 /* Where the numbers come from: every table names the machine. */
 static long cache_kib(const char *index)
 {
@@ -256,10 +296,12 @@ int main(int argc, char **argv)
     if (argc >= 7 && !strcmp(argv[1], "logits")) return cmd_logits(argv + 2);
     if (argc >= 6 && !strcmp(argv[1], "time")) return cmd_time(argv + 2);
     if (argc >= 8 && !strcmp(argv[1], "extras")) return cmd_extras(argv + 2);
+    if (argc >= 6 && !strcmp(argv[1], "train")) return cmd_train(argv + 2);
     fprintf(stderr,
             "usage: bench_dermlens cpu\n"
             "       bench_dermlens logits MODEL IMAGE.u8 W H OUT.f32\n"
             "       bench_dermlens time MODEL BATCH THREADS REPS\n"
-            "       bench_dermlens extras MODEL IMAGE.u8 W H THREADS REPS\n");
+            "       bench_dermlens extras MODEL IMAGE.u8 W H THREADS REPS\n"
+            "       bench_dermlens train MODEL BATCH THREADS STEPS\n");
     return 2;
 }

@@ -18,7 +18,10 @@
 #   5. times batch 1 and 8 x 1 and 2 threads, alternating the contenders in
 #      every round, medians; prints ms/image, GFLOP/s, peer/DermLens ratios,
 #      Grad-CAM cost, plug-in engine time on a 4000x3000 layer, load time,
-#      peak RSS. Raw numbers go to bench/out/results.json;
+#      peak RSS, and one whole-network training step (batch 32, AdamW,
+#      label-smoothed cross-entropy) per thread count, DermLens against
+#      PyTorch alternating: `training step (batch 32, N threads): ...`.
+#      Raw numbers go to bench/out/results.json;
 #   6. without MODEL, also the imported rows: torchvision resnet50 and
 #      efficientnet_b0 (seeded random weights) exported to ONNX by PyTorch
 #      (bench/out/ARCH.onnx), converted by `dermlens import`, and timed against
@@ -27,7 +30,8 @@
 #      raw numbers in bench/out/results-ARCH.json. `--imported` runs only
 #      these rows (needs Debian's python3-torchvision too).
 # Options after `--` go to bench/bench.py, e.g. `-- --rounds 9 --reps 20`,
-# `-- --check-only`, `-- --quick` (batch 1 only, few runs: a smoke test) or
+# `-- --check-only`, `-- --train-only` (the agreement check, then only the
+# training rows), `-- --quick` (batch 1 only, few runs: a smoke test) or
 # `-- --cpu` (process CPU time instead of wall time). The machine should be
 # otherwise idle: wall times taken under load are only indicative (--cpu is
 # the fairer comparison on a shared machine, still inflated by cache and

@@ -4,7 +4,10 @@
  * explicit and TF-SAME padding, strides, batch > 1 and every activation,
  * with and without pre-packed weights and a fused residual add, at every
  * instruction-set level this CPU has (AVX-512, AVX2, portable); results
- * must not depend on the thread count; pooling, dense, add, pad, softmax. */
+ * must not depend on the thread count; pooling, dense, add, pad, softmax.
+ * The convolution backward (every path, fused activation and bias
+ * gradients, accumulation into the gradients) against a plain reference at
+ * every level too (tests/test_gradcheck.c checks it numerically). */
 #include "testutil.h"
 #include "dermlens_test.h"
 
@@ -82,14 +85,32 @@ static void check_packed_residual(const dl_conv_shape *s, const float *in, const
     free(packed); free(res); free(o1); free(o2);
 }
 
-static void test_conv(int trial)
+/* The output size and padding: TF SAME, or VALID (kernel clipped to the
+ * input). */
+static void set_padding(dl_conv_shape *s, bool same)
+{
+    int pb, pr;
+    if (same) {
+        dl_same_padding(s->ih, s->kh, s->sh, &s->oh, &s->pt, &pb);
+        dl_same_padding(s->iw, s->kw, s->sw, &s->ow, &s->pl, &pr);
+    } else {
+        if (s->kh > s->ih) s->kh = s->ih;
+        if (s->kw > s->iw) s->kw = s->iw;
+        s->pt = s->pl = 0;
+        s->oh = (s->ih - s->kh) / s->sh + 1;
+        s->ow = (s->iw - s->kw) / s->sw + 1;
+    }
+}
+
+/* A random convolution of kind 0 pointwise, 1 im2col, 2 depthwise, 3
+ * grouped (padding not set). */
+static dl_conv_shape rand_conv(int kind, int max_hw)
 {
     dl_conv_shape s;
     memset(&s, 0, sizeof s);
-    int kind = trial % 4; /* 0 pointwise, 1 im2col, 2 depthwise, 3 grouped */
     s.n = 1 + (int)tu_rand(&seed, 0, 3);
-    s.ih = 1 + (int)tu_rand(&seed, 0, 17);
-    s.iw = 1 + (int)tu_rand(&seed, 0, 17);
+    s.ih = 1 + (int)tu_rand(&seed, 0, max_hw);
+    s.iw = 1 + (int)tu_rand(&seed, 0, max_hw);
     s.kh = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 5);
     s.kw = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 5);
     s.sh = kind == 0 ? 1 : 1 + (int)tu_rand(&seed, 0, 3);
@@ -107,18 +128,15 @@ static void test_conv(int trial)
         s.ic = 1 + (int)tu_rand(&seed, 0, 48);
         s.oc = 1 + (int)tu_rand(&seed, 0, 48);
     }
+    return s;
+}
+
+static void test_conv(int trial)
+{
+    int kind = trial % 4;
+    dl_conv_shape s = rand_conv(kind, 17);
     bool same = trial % 3 != 0 && kind != 0;
-    int pb, pr;
-    if (same) {
-        dl_same_padding(s.ih, s.kh, s.sh, &s.oh, &s.pt, &pb);
-        dl_same_padding(s.iw, s.kw, s.sw, &s.ow, &s.pl, &pr);
-    } else {
-        if (s.kh > s.ih) s.kh = s.ih;
-        if (s.kw > s.iw) s.kw = s.iw;
-        s.pt = s.pl = 0;
-        s.oh = (s.ih - s.kh) / s.sh + 1;
-        s.ow = (s.iw - s.kw) / s.sw + 1;
-    }
+    set_padding(&s, same);
     size_t in_n = (size_t)s.n * s.ih * s.iw * s.ic, out_n = (size_t)s.n * s.oh * s.ow * s.oc;
     float *in = rnd(in_n), *w = rnd((size_t)s.oc * s.kh * s.kw * (s.ic / s.groups)), *b = rnd(s.oc);
     float *out = rnd(out_n), *ref = rnd(out_n);
@@ -329,6 +347,105 @@ static void test_threads_identical(void)
     dl_set_num_threads(0);
 }
 
+/* Reference backward of any convolution: g is dL/d(output after act), out
+ * the forward output (relu / relu6 / none); accumulates like the kernels. */
+static void ref_conv_backward(const dl_conv_shape *s, const float *in, const float *w, const float *out,
+                              const float *g, double *gin, double *gw, double *gb)
+{
+    int icg = s->ic / s->groups, ocg = s->oc / s->groups;
+    for (int n = 0; n < s->n; n++)
+        for (int oy = 0; oy < s->oh; oy++)
+            for (int ox = 0; ox < s->ow; ox++)
+                for (int o = 0; o < s->oc; o++) {
+                    size_t oi = (((size_t)n * s->oh + oy) * s->ow + ox) * s->oc + o;
+                    double y = out[oi], d = g[oi];
+                    if (s->act == DL_ACT_RELU) d = y > 0 ? d : 0;
+                    if (s->act == DL_ACT_RELU6) d = y > 0 && y < 6 ? d : 0;
+                    gb[o] += d;
+                    int gr = o / ocg;
+                    for (int ky = 0; ky < s->kh; ky++)
+                        for (int kx = 0; kx < s->kw; kx++) {
+                            int iy = oy * s->sh - s->pt + ky, ix = ox * s->sw - s->pl + kx;
+                            if (iy < 0 || iy >= s->ih || ix < 0 || ix >= s->iw) continue;
+                            for (int i = 0; i < icg; i++) {
+                                size_t ii = (((size_t)n * s->ih + iy) * s->iw + ix) * s->ic + gr * icg + i;
+                                size_t wi = (((size_t)o * s->kh + ky) * s->kw + kx) * icg + i;
+                                gw[wi] += d * in[ii];
+                                gin[ii] += d * w[wi];
+                            }
+                        }
+                }
+}
+
+/* dl_conv2d_backward on random shapes of every path (1x1, im2col,
+ * depthwise with kernels 1..5, strides 1..3, odd channel counts; grouped),
+ * SAME and VALID, batch 1..3, relu / relu6 / none: each gradient is added
+ * to what the buffer held; the AVX-512 depthwise path gives the same bits
+ * on 1 and 2 threads. */
+static void test_conv_backward(int trial)
+{
+    int kind = trial % 4;
+    dl_conv_shape s = rand_conv(kind, 19);
+    s.act = (dl_act)(s.act % 3); /* the reference knows none / relu / relu6 */
+    if (kind == 2 && trial % 3 == 0) s.kh = s.kw = 3;
+    if (trial >= 1000) { /* large maps: the depthwise backward runs in several L2 bands */
+        kind = 2;
+        s.n = 2;
+        s.ih = 150 + trial % 7;
+        s.iw = 160 - trial % 5;
+        s.kh = s.kw = 3;
+        s.sh = s.sw = 1 + trial % 2;
+        s.ic = s.oc = s.groups = 37 + 16 * (trial % 3);
+    }
+    if (trial >= 2000) { /* large 1x1: the input gradient on the packed GEMM, split over threads */
+        kind = 0;
+        s.kh = s.kw = s.sh = s.sw = 1;
+        s.groups = 1;
+        s.ic = 37 + trial % 3;
+        s.oc = 53 - trial % 2;
+    }
+    set_padding(&s, trial % 5 != 0 && kind != 0);
+    size_t in_n = (size_t)s.n * s.ih * s.iw * s.ic, out_n = (size_t)s.n * s.oh * s.ow * s.oc;
+    size_t w_n = (size_t)s.oc * s.kh * s.kw * (s.ic / s.groups);
+    float *in = rnd(in_n), *w = rnd(w_n), *b = rnd(s.oc), *out = rnd(out_n), *g = rnd(out_n);
+    for (size_t i = 0; i < in_n; i++) in[i] *= 4; /* reach relu6's upper clip */
+    float *scratch = rnd(dl_conv2d_scratch_floats(&s) + dl_conv2d_backward_scratch_floats(&s) + 1);
+    dl_conv2d_forward(&s, in, w, b, out, scratch);
+    double *rgi = calloc(in_n, sizeof(double)), *rgw = calloc(w_n, sizeof(double)), *rgb = calloc(s.oc, sizeof(double));
+    ref_conv_backward(&s, in, w, out, g, rgi, rgw, rgb);
+    float *gi[2], *gw[2], *gb[2], *gcopy = rnd(out_n);
+    for (int k = 0; k < 2; k++) {
+        uint64_t s0 = 777; /* the same starting values both times */
+        gi[k] = malloc(sizeof(float) * in_n); gw[k] = malloc(sizeof(float) * w_n); gb[k] = malloc(sizeof(float) * s.oc);
+        for (size_t i = 0; i < in_n; i++) gi[k][i] = tu_rand(&s0, -1.f, 1.f);
+        for (size_t i = 0; i < w_n; i++) gw[k][i] = tu_rand(&s0, -1.f, 1.f);
+        for (int i = 0; i < s.oc; i++) gb[k][i] = tu_rand(&s0, -1.f, 1.f);
+        memcpy(gcopy, g, sizeof(float) * out_n);
+        dl_set_num_threads(1 + k);
+        dl_conv2d_backward(&s, in, w, out, NULL, gcopy, gi[k], gw[k], gb[k], scratch);
+    }
+    dl_set_num_threads(0);
+    uint64_t s0 = 777;
+    double di = 0, dw = 0, db = 0, scale = 1;
+    for (int i = 0; i < s.kh * s.kw * s.ic / s.groups; i++) scale += 1; /* sums grow with the fan-in */
+    for (size_t i = 0; i < in_n; i++) di = fmax(di, fabs(gi[0][i] - (tu_rand(&s0, -1.f, 1.f) + rgi[i])));
+    for (size_t i = 0; i < w_n; i++) dw = fmax(dw, fabs(gw[0][i] - (tu_rand(&s0, -1.f, 1.f) + rgw[i])));
+    for (int i = 0; i < s.oc; i++) db = fmax(db, fabs(gb[0][i] - (tu_rand(&s0, -1.f, 1.f) + rgb[i])));
+    double pix = (double)s.n * s.oh * s.ow;
+    CHECK(di < 1e-5 * scale * 4 && dw < 1e-5 * pix * 4 && db < 1e-5 * pix,
+          "backward trial %d kind %d n%d %dx%dx%d k%dx%d s%dx%d g%d oc%d act %s: grad_in %g grad_w %g grad_b %g",
+          trial, kind, s.n, s.ih, s.iw, s.ic, s.kh, s.kw, s.sh, s.sw, s.groups, s.oc, dl_act_name(s.act), di, dw, db);
+    /* the AVX-512 depthwise backward splits channels: the same bits for any
+     * thread count (elsewhere OpenBLAS or per-thread partials: reproducible
+     * per thread count only) */
+    CHECK(kind != 2 || dl_cpu_level() < DL_ISA_AVX512 ||
+              (memcmp(gi[0], gi[1], sizeof(float) * in_n) == 0 && memcmp(gw[0], gw[1], sizeof(float) * w_n) == 0 &&
+               memcmp(gb[0], gb[1], sizeof(float) * s.oc) == 0),
+          "backward trial %d kind %d: 1 and 2 threads differ", trial, kind);
+    for (int k = 0; k < 2; k++) { free(gi[k]); free(gw[k]); free(gb[k]); }
+    free(in); free(w); free(b); free(out); free(g); free(gcopy); free(scratch); free(rgi); free(rgw); free(rgb);
+}
+
 /* 1x1 -> depthwise in bands (the executor's path for large maps) must
  * equal the two convolutions run one after the other, bit for bit, also
  * with VALID padding where the last pw row is read by no window. */
@@ -382,6 +499,9 @@ int main(void)
         test_depthwise_3x3();
         test_threads_identical();
         test_pw_dw_banded();
+        for (int t = 0; t < 120; t++) test_conv_backward(t);
+        for (int t = 1000; t < 1004; t++) test_conv_backward(t);
+        for (int t = 2000; t < 2002; t++) test_conv_backward(t);
     }
     dl_cpu_level_force(-1);
     test_pool_dense_misc();

@@ -61,6 +61,20 @@ void dl_conv_bench_run(dl_conv_bench *b);
 int dl_conv_bench_run_blas(dl_conv_bench *b);
 void dl_conv_bench_free(dl_conv_bench *b);
 
+/* ------------------------------------------------------------ one training step */
+
+/* A whole-network training step as `dermlens train` runs stage 2 with --cut
+ * input: every convolution and dense layer trainable, softmax cross-entropy
+ * with label smoothing 0.1, backward, dl_train's AdamW (lr 1e-4, weight
+ * decay 1e-4), at `batch` fixed pseudo-random inputs and labels. It trains
+ * the model's own weights: use a model loaded for this. The model must
+ * outlive the runner. */
+typedef struct dl_train_step_runner dl_train_step_runner;
+dl_train_step_runner *dl_train_step_runner_new(dl_model *m, int batch, dl_error *err); /* free with _free */
+/* One step; *loss (may be NULL) gets the batch's mean loss. */
+int dl_train_step_runner_run(dl_train_step_runner *r, float *loss, dl_error *err);
+void dl_train_step_runner_free(dl_train_step_runner *r);
+
 #ifdef __cplusplus
 }
 #endif

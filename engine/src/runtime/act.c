@@ -8,12 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define DL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DL_CLONES
-#endif
-
 static const char *const act_names[] = {"none", "relu", "relu6", "hswish", "silu", "sigmoid", "hsigmoid"};
 #define N_ACTS ((int)(sizeof act_names / sizeof act_names[0]))
 

@@ -18,6 +18,8 @@ enum { DL_ISA_PORTABLE = 0, DL_ISA_AVX2 = 1, DL_ISA_AVX512 = 2 };
 int dl_cpu_level(void);
 /* Tests: cap the level (-1: back to automatic). */
 void dl_cpu_level_force(int level);
+/* Per-core L2 size in bytes (sysconf, else sysfs, else 1 MiB): blocking. */
+size_t dl_cpu_l2_bytes(void);
 
 /* ---------------------------------------------------------------- pool */
 
@@ -36,6 +38,9 @@ int dl_parallel_parts(size_t work, size_t grain);
  * ceil(n/16) panels of [k][16] floats, the last zero-padded. */
 size_t dl_gemm_packed_floats(int n, int k);
 void dl_gemm_pack(int n, int k, const float *w, float *packed);
+/* The same panels from W^T: w is [k][n] (backward: a conv's [oc][ic]
+ * weights give the input gradient's B). */
+void dl_gemm_pack_t(int n, int k, const float *w, float *packed);
 
 /* Fused epilogue: v = act(acc + bias); c = v; if res: c2 = res_act(v + res). */
 typedef struct {
@@ -46,6 +51,7 @@ typedef struct {
     dl_act res_act;
     float *c2;         /* [m][ld_c2], needed when res */
     size_t ld_c2;
+    int accumulate;    /* c += v instead of c = v (backward: gradients add up) */
 } dl_epilogue;
 
 /* C[m][n] (ld_c) = epilogue(A[m][k] (ld_a) x W^T) with W packed. AVX-512
@@ -62,5 +68,15 @@ void dl_depthwise_image(const dl_conv_shape *s, const float *in, const float *wt
 /* Output rows [oy0, oy1) only (out still points at the image's row 0). */
 void dl_depthwise_rows(const dl_conv_shape *s, const float *in, const float *wt, const float *bias,
                        float *out, int oy0, int oy1);
+
+/* Depthwise backward (any kernel, stride and padding), AVX-512:
+ * ACCUMULATES the input gradient (NHWC, like in) and the weight gradient
+ * (grad_w [c][kh][kw], the model's layout) from g = dL/d(pre-activation);
+ * wt is [kh][kw][c]; acc is kh*kw*c floats of scratch. Either gradient may
+ * be NULL. Bands of rows sized to L2, threaded over blocks of 16 channels,
+ * so the result does not depend on the thread count. Returns -1 (nothing
+ * written) when this CPU has no such path. */
+int dl_depthwise_backward(const dl_conv_shape *s, const float *in, const float *wt, const float *g,
+                          float *grad_in, float *grad_w, float *acc);
 
 #endif

@@ -293,6 +293,227 @@ AVX2 static void dw_rows_avx2(const dw_job *j, int oy0, int oy1)
     }
 }
 
+/* ---------------------------------------------------------------- backward, AVX-512 */
+
+typedef struct {
+    const dl_conv_shape *s;
+    const float *in, *wt, *g;
+    float *grad_in;
+    float *acc;      /* [kh*kw][c] weight-gradient sums, or NULL */
+    int band;        /* output rows per band */
+} dwb_job;
+
+/* Weight gradient, 3x3, channels [c, c+16), output rows [oy0, oy1) of image
+ * b: the nine sums stay in registers for the band. */
+AVX512 static void dwb_w33(const dwb_job *j, int b, int c, __mmask16 m, int oy0, int oy1)
+{
+    const dl_conv_shape *s = j->s;
+    const size_t C = (size_t)s->ic;
+    float *A = j->acc + c;
+    /* masked: the tail block's lanes past C are the next tap's channels */
+#define LD(k) _mm512_maskz_loadu_ps(m, A + (k) * C)
+    __m512 a0 = LD(0), a1 = LD(1), a2 = LD(2), a3 = LD(3), a4 = LD(4), a5 = LD(5), a6 = LD(6), a7 = LD(7), a8 = LD(8);
+#undef LD
+    const float *img = j->in + (size_t)b * s->ih * s->iw * C + c;
+    int xa, xb;
+    interior_cols(s, &xa, &xb);
+    const size_t step = (size_t)s->sw * C;
+    for (int oy = oy0; oy < oy1; oy++) {
+        const float *go = j->g + (((size_t)b * s->oh + oy) * s->ow) * C + c;
+        int iy = oy * s->sh - s->pt;
+        /* a row in the padding reads row 0 with gradient zero: same sums */
+        const bool ok0 = iy >= 0 && iy < s->ih, ok1 = iy + 1 >= 0 && iy + 1 < s->ih, ok2 = iy + 2 >= 0 && iy + 2 < s->ih;
+        const float *r0 = img + (size_t)(ok0 ? iy : 0) * s->iw * C, *r1 = img + (size_t)(ok1 ? iy + 1 : 0) * s->iw * C,
+                    *r2 = img + (size_t)(ok2 ? iy + 2 : 0) * s->iw * C;
+        const __mmask16 m0 = ok0 ? m : 0, m1 = ok1 ? m : 0, m2 = ok2 ? m : 0;
+        size_t off = (size_t)(xa * s->sw - s->pl) * C;
+        for (int ox = xa; ox < xb; ox++, off += step) {
+            const float *p0 = r0 + off, *p1 = r1 + off, *p2 = r2 + off;
+            const __m512 g0 = _mm512_maskz_loadu_ps(m0, go + (size_t)ox * C);
+            const __m512 g1 = _mm512_maskz_loadu_ps(m1, go + (size_t)ox * C);
+            const __m512 g2 = _mm512_maskz_loadu_ps(m2, go + (size_t)ox * C);
+            a0 = _mm512_fmadd_ps(g0, _mm512_maskz_loadu_ps(m0, p0), a0);
+            a1 = _mm512_fmadd_ps(g0, _mm512_maskz_loadu_ps(m0, p0 + C), a1);
+            a2 = _mm512_fmadd_ps(g0, _mm512_maskz_loadu_ps(m0, p0 + 2 * C), a2);
+            a3 = _mm512_fmadd_ps(g1, _mm512_maskz_loadu_ps(m1, p1), a3);
+            a4 = _mm512_fmadd_ps(g1, _mm512_maskz_loadu_ps(m1, p1 + C), a4);
+            a5 = _mm512_fmadd_ps(g1, _mm512_maskz_loadu_ps(m1, p1 + 2 * C), a5);
+            a6 = _mm512_fmadd_ps(g2, _mm512_maskz_loadu_ps(m2, p2), a6);
+            a7 = _mm512_fmadd_ps(g2, _mm512_maskz_loadu_ps(m2, p2 + C), a7);
+            a8 = _mm512_fmadd_ps(g2, _mm512_maskz_loadu_ps(m2, p2 + 2 * C), a8);
+        }
+        /* edge columns: taps outside the row are skipped */
+        for (int ox = 0; ox < s->ow; ox++) {
+            if (ox == xa && xa < xb) ox = xb;
+            if (ox >= s->ow) break;
+            const int ix0 = ox * s->sw - s->pl;
+            const __m512 gv = _mm512_maskz_loadu_ps(m, go + (size_t)ox * C);
+            __m512 *acc9[9] = {&a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8};
+            const float *rr[3] = {r0, r1, r2};
+            const bool ok[3] = {ok0, ok1, ok2};
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) {
+                    int ix = ix0 + kx;
+                    if (!ok[ky] || ix < 0 || ix >= s->iw) continue;
+                    *acc9[ky * 3 + kx] =
+                        _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, rr[ky] + (size_t)ix * C), *acc9[ky * 3 + kx]);
+                }
+        }
+    }
+#define ST(k, v) _mm512_mask_storeu_ps(A + (k) * C, m, v)
+    ST(0, a0); ST(1, a1); ST(2, a2); ST(3, a3); ST(4, a4); ST(5, a5); ST(6, a6); ST(7, a7); ST(8, a8);
+#undef ST
+}
+
+/* Weight gradient, any kernel: sums in the acc rows (L1), tap by tap. */
+AVX512 static void dwb_w_generic(const dwb_job *j, int b, int c, __mmask16 m, int oy0, int oy1)
+{
+    const dl_conv_shape *s = j->s;
+    const size_t C = (size_t)s->ic;
+    const float *img = j->in + (size_t)b * s->ih * s->iw * C + c;
+    for (int oy = oy0; oy < oy1; oy++)
+        for (int ky = 0; ky < s->kh; ky++) {
+            int iy = oy * s->sh - s->pt + ky;
+            if (iy < 0 || iy >= s->ih) continue;
+            for (int kx = 0; kx < s->kw; kx++) {
+                float *A = j->acc + (size_t)(ky * s->kw + kx) * C + c;
+                __m512 a = _mm512_maskz_loadu_ps(m, A);
+                for (int ox = 0; ox < s->ow; ox++) {
+                    int ix = ox * s->sw - s->pl + kx;
+                    if (ix < 0 || ix >= s->iw) continue;
+                    a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, j->g + (((size_t)b * s->oh + oy) * s->ow + ox) * C + c),
+                                        _mm512_maskz_loadu_ps(m, img + ((size_t)iy * s->iw + ix) * C), a);
+                }
+                _mm512_mask_storeu_ps(A, m, a);
+            }
+        }
+}
+
+/* Input gradient, 3x3 stride 1, input rows [iy0, iy1): gathered, each input
+ * pixel sums its nine outputs and is added once. */
+AVX512 static void dwb_in33s1(const dwb_job *j, int b, int c, __mmask16 m, int iy0, int iy1)
+{
+    const dl_conv_shape *s = j->s;
+    const size_t C = (size_t)s->ic;
+    const float *gimg = j->g + (size_t)b * s->oh * s->ow * C + c;
+    float *out = j->grad_in + (size_t)b * s->ih * s->iw * C + c;
+    /* output columns ox = ix + pl - kx; interior (all three exist): ix in
+     * [2 - pl, ow - pl) */
+    int xa = 2 - s->pl, xb = s->ow - s->pl;
+    if (xa < 0) xa = 0;
+    if (xb > s->iw) xb = s->iw;
+    if (xb < xa) xb = xa;
+    for (int iy = iy0; iy < iy1; iy++) {
+        /* output row oy = iy + pt - ky */
+        int o0 = iy + s->pt, o1 = o0 - 1, o2 = o0 - 2;
+        const bool ok0 = o0 >= 0 && o0 < s->oh, ok1 = o1 >= 0 && o1 < s->oh, ok2 = o2 >= 0 && o2 < s->oh;
+        const __mmask16 m0 = ok0 ? m : 0, m1 = ok1 ? m : 0, m2 = ok2 ? m : 0;
+        const __m512 w0 = _mm512_maskz_loadu_ps(m0, j->wt + c), w1 = _mm512_maskz_loadu_ps(m0, j->wt + C + c),
+                     w2 = _mm512_maskz_loadu_ps(m0, j->wt + 2 * C + c), w3 = _mm512_maskz_loadu_ps(m1, j->wt + 3 * C + c),
+                     w4 = _mm512_maskz_loadu_ps(m1, j->wt + 4 * C + c), w5 = _mm512_maskz_loadu_ps(m1, j->wt + 5 * C + c),
+                     w6 = _mm512_maskz_loadu_ps(m2, j->wt + 6 * C + c), w7 = _mm512_maskz_loadu_ps(m2, j->wt + 7 * C + c),
+                     w8 = _mm512_maskz_loadu_ps(m2, j->wt + 8 * C + c);
+        const float *q0 = gimg + (size_t)(ok0 ? o0 : 0) * s->ow * C, *q1 = gimg + (size_t)(ok1 ? o1 : 0) * s->ow * C,
+                    *q2 = gimg + (size_t)(ok2 ? o2 : 0) * s->ow * C;
+        float *orow = out + (size_t)iy * s->iw * C;
+        for (int ix = 0; ix < s->iw; ix++) {
+            if (ix == xa && xa < xb) {
+                for (; ix < xb; ix++) {
+                    /* ox = ix + pl - kx for kx = 2, 1, 0 */
+                    size_t off = (size_t)(ix + s->pl - 2) * C;
+                    const float *p0 = q0 + off, *p1 = q1 + off, *p2 = q2 + off;
+                    __m512 s0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, p0), w2);
+                    __m512 s1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, p1), w5);
+                    __m512 s2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m2, p2), w8);
+                    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, p0 + C), w1, s0);
+                    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, p1 + C), w4, s1);
+                    s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m2, p2 + C), w7, s2);
+                    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, p0 + 2 * C), w0, s0);
+                    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, p1 + 2 * C), w3, s1);
+                    s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m2, p2 + 2 * C), w6, s2);
+                    float *op = orow + (size_t)ix * C;
+                    _mm512_mask_storeu_ps(op, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, op),
+                                                               _mm512_add_ps(_mm512_add_ps(s0, s1), s2)));
+                }
+                if (ix >= s->iw) break;
+            }
+            const __m512 wk[9] = {w0, w1, w2, w3, w4, w5, w6, w7, w8};
+            const float *qq[3] = {q0, q1, q2};
+            __m512 sum = _mm512_setzero_ps();
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) {
+                    int ox = ix + s->pl - kx;
+                    if (ox < 0 || ox >= s->ow) continue;
+                    sum = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qq[ky] + (size_t)ox * C), wk[ky * 3 + kx], sum);
+                }
+            float *op = orow + (size_t)ix * C;
+            _mm512_mask_storeu_ps(op, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
+        }
+    }
+}
+
+/* Input gradient, any kernel and stride, output rows [oy0, oy1): scattered
+ * tap by tap (a stride-2 output touches 9 inputs, each input ~2 outputs). */
+AVX512 static void dwb_in_generic(const dwb_job *j, int b, int c, __mmask16 m, int oy0, int oy1)
+{
+    const dl_conv_shape *s = j->s;
+    const size_t C = (size_t)s->ic;
+    float *out = j->grad_in + (size_t)b * s->ih * s->iw * C + c;
+    for (int oy = oy0; oy < oy1; oy++)
+        for (int ky = 0; ky < s->kh; ky++) {
+            int iy = oy * s->sh - s->pt + ky;
+            if (iy < 0 || iy >= s->ih) continue;
+            for (int kx = 0; kx < s->kw; kx++) {
+                const __m512 w = _mm512_maskz_loadu_ps(m, j->wt + (size_t)(ky * s->kw + kx) * C + c);
+                for (int ox = 0; ox < s->ow; ox++) {
+                    int ix = ox * s->sw - s->pl + kx;
+                    if (ix < 0 || ix >= s->iw) continue;
+                    float *op = out + ((size_t)iy * s->iw + ix) * C;
+                    __m512 gv = _mm512_maskz_loadu_ps(m, j->g + (((size_t)b * s->oh + oy) * s->ow + ox) * C + c);
+                    _mm512_mask_storeu_ps(op, m, _mm512_fmadd_ps(gv, w, _mm512_maskz_loadu_ps(m, op)));
+                }
+            }
+        }
+}
+
+/* Channel blocks [cb0, cb1) over the batch, band by band: a band's rows of
+ * g, in and grad_in (all channels) are read while they sit in L2. The
+ * summation order of every value is fixed by (image, row), never by the
+ * split. */
+AVX512 static void dwb_blocks(const dwb_job *j, int cb0, int cb1)
+{
+    const dl_conv_shape *s = j->s;
+    const bool k33 = s->kh == 3 && s->kw == 3, s11 = s->sh == 1 && s->sw == 1;
+    for (int b = 0; b < s->n; b++)
+        for (int oy0 = 0; oy0 < s->oh; oy0 += j->band) {
+            int oy1 = oy0 + j->band < s->oh ? oy0 + j->band : s->oh;
+            /* stride-1 gather: input rows in step with the output band */
+            int iy0 = oy0 == 0 ? 0 : oy0 - s->pt + 2, iy1 = oy1 == s->oh ? s->ih : oy1 - s->pt + 2;
+            if (iy0 < 0) iy0 = 0;
+            if (iy1 > s->ih) iy1 = s->ih;
+            for (int cb = cb0; cb < cb1; cb++) {
+                int c = cb * 16, left = s->ic - c;
+                __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+                if (j->acc) {
+                    if (k33) dwb_w33(j, b, c, m, oy0, oy1);
+                    else dwb_w_generic(j, b, c, m, oy0, oy1);
+                }
+                if (j->grad_in) {
+                    if (k33 && s11) dwb_in33s1(j, b, c, m, iy0, iy1);
+                    else dwb_in_generic(j, b, c, m, oy0, oy1);
+                }
+            }
+        }
+}
+
+static void dwb_part(void *arg, int part, int nparts)
+{
+    const dwb_job *j = arg;
+    int nb = (j->s->ic + 15) / 16;
+    int b0 = (int)((long)nb * part / nparts), b1 = (int)((long)nb * (part + 1) / nparts);
+    if (b0 < b1) dwb_blocks(j, b0, b1);
+}
+
 #endif
 
 static void dw_part(void *arg, int part, int nparts)
@@ -333,4 +554,34 @@ void dl_depthwise_image(const dl_conv_shape *s, const float *in, const float *wt
                         float *out)
 {
     dl_depthwise_rows(s, in, wt, bias, out, 0, s->oh);
+}
+
+int dl_depthwise_backward(const dl_conv_shape *s, const float *in, const float *wt, const float *g,
+                          float *grad_in, float *grad_w, float *acc)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (dl_cpu_level() < DL_ISA_AVX512) return -1;
+    if (!grad_in && !grad_w) return 0;
+    const size_t C = (size_t)s->ic, T = (size_t)s->kh * s->kw;
+    if (grad_w) memset(acc, 0, sizeof(float) * T * C);
+    /* a band's output rows plus their input rows (in and grad_in) in half
+     * of L2 */
+    size_t row_bytes = sizeof(float) * C * ((size_t)s->ow + 2 * (size_t)s->iw * s->sh);
+    int band = (int)(dl_cpu_l2_bytes() / 2 / (row_bytes ? row_bytes : 1));
+    if (band < 1) band = 1;
+    dwb_job j = {s, in, wt, g, grad_in, grad_w ? acc : NULL, band};
+    int nb = (s->ic + 15) / 16;
+    size_t work = (size_t)s->n * s->oh * s->ow * s->ic * s->kh * s->kw;
+    int parts = dl_parallel_parts(work, 50000);
+    if (parts > nb) parts = nb;
+    if (parts > 1) dl_parallel(parts, dwb_part, &j);
+    else dwb_part(&j, 0, 1);
+    if (grad_w)
+        for (size_t c = 0; c < C; c++)
+            for (size_t t = 0; t < T; t++) grad_w[c * T + t] += acc[t * C + c];
+    return 0;
+#else
+    (void)s; (void)in; (void)wt; (void)g; (void)grad_in; (void)grad_w; (void)acc;
+    return -1;
+#endif
 }

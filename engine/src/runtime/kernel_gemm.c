@@ -19,7 +19,8 @@ size_t dl_gemm_packed_floats(int n, int k)
     return (size_t)((n + 15) / 16) * 16 * (size_t)k;
 }
 
-void dl_gemm_pack(int n, int k, const float *w, float *packed)
+/* Panels from W read at w[col * cs + kk * ks]. */
+static void pack_panels(int n, int k, const float *w, size_t cs, size_t ks, float *packed)
 {
     const int np = (n + 15) / 16;
     for (int p = 0; p < np; p++) {
@@ -27,9 +28,19 @@ void dl_gemm_pack(int n, int k, const float *w, float *packed)
         for (int kk = 0; kk < k; kk++)
             for (int j = 0; j < 16; j++) {
                 int col = p * 16 + j;
-                dst[(size_t)kk * 16 + j] = col < n ? w[(size_t)col * k + kk] : 0.f;
+                dst[(size_t)kk * 16 + j] = col < n ? w[(size_t)col * cs + (size_t)kk * ks] : 0.f;
             }
     }
+}
+
+void dl_gemm_pack(int n, int k, const float *w, float *packed)
+{
+    pack_panels(n, k, w, (size_t)k, 1, packed);
+}
+
+void dl_gemm_pack_t(int n, int k, const float *w, float *packed)
+{
+    pack_panels(n, k, w, 1, (size_t)n, packed);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -96,6 +107,7 @@ AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const in
         const dl_act act = ACT >= 0 ? (dl_act)ACT : ep->act;
         for (int i = 0; i < MR; i++) {
             __m512 y = act512(_mm512_add_ps(acc[i][v], bias), act);
+            if (ep->accumulate) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, t->c + (size_t)i * t->ldc + col));
             _mm512_mask_storeu_ps(t->c + (size_t)i * t->ldc + col, m, y);
             if (ep->res && ep->act != DL_ACT_SILU && ep->res_act != DL_ACT_SILU) {
                 __m512 r = _mm512_maskz_loadu_ps(m, ep->res + (size_t)i * ep->ld_res + col);

@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #define POOL_MAX 64
@@ -84,6 +86,29 @@ const char *dl_cpu_isa_name(void)
     case DL_ISA_AVX2: return "avx2";
     default: return "portable";
     }
+}
+
+size_t dl_cpu_l2_bytes(void)
+{
+    static size_t l2;
+    if (!l2) {
+        long v = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        if (v <= 0) { /* sysconf knows no size here (e.g. some VMs): sysfs */
+            FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r");
+            char buf[32];
+            if (f && fgets(buf, sizeof buf, f)) {
+                char *end;
+                v = strtol(buf, &end, 10);
+                v *= *end == 'M' ? 1 << 20 : *end == 'K' ? 1 << 10 : 1;
+            }
+            if (f) fclose(f);
+        }
+        l2 = v >= (1 << 16) ? (size_t)v : (size_t)1 << 20; /* unknown: 1 MiB */
+    }
+    return l2;
 }
 
 /* ---------------------------------------------------------------- pool */

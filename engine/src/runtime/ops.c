@@ -13,12 +13,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define DL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DL_CLONES
-#endif
-
 void dl_same_padding(int in, int k, int s, int *out, int *pad_before, int *pad_after)
 {
     int o = (in + s - 1) / s;

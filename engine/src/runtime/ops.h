@@ -12,6 +12,14 @@
 
 #include <stddef.h>
 
+/* Plain loops compiled for AVX-512, AVX2 and baseline, picked at run time
+ * (GCC target_clones; not under ASan or clang). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define DL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DL_CLONES
+#endif
+
 /* sigmoid and hsigmoid (relu6(x + 3) / 6) gate squeeze-excitation blocks;
  * the fused GEMM/depthwise kernels do not know them, so conv/dense apply
  * them in a separate pass (see dl_act_is_post). */

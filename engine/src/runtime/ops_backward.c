@@ -6,6 +6,7 @@
  * gradient with respect to the pre-activation.
  */
 #include "runtime/runtime.h"
+#include "runtime/kernel.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -15,6 +16,7 @@
 
 /* ---------------------------------------------------------------- activations */
 
+DL_CLONES
 void dl_act_backward(dl_act a, const float *y, const float *pre, float *grad, size_t n)
 {
     /* relu/relu6 derivatives are readable from either the output or the
@@ -82,6 +84,41 @@ void dl_act_backward(dl_act a, const float *y, const float *pre, float *grad, si
     }
 }
 
+/* g [rows][cols] *= act'(.), and grad_b (NULL: not wanted) += the column
+ * sums of the result: one pass for relu / relu6 / none (each sum still adds
+ * the rows in order, so the bits are those of two passes). */
+DL_CLONES
+static void act_bias_backward(dl_act a, const float *restrict y, const float *pre, float *restrict g, size_t rows,
+                              size_t cols, float *restrict grad_b)
+{
+    if (!grad_b) {
+        dl_act_backward(a, y, pre, g, rows * cols);
+        return;
+    }
+    const float *v = y ? y : pre;
+    if (a == DL_ACT_NONE || ((a == DL_ACT_RELU || a == DL_ACT_RELU6) && !v)) {
+        for (size_t r = 0; r < rows; r++)
+            for (size_t o = 0; o < cols; o++)
+                grad_b[o] += g[r * cols + o];
+    } else if (a == DL_ACT_RELU || a == DL_ACT_RELU6) {
+        const bool relu = a == DL_ACT_RELU;
+        for (size_t r = 0; r < rows; r++) {
+            const float *vr = v + r * cols;
+            float *gr = g + r * cols;
+            for (size_t o = 0; o < cols; o++) {
+                float d = vr[o] > 0.0f && (relu || vr[o] < 6.0f) ? gr[o] : 0.0f;
+                gr[o] = d;
+                grad_b[o] += d;
+            }
+        }
+    } else {
+        dl_act_backward(a, y, pre, g, rows * cols);
+        for (size_t r = 0; r < rows; r++)
+            for (size_t o = 0; o < cols; o++)
+                grad_b[o] += g[r * cols + o];
+    }
+}
+
 /* ---------------------------------------------------------------- conv2d */
 
 /* Depthwise backward splits the batch over at most this many threads. */
@@ -106,8 +143,8 @@ static int conv_is_depthwise(const dl_conv_shape *s)
 
 size_t dl_conv2d_backward_scratch_floats(const dl_conv_shape *s)
 {
-    if (conv_is_pointwise(s))
-        return 0;
+    if (conv_is_pointwise(s)) /* W^T packed for the input gradient */
+        return dl_gemm_packed_floats(s->ic, s->oc);
     if (conv_is_depthwise(s)) {
         /* channel-innermost weights plus one weight-gradient partial per thread */
         return sat_mul(1 + DW_MAX_THREADS,
@@ -240,6 +277,8 @@ static void conv_backward_depthwise(const dl_conv_shape *s, const float *in, con
     for (size_t ch = 0; ch < c; ch++)
         for (size_t t = 0; t < taps; t++)
             wt[t * c + ch] = w[ch * taps + t];
+    if (dl_depthwise_backward(s, in, wt, g, grad_in, grad_w, parts) == 0)
+        return;
 
     int nt = dl_get_num_threads();
     if (nt > DW_MAX_THREADS)
@@ -284,18 +323,9 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
     const size_t oc = (size_t)s->oc;
     const size_t opix = (size_t)s->oh * (size_t)s->ow;     /* output pixels per image */
     const size_t ipix = (size_t)s->ih * (size_t)s->iw;
-    const size_t ocount = (size_t)s->n * opix * oc;
 
-    dl_act_backward(s->act, out, pre, grad_out, ocount);
+    act_bias_backward(s->act, out, pre, grad_out, (size_t)s->n * opix, oc, grad_b);
     const float *g = grad_out;
-
-    if (grad_b) {
-        for (size_t p = 0; p < (size_t)s->n * opix; p++) {
-            const float *row = g + p * oc;
-            for (size_t o = 0; o < oc; o++)
-                grad_b[o] += row[o];
-        }
-    }
     /* groups is validated by dl_graph_infer; this only avoids dividing by 0 */
     if ((!grad_in && !grad_w) || s->groups <= 0)
         return;
@@ -306,9 +336,15 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
         if (grad_w)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc, s->ic, m, 1.0f, g, s->oc,
                         in, s->ic, 1.0f, grad_w, s->ic);
-        if (grad_in)
+        if (grad_in && dl_cpu_level() >= DL_ISA_AVX512) {
+            /* the forward's packed GEMM, adding into grad_in in its epilogue */
+            dl_epilogue ep = {.act = DL_ACT_NONE, .accumulate = 1};
+            dl_gemm_pack_t(s->ic, s->oc, w, scratch);
+            dl_gemm_packed(m, s->ic, s->oc, g, (size_t)s->oc, scratch, grad_in, (size_t)s->ic, &ep);
+        } else if (grad_in) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, s->ic, s->oc, 1.0f, g, s->oc,
                         w, s->ic, 1.0f, grad_in, s->ic);
+        }
         return;
     }
     if (conv_is_depthwise(s)) {
@@ -351,13 +387,7 @@ void dl_dense_backward(int n, int k, int m, const float *in, const float *w, con
                        const float *pre, dl_act act, float *grad_out, float *grad_in, float *grad_w,
                        float *grad_b)
 {
-    dl_act_backward(act, out, pre, grad_out, (size_t)n * (size_t)m);
-    if (grad_b)
-        for (int i = 0; i < n; i++) {
-            const float *row = grad_out + (size_t)i * (size_t)m;
-            for (int j = 0; j < m; j++)
-                grad_b[j] += row[j];
-        }
+    act_bias_backward(act, out, pre, grad_out, (size_t)n, (size_t)m, grad_b);
     /* dW [m][k] += G^T [m][n] x X [n][k];  dX [n][k] += G [n][m] x W [m][k] */
     if (grad_w)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, k, n, 1.0f, grad_out, m, in, k,

@@ -10,6 +10,7 @@
  * --resume reproduces an uninterrupted run (caches are rebuilt
  * deterministically). */
 #include "train/augment.h"
+#include "train/optim.h"
 #include "infer/infer.h"
 #include "eval/eval.h"
 
@@ -530,66 +531,6 @@ fail:
     return -1;
 }
 
-/* ------------------------------------------------------------ optimiser */
-
-typedef struct {
-    int n;            /* trainable tensors */
-    int *tensor;      /* indices in the sub graph */
-    float **m, **v;
-    bool *decay;      /* weights decay, biases do not */
-    long step;
-} adam;
-
-static int adam_init(adam *a, const dl_graph *g, dl_error *err)
-{
-    memset(a, 0, sizeof *a);
-    a->tensor = calloc(g->n_tensors ? g->n_tensors : 1, sizeof(int));
-    a->m = calloc(g->n_tensors ? g->n_tensors : 1, sizeof(float *));
-    a->v = calloc(g->n_tensors ? g->n_tensors : 1, sizeof(float *));
-    a->decay = calloc(g->n_tensors ? g->n_tensors : 1, sizeof(bool));
-    if (!a->tensor || !a->m || !a->v || !a->decay) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < g->n_nodes; i++) {
-        const dl_node *n = &g->nodes[i];
-        if (!n->trainable) continue;
-        int ts[2] = {n->weight, n->bias};
-        for (int k = 0; k < 2; k++) {
-            if (ts[k] < 0) continue;
-            a->tensor[a->n] = ts[k];
-            a->decay[a->n] = k == 0;
-            a->m[a->n] = calloc(g->tensors[ts[k]].count, sizeof(float));
-            a->v[a->n] = calloc(g->tensors[ts[k]].count, sizeof(float));
-            if (!a->m[a->n] || !a->v[a->n]) return dl_fail(err, DL_ERR_NOMEM, "out of memory");
-            a->n++;
-        }
-    }
-    return 0;
-}
-
-static void adam_free(adam *a)
-{
-    for (int i = 0; i < a->n; i++) { free(a->m[i]); free(a->v[i]); }
-    free(a->m); free(a->v); free(a->tensor); free(a->decay);
-    memset(a, 0, sizeof *a);
-}
-
-static void adam_step(adam *a, dl_graph *g, float **wgrad, float lr, float wd)
-{
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    a->step++;
-    float c1 = 1.f - powf(b1, (float)a->step), c2 = 1.f - powf(b2, (float)a->step);
-    for (int i = 0; i < a->n; i++) {
-        dl_tensor *t = &g->tensors[a->tensor[i]];
-        const float *gr = wgrad[a->tensor[i]];
-        float *m = a->m[i], *v = a->v[i], *w = t->data;
-        float decay = a->decay[i] ? wd : 0.f;
-        for (size_t k = 0; k < t->count; k++) {
-            m[k] = b1 * m[k] + (1 - b1) * gr[k];
-            v[k] = b2 * v[k] + (1 - b2) * gr[k] * gr[k];
-            w[k] -= lr * ((m[k] / c1) / (sqrtf(v[k] / c2) + eps) + decay * w[k]);
-        }
-    }
-}
-
 /* ------------------------------------------------------------ checkpoint */
 
 static char *ckpt_path(const dl_train_config *c)
@@ -603,7 +544,7 @@ static char *ckpt_path(const dl_train_config *c)
 /* A checkpoint is a safetensors file: the sub graph's trainable tensors,
  * their Adam moments and, for early stopping, the best weights so far; the
  * state (stage, epoch, step, best score) in the metadata. */
-static int ckpt_save(const char *path, const dl_graph *sub, const adam *a, const dl_graph *best, const dl_graph *ema,
+static int ckpt_save(const char *path, const dl_graph *sub, const dl_adamw *a, const dl_graph *best, const dl_graph *ema,
                      int stage, int epoch, double best_score, int best_epoch, int bad_epochs, dl_error *err)
 {
     cJSON *hdr = cJSON_CreateObject();
@@ -670,7 +611,7 @@ static int ckpt_stage_of(const char *path)
 }
 
 /* Restores into sub/adam/best. Returns 0 and the state, -1 on error. */
-static int ckpt_load(const char *path, dl_graph *sub, adam *a, dl_graph *best, dl_graph *ema, int *stage, int *epoch,
+static int ckpt_load(const char *path, dl_graph *sub, dl_adamw *a, dl_graph *best, dl_graph *ema, int *stage, int *epoch,
                      double *best_score, int *best_epoch, int *bad_epochs, dl_error *err)
 {
     uint8_t *data;
@@ -998,7 +939,7 @@ typedef struct {
 } stage_run;
 
 /* Exchange the trainable tensors' data of a and b (same structure). */
-static void swap_weights(dl_graph *a, dl_graph *b, const adam *opt)
+static void swap_weights(dl_graph *a, dl_graph *b, const dl_adamw *opt)
 {
     for (int i = 0; i < opt->n; i++) {
         float *tmp = a->tensors[opt->tensor[i]].data;
@@ -1013,7 +954,7 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
     const int K = t->K, V = c->views, B = c->batch, n = t->n_train;
     dl_graph sub, best, ema;
     dl_exec e;
-    adam opt;
+    dl_adamw opt;
     int rc = -1;
     float *grad = NULL, *grad2 = NULL, *cw = NULL, *mixbuf = NULL;
     int *labels2 = NULL;
@@ -1032,7 +973,7 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
     if (build_sub(&sub, full, r->cut, err) || build_sub(&best, full, r->cut, err) ||
         (use_ema && build_sub(&ema, full, r->cut, err)))
         goto out;
-    if (dl_exec_init(&e, &sub, B, err) || dl_exec_enable_backward(&e, true, err) || adam_init(&opt, &sub, err)) goto out;
+    if (dl_exec_init(&e, &sub, B, err) || dl_exec_enable_backward(&e, true, err) || dl_adamw_init(&opt, &sub, err)) goto out;
     grad = malloc(sizeof(float) * B * K);
     if (r->online && !(aug = malloc((size_t)t->pre->width * t->pre->height * 3))) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
     labels = malloc(sizeof(int) * B);
@@ -1103,11 +1044,11 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
                       best_score, r->best_epoch);
             } else {
                 /* checkpoint from the other stage: start this one fresh */
-                dl_graph_free(&sub); dl_graph_free(&best); dl_graph_free(&ema); adam_free(&opt); dl_exec_free(&e);
+                dl_graph_free(&sub); dl_graph_free(&best); dl_graph_free(&ema); dl_adamw_free(&opt); dl_exec_free(&e);
                 dl_graph_init(&ema);
                 if (build_sub(&sub, full, r->cut, err) || build_sub(&best, full, r->cut, err) ||
                     (use_ema && build_sub(&ema, full, r->cut, err)) ||
-                    dl_exec_init(&e, &sub, B, err) || dl_exec_enable_backward(&e, true, err) || adam_init(&opt, &sub, err))
+                    dl_exec_init(&e, &sub, B, err) || dl_exec_enable_backward(&e, true, err) || dl_adamw_init(&opt, &sub, err))
                     goto out;
                 best_score = -1; r->best_epoch = 0; bad_epochs = 0;
             }
@@ -1233,7 +1174,7 @@ static int run_stage(trainer *t, dl_graph *full, stage_run *r, dl_error *err)
             float lr_t;
             if (step < warm) lr_t = r->lr * (float)(step + 1) / (float)warm;
             else lr_t = r->lr * (0.02f + 0.98f * 0.5f * (1.f + cosf((float)M_PI * (float)(step - warm) / (float)(total_steps - warm > 0 ? total_steps - warm : 1))));
-            adam_step(&opt, &sub, e.wgrad, lr_t, r->wd);
+            dl_adamw_step(&opt, &sub, e.wgrad, lr_t, r->wd);
             if (use_ema) {
                 /* bias-corrected start: the average warms up over the first steps */
                 float d = (float)c->ema, d0 = (float)(1.0 + opt.step) / (float)(10.0 + opt.step);
@@ -1325,7 +1266,7 @@ out:
     free(by_cs); free(cs_count); free(class_cdf); free(grad2); free(labels2); free(mixbuf);
     dl_graph_free(&ema);
     free(by_class); free(grad); free(labels); free(cw); free(aug);
-    adam_free(&opt);
+    dl_adamw_free(&opt);
     dl_exec_free(&e);
     dl_graph_free(&sub);
     dl_graph_free(&best);
