@@ -42,19 +42,29 @@ trap cleanup EXIT INT TERM
 mkdir -p "$ctmp/home" "$ctmp/gimp3/plug-ins/dermlens"
 cp "$ROOT/build/dermlens/plugin/dermlens" "$ctmp/gimp3/plug-ins/dermlens/dermlens"
 cp "$src/tests/data/sample/mel/ISIC_0031711.jpg" "$ctmp/sample.jpg"
-# The image window fills the screen, as GIMP 2.10's does in the other shot.
-cat >"$ctmp/gimp3/sessionrc" <<EOS
-(session-info "toplevel"
-    (factory-entry "image-window")
-    (position 0 0)
-    (size 1024 768))
-EOS
+echo '(show-welcome-dialog no)' >"$ctmp/gimp3/gimprc"
 
 # The X server runs here; GIMP in the chroot reaches it through the
 # abstract-namespace socket (the chroot shares the network namespace).
 Xvfb "$display_no" -screen 0 1024x768x24 -nolisten tcp >"$ctmp/xvfb.log" 2>&1 &
 xvfb_pid=$!
 sleep 1
+
+run_gimp3() {
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$tin/home" DISPLAY="$display_no" \
+        GIMP3_DIRECTORY="$tin/gimp3" DERMLENS_MODEL="/src/dermlens/weights/$model" \
+        gimp-3.0 --no-splash --batch-interpreter=python-fu-eval "$@"
+}
+# A first start and quit writes GIMP's default session (single window with
+# its docks); that window is then made to fill the screen, as GIMP 2.10's
+# does in the other shot.
+run_gimp3 --quit -b 'pass' >"$ctmp/gimp-first.log" 2>&1 </dev/null
+if [ -f "$ctmp/gimp3/sessionrc" ]; then
+    awk '/factory-entry "gimp-single-image-window"/ { inwin = 1 }
+         inwin && /\(position / { sub(/\(position [-0-9]+ [-0-9]+\)/, "(position 0 0)") }
+         inwin && /\(size / { sub(/\(size [0-9]+ [0-9]+\)/, "(size 1024 768)"); inwin = 0 }
+         { print }' "$ctmp/gimp3/sessionrc" >"$ctmp/sessionrc" && mv "$ctmp/sessionrc" "$ctmp/gimp3/sessionrc"
+fi
 
 # Runs once the GUI is up; writes a marker when the plug-in has finished and
 # the display is open.
@@ -75,11 +85,19 @@ for k, v in {"model-path": "", "saliency-method": "gradcam", "opacity": 60.0, "t
 res = proc.run(cfg)
 Gimp.Display.new(img)
 Gimp.displays_flush()
+try:
+    # the pointer off the canvas (no brush outline) and off the buttons (no tooltip)
+    gi.require_version('Gdk', '3.0')
+    from gi.repository import Gdk
+    Gdk.init([])
+    dpy = Gdk.Display.get_default()
+    dpy.get_default_seat().get_pointer().warp(dpy.get_default_screen(), 700, 50)
+    dpy.flush()
+except Exception as e:
+    print("pointer not moved:", e)
 open("$tin/ready", "w").write(str(res.index(0)))
 EOP
-chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$tin/home" DISPLAY="$display_no" \
-    GIMP3_DIRECTORY="$tin/gimp3" DERMLENS_MODEL="/src/dermlens/weights/$model" \
-    gimp-3.0 --no-splash --batch-interpreter=python-fu-eval -b - <"$ctmp/shot.py" >"$ctmp/gimp.log" 2>&1 &
+run_gimp3 -b - <"$ctmp/shot.py" >"$ctmp/gimp.log" 2>&1 &
 gimp_pid=$!
 
 i=0
