@@ -85,8 +85,9 @@ static char *canon(const char *p, const char *base)
     else
         snprintf(in, n, "%s/%s", base, p);
     size_t len = 0;
+    char *save = NULL;
     out[0] = 0;
-    for (char *tok = strtok(in, "/"); tok; tok = strtok(NULL, "/")) {
+    for (char *tok = strtok_r(in, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
         if (!strcmp(tok, "."))
             continue;
         if (!strcmp(tok, "..")) {
@@ -586,16 +587,16 @@ out:
 static char *output_name(int index, int width, const char *rel)
 {
     char *stem = stem_of(rel);
-    char *s = malloc(64 + 16 + 5);
+    char *s = malloc(24 + 60 + 5); /* index (width <= 7 digits), '-', 60 of the stem, ".png" */
     if (!stem || !s) {
         free(stem);
         free(s);
         return NULL;
     }
-    int k = snprintf(s, 24, "%0*d-", width, index + 1);
-    for (const char *c = stem; *c && k < 24 + 60; c++)
+    int k = snprintf(s, 24, "%0*d-", width, index + 1), n = 0;
+    for (const char *c = stem; *c && n < 60; c++, n++)
         s[k++] = isalnum((unsigned char)*c) || *c == '-' || *c == '_' ? *c : '_';
-    strcpy(s + k, ".png");
+    memcpy(s + k, ".png", 5);
     free(stem);
     return s;
 }

@@ -1063,7 +1063,7 @@ static const char *const gimp_exts[] = {
     ".tga", ".ppm", ".pgm", ".pbm", ".pnm", ".pam", ".pfm", ".pcx", ".jp2", ".j2k", ".jpx", ".jxl", ".exr",
     ".hdr", ".sgi", ".rgb", ".rgba", ".bw", ".xpm", ".xbm", ".dds", ".qoi", ".fits", ".fit", ".xwd",
     ".ras", ".sun", ".pix", ".pat", ".svg", ".pdf", ".wmf", ".emf", ".mng", ".dcm", ".dicom", ".fli",
-    ".flc", ".pcd", ".psp", ".tub", ".pdn", ".im1", ".im8", ".im24", ".im32", ".rs", ".tif.gz", NULL};
+    ".flc", ".pcd", ".psp", ".tub", ".pdn", ".im1", ".im8", ".im24", ".im32", ".rs", NULL};
 
 /* Image i of the review as RGB8: the engine's decoder first (as the CLI),
  * else GIMP's loaders (XCF, WebP, GIF and the rest), flattened. 0 or -1
