@@ -475,9 +475,10 @@ def check_figure(work):
 
 
 # The batch's dataset (run-gimp2.sh / run-gimp3.sh): class subfolders, one
-# file nested two folders below its class, an XCF (only GIMP opens it) and a
-# broken JPEG outside any class folder.
-BATCH_FILES = {"mel/ISIC_0031711.jpg": "mel", "nv/ISIC_0025921.jpg": "nv",
+# file nested two folders below its class, an XCF (only GIMP opens it), a
+# blank 96 px PNG (out of distribution) and a broken JPEG outside any class
+# folder.
+BATCH_FILES = {"mel/ISIC_0031711.jpg": "mel", "nv/ISIC_0025921.jpg": "nv", "nv/blank.png": "nv",
                "bkl/nested/deeper/ISIC_0029674.xcf": "bkl", "broken.jpg": ""}
 REVIEW_HEAD = ["rank", "path", "label", "prediction", "confidence"]
 REVIEW_TAIL = ["ood_score", "ood_flag", "ood_reason", "suspicion", "disagree", "annotated", "thumbnail", "error"]
@@ -537,7 +538,7 @@ def check_batch(work):
         return
     with open(facts) as f:
         ok, failed = (int(v) for v in f.read().split()[:2])
-    check((ok, failed) == (3, 1), "batch: %d reviewed, %d failed (want 3, 1)" % (ok, failed))
+    check((ok, failed) == (4, 1), "batch: %d reviewed, %d failed (want 4, 1)" % (ok, failed))
     try:
         head, pcols, rows = read_review_csv(os.path.join(work, "batch.csv"), "batch")
     except (OSError, IndexError) as e:
@@ -562,14 +563,25 @@ def check_batch(work):
         except (OSError, ValueError, KeyError) as e:
             check(False, "batch: %s: annotated image or thumbnail: %s" % (r["path"], e))
             continue
-        # 224 x 224 inputs: the picture above a label box at least 320 wide
-        check(w >= 320 and h > 224 + 60 and ch == 3 and depth == 8, "batch: %s annotated %dx%d" % (r["path"], w, h))
+        # the picture (224 px, the blank one 96 px) above a label box at least 320 wide
+        side = 96 if r["path"] == "nv/blank.png" else 224
+        check(w >= 320 and h > side + 60 and ch == 3 and depth == 8, "batch: %s annotated %dx%d" % (r["path"], w, h))
         check(0 < tw <= 200 and 0 < th <= 200, "batch: %s thumbnail %dx%d" % (r["path"], tw, th))
         # the box below the picture: dark, with light text in it
-        box = [px[y][x * 3:x * 3 + 3] for y in range(232, h) for x in range(0, w, 2)]
+        box = [px[y][x * 3:x * 3 + 3] for y in range(side + 8, h) for x in range(0, w, 2)]
         dark = sum(1 for c in box if max(c) < 60) / len(box)
         light = sum(1 for c in box if min(c) > 150)
         check(dark > 0.6 and light > 50, "batch: %s label box: %.0f %% dark, %d light pixels" % (r["path"], 100 * dark, light))
+        # the headline (the box's first line; the legend's colours come later) in
+        # the warning colour (#ff9f1c) exactly when the image is flagged
+        base = max(14.0, w / 32.0)
+        head = [px[y][x * 3:x * 3 + 3] for y in range(side, side + int(2.2 * base)) for x in range(w)]
+        warn = sum(1 for c in head if c[0] > 200 and 110 < c[1] < 190 and c[2] < 90)
+        check((warn > 20) == (r["ood_flag"] == "1"), "batch: %s OOD flag %s, %d warning-coloured pixels"
+              % (r["path"], r["ood_flag"], warn))
+    blank = by.get("nv/blank.png")
+    check(blank is not None and blank["ood_flag"] == "1" and blank["ood_reason"].startswith("image check"),
+          "batch: the blank image is not flagged: %r" % (blank and (blank["ood_flag"], blank["ood_reason"])))
     try:
         with open(os.path.join(out, "index.html"), encoding="utf-8") as f:
             html = f.read()
@@ -592,7 +604,7 @@ def check_batch(work):
     try:
         with open(os.path.join(work, "batch-labels-facts.txt")) as f:
             ok, failed = (int(v) for v in f.read().split()[:2])
-        check((ok, failed) == (3, 1), "batch labels: %d reviewed, %d failed" % (ok, failed))
+        check((ok, failed) == (4, 1), "batch labels: %d reviewed, %d failed" % (ok, failed))
         head, pcols, rows = read_review_csv(os.path.join(work, "batch-labels.csv"), "batch labels")
     except (OSError, ValueError, IndexError) as e:
         check(False, "batch labels: %s" % e)
@@ -600,7 +612,7 @@ def check_batch(work):
     check_review_rows(rows, pcols, "batch labels")
     by = {r["path"]: r for r in rows}
     want = {"mel/ISIC_0031711.jpg": "nv", "nv/ISIC_0025921.jpg": "nv", "bkl/nested/deeper/ISIC_0029674.xcf": "bkl",
-            "broken.jpg": "mel"}
+            "nv/blank.png": "", "broken.jpg": "mel"}
     check({p: by[p]["label"] for p in by} == want, "batch labels: labels %r" % {p: by[p]["label"] for p in by})
     # the melanoma labelled "nv" in the CSV: the model disagrees, most suspicious
     check(rows[0]["path"] == "mel/ISIC_0031711.jpg" and rows[0]["disagree"] == "1",

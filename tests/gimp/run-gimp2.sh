@@ -76,11 +76,14 @@ gimp_batch() {
 failed=0
 # Batch input, a dataset as `dermlens review` takes it: class subfolders, an
 # XCF (only GIMP opens it; made by GIMP) two folders below its class, a
-# broken JPEG outside any class folder; and a labels CSV for the second run.
+# blank PNG, a broken JPEG outside any class folder; and a labels CSV for the second run.
 mkdir -p "$work/batch-in/mel" "$work/batch-in/nv" "$work/batch-in/bkl/nested/deeper"
 cp "$data/lesions/ISIC_0031711.jpg" "$work/batch-in/mel/"
 cp "$data/lesions/ISIC_0025921.jpg" "$work/batch-in/nv/"
 printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
+# a blank image: flagged out of distribution, the warning in its label box
+python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import review_data; open(sys.argv[2], "wb").write(review_data.png_bytes(96, 96, (255, 255, 255)))' \
+    "$src/tests/review" "$work/batch-in/nv/blank.png"
 gimp_batch "$here/gimp2-makexcf.scm" "$tmp/makexcf.log" || failed=1
 [ -f "$work/batch-in/bkl/nested/deeper/ISIC_0029674.xcf" ] || { echo "FAIL: GIMP did not write the XCF"; cat "$tmp/makexcf.log"; failed=1; }
 printf 'image_id,dx\nISIC_0031711,nv\nISIC_0025921,nv\nISIC_0029674,bkl\nbroken,mel\n' >"$work/labels.csv"
