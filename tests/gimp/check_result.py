@@ -581,7 +581,7 @@ def check_batch(work):
               % (r["path"], r["ood_flag"], warn))
     blank = by.get("nv/blank.png")
     check(blank is not None and blank["ood_flag"] == "1" and blank["ood_reason"].startswith("image check"),
-          "batch: the blank image is not flagged: %r" % (blank and (blank["ood_flag"], blank["ood_reason"])))
+          "batch: the blank image is not flagged: %r" % ((blank["ood_flag"], blank["ood_reason"]) if blank else None,))
     try:
         with open(os.path.join(out, "index.html"), encoding="utf-8") as f:
             html = f.read()
