@@ -52,74 +52,14 @@ static int resolve_parent(const char *path, char *out)
     return realpath(tmp, out) ? 0 : -1;
 }
 
-/* The CSV is kept in memory and rewritten as a whole (temp file + rename)
- * as rows complete, so a batch killed at any point leaves a valid CSV: the
- * header and only complete rows. */
-typedef struct {
-    char *data;
-    size_t len, cap;
-    int oom;
-} csv_buf;
-
-static void buf_put(csv_buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 4096;
-        while (ncap < b->len + n + 1) {
-            if (ncap > SIZE_MAX / 2) {
-                b->oom = 1;
-                return;
-            }
-            ncap *= 2;
-        }
-        char *nd = realloc(b->data, ncap);
-        if (!nd) {
-            b->oom = 1;
-            return;
-        }
-        b->data = nd;
-        b->cap = ncap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void buf_puts(csv_buf *b, const char *s)
-{
-    buf_put(b, s, strlen(s));
-}
-
-static void buf_printf(csv_buf *b, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* One text cell: valid UTF-8, control characters escaped, formula
- * characters neutralised (dl_csv_cell). */
-static void csv_field(csv_buf *b, const char *s)
-{
-    char *c = dl_csv_cell(s);
-    if (!c) {
-        b->oom = 1;
-        return;
-    }
-    buf_puts(b, c);
-    free(c);
-}
+/* The CSV is kept in memory (dh_str) and rewritten as a whole (temp file +
+ * rename) as rows complete, so a batch killed at any point leaves a valid
+ * CSV: the header and only complete rows. */
 
 /* Replace path by the buffer's content atomically (the engine's safe
  * writer: temp file created exclusively in the same folder, fsync, rename,
  * folder fsync). path is never seen partly written. */
-static int csv_commit(const csv_buf *b, const char *path, dl_error *err)
+static int csv_commit(const dh_str *b, const char *path, dl_error *err)
 {
     if (b->oom) {
         dh_set_err(err, DL_ERR_NOMEM, "out of memory building the CSV");
@@ -407,7 +347,7 @@ int dh_batch_run(dl_model *m, const dh_batch_opts *o, dh_batch_stats *stats, dl_
     batch_entry *ent = NULL;
     size_t count = 0, cap = 0;
     int rc = -1;
-    csv_buf csv = {0};
+    dh_str csv = {0};
     if (want_copies) {
         int made = mkdir(out_real, 0777) == 0;
         if (!made && errno != EEXIST) {
@@ -477,14 +417,14 @@ int dh_batch_run(dl_model *m, const dh_batch_opts *o, dh_batch_stats *stats, dl_
     }
 
     int nc = dl_model_num_classes(m);
-    buf_puts(&csv, "file,top_class");
+    dh_str_puts(&csv, "file,top_class");
     for (int c = 0; c < nc; c++) {
         char col[256];
         snprintf(col, sizeof col, "p_%s", dl_model_class_name(m, c));
-        buf_put(&csv, ",", 1);
-        csv_field(&csv, col);
+        dh_str_put(&csv, ",", 1);
+        dh_str_csv(&csv, col);
     }
-    buf_puts(&csv, ",ood,error\n");
+    dh_str_puts(&csv, ",ood,error\n");
     /* The header alone first: from here on a valid CSV exists. */
     if (csv_commit(&csv, o->csv_path, err) != 0)
         goto done;
@@ -519,33 +459,33 @@ int dh_batch_run(dl_model *m, const dh_batch_opts *o, dh_batch_stats *stats, dl_
                 ok = 0;
             }
         }
-        csv_field(&csv, ent[i].name);
+        dh_str_csv(&csv, ent[i].name);
         if (ok) {
             const dl_result *r = &an.result;
-            buf_put(&csv, ",", 1);
-            csv_field(&csv, r->top_k > 0 ? dl_model_class_name(m, r->top_index[0]) : "");
+            dh_str_put(&csv, ",", 1);
+            dh_str_csv(&csv, r->top_k > 0 ? dl_model_class_name(m, r->top_index[0]) : "");
             for (int c = 0; c < nc; c++)
-                buf_printf(&csv, ",%.6f", c < r->num_classes ? (double)r->probs[c] : 0.0);
+                dh_str_printf(&csv, ",%.6f", c < r->num_classes ? (double)r->probs[c] : 0.0);
             if (isfinite(r->ood_score))
-                buf_printf(&csv, ",%d,", r->ood_flag ? 1 : 0);
+                dh_str_printf(&csv, ",%d,", r->ood_flag ? 1 : 0);
             else
-                buf_puts(&csv, ",,");
+                dh_str_puts(&csv, ",,");
             if (want_copies && !an.map)
-                csv_field(&csv, an.saliency_note);
-            buf_put(&csv, "\n", 1);
+                dh_str_csv(&csv, an.saliency_note);
+            dh_str_put(&csv, "\n", 1);
             st.ok++;
         } else {
-            buf_put(&csv, ",", 1);
+            dh_str_put(&csv, ",", 1);
             for (int c = 0; c < nc; c++)
-                buf_put(&csv, ",", 1);
-            buf_puts(&csv, ",,");
+                dh_str_put(&csv, ",", 1);
+            dh_str_puts(&csv, ",,");
             /* the file column names the file: drop the path in front of the message */
             const char *msg = fe.message[0] ? fe.message : dl_status_name(fe.code);
             size_t pl = ent[i].load ? strlen(ent[i].load) : 0;
             if (pl && !strncmp(msg, ent[i].load, pl) && msg[pl] == ':' && msg[pl + 1] == ' ')
                 msg += pl + 2;
-            csv_field(&csv, msg);
-            buf_put(&csv, "\n", 1);
+            dh_str_csv(&csv, msg);
+            dh_str_put(&csv, "\n", 1);
             st.failed++;
         }
         dh_analysis_free(&an);
@@ -567,7 +507,7 @@ int dh_batch_run(dl_model *m, const dh_batch_opts *o, dh_batch_stats *stats, dl_
     rc = 0;
 done:
     dl_output_unlock(o->csv_path, lock);
-    free(csv.data);
+    dh_str_free(&csv);
     for (size_t i = 0; i < count; i++) {
         free(ent[i].name);
         free(ent[i].load);

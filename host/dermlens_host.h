@@ -23,6 +23,8 @@
 #define DH_MIN_REGION 8          /* smallest side we classify, in pixels */
 #define DH_MAX_TOP_K 50
 #define DH_DISCLAIMER "Research/teaching aid - not a diagnosis"
+/* The longer form on the review page and its images (as the CLI prints it). */
+#define DH_DISCLAIMER_LONG "Research/teaching aid - not a medical device, not a diagnosis."
 /* The headline when the input looks out of distribution. */
 #define DH_OOD_HEADLINE "Not a dermoscopic lesion image? Results unreliable"
 /* Colours of the label (Pango/GTK markup): text, warning (out of
@@ -396,5 +398,100 @@ typedef struct {
  * A file that fails gets a row with its error and the run continues.
  * Returns 0 when the CSV was written (even if some files failed). */
 int dh_batch_run(dl_model *m, const dh_batch_opts *o, dh_batch_stats *stats, dl_error *err);
+
+/* ------------------------------------------------------------------ dataset review */
+
+/* `dermlens review` and the plug-in's Batch Review: every image under a
+ * dataset folder (subfolders included) is classified and explained and
+ * compared with its given label (class subfolders or a CSV); the outputs are
+ * annotated PNGs (overlay above a label box: headline, classes, the given
+ * label, legend, disclaimer, the out-of-distribution warning), thumbnails,
+ * a CSV sorted by suspicion and an index.html that opens from disk. The
+ * front end decodes each image (the CLI with the engine, the plug-in also
+ * with GIMP's loaders) and hands the pixels over. */
+
+/* Images larger than this on a side are analysed and annotated at this size. */
+#define DH_REVIEW_MAX_SIDE 1024
+/* Thumbnails fit in this square. */
+#define DH_REVIEW_THUMB_SIDE 200
+
+/* The front end's text drawing, for the label box (host/ draws no text).
+ * Draws the UTF-8 text with the left end of its baseline at (x, y) on
+ * surface, w x h pixels of cairo's RGB24 layout (one uint32 0x00RRGGBB
+ * each, stride in bytes), in a sans-serif face of size px, bold or not, in
+ * colour rgb (0..1); with surface NULL it only measures. Returns the
+ * advance width; *ascent and *height (either may be NULL) get the font's
+ * ascent and line height. Called from several threads at once in the CLI. */
+typedef struct {
+    void *user;
+    double (*text)(void *user, uint32_t *surface, int w, int h, int stride, double x, double y,
+                   const char *text, double size, int bold, const double rgb[3], double *ascent,
+                   double *height);
+} dh_text_painter;
+
+typedef struct {
+    const char *dataset;          /* the folder to review */
+    const char *out_dir;          /* index.html, images/, thumbs/ and (default) review.csv; NULL or "": the CSV only */
+    const char *csv_path;         /* NULL or "": out_dir/review.csv */
+    const char *labels_csv;       /* labels from this CSV instead of class subfolders; NULL or "": folders */
+    const char *label_column;     /* the CSV's label column; NULL: label, dx, ham10000_class, class, diagnosis */
+    const char *const *more_exts; /* NULL-terminated extra name endings to list (".xcf"); NULL: none */
+    dl_saliency_method method;
+    double opacity;               /* 0..100 */
+    const dh_text_painter *painter; /* NULL: annotated images without the label box */
+} dh_review_opts;
+
+typedef struct dh_review dh_review;
+
+typedef struct {
+    int n, ok, failed, labelled, disagree, ood;
+    int skipped;        /* files that are not images by name */
+    int unreadable;     /* folders that could not be listed */
+    int from_folders;   /* labels came from class subfolders */
+    int csv_matched, csv_not_class, csv_unused, csv_ambiguous, csv_rows; /* labels from a CSV */
+    char unmatched[512];  /* folders that name no class ("a, b, ... (N in all)"); "" if none */
+    char not_classes[512]; /* CSV labels that are no class of the model, the same way */
+} dh_review_summary;
+
+/* Check the paths (the outputs may not lie inside the dataset), walk the
+ * dataset (name order, depth first, hidden entries skipped, symbolic links
+ * followed only to files inside it; FIFOs and devices listed as failed,
+ * never opened), read the labels, create the output folders, lock the CSV
+ * against a second writer and remove an earlier run's images. m must
+ * outlive the review. Free *out with dh_review_close (NULL on failure). */
+int dh_review_open(const dl_model *m, const dh_review_opts *o, dh_review **out, dl_error *err);
+int dh_review_count(const dh_review *rv);
+/* Image i (walk order): the file to read (full path), and its path
+ * relative to the dataset as shown. NULL when i is out of range. */
+const char *dh_review_path(const dh_review *rv, int i);
+const char *dh_review_rel(const dh_review *rv, int i);
+/* Why image i is not read (a FIFO, a link leaving the dataset), or NULL. */
+const char *dh_review_refused(const dh_review *rv, int i);
+/* Analyse image i from the decoded pixels and write its annotated image
+ * and thumbnail. Returns 0, or -1 with err (the image is then recorded as
+ * failed with that message). Distinct i may run on distinct threads with
+ * distinct models. */
+int dh_review_image(dh_review *rv, dl_model *m, int i, const dl_image *img, dl_error *err);
+/* Record image i as failed (message without the file's path). */
+void dh_review_fail(dh_review *rv, int i, const char *message);
+/* Write the CSV of the images done so far, in walk order, atomically (a
+ * run killed part-way leaves a valid CSV). */
+int dh_review_checkpoint(dh_review *rv, dl_error *err);
+/* Sort (labelled images by suspicion, most suspicious first, then
+ * unlabelled ones, then failures), write the CSV and, with an out_dir,
+ * index.html. dataset_shown names the dataset on the page. Images never
+ * handed over count as failed ("not analysed"). sum may be NULL. */
+int dh_review_finish(dh_review *rv, const char *dataset_shown, dh_review_summary *sum, dl_error *err);
+/* After finish: image i in page order, its path as shown and its error
+ * (NULL when it was reviewed). Returns -1 when i is out of range. */
+int dh_review_result(const dh_review *rv, int i, const char **rel, const char **error);
+/* The CSV and page paths (the page is NULL without an out_dir). Owned by rv. */
+const char *dh_review_csv_path(const dh_review *rv);
+const char *dh_review_html_path(const dh_review *rv);
+void dh_review_close(dh_review *rv);
+/* Confident disagreement with the given label: the largest probability of
+ * another class minus the label's probability, in [-1, 1]; NaN without a
+ * label (label outside 0..k-1). */
+double dh_review_suspicion(const float *probs, int k, int label);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 
 #include "plugin.h"
+#include "dermlens_io.h"
 
 /* Larger regions are analysed at reduced scale (the network sees 224 x 224
  * anyway): GIMP itself makes a sub-thumbnail of at most DLP_THUMB_MAX on a
@@ -1018,27 +1019,163 @@ gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, con
 
 /* ------------------------------------------------------------------ batch */
 
-gboolean dlp_core_batch(const char *in, const char *csv, const char *out, const dh_params *p,
-                        dh_batch_stats *st, gchar **msg)
+/* The label box's text on the review's annotated images, drawn with Pango
+ * (host/ draws no text; the CLI uses cairo's toy API). */
+static double pango_text(void *user, uint32_t *surface, int w, int h, int stride, double x, double y,
+                         const char *text, double size, int bold, const double rgb[3], double *ascent,
+                         double *height)
+{
+    (void)user;
+    cairo_surface_t *s = surface ? cairo_image_surface_create_for_data((unsigned char *)surface, CAIRO_FORMAT_RGB24,
+                                                                       w, h, stride)
+                                 : cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
+    cairo_t *cr = cairo_create(s);
+    PangoLayout *lay = pango_cairo_create_layout(cr);
+    PangoFontDescription *fd = pango_font_description_from_string(bold ? "Sans Bold" : "Sans");
+    pango_font_description_set_absolute_size(fd, size * PANGO_SCALE);
+    pango_layout_set_font_description(lay, fd);
+    pango_layout_set_text(lay, text, -1);
+    PangoRectangle logical;
+    pango_layout_get_extents(lay, NULL, &logical);
+    double base = pango_layout_get_baseline(lay) / (double)PANGO_SCALE;
+    if (ascent)
+        *ascent = base;
+    if (height)
+        *height = logical.height / (double)PANGO_SCALE;
+    if (surface) {
+        cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
+        cairo_move_to(cr, x, y - base);
+        pango_cairo_show_layout(cr, lay);
+        cairo_surface_flush(s);
+    }
+    pango_font_description_free(fd);
+    g_object_unref(lay);
+    cairo_destroy(cr);
+    cairo_surface_destroy(s);
+    return logical.width / (double)PANGO_SCALE;
+}
+
+/* Name endings of the formats GIMP's loaders read beyond the ones the
+ * review lists anyway (PNG, JPEG, TIFF, BMP, GIF, WebP, HEIF, AVIF): these
+ * files are listed too and opened with GIMP. */
+static const char *const gimp_exts[] = {
+    ".xcf", ".xcf.gz", ".xcf.bz2", ".xcf.xz", ".xcfgz", ".xcfbz2", ".psd", ".psb", ".ora", ".ico", ".cur",
+    ".tga", ".ppm", ".pgm", ".pbm", ".pnm", ".pam", ".pfm", ".pcx", ".jp2", ".j2k", ".jpx", ".jxl", ".exr",
+    ".hdr", ".sgi", ".rgb", ".rgba", ".bw", ".xpm", ".xbm", ".dds", ".qoi", ".fits", ".fit", ".xwd",
+    ".ras", ".sun", ".pix", ".pat", ".svg", ".pdf", ".wmf", ".emf", ".mng", ".dcm", ".dicom", ".fli",
+    ".flc", ".pcd", ".psp", ".tub", ".pdn", ".im1", ".im8", ".im24", ".im32", ".rs", NULL};
+
+/* Image i of the review as RGB8: the engine's decoder first (as the CLI),
+ * else GIMP's loaders (XCF, WebP, GIF and the rest), flattened. 0 or -1
+ * with *msg. */
+static int batch_decode(const dlp_gimp *g, const char *path, dl_image *img, gchar **msg)
+{
+    dl_error err = {0};
+    if (dl_image_load_oriented(path, img, NULL, &err) == 0)
+        return 0;
+    const char *why = err.message[0] ? err.message : dl_status_name(err.code);
+    size_t n = strlen(path);
+    if (!strncmp(why, path, n) && why[n] == ':')
+        why += n + 1 + (why[n + 1] == ' ');
+    gint32 image = g->file_load(path);
+    if (image < 0) {
+        *msg = g_strdup_printf("%s; GIMP cannot open it either", why);
+        return -1;
+    }
+    gint32 layer = g->flatten(image);
+    int rc = -1;
+    if (layer < 0) {
+        *msg = g_strdup("GIMP opened the file but could not flatten it");
+    } else {
+        dlp_geom geo;
+        guint8 *rgb = read_region(g, image, layer, &geo, msg);
+        if (rgb) {
+            img->width = geo.aw;
+            img->height = geo.ah;
+            img->stride = (size_t)geo.aw * 3;
+            img->pixels = malloc((size_t)geo.aw * (size_t)geo.ah * 3);
+            if (img->pixels) {
+                memcpy(img->pixels, rgb, (size_t)geo.aw * (size_t)geo.ah * 3);
+                rc = 0;
+            } else {
+                *msg = g_strdup("out of memory");
+            }
+            g_free(rgb);
+        }
+    }
+    g->image_delete(image);
+    return rc;
+}
+
+gboolean dlp_core_batch(const dlp_gimp *g, const char *in, const char *csv, const char *out,
+                        const char *labels, const dh_params *p, dh_batch_stats *st, gchar **msg)
 {
     memset(st, 0, sizeof *st);
     dl_error err = {0};
     char model_path[4096];
+    if (!in || !in[0] || !csv || !csv[0]) {
+        *msg = g_strdup("Batch review: an input folder and an output CSV file are required");
+        return FALSE;
+    }
     dl_model *m = dh_model_open(p->model_path, dlp_plugin_dir, model_path, sizeof model_path, &err);
     if (!m) {
         *msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
         return FALSE;
     }
-    gimp_progress_init("DermLens: batch review");
-    host_state hs = {{0}};
-    dh_batch_opts o = {in, csv, out, p->method, p->opacity, host_progress, &hs};
-    int rc = dh_batch_run(m, &o, st, &err);
-    dl_model_free(m);
-    if (rc != 0) {
+    static const dh_text_painter painter = {NULL, pango_text};
+    dh_review_opts o = {.dataset = in, .out_dir = out, .csv_path = csv, .labels_csv = labels,
+                        .more_exts = gimp_exts, .method = p->method, .opacity = p->opacity,
+                        .painter = &painter};
+    dh_review *rv = NULL;
+    if (dh_review_open(m, &o, &rv, &err) != 0) {
         *msg = g_strdup_printf("Batch review failed: %s", err.message);
+        dl_model_free(m);
         return FALSE;
     }
-    return TRUE;
+    gimp_progress_init("DermLens: batch review");
+    host_state hs = {{0}};
+    int n = dh_review_count(rv);
+    gboolean ok = TRUE;
+    gint64 last_commit = 0;
+    for (int i = 0; i < n && ok; i++) {
+        char *text = dl_text_sanitize(dh_review_rel(rv, i));
+        host_progress(&hs, (double)i / n, text ? text : "");
+        free(text);
+        const char *refused = dh_review_refused(rv, i);
+        dl_image img = {0};
+        gchar *why = NULL;
+        dl_error ie = {0};
+        if (refused)
+            dh_review_fail(rv, i, refused);
+        else if (batch_decode(g, dh_review_path(rv, i), &img, &why) != 0)
+            dh_review_fail(rv, i, why);
+        else
+            dh_review_image(rv, m, i, &img, &ie);
+        g_free(why);
+        dl_image_free(&img);
+        /* the CSV so far, so a batch killed part-way leaves a valid one:
+         * after every image for the first 200, then at most once a second
+         * (the whole file is rewritten each time) */
+        gint64 now = g_get_monotonic_time();
+        if ((i < 200 || now - last_commit >= G_USEC_PER_SEC) && dh_review_checkpoint(rv, &err) != 0) {
+            *msg = g_strdup_printf("Batch review failed: %s", err.message);
+            ok = FALSE;
+        }
+        if (i < 200 || now - last_commit >= G_USEC_PER_SEC)
+            last_commit = now;
+    }
+    dh_review_summary sum = {0};
+    if (ok && dh_review_finish(rv, in, &sum, &err) != 0) {
+        *msg = g_strdup_printf("Batch review failed: %s", err.message);
+        ok = FALSE;
+    }
+    host_progress(&hs, 1.0, "done");
+    st->files = n;
+    st->ok = sum.ok;
+    st->failed = sum.failed;
+    dh_review_close(rv);
+    dl_model_free(m);
+    return ok;
 }
 
 /* ------------------------------------------------------------------ teaching figure */

@@ -26,6 +26,7 @@ typedef struct {
     char csv_path[4096];
     char output_dir[4096];
     char model_path[4096];
+    char labels_path[4096]; /* last: older saved values still load */
 } dlp_saved_batch;
 
 static void query(void);
@@ -71,6 +72,10 @@ static void query(void)
         {GIMP_PDB_STRING, "model-path", "Model file (empty: the shipped model)"},
         {GIMP_PDB_STRING, "saliency-method", "Saliency method for the annotated copies"},
         {GIMP_PDB_FLOAT, "opacity", "Overlay opacity for the annotated copies (0..100)"},
+        /* DLP_PROC_BATCH_LABELS only */
+        {GIMP_PDB_STRING, "labels-csv",
+         "Ground truth from this CSV (a label column and a path or image id column; empty: from "
+         "class subfolders)"},
     };
     static const GimpParamDef batch_ret[] = {
         {GIMP_PDB_INT32, "classified", "Files classified"},
@@ -87,14 +92,27 @@ static void query(void)
                            classify_args, NULL);
     gimp_plugin_menu_register(DLP_PROC_CLASSIFY, DLP_MENU_PATH);
 
-    gimp_install_procedure(DLP_PROC_BATCH, "Classify every image in a folder into a CSV file",
-                           "Writes one CSV row per file (top class, every probability, OOD flag, "
-                           "error) and optionally annotated PNG copies. Input files are never "
-                           "changed.",
+    gimp_install_procedure(DLP_PROC_BATCH, "Review every image in a folder and its subfolders",
+                           "Classifies and explains every image under the folder (subfolders "
+                           "included; every format GIMP opens) and writes the CSV: path, given "
+                           "label (from class subfolders or the labels CSV), prediction, every "
+                           "probability, OOD score and flag, suspicion (likely label errors "
+                           "first), error. With an output folder also index.html, images/ "
+                           "(annotated PNGs with a label box, the disclaimer and the "
+                           "out-of-distribution warning) and thumbs/, as `dermlens review`. "
+                           "Input files are never changed.",
                            "DermLens authors", "GPL-3.0-or-later", "2025", "_Batch Review...", "",
-                           GIMP_PLUGIN, G_N_ELEMENTS(batch_args), G_N_ELEMENTS(batch_ret),
+                           GIMP_PLUGIN, G_N_ELEMENTS(batch_args) - 1, G_N_ELEMENTS(batch_ret),
                            batch_args, batch_ret);
     gimp_plugin_menu_register(DLP_PROC_BATCH, DLP_MENU_PATH);
+    gimp_install_procedure(DLP_PROC_BATCH_LABELS, "Batch Review with the ground truth from a CSV",
+                           "plug-in-dermlens-batch with an 8th argument, labels-csv: the given "
+                           "labels come from that CSV (a label column: label, dx, "
+                           "ham10000_class, class or diagnosis; and a path or image id column) "
+                           "instead of class subfolders. Input files are never changed.",
+                           "DermLens authors", "GPL-3.0-or-later", "2025", NULL, "", GIMP_PLUGIN,
+                           G_N_ELEMENTS(batch_args), G_N_ELEMENTS(batch_ret), batch_args,
+                           batch_ret);
 
     gimp_install_procedure(DLP_PROC_FIGURE, "A teaching figure: the lesion and where the model looked",
                            "Makes a new image with the active layer's region (or the selection's "
@@ -294,6 +312,20 @@ static void g2_image_delete(gint32 image)
     gimp_image_delete(image);
 }
 
+static gint32 g2_file_load(const char *path)
+{
+    /* a file GIMP cannot open is an error row, not a GIMP error message */
+    gimp_plugin_set_pdb_error_handler(GIMP_PDB_ERROR_HANDLER_PLUGIN);
+    gint32 image = gimp_file_load(GIMP_RUN_NONINTERACTIVE, path, path);
+    gimp_plugin_set_pdb_error_handler(GIMP_PDB_ERROR_HANDLER_INTERNAL);
+    return image;
+}
+
+static gint32 g2_flatten(gint32 image)
+{
+    return gimp_image_flatten(image);
+}
+
 static const dlp_gimp gimp2 = DLP_GIMP_TABLE(g2, "active", 0);
 
 /* ------------------------------------------------------------------ dialogs */
@@ -444,7 +476,7 @@ static gboolean batch_dialog(dlp_saved_batch *s)
     GtkWidget *dlg = gimp_dialog_new("DermLens - Batch Review", "dermlens-batch", NULL, 0,
                                      gimp_standard_help_func, DLP_PROC_BATCH, "_Cancel",
                                      GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
-    GtkWidget *table = gtk_table_new(4, 2, FALSE);
+    GtkWidget *table = gtk_table_new(5, 2, FALSE);
     gtk_container_set_border_width(GTK_CONTAINER(table), 8);
     gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), table, TRUE, TRUE, 0);
     GtkWidget *in = gtk_entry_new();
@@ -455,8 +487,12 @@ static gboolean batch_dialog(dlp_saved_batch *s)
     add_row(table, 1, "Output CS_V file:", csv);
     GtkWidget *out = gtk_entry_new();
     gtk_entry_set_text(GTK_ENTRY(out), s->output_dir);
-    gtk_widget_set_tooltip_text(out, "Empty: no annotated copies");
-    add_row(table, 2, "Annotated copies fol_der:", out);
+    gtk_widget_set_tooltip_text(out, "index.html, annotated images and thumbnails; empty: the CSV only");
+    add_row(table, 2, "Review page fol_der:", out);
+    GtkWidget *labels = gtk_entry_new();
+    gtk_entry_set_text(GTK_ENTRY(labels), s->labels_path);
+    gtk_widget_set_tooltip_text(labels, "Empty: the class subfolders give the labels");
+    add_row(table, 4, "_Ground-truth labels CSV (optional):", labels);
     GtkWidget *model = gtk_entry_new();
     gtk_entry_set_text(GTK_ENTRY(model), s->model_path);
     gtk_widget_set_tooltip_text(model, "Empty: the shipped lesion model");
@@ -469,6 +505,7 @@ static gboolean batch_dialog(dlp_saved_batch *s)
         g_strlcpy(s->csv_path, gtk_entry_get_text(GTK_ENTRY(csv)), sizeof s->csv_path);
         g_strlcpy(s->output_dir, gtk_entry_get_text(GTK_ENTRY(out)), sizeof s->output_dir);
         g_strlcpy(s->model_path, gtk_entry_get_text(GTK_ENTRY(model)), sizeof s->model_path);
+        g_strlcpy(s->labels_path, gtk_entry_get_text(GTK_ENTRY(labels)), sizeof s->labels_path);
     }
     gtk_widget_destroy(dlg);
     return ok;
@@ -559,7 +596,8 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
             values[1].type = GIMP_PDB_IMAGE;
             values[1].data.d_image = fig;
         }
-    } else if (strcmp(name, DLP_PROC_BATCH) == 0) {
+    } else if (strcmp(name, DLP_PROC_BATCH) == 0 || strcmp(name, DLP_PROC_BATCH_LABELS) == 0) {
+        int want = strcmp(name, DLP_PROC_BATCH) == 0 ? 7 : 8;
         dlp_saved_batch s;
         memset(&s, 0, sizeof s);
         const char *method = "gradcam";
@@ -568,10 +606,11 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
             gimp_get_data(DLP_PROC_BATCH, &s);
         s.input_dir[sizeof s.input_dir - 1] = s.csv_path[sizeof s.csv_path - 1] = '\0';
         s.output_dir[sizeof s.output_dir - 1] = s.model_path[sizeof s.model_path - 1] = '\0';
+        s.labels_path[sizeof s.labels_path - 1] = '\0';
         if (mode == GIMP_RUN_NONINTERACTIVE) {
-            if (nparams != 7) {
+            if (nparams != want) {
                 status = GIMP_PDB_CALLING_ERROR;
-                msg = g_strdup_printf("%s takes 7 arguments, got %d", name, nparams);
+                msg = g_strdup_printf("%s takes %d arguments, got %d", name, want, nparams);
             } else {
                 g_strlcpy(s.input_dir, param[1].data.d_string ? param[1].data.d_string : "",
                           sizeof s.input_dir);
@@ -584,6 +623,8 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
                 if (param[5].data.d_string && param[5].data.d_string[0])
                     method = param[5].data.d_string;
                 opacity = param[6].data.d_float;
+                if (nparams > 7 && param[7].data.d_string)
+                    g_strlcpy(s.labels_path, param[7].data.d_string, sizeof s.labels_path);
             }
         } else if (mode == GIMP_RUN_INTERACTIVE) {
             if (!batch_dialog(&s))
@@ -599,7 +640,7 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
         }
         if (status == GIMP_PDB_SUCCESS) {
             dh_batch_stats st;
-            if (!dlp_core_batch(s.input_dir, s.csv_path, s.output_dir, &p, &st, &msg))
+            if (!dlp_core_batch(&gimp2, s.input_dir, s.csv_path, s.output_dir, s.labels_path, &p, &st, &msg))
                 status = GIMP_PDB_EXECUTION_ERROR;
             else if (mode != GIMP_RUN_NONINTERACTIVE)
                 gimp_set_data(DLP_PROC_BATCH, &s, sizeof s);
@@ -613,8 +654,9 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
             values[2].type = GIMP_PDB_INT32;
             values[2].data.d_int32 = failed;
             if (mode == GIMP_RUN_INTERACTIVE)
-                g_message("DermLens: %d files classified, %d failed; results in %s", classified,
-                          failed, s.csv_path);
+                g_message("DermLens: %d images reviewed, %d failed; results in %s%s%s%s", classified,
+                          failed, s.csv_path, s.output_dir[0] ? " and " : "", s.output_dir,
+                          s.output_dir[0] ? "/index.html" : "");
         }
     } else {
         status = GIMP_PDB_CALLING_ERROR;

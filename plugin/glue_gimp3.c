@@ -263,6 +263,24 @@ static void g3_image_delete(gint32 image)
     gimp_image_delete(IMAGE(image));
 }
 
+static gint32 g3_file_load(const char *path)
+{
+    GFile *f = g_file_new_for_path(path);
+    /* a file GIMP cannot open is an error row, not a GIMP error message */
+    GimpPlugIn *pi = gimp_get_plug_in();
+    gimp_plug_in_set_pdb_error_handler(pi, GIMP_PDB_ERROR_HANDLER_PLUGIN);
+    GimpImage *img = gimp_file_load(GIMP_RUN_NONINTERACTIVE, f);
+    gimp_plug_in_set_pdb_error_handler(pi, GIMP_PDB_ERROR_HANDLER_INTERNAL);
+    g_object_unref(f);
+    return img ? gimp_image_get_id(img) : -1;
+}
+
+static gint32 g3_flatten(gint32 image)
+{
+    GimpLayer *l = gimp_image_flatten(IMAGE(image));
+    return l ? gimp_item_get_id(GIMP_ITEM(l)) : -1;
+}
+
 static const dlp_gimp gimp3 = DLP_GIMP_TABLE(g3, "selected", 1);
 
 /* ------------------------------------------------------------------ classify */
@@ -382,18 +400,19 @@ static GimpValueArray *batch_run(GimpProcedure *proc, GimpProcedureConfig *confi
         gimp_procedure_dialog_get_label(GIMP_PROCEDURE_DIALOG(dlg), "disclaimer",
                                         "<b>" DH_DISCLAIMER "</b>", TRUE, FALSE);
         gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dlg), "input-folder", "output-csv",
-                                   "output-folder", "model-path", "saliency-method", "opacity",
-                                   "disclaimer", NULL);
+                                   "output-folder", "labels-csv", "model-path", "saliency-method",
+                                   "opacity", "disclaimer", NULL);
         dlp_dialog_test_hook(dlg);
         gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dlg));
         gtk_widget_destroy(dlg);
         if (!ok)
             return gimp_procedure_new_return_values(proc, GIMP_PDB_CANCEL, NULL);
     }
-    gchar *in = NULL, *csv = NULL, *out = NULL, *model = NULL, *method = NULL;
+    gchar *in = NULL, *csv = NULL, *out = NULL, *model = NULL, *method = NULL, *labels = NULL;
     gdouble opacity = 60.0;
     g_object_get(config, "input-folder", &in, "output-csv", &csv, "output-folder", &out,
-                 "model-path", &model, "saliency-method", &method, "opacity", &opacity, NULL);
+                 "model-path", &model, "saliency-method", &method, "opacity", &opacity,
+                 "labels-csv", &labels, NULL);
     dh_params p;
     char perr[256];
     gchar *msg = NULL;
@@ -402,11 +421,11 @@ static GimpValueArray *batch_run(GimpProcedure *proc, GimpProcedureConfig *confi
     if (dh_params_set(&p, model ? model : "", method, opacity, 3, 1, 1, perr, sizeof perr) != 0) {
         status = GIMP_PDB_CALLING_ERROR;
         msg = g_strdup(perr);
-    } else if (!dlp_core_batch(in, csv, out, &p, &st, &msg)) {
+    } else if (!dlp_core_batch(&gimp3, in, csv, out, labels, &p, &st, &msg)) {
         status = GIMP_PDB_EXECUTION_ERROR;
     }
     g_free(in);
-    g_free(out);
+    g_free(labels);
     g_free(model);
     g_free(method);
     if (status != GIMP_PDB_SUCCESS) {
@@ -416,8 +435,10 @@ static GimpValueArray *batch_run(GimpProcedure *proc, GimpProcedureConfig *confi
         return fail(proc, status, msg);
     }
     if (mode == GIMP_RUN_INTERACTIVE)
-        g_message("DermLens: %d files classified, %d failed; results in %s", st.ok, st.failed, csv);
+        g_message("DermLens: %d images reviewed, %d failed; results in %s%s%s%s", st.ok, st.failed, csv,
+                  out && out[0] ? " and " : "", out ? out : "", out && out[0] ? "/index.html" : "");
     g_free(csv);
+    g_free(out);
     GimpValueArray *ret = gimp_procedure_new_return_values(proc, GIMP_PDB_SUCCESS, NULL);
     GIMP_VALUES_SET_INT(ret, 1, st.ok);
     GIMP_VALUES_SET_INT(ret, 2, st.failed);
@@ -516,9 +537,13 @@ static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
         gimp_procedure_set_menu_label(proc, "_Batch Review...");
         gimp_procedure_add_menu_path(proc, "<Image>/Filters/Dermatology");
         gimp_procedure_set_documentation(
-            proc, "Classify every image in a folder into a CSV file",
-            "Writes one CSV row per file (top class, every probability, OOD flag, error) and "
-            "optionally annotated PNG copies. Input files are never changed.",
+            proc, "Review every image in a folder and its subfolders",
+            "Classifies and explains every image under the folder (subfolders included; every "
+            "format GIMP opens) and writes the CSV: path, given label (from class subfolders or "
+            "the labels CSV), prediction, every probability, OOD score and flag, suspicion "
+            "(likely label errors first), error. With an output folder also index.html, images/ "
+            "(annotated PNGs with a label box, the disclaimer and the out-of-distribution "
+            "warning) and thumbs/, as `dermlens review`. Input files are never changed.",
             name);
         gimp_procedure_set_attribution(proc, "DermLens authors", "GPL-3.0-or-later", "2025");
         gimp_procedure_add_enum_argument(proc, "run-mode", "Run mode", "The run mode",
@@ -530,10 +555,16 @@ static GimpProcedure *dermlens_create(GimpPlugIn *plug_in, const gchar *name)
         gimp_procedure_add_string_argument(proc, "output-csv", "Output CS_V file",
                                            "CSV file to write (atomically)", "",
                                            G_PARAM_READWRITE);
-        gimp_procedure_add_string_argument(proc, "output-folder", "Annotated copies fol_der",
-                                           "Folder for annotated PNG copies (empty: none)", "",
+        gimp_procedure_add_string_argument(proc, "output-folder", "Review page fol_der",
+                                           "Folder for index.html, the annotated images and "
+                                           "thumbnails (empty: the CSV only)", "",
                                            G_PARAM_READWRITE);
         add_common_args(proc);
+        /* last, with a default: calls without it keep working */
+        gimp_procedure_add_string_argument(proc, "labels-csv", "_Ground-truth labels CSV (optional)",
+                                           "Ground truth from this CSV (a label column and a path "
+                                           "or image id column); empty: from class subfolders",
+                                           "", G_PARAM_READWRITE);
         gimp_procedure_add_int_return_value(proc, "classified", "Classified", "Files classified",
                                             0, G_MAXINT, 0, G_PARAM_READWRITE);
         gimp_procedure_add_int_return_value(proc, "failed", "Failed",

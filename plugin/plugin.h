@@ -19,6 +19,10 @@
 
 #define DLP_PROC_CLASSIFY "plug-in-dermlens-classify"
 #define DLP_PROC_BATCH "plug-in-dermlens-batch"
+/* GIMP 2.10 only: Batch Review with a labels CSV as an 8th argument (Script-Fu
+ * checks the argument count, so the 7-argument procedure stays as it was; in
+ * GIMP 3 labels-csv is an argument of DLP_PROC_BATCH with a default). */
+#define DLP_PROC_BATCH_LABELS "plug-in-dermlens-batch-labels"
 #define DLP_PROC_FIGURE "plug-in-dermlens-figure"
 #define DLP_MENU_PATH "<Image>/Filters/Dermatology"
 #define DLP_PARASITE_NAME "dermlens-result"
@@ -82,6 +86,11 @@ typedef struct {
     /* Built: undo on, clean, and shown in a display when display is set. */
     void (*image_ready)(gint32 image, gboolean display);
     void (*image_delete)(gint32 image);
+    /* Open a file with GIMP's own loaders (every format GIMP reads), quietly;
+     * -1 when GIMP cannot. Delete the image with image_delete. */
+    gint32 (*file_load)(const char *path);
+    /* Flatten the image into one layer and return it; -1 on failure. */
+    gint32 (*flatten)(gint32 image);
 } dlp_gimp;
 
 /* A dlp_gimp from the functions PREFIX_image_base ... PREFIX_remove of one
@@ -101,6 +110,7 @@ typedef struct {
         .rename = PREFIX##_rename, .reorder = PREFIX##_reorder, .remove = PREFIX##_remove,        \
         .image_new = PREFIX##_image_new, .image_resize = PREFIX##_image_resize,                   \
         .image_ready = PREFIX##_image_ready, .image_delete = PREFIX##_image_delete,               \
+        .file_load = PREFIX##_file_load, .flatten = PREFIX##_flatten,                             \
     }
 
 /* Once, from main(): the plug-in's folder (for the model search) and its
@@ -122,10 +132,16 @@ gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, con
 gboolean dlp_core_figure(const dlp_gimp *g, gint32 image, gint32 drawable, const dh_params *p,
                          gboolean interactive, gint32 *figure, gchar **msg);
 
-/* Batch Review: in -> csv (+ annotated copies in out, may be ""). Counts in
- * *st. FALSE with *msg (g_free) when the review could not run. */
-gboolean dlp_core_batch(const char *in, const char *csv, const char *out, const dh_params *p,
-                        dh_batch_stats *st, gchar **msg);
+/* Batch Review: the dataset review of host/ (as `dermlens review`) over
+ * the folder in and its subfolders: the CSV csv (label, prediction, every
+ * probability, OOD score, suspicion; most suspicious first) and, when out
+ * is not "", index.html, images/ (annotated PNGs) and thumbs/ in out.
+ * Ground truth from class subfolders, or from the CSV labels when it is
+ * not "" or NULL. Files the engine cannot decode are opened with GIMP's
+ * loaders. Counts in *st. FALSE with *msg (g_free) when the review could
+ * not run. */
+gboolean dlp_core_batch(const dlp_gimp *g, const char *in, const char *csv, const char *out,
+                        const char *labels, const dh_params *p, dh_batch_stats *st, gchar **msg);
 
 /* A saliency method's nick for a GIMP 3 choice (an identifier: the
  * engine's name with "++" as "-pp", e.g. "gradcam-pp"). Static string. */

@@ -15,8 +15,9 @@ WORKDIR holds, per test case C (written by the GIMP scripts):
   C-text.txt      the label text layer's text
   C-cli.json      `dermlens classify --json -k 0` on C-ref.png (the region's pixels)
   C-before.txt    (float case, GIMP 2.10) every byte of the layer, one pixel a line
-and for the batch case: batch-facts.txt ("classified failed"), batch.csv,
-batch-out/ (annotated copies), batch-in.sha256 / batch-in-after.sha256;
+and for the batch case: batch-facts.txt ("reviewed failed"), batch.csv,
+batch-out/ (index.html, images/, thumbs/), batch-labels-facts.txt and
+batch-labels.csv (labels from a CSV), batch-in.sha256 / batch-in-after.sha256;
 for the fault cases: undo-facts.txt + undo-probe.log + undo-before/after
 (one real undo step), batch-kill.csv + batch-kill-facts.txt +
 batch-kill-in*.sha256 (a batch killed part-way), huge-facts.txt (optional).
@@ -473,37 +474,150 @@ def check_figure(work):
         check(False, "figure: %s" % e)
 
 
+# The batch's dataset (run-gimp2.sh / run-gimp3.sh): class subfolders, one
+# file nested two folders below its class, an XCF (only GIMP opens it), a
+# blank 96 px PNG (out of distribution) and a broken JPEG outside any class
+# folder.
+BATCH_FILES = {"mel/ISIC_0031711.jpg": "mel", "nv/ISIC_0025921.jpg": "nv", "nv/blank.png": "nv",
+               "bkl/nested/deeper/ISIC_0029674.xcf": "bkl", "broken.jpg": ""}
+REVIEW_HEAD = ["rank", "path", "label", "prediction", "confidence"]
+REVIEW_TAIL = ["ood_score", "ood_flag", "ood_reason", "suspicion", "disagree", "annotated", "thumbnail", "error"]
+REVIEW_DISCLAIMER = "Research/teaching aid - not a medical device, not a diagnosis."
+
+
+def read_review_csv(path, what):
+    """The review CSV as (header, rows as dicts); checks the columns."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    head, body = rows[0], rows[1:]
+    pcols = [h for h in head if h.startswith("p_")]
+    check(head[:5] == REVIEW_HEAD and head[-8:] == REVIEW_TAIL and len(pcols) >= 2 and
+          head == REVIEW_HEAD + pcols + REVIEW_TAIL, "%s: header %r" % (what, head))
+    for r in body:
+        check(len(r) == len(head), "%s: ragged row %r" % (what, r[:3]))
+    return head, pcols, [dict(zip(head, r)) for r in body]
+
+
+def check_review_rows(rows, pcols, what):
+    """Probabilities, prediction, suspicion, disagreement and the order of
+    reviewed rows; failed rows last with an error and nothing else."""
+    seen_failed = False
+    susp = []
+    for i, r in enumerate(rows):
+        check(r["rank"] == str(i + 1), "%s: rank %r in row %d" % (what, r["rank"], i + 1))
+        if r["error"]:
+            seen_failed = True
+            check(all(r[c] == "" for c in pcols) and r["prediction"] == "" and r["annotated"] == "",
+                  "%s: failed row %s has results" % (what, r["path"]))
+            continue
+        check(not seen_failed, "%s: %s follows a failed row" % (what, r["path"]))
+        p = {c[2:]: float(r[c]) for c in pcols}
+        check(abs(sum(p.values()) - 1) < 1e-3, "%s: %s sums to %.5f" % (what, r["path"], sum(p.values())))
+        pred = max(p, key=p.get)
+        check(r["prediction"] == pred and abs(float(r["confidence"]) - p[pred]) < 1e-5,
+              "%s: %s prediction %s %s, argmax %s" % (what, r["path"], r["prediction"], r["confidence"], pred))
+        check(r["ood_flag"] in ("0", "1") and (r["ood_score"] == "" or math.isfinite(float(r["ood_score"]))),
+              "%s: %s OOD %r %r" % (what, r["path"], r["ood_score"], r["ood_flag"]))
+        if r["label"] in p:
+            want = max(v for k, v in p.items() if k != r["label"]) - p[r["label"]]
+            check(abs(float(r["suspicion"]) - want) < 1e-3, "%s: %s suspicion %s, want %.4f"
+                  % (what, r["path"], r["suspicion"], want))
+            check(r["disagree"] == ("1" if pred != r["label"] else "0"), "%s: %s disagree %r" % (what, r["path"], r["disagree"]))
+            susp.append(float(r["suspicion"]))
+        else:
+            check(r["suspicion"] == "" and r["disagree"] == "", "%s: %s unlabelled but has a suspicion" % (what, r["path"]))
+    check(susp == sorted(susp, reverse=True), "%s: not most suspicious first: %s" % (what, susp))
+
+
 def check_batch(work):
+    """Batch Review = `dermlens review`: recursion, ground truth from class
+    subfolders (and from a CSV), GIMP-only formats, a failed file, the CSV,
+    annotated PNGs with the label box, thumbnails and index.html."""
     facts = os.path.join(work, "batch-facts.txt")
     if not check(os.path.exists(facts), "batch: procedure did not report"):
         return
     with open(facts) as f:
         ok, failed = (int(v) for v in f.read().split()[:2])
-    check((ok, failed) == (2, 1), "batch: %d classified, %d failed (want 2, 1)" % (ok, failed))
+    check((ok, failed) == (4, 1), "batch: %d reviewed, %d failed (want 4, 1)" % (ok, failed))
     try:
-        with open(os.path.join(work, "batch.csv"), newline="") as f:
-            rows = list(csv.reader(f))
-    except OSError as e:
+        head, pcols, rows = read_review_csv(os.path.join(work, "batch.csv"), "batch")
+    except (OSError, IndexError) as e:
         check(False, "batch: CSV: %s" % e)
         return
-    head, body = rows[0], rows[1:]
-    check(head[:2] == ["file", "top_class"] and head[-2:] == ["ood", "error"], "batch: header %r" % head[:3])
-    check(len(body) == 3, "batch: %d rows" % len(body))
-    pcols = [i for i, h in enumerate(head) if h.startswith("p_")]
-    for r in body:
-        check(len(r) == len(head), "batch: ragged row %r" % r[:2])
-        if r[0] == "broken.jpg":
-            check(r[-1] != "" and all(r[i] == "" for i in pcols), "batch: broken row %r" % r[-1])
-        else:
-            s = sum(float(r[i]) for i in pcols)
-            check(abs(s - 1.0) < 1e-3 and r[-1] == "", "batch: %s sums to %.5f, error %r" % (r[0], s, r[-1]))
-            stem = os.path.splitext(r[0])[0]
-            check(os.path.exists(os.path.join(work, "batch-out", stem + ".dermlens.png")),
-                  "batch: no annotated copy for %s" % r[0])
+    by = {r["path"]: r for r in rows}
+    check(sorted(by) == sorted(BATCH_FILES), "batch: rows %s" % sorted(by))
+    for path, label in BATCH_FILES.items():
+        r = by.get(path)
+        if not r:
+            continue
+        check(r["label"] == label, "batch: %s label %r, want %r (class folder)" % (path, r["label"], label))
+        check(bool(r["error"]) == (path == "broken.jpg"), "batch: %s error %r" % (path, r["error"]))
+    check_review_rows(rows, pcols, "batch")
+    out = os.path.join(work, "batch-out")
+    for r in rows:
+        if r["error"]:
+            continue
+        try:
+            w, h, ch, depth, px = read_png(os.path.join(out, r["annotated"]))
+            tw, th = read_png(os.path.join(out, r["thumbnail"]))[:2]
+        except (OSError, ValueError, KeyError) as e:
+            check(False, "batch: %s: annotated image or thumbnail: %s" % (r["path"], e))
+            continue
+        # the picture (224 px, the blank one 96 px) above a label box at least 320 wide
+        side = 96 if r["path"] == "nv/blank.png" else 224
+        check(w >= 320 and h > side + 60 and ch == 3 and depth == 8, "batch: %s annotated %dx%d" % (r["path"], w, h))
+        check(0 < tw <= 200 and 0 < th <= 200, "batch: %s thumbnail %dx%d" % (r["path"], tw, th))
+        # the box below the picture: dark, with light text in it
+        box = [px[y][x * 3:x * 3 + 3] for y in range(side + 8, h) for x in range(0, w, 2)]
+        dark = sum(1 for c in box if max(c) < 60) / len(box)
+        light = sum(1 for c in box if min(c) > 150)
+        check(dark > 0.6 and light > 50, "batch: %s label box: %.0f %% dark, %d light pixels" % (r["path"], 100 * dark, light))
+        # the headline (the box's first line; the legend's colours come later) in
+        # the warning colour (#ff9f1c) exactly when the image is flagged
+        base = max(14.0, w / 32.0)
+        head = [px[y][x * 3:x * 3 + 3] for y in range(side, side + int(2.2 * base)) for x in range(w)]
+        warn = sum(1 for c in head if c[0] > 200 and 110 < c[1] < 190 and c[2] < 90)
+        check((warn > 20) == (r["ood_flag"] == "1"), "batch: %s OOD flag %s, %d warning-coloured pixels"
+              % (r["path"], r["ood_flag"], warn))
+    blank = by.get("nv/blank.png")
+    check(blank is not None and blank["ood_flag"] == "1" and blank["ood_reason"].startswith("image check"),
+          "batch: the blank image is not flagged: %r" % ((blank["ood_flag"], blank["ood_reason"]) if blank else None,))
+    try:
+        with open(os.path.join(out, "index.html"), encoding="utf-8") as f:
+            html = f.read()
+        check(REVIEW_DISCLAIMER in html and "Confusion matrix" in html, "batch: index.html lacks the disclaimer or matrix")
+        order = [html.find('data-path="%s"' % r["path"]) for r in rows]
+        check(all(o > 0 for o in order) and order == sorted(order), "batch: index.html order %r" % order)
+        for r in rows:
+            if not r["error"]:
+                check('src="%s"' % r["thumbnail"] in html, "batch: index.html does not show %s" % r["thumbnail"])
+    except OSError as e:
+        check(False, "batch: index.html: %s" % e)
     with open(os.path.join(work, "batch-in.sha256")) as f1, open(os.path.join(work, "batch-in-after.sha256")) as f2:
         check(f1.read() == f2.read(), "batch: the input folder changed")
-    left = [n for n in os.listdir(work) if n.startswith("batch.csv") and ".tmp" in n]
+    left = [n for n in os.listdir(work) if n.startswith("batch") and ".tmp" in n]
     check(not left, "batch: temporary files left: %r" % left)
+    print("batch: %s" % "; ".join("%s %s -> %s %s (suspicion %s)%s" % (r["rank"], r["path"], r["label"] or "-",
+          r["prediction"] or "failed", r["suspicion"] or "-", " " + r["error"] if r["error"] else "") for r in rows))
+
+    # Ground truth from a labels CSV (by image id), CSV only (no output folder).
+    try:
+        with open(os.path.join(work, "batch-labels-facts.txt")) as f:
+            ok, failed = (int(v) for v in f.read().split()[:2])
+        check((ok, failed) == (4, 1), "batch labels: %d reviewed, %d failed" % (ok, failed))
+        head, pcols, rows = read_review_csv(os.path.join(work, "batch-labels.csv"), "batch labels")
+    except (OSError, ValueError, IndexError) as e:
+        check(False, "batch labels: %s" % e)
+        return
+    check_review_rows(rows, pcols, "batch labels")
+    by = {r["path"]: r for r in rows}
+    want = {"mel/ISIC_0031711.jpg": "nv", "nv/ISIC_0025921.jpg": "nv", "bkl/nested/deeper/ISIC_0029674.xcf": "bkl",
+            "nv/blank.png": "", "broken.jpg": "mel"}
+    check({p: by[p]["label"] for p in by} == want, "batch labels: labels %r" % {p: by[p]["label"] for p in by})
+    # the melanoma labelled "nv" in the CSV: the model disagrees, most suspicious
+    check(rows[0]["path"] == "mel/ISIC_0031711.jpg" and rows[0]["disagree"] == "1",
+          "batch labels: first row %s disagree %s" % (rows[0]["path"], rows[0]["disagree"]))
+    check(all(r["annotated"] == "" for r in rows), "batch labels: annotated images without an output folder")
 
 
 def check_float_raw(work):
@@ -578,16 +692,16 @@ def check_batch_kill(work):
     check(text.endswith("\n"), "batch kill: CSV ends in a partial line")
     rows = list(csv.reader(text.splitlines()))
     head, body = rows[0], rows[1:]
-    check(head[:2] == ["file", "top_class"] and head[-2:] == ["ood", "error"], "batch kill: header %r" % head[:3])
+    check(head[:5] == REVIEW_HEAD and head[-8:] == REVIEW_TAIL, "batch kill: header %r" % head[:3])
     names = sorted(n for n in os.listdir(os.path.join(work, "batch-kill-in")) if not n.startswith("."))
     check(3 <= len(body) < len(names), "batch kill: %d rows of %d files" % (len(body), len(names)))
-    check([r[0] for r in body] == names[:len(body)], "batch kill: rows are not the first files in order")
+    check([r[1] for r in body] == names[:len(body)], "batch kill: rows are not the first files in order")
     pcols = [i for i, h in enumerate(head) if h.startswith("p_")]
     for r in body:
         if not check(len(r) == len(head), "batch kill: ragged row %r" % r[:2]):
             continue
         s = sum(float(r[i]) for i in pcols)
-        check(abs(s - 1.0) < 1e-3 and r[-1] == "", "batch kill: %s sums to %.5f, error %r" % (r[0], s, r[-1]))
+        check(abs(s - 1.0) < 1e-3 and r[-1] == "", "batch kill: %s sums to %.5f, error %r" % (r[1], s, r[-1]))
     with open(os.path.join(work, "batch-kill-in.sha256")) as f1, \
             open(os.path.join(work, "batch-kill-in-after.sha256")) as f2:
         check(f1.read() == f2.read(), "batch kill: the input folder changed")

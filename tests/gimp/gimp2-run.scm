@@ -250,11 +250,21 @@
   (dl-save-png img (dl-first-layer img) (dl-path "undo-after.png"))
   (gimp-image-delete img))
 
-(let ((r (plug-in-dermlens-batch RUN-NONINTERACTIVE (dl-path "batch-in") (dl-path "batch.csv")
-                                 (dl-path "batch-out") "" "gradcam" 60))
-      (port (open-output-file (dl-path "batch-facts.txt"))))
-  (display (car r) port)
-  (display " " port)
-  (display (cadr r) port)
-  (newline port)
-  (close-output-port port))
+; "reviewed failed" of a batch call into a facts file.
+(define (dl-batch-facts r name)
+  (let ((port (open-output-file (dl-path name))))
+    (display (car r) port)
+    (display " " port)
+    (display (cadr r) port)
+    (newline port)
+    (close-output-port port)))
+
+(dl-batch-facts (plug-in-dermlens-batch RUN-NONINTERACTIVE (dl-path "batch-in") (dl-path "batch.csv")
+                                        (dl-path "batch-out") "" "gradcam" 60)
+                "batch-facts.txt")
+
+; The same folder with the ground truth from a labels CSV (the 8-argument
+; plug-in-dermlens-batch-labels), the CSV only (no output folder).
+(dl-batch-facts (plug-in-dermlens-batch-labels RUN-NONINTERACTIVE (dl-path "batch-in") (dl-path "batch-labels.csv")
+                                               "" "" "gradcam" 60 (dl-path "labels.csv"))
+                "batch-labels-facts.txt")

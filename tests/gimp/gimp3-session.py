@@ -5,6 +5,7 @@
 # check_result.py (same file layout as the GIMP 2.10 scripts).
 # DL_PHASE=killbatch: a batch over ~40 images that the driver kills part-way.
 # DL_PHASE=huge: classify a 30000 x 30000 layer (DL_GIMP_HUGE=1 only).
+# DL_PHASE=makexcf: the batch's XCF (a file only GIMP opens), two layers.
 # DL_WORK = work folder, DL_DATA = tests/data folder.
 import math
 import os
@@ -198,16 +199,37 @@ def phase_run():
         raise RuntimeError("batch failed: %s" % (res.index(1) if res.length() > 1 else "?"))
     with open(path("batch-facts.txt"), "w") as f:
         f.write("%d %d\n" % (res.index(1), res.index(2)))
+    # the ground truth from a labels CSV, the CSV only (no output folder)
+    res = batch("batch-in", "batch-labels.csv", None, labels=path("labels.csv"))
+    if res.index(0) != Gimp.PDBStatusType.SUCCESS:
+        raise RuntimeError("batch with labels failed: %s" % (res.index(1) if res.length() > 1 else "?"))
+    with open(path("batch-labels-facts.txt"), "w") as f:
+        f.write("%d %d\n" % (res.index(1), res.index(2)))
 
 
-def batch(folder, csv_name, out):
+def batch(folder, csv_name, out, labels=None):
+    """labels-csv is set only when given: calls without it must keep working."""
     proc = PDB.lookup_procedure("plug-in-dermlens-batch")
     cfg = proc.create_config()
     for k, v in (("run-mode", Gimp.RunMode.NONINTERACTIVE), ("input-folder", path(folder)),
-                 ("output-csv", path(csv_name)), ("output-folder", path(out)),
+                 ("output-csv", path(csv_name)), ("output-folder", path(out) if out else ""),
                  ("model-path", ""), ("saliency-method", "gradcam"), ("opacity", 60.0)):
         cfg.set_property(k, v)
+    if labels:
+        cfg.set_property("labels-csv", labels)
     return proc.run(cfg)
+
+
+def phase_makexcf():
+    """ISIC_0029674 as XCF two folders below its class folder (bkl), with a
+    second layer so that the batch has to flatten it."""
+    img = load(os.path.join(DATA, "lesions", "ISIC_0029674.jpg"))
+    top = Gimp.Layer.new(img, "corner", 24, 24, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(top, None, 0)
+    top.fill(Gimp.FillType.WHITE)
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
+                   Gio.File.new_for_path(path("batch-in/bkl/nested/deeper/ISIC_0029674.xcf")), None)
+    img.delete()
 
 
 def set_rect(layer, x, y, w, h, fmt, px):
@@ -432,6 +454,8 @@ elif PHASE == "killbatch":
     phase_killbatch()
 elif PHASE == "huge":
     phase_huge()
+elif PHASE == "makexcf":
+    phase_makexcf()
 else:
     for c in CASES + ["outline"]:
         inspect(c)

@@ -44,11 +44,6 @@ cat >"$tmp/gimprc" <<EOF
 (plug-in-path "\${gimp_dir}/plug-ins:\${gimp_plug_in_dir}/plug-ins:$tmp/plug-ins")
 EOF
 
-# Batch input: two lesions and one broken file.
-cp "$data/lesions/ISIC_0031711.jpg" "$data/lesions/ISIC_0025921.jpg" "$work/batch-in/"
-printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
-chmod a-w "$work/batch-in"/*
-(cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*) >"$work/batch-in.sha256"
 # Batch to be killed part-way: 40 images (the three lesions under 40 names).
 i=0
 for n in $(seq -w 0 39); do
@@ -79,10 +74,31 @@ gimp_batch() {
 }
 
 failed=0
+# Batch input, a dataset as `dermlens review` takes it: class subfolders, an
+# XCF (only GIMP opens it; made by GIMP) two folders below its class, a
+# blank PNG, a broken JPEG outside any class folder; and a labels CSV for the second run.
+mkdir -p "$work/batch-in/mel" "$work/batch-in/nv" "$work/batch-in/bkl/nested/deeper"
+cp "$data/lesions/ISIC_0031711.jpg" "$work/batch-in/mel/"
+cp "$data/lesions/ISIC_0025921.jpg" "$work/batch-in/nv/"
+printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
+# a blank image: flagged out of distribution, the warning in its label box
+python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import review_data; open(sys.argv[2], "wb").write(review_data.png_bytes(96, 96, (255, 255, 255)))' \
+    "$src/tests/review" "$work/batch-in/nv/blank.png"
+gimp_batch "$here/gimp2-makexcf.scm" "$tmp/makexcf.log" || failed=1
+[ -f "$work/batch-in/bkl/nested/deeper/ISIC_0029674.xcf" ] || { echo "FAIL: GIMP did not write the XCF"; cat "$tmp/makexcf.log"; failed=1; }
+printf 'image_id,dx\nISIC_0031711,nv\nISIC_0025921,nv\nISIC_0029674,bkl\nbroken,mel\n' >"$work/labels.csv"
+find "$work/batch-in" -type f -exec chmod a-w {} +
+batch_listing() { (cd "$work/batch-in" && find . | sort | xargs ls -lad --time-style=+%s | awk '{print $1, $5, $6, $7}' && find . -type f | sort | xargs sha256sum); }
+batch_listing >"$work/batch-in.sha256"
+
 start=$(date +%s)
 gimp_batch "$here/gimp2-run.scm" "$tmp/run.log" || failed=1
 echo "GIMP session 1: $(( $(date +%s) - start )) s"
-(cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*) >"$work/batch-in-after.sha256"
+batch_listing >"$work/batch-in-after.sha256"
+# The review page in a real browser (when Chromium is installed): thumbnails,
+# order, filters and the confusion matrix against the batch's CSV.
+python3 "$src/tests/review/browser_test.py" --page "$work/batch-out" "$work/batch.csv"
+case $? in 0|77) ;; *) echo "FAIL: the batch's review page in the browser"; failed=1;; esac
 for c in rgb selection grey u16 offset empty float blank skin; do
     if [ -f "$work/$c-ref.png" ]; then
         "$cli" classify --json -k 0 -m "$DERMLENS_MODEL" "$work/$c-ref.png" >"$work/$c-cli.json" 2>>"$tmp/cli.log" || failed=1

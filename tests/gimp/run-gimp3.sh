@@ -52,11 +52,6 @@ cp -r "$src/tests/data/lesions" "$ctmp/data/"
 cp "$ROOT/build/dermlens/plugin/dermlens" "$ctmp/gimp3/plug-ins/dermlens/dermlens"
 cp "$here/gimp3-session.py" "$ctmp/session.py"
 
-cp "$src/tests/data/lesions/ISIC_0031711.jpg" "$src/tests/data/lesions/ISIC_0025921.jpg" "$work/batch-in/"
-printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
-chmod a-w "$work/batch-in"/*
-listing() { (cd "$work/batch-in" && ls -la --time-style=+%s . | grep -v ' \.\.$' | sed 1d | awk '{print $1, $5, $6, $7}' && sha256sum ./*); }
-listing >"$work/batch-in.sha256"
 # Batch to be killed part-way: 40 images (the three lesions under 40 names).
 i=0
 for n in $(seq -w 0 39); do
@@ -90,10 +85,30 @@ gimp3() {
 }
 
 bad=0
+# Batch input, a dataset as `dermlens review` takes it: class subfolders, an
+# XCF (only GIMP opens it; made by GIMP) two folders below its class, a
+# blank PNG, a broken JPEG outside any class folder; and a labels CSV for the second run.
+mkdir -p "$work/batch-in/mel" "$work/batch-in/nv" "$work/batch-in/bkl/nested/deeper"
+cp "$src/tests/data/lesions/ISIC_0031711.jpg" "$work/batch-in/mel/"
+cp "$src/tests/data/lesions/ISIC_0025921.jpg" "$work/batch-in/nv/"
+printf '\377\330\377\340 this is not a JPEG' >"$work/batch-in/broken.jpg"
+# a blank image: flagged out of distribution, the warning in its label box
+python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import review_data; open(sys.argv[2], "wb").write(review_data.png_bytes(96, 96, (255, 255, 255)))' \
+    "$src/tests/review" "$work/batch-in/nv/blank.png"
+gimp3 makexcf || bad=1
+printf 'image_id,dx\nISIC_0031711,nv\nISIC_0025921,nv\nISIC_0029674,bkl\nbroken,mel\n' >"$work/labels.csv"
+find "$work/batch-in" -type f -exec chmod a-w {} +
+listing() { (cd "$work/batch-in" && find . | sort | xargs ls -lad --time-style=+%s | awk '{print $1, $5, $6, $7}' && find . -type f | sort | xargs sha256sum); }
+listing >"$work/batch-in.sha256"
+
 start=$(date +%s)
 gimp3 run || bad=1
 echo "GIMP 3 session 1: $(( $(date +%s) - start )) s"
 listing >"$work/batch-in-after.sha256"
+# The review page in a real browser on this machine (when Chromium is
+# installed): thumbnails, order, filters and the matrix against the CSV.
+python3 "$src/tests/review/browser_test.py" --page "$work/batch-out" "$work/batch.csv"
+case $? in 0|77) ;; *) echo "FAIL: the batch's review page in the browser"; bad=1;; esac
 for c in rgb selection grey u16 offset empty float blank skin; do
     if [ -f "$work/$c-ref.png" ]; then
         run_chroot /build/dermlens/cli/dermlens classify --json -k 0 -m "$cmodel" \

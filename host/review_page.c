@@ -1,31 +1,32 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* dermlens review: index.html. One self-contained file: the CSS and the
+/* Dataset review: index.html. One self-contained file: the CSS and the
  * script are inline, images are referenced by relative path (images/,
  * thumbs/), and a Content-Security-Policy forbids every network request, so
  * the page works from a USB stick or an e-mail attachment folder. Every
  * string that comes from the user (file names, labels) or the model (class
  * names) is escaped. The rows are in the HTML itself, in suspicion order;
  * the script only hides and shows them (without it, every row shows). */
-#include "review.h"
-#include "dermlens_host.h"
+#include "review_int.h"
+#include "dermlens_io.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Text into HTML (element content or a quoted attribute): printable UTF-8
  * first (control characters as \xNN), then the five special characters. */
-static void esc(GString *s, const char *text)
+static void esc(dh_str *s, const char *text)
 {
     char *t = dl_text_sanitize(text ? text : "");
     for (const char *c = t ? t : ""; *c; c++) {
         switch (*c) {
-        case '&': g_string_append(s, "&amp;"); break;
-        case '<': g_string_append(s, "&lt;"); break;
-        case '>': g_string_append(s, "&gt;"); break;
-        case '"': g_string_append(s, "&quot;"); break;
-        case '\'': g_string_append(s, "&#39;"); break;
-        default: g_string_append_c(s, *c);
+        case '&': dh_str_puts(s, "&amp;"); break;
+        case '<': dh_str_puts(s, "&lt;"); break;
+        case '>': dh_str_puts(s, "&gt;"); break;
+        case '"': dh_str_puts(s, "&quot;"); break;
+        case '\'': dh_str_puts(s, "&#39;"); break;
+        default: dh_str_put(s, c, 1);
         }
     }
     free(t);
@@ -93,246 +94,269 @@ static const char page_js[] =
     "apply();})();\n";
 
 /* The value an item carries for the label filter. */
-static const char *label_key(const review_page *p, const review_item *it)
+static const char *label_key(const dh_review_page *p, const dh_review_item *it)
 {
     if (it->label >= 0) return p->class_names[it->label];
     return it->label_text ? it->label_text : "(none)";
 }
 
-static void option(GString *s, const char *value, const char *text, int count)
+static void option(dh_str *s, const char *value, const char *text, int count)
 {
-    g_string_append(s, "<option value=\"");
+    dh_str_puts(s, "<option value=\"");
     esc(s, value);
-    g_string_append(s, "\">");
+    dh_str_puts(s, "\">");
     esc(s, text);
-    g_string_append_printf(s, " (%d)</option>", count);
+    dh_str_printf(s, " (%d)</option>", count);
 }
 
-static void class_title(GString *s, const review_page *p, int c)
+static void class_title(dh_str *s, const dh_review_page *p, int c)
 {
-    g_string_append(s, " title=\"");
+    dh_str_puts(s, " title=\"");
     esc(s, p->class_long_names[c] ? p->class_long_names[c] : p->class_names[c]);
-    g_string_append(s, "\"");
+    dh_str_puts(s, "\"");
 }
 
-static void confusion(GString *s, const review_page *p)
+static void confusion(dh_str *s, const dh_review_page *p)
 {
     int K = p->n_classes;
-    int *cm = g_new0(int, (size_t)K * K);
-    char *row_used = g_new0(char, K), *col_used = g_new0(char, K);
+    int *cm = calloc((size_t)K * K + 1, sizeof *cm);
+    char *row_used = calloc((size_t)K + 1, 1), *col_used = calloc((size_t)K + 1, 1);
+    if (!cm || !row_used || !col_used) {
+        s->oom = 1;
+        goto done;
+    }
     for (int i = 0; i < p->n; i++) {
-        const review_item *it = p->items[i];
+        const dh_review_item *it = p->items[i];
         if (!it->ok || it->label < 0) continue;
         cm[(size_t)it->label * K + it->pred]++;
         row_used[it->label] = col_used[it->label] = col_used[it->pred] = 1;
     }
     int ncols = 0;
     for (int c = 0; c < K; c++) ncols += col_used[c];
-    g_string_append(s, "<section id=\"matrix-section\"><h2>Confusion matrix</h2>\n");
+    dh_str_puts(s, "<section id=\"matrix-section\"><h2>Confusion matrix</h2>\n");
     if (ncols > 40) {
-        g_string_append_printf(s, "<p class=\"note\">%d classes occur: too many for a table; see review.csv.</p></section>\n",
+        dh_str_printf(s, "<p class=\"note\">%d classes occur: too many for a table; see review.csv.</p></section>\n",
                                ncols);
         goto done;
     }
-    g_string_append(s, "<p class=\"note\">Rows: the given label; columns: the model's prediction; the last column is "
+    dh_str_puts(s, "<p class=\"note\">Rows: the given label; columns: the model's prediction; the last column is "
                        "the share of the row the model agrees with. Click a cell to show its images.</p>\n"
                        "<table class=\"cm\" id=\"confusion\"><thead><tr><th class=\"corner\">label \\ prediction</th>");
     for (int c = 0; c < K; c++) {
         if (!col_used[c]) continue;
-        g_string_append(s, "<th scope=\"col\"");
+        dh_str_puts(s, "<th scope=\"col\"");
         class_title(s, p, c);
-        g_string_append(s, ">");
+        dh_str_puts(s, ">");
         esc(s, p->class_names[c]);
-        g_string_append(s, "</th>");
+        dh_str_puts(s, "</th>");
     }
-    g_string_append(s, "<th scope=\"col\">agree</th></tr></thead><tbody>\n");
+    dh_str_puts(s, "<th scope=\"col\">agree</th></tr></thead><tbody>\n");
     for (int r = 0; r < K; r++) {
         if (!row_used[r]) continue;
         int total = 0;
         for (int c = 0; c < K; c++) total += cm[(size_t)r * K + c];
-        g_string_append(s, "<tr><th scope=\"row\"");
+        dh_str_puts(s, "<tr><th scope=\"row\"");
         class_title(s, p, r);
-        g_string_append(s, ">");
+        dh_str_puts(s, ">");
         esc(s, p->class_names[r]);
-        g_string_append(s, "</th>");
+        dh_str_puts(s, "</th>");
         for (int c = 0; c < K; c++) {
             if (!col_used[c]) continue;
             int v = cm[(size_t)r * K + c];
             double f = total ? (double)v / total : 0;
             if (!v) {
-                g_string_append(s, "<td class=\"zero\">0</td>");
+                dh_str_puts(s, "<td class=\"zero\">0</td>");
                 continue;
             }
             /* shade by the row's share: green on the diagonal, red off it */
-            g_string_append_printf(s, "<td class=\"hit\" tabindex=\"0\" role=\"button\" style=\"background:rgba(%s,%.2f)\" data-label=\"",
+            dh_str_printf(s, "<td class=\"hit\" tabindex=\"0\" role=\"button\" style=\"background:rgba(%s,%.2f)\" data-label=\"",
                                    r == c ? "46,125,50" : "198,40,40", 0.12 + 0.55 * f);
             esc(s, p->class_names[r]);
-            g_string_append(s, "\" data-pred=\"");
+            dh_str_puts(s, "\" data-pred=\"");
             esc(s, p->class_names[c]);
-            g_string_append_printf(s, "\">%d</td>", v);
+            dh_str_printf(s, "\">%d</td>", v);
         }
-        g_string_append_printf(s, "<td>%d %%</td></tr>\n", total ? (int)lround(100.0 * cm[(size_t)r * K + r] / total) : 0);
+        dh_str_printf(s, "<td>%d %%</td></tr>\n", total ? (int)lround(100.0 * cm[(size_t)r * K + r] / total) : 0);
     }
-    g_string_append(s, "</tbody></table></section>\n");
+    dh_str_puts(s, "</tbody></table></section>\n");
 done:
-    g_free(cm);
-    g_free(row_used);
-    g_free(col_used);
+    free(cm);
+    free(row_used);
+    free(col_used);
 }
 
-static void filters(GString *s, const review_page *p)
+static int cmp_text(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void filters(dh_str *s, const dh_review_page *p)
 {
     int K = p->n_classes;
-    int *lab = g_new0(int, K), *pred = g_new0(int, K), none = 0, failed = 0;
-    GHashTable *other = g_hash_table_new(g_str_hash, g_str_equal); /* labels that are no class */
+    int *lab = calloc((size_t)K + 1, sizeof *lab), *pred = calloc((size_t)K + 1, sizeof *pred), none = 0, failed = 0;
+    /* labels that are no class, sorted for the list */
+    const char **other = calloc((size_t)p->n + 1, sizeof *other);
+    int n_other = 0;
+    if (!lab || !pred || !other) {
+        s->oom = 1;
+        free(lab);
+        free(pred);
+        free(other);
+        return;
+    }
     for (int i = 0; i < p->n; i++) {
-        const review_item *it = p->items[i];
+        const dh_review_item *it = p->items[i];
         if (it->label >= 0) lab[it->label]++;
-        else if (it->label_text) {
-            gpointer n = g_hash_table_lookup(other, it->label_text);
-            g_hash_table_insert(other, it->label_text, GINT_TO_POINTER(GPOINTER_TO_INT(n) + 1));
-        } else none++;
+        else if (it->label_text) other[n_other++] = it->label_text;
+        else none++;
         if (it->ok) pred[it->pred]++;
         else failed++;
     }
-    g_string_append(s, "<form id=\"filters\" onsubmit=\"return false\">\n<label>Label <select id=\"f-label\">"
+    dh_str_puts(s, "<form id=\"filters\" onsubmit=\"return false\">\n<label>Label <select id=\"f-label\">"
                        "<option value=\"\">all</option>");
     for (int c = 0; c < K; c++)
         if (lab[c]) option(s, p->class_names[c], p->class_names[c], lab[c]);
-    GList *keys = g_list_sort(g_hash_table_get_keys(other), (GCompareFunc)strcmp);
-    for (GList *l = keys; l; l = l->next)
-        option(s, l->data, l->data, GPOINTER_TO_INT(g_hash_table_lookup(other, l->data)));
-    g_list_free(keys);
+    if (n_other > 1) qsort(other, (size_t)n_other, sizeof *other, cmp_text);
+    for (int i = 0, j; i < n_other; i = j) {
+        for (j = i + 1; j < n_other && !strcmp(other[j], other[i]); j++) {}
+        option(s, other[i], other[i], j - i);
+    }
     if (none) option(s, "(none)", "no label", none);
-    g_string_append(s, "</select></label>\n<label>Prediction <select id=\"f-pred\"><option value=\"\">all</option>");
+    dh_str_puts(s, "</select></label>\n<label>Prediction <select id=\"f-pred\"><option value=\"\">all</option>");
     for (int c = 0; c < K; c++)
         if (pred[c]) option(s, p->class_names[c], p->class_names[c], pred[c]);
     if (failed) option(s, "(failed)", "failed", failed);
-    g_string_append_printf(s, "</select></label>\n"
+    dh_str_printf(s, "</select></label>\n"
                               "<label><input type=\"checkbox\" id=\"f-disagree\"> disagreement only (%d)</label>\n"
                               "<label><input type=\"checkbox\" id=\"f-ood\"> out of distribution only (%d)</label>\n"
                               "<button type=\"button\" id=\"f-reset\">Show all</button>\n"
                               "<output id=\"shown\">%d of %d shown</output>\n</form>\n",
                            p->n_disagree, p->n_ood, p->n, p->n);
-    g_hash_table_destroy(other);
-    g_free(lab);
-    g_free(pred);
+    free(other);
+    free(lab);
+    free(pred);
 }
 
-static void item(GString *s, const review_page *p, const review_item *it, int rank)
+static void item(dh_str *s, const dh_review_page *p, const dh_review_item *it, int rank)
 {
-    g_string_append_printf(s, "<li class=\"item%s%s%s\" data-rank=\"%d\" data-label=\"", it->disagree ? " disagree" : "",
+    dh_str_printf(s, "<li class=\"item%s%s%s\" data-rank=\"%d\" data-label=\"", it->disagree ? " disagree" : "",
                            it->ood ? " ood" : "", it->ok ? "" : " failed", rank);
     esc(s, label_key(p, it));
-    g_string_append(s, "\" data-pred=\"");
+    dh_str_puts(s, "\" data-pred=\"");
     esc(s, it->ok ? p->class_names[it->pred] : "(failed)");
-    g_string_append_printf(s, "\" data-disagree=\"%d\" data-ood=\"%d\" data-failed=\"%d\" data-suspicion=\"",
+    dh_str_printf(s, "\" data-disagree=\"%d\" data-ood=\"%d\" data-failed=\"%d\" data-suspicion=\"",
                            it->disagree, it->ood, !it->ok);
-    if (!isnan(it->suspicion)) g_string_append_printf(s, "%.4f", it->suspicion);
-    g_string_append(s, "\" data-path=\"");
+    if (!isnan(it->suspicion)) dh_str_printf(s, "%.4f", it->suspicion);
+    dh_str_puts(s, "\" data-path=\"");
     esc(s, it->rel);
-    g_string_append(s, "\">\n");
+    dh_str_puts(s, "\">\n");
     if (it->ok) {
         /* names are [0-9A-Za-z_-] only (output_name): no URL encoding needed */
-        g_string_append(s, "<a class=\"thumb\" href=\"images/");
+        dh_str_puts(s, "<a class=\"thumb\" href=\"images/");
         esc(s, it->out_name);
-        g_string_append(s, "\"><img src=\"thumbs/");
+        dh_str_puts(s, "\"><img src=\"thumbs/");
         esc(s, it->out_name);
-        g_string_append_printf(s, "\" width=\"%d\" height=\"%d\" alt=\"", it->thumb_w, it->thumb_h);
+        dh_str_printf(s, "\" width=\"%d\" height=\"%d\" alt=\"", it->thumb_w, it->thumb_h);
         esc(s, it->rel);
-        g_string_append_printf(s, "\"%s></a>\n", p->n > 1000 ? " loading=\"lazy\"" : "");
+        dh_str_printf(s, "\"%s></a>\n", p->n > 1000 ? " loading=\"lazy\"" : "");
     }
-    g_string_append(s, "<div class=\"path\" title=\"");
+    dh_str_puts(s, "<div class=\"path\" title=\"");
     esc(s, it->rel);
-    g_string_append(s, "\">");
+    dh_str_puts(s, "\">");
     esc(s, it->rel);
-    g_string_append(s, "</div>\n<div class=\"verdict\">");
+    dh_str_puts(s, "</div>\n<div class=\"verdict\">");
     if (it->label >= 0 || it->label_text) {
-        g_string_append(s, "<span class=\"lab\">");
+        dh_str_puts(s, "<span class=\"lab\">");
         esc(s, it->label >= 0 ? p->class_names[it->label] : it->label_text);
-        g_string_append(s, "</span> <span class=\"arrow\">&rarr;</span> ");
+        dh_str_puts(s, "</span> <span class=\"arrow\">&rarr;</span> ");
     }
     if (it->ok) {
-        g_string_append(s, "<span class=\"pred\">");
+        dh_str_puts(s, "<span class=\"pred\">");
         esc(s, p->class_names[it->pred]);
-        g_string_append_printf(s, " %d&nbsp;%%</span>", dh_percent(it->probs[it->pred]));
+        dh_str_printf(s, " %d&nbsp;%%</span>", dh_percent(it->probs[it->pred]));
     } else {
-        g_string_append(s, "<span class=\"pred\">not reviewed</span>");
+        dh_str_puts(s, "<span class=\"pred\">not reviewed</span>");
     }
-    g_string_append(s, "</div>\n");
+    dh_str_puts(s, "</div>\n");
     if (it->ok) {
-        g_string_append(s, "<div class=\"score\">");
-        if (!isnan(it->suspicion)) g_string_append_printf(s, "suspicion %+.2f", it->suspicion);
-        else g_string_append(s, "no label");
-        if (isfinite(it->ood_score)) g_string_append_printf(s, " &middot; OOD score %.1f", it->ood_score);
-        g_string_append(s, "</div>\n");
+        dh_str_puts(s, "<div class=\"score\">");
+        if (!isnan(it->suspicion)) dh_str_printf(s, "suspicion %+.2f", it->suspicion);
+        else dh_str_puts(s, "no label");
+        if (isfinite(it->ood_score)) dh_str_printf(s, " &middot; OOD score %.1f", it->ood_score);
+        dh_str_puts(s, "</div>\n");
     }
-    g_string_append(s, "<div class=\"badges\">");
-    if (it->disagree) g_string_append(s, "<span class=\"badge b-disagree\">disagrees</span>");
-    else if (it->ok && it->label >= 0) g_string_append(s, "<span class=\"badge b-agree\">agrees</span>");
+    dh_str_puts(s, "<div class=\"badges\">");
+    if (it->disagree) dh_str_puts(s, "<span class=\"badge b-disagree\">disagrees</span>");
+    else if (it->ok && it->label >= 0) dh_str_puts(s, "<span class=\"badge b-agree\">agrees</span>");
     if (it->ood) {
-        g_string_append(s, "<span class=\"badge b-ood\" title=\"");
+        dh_str_puts(s, "<span class=\"badge b-ood\" title=\"");
         esc(s, it->image_flag ? it->image_reason : "features unlike the training images");
-        g_string_append(s, "\">out of distribution</span>");
+        dh_str_puts(s, "\">out of distribution</span>");
     }
-    if (it->uncertain) g_string_append(s, "<span class=\"badge b-uncertain\">uncertain</span>");
-    if (!it->ok) g_string_append(s, "<span class=\"badge b-failed\">failed</span>");
-    g_string_append(s, "</div>\n");
+    if (it->uncertain) dh_str_puts(s, "<span class=\"badge b-uncertain\">uncertain</span>");
+    if (!it->ok) dh_str_puts(s, "<span class=\"badge b-failed\">failed</span>");
+    dh_str_puts(s, "</div>\n");
     if (!it->ok) {
-        g_string_append(s, "<div class=\"error\">");
+        dh_str_puts(s, "<div class=\"error\">");
         esc(s, it->error);
-        g_string_append(s, "</div>\n");
+        dh_str_puts(s, "</div>\n");
     }
-    g_string_append(s, "</li>\n");
+    dh_str_puts(s, "</li>\n");
 }
 
-int review_write_html(const char *path, const review_page *p, dl_error *err)
+int dh_review_write_html(const char *path, const dh_review_page *p, dl_error *err)
 {
-    GString *s = g_string_sized_new(4096 + (size_t)p->n * 900);
-    g_string_append(s, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    dh_str str = {0}, *s = &str;
+    dh_str_puts(s, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                        /* no request leaves the page: images from its own folder only */
                        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src 'self' file:; "
                        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n"
                        "<meta name=\"generator\" content=\"dermlens " DL_VERSION_STRING "\">\n<title>DermLens review: ");
     esc(s, p->dataset);
-    g_string_append_printf(s, "</title>\n<style>\n%s</style>\n</head>\n<body>\n<header>\n<h1>DermLens dataset review</h1>\n"
+    dh_str_printf(s, "</title>\n<style>\n%s</style>\n</head>\n<body>\n<header>\n<h1>DermLens dataset review</h1>\n"
                               "<p class=\"disclaimer\" id=\"disclaimer\">", page_css);
-    esc(s, DL_DISCLAIMER);
-    g_string_append(s, "</p>\n<p class=\"meta\">Dataset <b>");
+    esc(s, DH_DISCLAIMER_LONG);
+    dh_str_puts(s, "</p>\n<p class=\"meta\">Dataset <b>");
     esc(s, p->dataset);
-    g_string_append(s, "</b> &middot; labels from <b>");
+    dh_str_puts(s, "</b> &middot; labels from <b>");
     esc(s, p->labels_from ? p->labels_from : "nowhere (no class subfolders, no --labels)");
-    g_string_append(s, "</b><br>Model <b id=\"model-name\">");
+    dh_str_puts(s, "</b><br>Model <b id=\"model-name\">");
     esc(s, p->model_name);
-    g_string_append(s, "</b> <span title=\"sha256 of the model file\">(");
-    g_string_append_len(s, p->model_sha, 12);
-    g_string_append(s, ")</span> &middot; saliency <b>");
+    dh_str_puts(s, "</b> <span title=\"sha256 of the model file\">(");
+    dh_str_put(s, p->model_sha, strnlen(p->model_sha, 12));
+    dh_str_puts(s, ")</span> &middot; saliency <b>");
     esc(s, p->method);
-    g_string_append(s, "</b> &middot; ");
+    dh_str_puts(s, "</b> &middot; ");
     esc(s, p->generated);
-    g_string_append_printf(s, "</p>\n<p class=\"counts\" id=\"counts\"><b>%d</b> images: %d reviewed, %d failed", p->n,
+    dh_str_printf(s, "</p>\n<p class=\"counts\" id=\"counts\"><b>%d</b> images: %d reviewed, %d failed", p->n,
                            p->n_ok, p->n_failed);
     if (p->n_labelled)
-        g_string_append_printf(s, " &middot; %d labelled, <b>%d disagree</b> with their label", p->n_labelled,
+        dh_str_printf(s, " &middot; %d labelled, <b>%d disagree</b> with their label", p->n_labelled,
                                p->n_disagree);
-    g_string_append_printf(s, " &middot; %d out of distribution</p>\n</header>\n", p->n_ood);
+    dh_str_printf(s, " &middot; %d out of distribution</p>\n</header>\n", p->n_ood);
     if (p->n_labelled) confusion(s, p);
-    g_string_append(s, "<section id=\"review\">\n<h2>Images, most suspicious first</h2>\n<p class=\"note\">"
+    dh_str_puts(s, "<section id=\"review\">\n<h2>Images, most suspicious first</h2>\n<p class=\"note\">"
                        "Suspicion = the largest probability of another class minus the probability of the given "
                        "label (&minus;1 to 1): positive when the model prefers another class, near 1 when it is sure "
                        "of it. The top of the list is where label errors (or model errors) are most likely. "
                        "Click a thumbnail for the annotated image.</p>\n");
     filters(s, p);
-    g_string_append(s, "<ol id=\"items\">\n");
+    dh_str_puts(s, "<ol id=\"items\">\n");
     for (int i = 0; i < p->n; i++) item(s, p, p->items[i], i + 1);
-    g_string_append(s, "</ol>\n<noscript><p class=\"note\">The filters need JavaScript; every image is shown.</p></noscript>\n"
+    dh_str_puts(s, "</ol>\n<noscript><p class=\"note\">The filters need JavaScript; every image is shown.</p></noscript>\n"
                        "</section>\n<footer>");
-    esc(s, DL_DISCLAIMER);
-    g_string_append_printf(s, " Made by dermlens %s review; the table is also in review.csv.</footer>\n<script>\n%s</script>\n"
+    esc(s, DH_DISCLAIMER_LONG);
+    dh_str_printf(s, " Made by dermlens %s review; the table is also in review.csv.</footer>\n<script>\n%s</script>\n"
                               "</body>\n</html>\n",
                            DL_VERSION_STRING, page_js);
-    int rc = dl_write_file_atomic(path, s->str, s->len, err);
-    g_string_free(s, TRUE);
+    int rc;
+    if (s->oom) {
+        dh_set_err(err, DL_ERR_NOMEM, "out of memory building %s", path);
+        rc = -1;
+    } else {
+        rc = dl_write_file_atomic(path, s->data, s->len, err);
+    }
+    dh_str_free(s);
     return rc;
 }
