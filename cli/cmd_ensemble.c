@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STORAGE_HELP "How to store the weights: f32, or f16 (convolution and dense weights as IEEE half: about " \
-                     "half the file; biases and the OOD detector stay f32). Default: as the (first) input"
+#define STORAGE_HELP "How to store the weights: f32, or f16 (dense and ordinary conv weights and the OOD matrix as " \
+                     "IEEE half, about half the file; weights/FORMAT.md). Default: as the (first) input"
 
 /* --storage f16|f32 -> *out; NULL leaves *out. Prints the error, -1. */
 static int parse_storage(const char *cmd, const char *s, dl_storage *out)

@@ -192,9 +192,10 @@ int dl_model_save_as(const dl_model *m, const char *path, const char *provenance
 const char *dl_model_provenance_json(const dl_model *m);
 
 /* How a model file stores its tensors (weights/FORMAT.md). DL_STORAGE_F16:
- * convolution and dense weights as IEEE half (about half the file); biases
- * and the OOD detector stay F32. Loading converts to float32 either way (the
- * engine computes in float32 only). */
+ * the weights of dense and ungrouped conv2d nodes and the OOD precision
+ * matrix as IEEE half (about half the file); depthwise kernels, biases and
+ * the OOD mean stay F32. Loading converts to float32 either way (the engine
+ * computes in float32 only). */
 typedef enum { DL_STORAGE_F32 = 0, DL_STORAGE_F16 = 1 } dl_storage;
 /* As loaded: F16 if any tensor of any member was stored as F16. */
 dl_storage dl_model_storage(const dl_model *m);
