@@ -4,6 +4,7 @@
  * the rest is untouched; re-saving is lossless both ways; and on the 21
  * sample images the F16 file gives the same top-1 class, probabilities within
  * 5e-3 (measured 1.8e-3) and OOD scores within 1% with the same flags. */
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <dirent.h>

@@ -5,6 +5,7 @@
  * (to even) and its two float neighbours, the range limits, and a sweep of
  * float patterns against a rint()-based reference and, where the compiler
  * has _Float16, against its conversion. */
+#include "dermlens_test.h"
 #include "testutil.h"
 
 #include <fenv.h>

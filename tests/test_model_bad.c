@@ -2,6 +2,7 @@
 /* Hostile and broken model files: each must be refused with a message that
  * names the problem, never crash or allocate wildly. A tiny valid model is
  * built first, then its header JSON is edited case by case. */
+#include "dermlens_test.h"
 #include "testutil.h"
 #include "dermlens_io.h"
 
