@@ -40,10 +40,13 @@ def read_safetensors(path):
     meta = header.pop('__metadata__', {})
     tensors = {}
     for name, t in header.items():
-        if t['dtype'] != 'F32':
+        # F16 (weights/FORMAT.md) widens to float32, as the engine does at load
+        dt = {'F32': '<f4', 'F16': '<f2'}.get(t['dtype'])
+        if dt is None:
             raise ValueError(f'{name}: dtype {t["dtype"]} not supported')
         b, e = t['data_offsets']
-        tensors[name] = np.frombuffer(data, dtype='<f4', count=(e - b) // 4, offset=b).reshape(t['shape'])
+        size = np.dtype(dt).itemsize
+        tensors[name] = np.frombuffer(data, dtype=dt, count=(e - b) // size, offset=b).reshape(t['shape']).astype(np.float32)
     return meta, tensors
 
 

@@ -315,6 +315,15 @@ int cmd_info(int argc, char **argv)
             printf("weights:      sha256 %s%s\n", tv, strlen(tv) == 64 ? " (verified at load)" : " (written by an older version)");
         }
         printf("format:       dermlens safetensors v%s\n", cJSON_GetObjectItem(info, "format_version")->valuestring);
+        {
+            const cJSON *st = cJSON_GetObjectItem(info, "storage");
+            const cJSON *nt = cJSON_GetObjectItem(st, "tensors"), *nh = cJSON_GetObjectItem(st, "tensors_f16");
+            if (cJSON_IsNumber(nh) && nh->valueint > 0)
+                printf("storage:      F16 (%d of %d tensors as IEEE half, the rest F32; computed in F32)\n", nh->valueint,
+                       cJSON_IsNumber(nt) ? nt->valueint : 0);
+            else
+                printf("storage:      F32\n");
+        }
         printf("graph:        %d nodes, %.0f parameters, %.3f GFLOP per image\n",
                cJSON_GetObjectItem(g, "nodes")->valueint, cJSON_GetObjectItem(g, "parameters")->valuedouble,
                cJSON_GetObjectItem(g, "gflops")->valuedouble);

@@ -9,12 +9,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define STORAGE_HELP "How to store the weights: f32, or f16 (dense and ordinary conv weights and the OOD matrix as " \
+                     "IEEE half, about half the file; weights/FORMAT.md). Default: as the (first) input"
+
+/* --storage f16|f32 -> *out; NULL leaves *out. Prints the error, -1. */
+static int parse_storage(const char *cmd, const char *s, dl_storage *out)
+{
+    if (!s) return 0;
+    if (!g_ascii_strcasecmp(s, "f16")) *out = DL_STORAGE_F16;
+    else if (!g_ascii_strcasecmp(s, "f32")) *out = DL_STORAGE_F32;
+    else {
+        fprintf(stderr, "dermlens %s: --storage %s: want f16 or f32\n", cmd, cli_disp(s));
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_ensemble(int argc, char **argv)
 {
-    gchar *out = NULL, *name = NULL, **rest = NULL;
+    gchar *out = NULL, *name = NULL, *storage = NULL, **rest = NULL;
     GOptionEntry entries[] = {
         {"output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Ensemble model file to write (atomically)", "FILE"},
         {"name", 0, 0, G_OPTION_ARG_STRING, &name, "Model name stored in the file (default: member 0's)", "NAME"},
+        {"storage", 0, 0, G_OPTION_ARG_STRING, &storage, STORAGE_HELP, "f16|f32"},
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("MODEL MODEL... - combine trained models into one ensemble file");
@@ -38,14 +55,18 @@ int cmd_ensemble(int argc, char **argv)
     }
     g_option_context_free(ctx);
     int n = rest ? (int)g_strv_length(rest) : 0;
-    if (!out || n < 2) {
-        fprintf(stderr, "dermlens ensemble: need -o FILE and at least two models (see --help)\n");
+    dl_storage st = DL_STORAGE_F32;
+    gboolean st_given = storage != NULL;
+    if (!out || n < 2 || parse_storage("ensemble", storage, &st)) {
+        if (!out || n < 2) fprintf(stderr, "dermlens ensemble: need -o FILE and at least two models (see --help)\n");
         g_strfreev(rest);
         g_free(out);
         g_free(name);
+        g_free(storage);
         g_free(cmd);
         return 2;
     }
+    g_free(storage);
     dl_model **models = calloc(n, sizeof *models);
     int rc = 1;
     if (!models) { fprintf(stderr, "dermlens ensemble: out of memory\n"); goto out; }
@@ -58,6 +79,11 @@ int cmd_ensemble(int argc, char **argv)
         cJSON_AddStringToObject(o, "sha256", dl_model_sha256(models[k]));
         cJSON_AddStringToObject(o, "name", dl_model_name(models[k]));
         cJSON_AddItemToArray(mem, o);
+    }
+    /* the file is written in member 0's storage */
+    if (st_given) {
+        dl_model_set_storage(models[0], st, NULL);
+        cJSON_AddStringToObject(prov, "storage", st == DL_STORAGE_F16 ? "F16" : "F32");
     }
     cJSON_AddStringToObject(prov, "combination", "mean of the members' temperature-calibrated probabilities");
     cJSON_AddStringToObject(prov, "command_line", cmd);
@@ -94,22 +120,26 @@ out:
  * (e.g. a melanoma-sensitivity setting chosen on validation). */
 int cmd_adjust(int argc, char **argv)
 {
-    gchar *out = NULL, *note = NULL, **shifts = NULL, **rest = NULL;
+    gchar *out = NULL, *note = NULL, *storage = NULL, **shifts = NULL, **rest = NULL;
     GOptionEntry entries[] = {
         {"output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Model file to write (atomically)", "FILE"},
         {"class-bias", 'c', 0, G_OPTION_ARG_STRING_ARRAY, &shifts,
          "Multiply CLASS's probability by exp(LOGODDS) before renormalising (repeatable)", "CLASS=LOGODDS"},
         {"note", 0, 0, G_OPTION_ARG_STRING, &note, "Why (recorded in the provenance, e.g. the validation rule)", "TEXT"},
+        {"storage", 0, 0, G_OPTION_ARG_STRING, &storage, STORAGE_HELP, "f16|f32"},
         {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &rest, NULL, NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
-    GOptionContext *ctx = g_option_context_new("MODEL -o OUT --class-bias CLASS=LOGODDS - set a class operating point");
+    GOptionContext *ctx = g_option_context_new("MODEL -o OUT [--class-bias CLASS=LOGODDS] [--storage f16|f32] - set a class "
+                                               "operating point or the weight storage");
     g_option_context_set_summary(ctx,
         "Writes a copy of MODEL whose calibrated probability of CLASS is multiplied by\n"
         "exp(LOGODDS) and renormalised, folded into the output bias of every member (LOGODDS\n"
         "times the member's temperature). A positive value trades other classes' accuracy for\n"
         "CLASS's sensitivity; choose it on validation data. The shift and the note go into the\n"
-        "provenance; `dermlens info` shows them.\n\n"
-        "Example:\n  dermlens adjust lesion.safetensors -o lesion-mel.safetensors --class-bias mel=0.65");
+        "provenance; `dermlens info` shows them. --storage rewrites the weights as f16 (about\n"
+        "half the file; weights/FORMAT.md says which tensors and what it changes) or f32.\n\n"
+        "Examples:\n  dermlens adjust lesion.safetensors -o lesion-mel.safetensors --class-bias mel=0.65\n"
+        "  dermlens adjust lesion.safetensors -o lesion-f16.safetensors --storage f16");
     g_option_context_add_main_entries(ctx, entries, NULL);
     char *cmd = cli_command_line(argc, argv);
     GError *gerr = NULL;
@@ -121,10 +151,12 @@ int cmd_adjust(int argc, char **argv)
         g_error_free(gerr);
         goto out;
     }
-    if (!out || !rest || !rest[0] || rest[1] || !shifts || !shifts[0]) {
-        fprintf(stderr, "dermlens adjust: need one MODEL, -o FILE and at least one --class-bias (see --help)\n");
+    if (!out || !rest || !rest[0] || rest[1] || ((!shifts || !shifts[0]) && !storage)) {
+        fprintf(stderr, "dermlens adjust: need one MODEL, -o FILE and at least one --class-bias or --storage (see --help)\n");
         goto out;
     }
+    dl_storage st = DL_STORAGE_F32;
+    if (parse_storage("adjust", storage, &st)) goto out;
     rc = 1;
     if (!(m = cli_load_model(rest[0]))) goto out;
     const char *old = dl_model_provenance_json(m);
@@ -134,11 +166,20 @@ int cmd_adjust(int argc, char **argv)
         prov = cJSON_CreateObject();
     }
     cJSON *ops = cJSON_GetObjectItem(prov, "operating_point");
-    if (!cJSON_IsArray(ops)) {
+    if (shifts && !cJSON_IsArray(ops)) {
         cJSON_DeleteItemFromObject(prov, "operating_point");
         ops = cJSON_AddArrayToObject(prov, "operating_point");
     }
-    for (int i = 0; shifts[i]; i++) {
+    if (storage) {
+        /* the conversion is recorded next to the operating points */
+        cJSON_DeleteItemFromObject(prov, "storage");
+        cJSON *so = cJSON_AddObjectToObject(prov, "storage");
+        cJSON_AddStringToObject(so, "dtype", st == DL_STORAGE_F16 ? "F16" : "F32");
+        cJSON_AddStringToObject(so, "from_sha256", dl_model_sha256(m));
+        cJSON_AddStringToObject(so, "command_line", cmd);
+        dl_model_set_storage(m, st, NULL);
+    }
+    for (int i = 0; shifts && shifts[i]; i++) {
         char *eq = strchr(shifts[i], '=');
         char *end = NULL;
         double v = eq ? g_ascii_strtod(eq + 1, &end) : NAN;
@@ -187,6 +228,7 @@ out:
     g_strfreev(rest);
     g_free(out);
     g_free(note);
+    g_free(storage);
     g_free(cmd);
     return rc;
 }

@@ -99,6 +99,28 @@ try:
     r2 = json.loads(run("classify", "--json", "--model", ens, imgs[2]).stdout)["results"][0]["classes"]
     check(max(abs(a["probability"] - b["probability"]) for a, b in zip(r1, r2)) < 1e-5, "ensemble of a model with itself differs")
     check("ensemble:     2 members" in run("info", ens).stdout, "info does not list the ensemble's members")
+    # F16 storage (weights/FORMAT.md): adjust and ensemble write it, info shows
+    # it, f32 converts back losslessly, a bad --storage writes nothing
+    check("storage:      F32" in run("info", single).stdout, "info: storage F32 not shown")
+    s16, s32, e16 = (os.path.join(tmp, n) for n in ("s16.safetensors", "s32.safetensors", "e16.safetensors"))
+    r = run("adjust", single, "--storage", "f16", "-o", s16)
+    check(r.returncode == 0, "adjust --storage f16: " + r.stderr)
+    info = run("info", s16).stdout
+    check("storage:      F16" in info and '"from_sha256"' in info, "info of the F16 copy: storage or provenance missing")
+    check(os.path.getsize(s16) < 0.6 * os.path.getsize(single), "F16 copy is %d of %d bytes" % (os.path.getsize(s16), os.path.getsize(single)))
+    r = run("adjust", s16, "--storage", "F32", "-o", s32)
+    check(r.returncode == 0 and "storage:      F32" in run("info", s32).stdout, "adjust --storage F32: " + r.stderr)
+    r = run("ensemble", "--storage", "f16", "-o", e16, single, single)
+    check(r.returncode == 0 and "storage:      F16" in run("info", e16).stdout, "ensemble --storage f16: " + r.stderr)
+    p = [json.loads(run("classify", "--json", "--model", m, imgs[2]).stdout)["results"][0]["classes"] for m in (single, s16, s32, e16)]
+    dp = lambda a, b: max(abs(x["probability"] - y["probability"]) for x, y in zip(a, b))
+    check(dp(p[0], p[1]) < 5e-3 and dp(p[0], p[3]) < 5e-3, "F16 copies moved a probability by %g / %g" % (dp(p[0], p[1]), dp(p[0], p[3])))
+    check(dp(p[1], p[2]) == 0, "F16 -> F32 changed a probability by %g" % dp(p[1], p[2]))
+    x = os.path.join(tmp, "x.safetensors")
+    r = run("adjust", single, "--storage", "f8", "-o", x)
+    check(r.returncode == 2 and "want f16 or f32" in r.stderr and not os.path.exists(x), "--storage f8: " + r.stderr)
+    r = run("adjust", single, "-o", x)
+    check(r.returncode == 2 and "--class-bias or --storage" in r.stderr and not os.path.exists(x), "adjust with nothing to do: " + r.stderr)
 finally:
     shutil.rmtree(tmp)
 # Overlays a teacher can show (issue 17 item 3) and the teaching figure (item

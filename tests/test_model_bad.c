@@ -2,11 +2,14 @@
 /* Hostile and broken model files: each must be refused with a message that
  * names the problem, never crash or allocate wildly. A tiny valid model is
  * built first, then its header JSON is edited case by case. */
+#include "dermlens_test.h"
 #include "testutil.h"
 #include "dermlens_io.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *tmpdir(void)
 {
@@ -81,6 +84,121 @@ static void expect_bytes(const char *what, const uint8_t *buf, size_t sz, const 
     dl_model_free(m);
 }
 
+/* F16 storage: the tiny model rewritten with dl_model_set_storage(F16)
+ * (conv.weight [2,1,1,3] and logits.weight [2,2] as F16, conv.bias F32):
+ * it loads with the rounded values, and damaged F16 entries are refused. */
+static void f16_cases(const char *f32_path)
+{
+    char p16[4096];
+    snprintf(p16, sizeof p16, "%s/tiny_model_f16.safetensors", tmpdir());
+    dl_error err = {0};
+    dl_model *m = dl_model_load(f32_path, &err);
+    CHECK(m && dl_model_storage(m) == DL_STORAGE_F32, "F32 tiny model: %s", err.message);
+    if (!m) return;
+    /* 1/3 needs rounding; 7e4 is beyond F16: refused, nothing written */
+    m->graph.tensors[0].data[1] = 1.f / 3.f;
+    m->graph.tensors[0].data[2] = 7e4f;
+    CHECK(dl_model_set_storage(m, DL_STORAGE_F16, &err) == 0, "%s", err.message);
+    CHECK(dl_model_set_storage(m, (dl_storage)7, &err) != 0, "storage 7 accepted");
+    unlink(p16);
+    CHECK(dl_model_save_as(m, p16, NULL, &err) != 0 && strstr(err.message, "conv.weight: element 2 is 70000, beyond the F16"),
+          "7e4 written as F16: %s", err.message);
+    CHECK(access(p16, F_OK) != 0, "a refused save left a file");
+    m->graph.tensors[0].data[2] = -65504.f;
+    CHECK(dl_model_save_as(m, p16, NULL, &err) == 0, "F16 save: %s", err.message);
+    dl_model_free(m);
+
+    uint8_t *f16 = NULL;
+    size_t f16_size = 0;
+    CHECK(dl_read_file(p16, 1 << 20, &f16, &f16_size, &err) == 0, "%s", err.message);
+    if (!f16) return;
+    m = dl_model_load(p16, &err);
+    CHECK(m != NULL, "F16 tiny model refused: %s", err.message);
+    if (m) {
+        const float *w = m->graph.tensors[0].data;
+        CHECK(dl_model_storage(m) == DL_STORAGE_F16 && m->n_f16 == 2, "storage %d, %d F16 tensors", dl_model_storage(m), m->n_f16);
+        CHECK(w[0] == 1.f && w[1] == dl_half_to_float(0x3555) && w[2] == -65504.f, "decoded %a %a %a", w[0], w[1], w[2]);
+        CHECK(m->graph.tensors[1].data[0] == 0.5f, "bias");
+        CHECK(strstr(dl_model_info_json(m), "\"tensors_f16\":\t2") != NULL, "info lacks the F16 count: %.200s",
+              strstr(dl_model_info_json(m), "storage"));
+        dl_model_free(m);
+    }
+    /* the expectations below are about this layout */
+    const char *lay[2] = {"\"conv.weight\":{\"dtype\":\"F16\",\"shape\":[2,1,1,3],\"data_offsets\":[0,12]}",
+                          "\"conv.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}"};
+    for (int q = 0; q < 2; q++) CHECK(memmem(f16 + 8, f16_size - 8, lay[q], strlen(lay[q])), "layout: %s missing", lay[q]);
+    uint8_t *keep = file;
+    size_t keep_size = file_size, keep_hlen = hlen;
+    file = f16;
+    file_size = f16_size;
+    hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | file[i];
+    expect_edit("F16 span of F32 size", "\"data_offsets\":[0,12]", "\"data_offsets\":[0,24]", "span 24 bytes, shape needs 12");
+    expect_edit("F16 odd span", "\"data_offsets\":[0,12]", "\"data_offsets\":[0,11]", "span 11 bytes, shape needs 12");
+    expect_edit("F16 past the end", "\"data_offsets\":[20,28]", "\"data_offsets\":[24,32]", "outside the 28 data bytes");
+    expect_edit("F16 shifted by one", "\"data_offsets\":[0,12]", "\"data_offsets\":[1,13]", "overlap");
+    expect_edit("F16 byte size overflow", "\"shape\":[2,1,1,3]", "\"shape\":[2147483648,2147483648,2,1]", "byte size overflows");
+    expect_edit("F16 shape overflow", "\"shape\":[2,1,1,3]", "\"shape\":[2147483648,2147483648,2147483648,3]", "overflow");
+    expect_edit("F16 data called F32", "\"dtype\":\"F16\"", "\"dtype\":\"F32\"", "span 12 bytes, shape needs 24");
+    expect_edit("F32 bias called F16", "\"dtype\":\"F32\",\"shape\":[2]", "\"dtype\":\"F16\",\"shape\":[2]", "span 8 bytes, shape needs 4");
+    /* cut inside the data: before, inside and after the first F16 tensor, in the last one */
+    const size_t cuts[5] = {0, 1, 11, 12, 27};
+    for (int q = 0; q < 5; q++) {
+        char what[64];
+        snprintf(what, sizeof what, "F16 data cut to %zu bytes", cuts[q]);
+        expect_bytes(what, file, 8 + hlen + cuts[q], NULL);
+    }
+    /* a changed F16 byte fails the digest; without the digest, Inf/NaN
+     * patterns are refused by value and a subnormal loads exactly */
+    uint8_t *bad = malloc(file_size);
+    memcpy(bad, file, file_size);
+    bad[8 + hlen] ^= 0x01;
+    expect_bytes("F16 flipped weight bit", bad, file_size, "does not match the recorded");
+    free(bad);
+    {
+        char *h = header_copy();
+        char *k = strstr(h, "\"tensor_sha256\"");
+        CHECK(k != NULL, "no digest key");
+        if (k) {
+            char *e = malloc(strlen(h) + 3);
+            memcpy(e, h, (size_t)(k - h));
+            strcpy(e + (k - h), "\"x-");
+            strcat(e, k + 1);
+            size_t sz;
+            bad = with_header(e, &sz);
+            size_t at = sz - (file_size - 8 - hlen) + 2 * 4; /* conv.weight element 4 */
+            const uint16_t pat[3] = {0x7c00, 0xfc00, 0x7e01};
+            const char *want[3] = {"element 4 is not finite (F16 Inf)", "element 4 is not finite (F16 Inf)",
+                                   "element 4 is not finite (F16 NaN)"};
+            for (int q = 0; q < 3; q++) {
+                bad[at] = (uint8_t)pat[q];
+                bad[at + 1] = (uint8_t)(pat[q] >> 8);
+                char what[64];
+                snprintf(what, sizeof what, "F16 weight 0x%04x", pat[q]);
+                expect_bytes(what, bad, sz, want[q]);
+            }
+            bad[at] = 0x01; /* 2^-24, the smallest subnormal; then -0 */
+            bad[at + 1] = 0x00;
+            bad[at + 2] = 0x00;
+            bad[at + 3] = 0x80;
+            m = dl_model_load_memory(bad, sz, &err);
+            CHECK(m != NULL, "F16 subnormal refused: %s", err.message);
+            if (m) {
+                const float *w = m->graph.tensors[0].data;
+                CHECK(w[4] == ldexpf(1.f, -24) && w[5] == 0.f && signbit(w[5]), "subnormal/-0 decoded as %a %a", w[4], w[5]);
+                dl_model_free(m);
+            }
+            free(bad);
+            free(e);
+        }
+        free(h);
+    }
+    file = keep;
+    file_size = keep_size;
+    hlen = keep_hlen;
+    free(f16);
+}
+
 int main(void)
 {
     char path[4096];
@@ -131,8 +249,10 @@ int main(void)
     expect_edit("overlapping tensors", "\"data_offsets\":[24,32]", "\"data_offsets\":[16,24]", "overlap");
     expect_edit("shape overflow", "\"shape\":[2,1,1,3]", "\"shape\":[2147483648,2147483648,2147483648,3]", "overflow");
     expect_edit("negative dimension", "\"shape\":[2,1,1,3]", "\"shape\":[-2,1,1,3]", "shape");
-    expect_edit("dtype mismatch", "\"dtype\":\"F32\"", "\"dtype\":\"F16\"", "dtype F16");
-    expect_edit("unknown dtype", "\"dtype\":\"F32\"", "\"dtype\":\"Q9\"", "dtype");
+    /* F32 data relabelled F16: 2 bytes per element, so the span is twice the shape's */
+    expect_edit("F32 data called F16", "\"dtype\":\"F32\"", "\"dtype\":\"F16\"", "span 24 bytes, shape needs 12");
+    expect_edit("unknown dtype", "\"dtype\":\"F32\"", "\"dtype\":\"Q9\"", "dtype Q9 not supported (F32 or F16)");
+    expect_edit("BF16 dtype", "\"dtype\":\"F32\"", "\"dtype\":\"BF16\"", "not supported");
     expect_edit("unknown op", "\\\"op\\\":\\\"global_avgpool\\\"", "\\\"op\\\":\\\"fft\\\"", "unknown op");
     expect_edit("cycle", "\\\"inputs\\\":[\\\"input\\\"]", "\\\"inputs\\\":[\\\"pool\\\"]", "cycle");
     expect_edit("self loop", "\\\"inputs\\\":[\\\"conv\\\"]", "\\\"inputs\\\":[\\\"pool\\\"]", "cycle");
@@ -226,6 +346,8 @@ int main(void)
             free(lm);
         }
     }
+
+    f16_cases(path);
 
     /* files that are not there or not regular */
     CHECK(dl_model_load("/nonexistent/model.safetensors", &err) == NULL && err.code == DL_ERR_IO, "missing file");

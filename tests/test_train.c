@@ -193,12 +193,23 @@ int main(void)
      * sets, warm start, scale-and-framing views from aspect-kept decodes with
      * a centre-crop preprocessing, per-source class balance, weight EMA,
      * mixup/cutmix, a validation-chosen prior shift and the last epoch's
-     * weights kept (--select last), interrupted after a
+     * weights kept (--select last), warm-started from an F16 file, interrupted after a
      * stage-2 epoch and resumed == uninterrupted, bit for bit */
     {
         static char lesions[4096], initm[4096], excl[4096];
         snprintf(lesions, sizeof lesions, "%s", tu_source("tests/data/lesions"));
-        snprintf(initm, sizeof initm, "%s", out_path("t_full_a.safetensors"));
+        snprintf(initm, sizeof initm, "%s", out_path("t_full_a_f16.safetensors"));
+        {
+            /* the warm start reads an F16 copy (weights/FORMAT.md), also on --resume */
+            dl_model *full = dl_model_load(out_path("t_full_a.safetensors"), &err);
+            CHECK(full && dl_model_set_storage(full, DL_STORAGE_F16, &err) == 0 &&
+                      dl_model_save_as(full, initm, NULL, &err) == 0,
+                  "F16 copy of the warm start: %s", err.message);
+            dl_model_free(full);
+            dl_model *h = dl_model_load(initm, &err);
+            CHECK(h && dl_model_storage(h) == DL_STORAGE_F16, "the warm start copy is not F16: %s", err.message);
+            dl_model_free(h);
+        }
         snprintf(excl, sizeof excl, "%s", out_path("t_exclude.txt"));
         FILE *xf = fopen(excl, "w");
         if (xf) { fputs("# test\nISIC_0031711\n", xf); fclose(xf); }

@@ -191,6 +191,19 @@ int dl_model_save_as(const dl_model *m, const char *path, const char *provenance
 /* The provenance JSON object as stored (borrowed; NULL if none). */
 const char *dl_model_provenance_json(const dl_model *m);
 
+/* How a model file stores its tensors (weights/FORMAT.md). DL_STORAGE_F16:
+ * the weights of dense and ungrouped conv2d nodes and the OOD precision
+ * matrix as IEEE half (about half the file); depthwise kernels, biases and
+ * the OOD mean stay F32. Loading converts to float32 either way (the engine
+ * computes in float32 only). */
+typedef enum { DL_STORAGE_F32 = 0, DL_STORAGE_F16 = 1 } dl_storage;
+/* As loaded: F16 if any tensor of any member was stored as F16. */
+dl_storage dl_model_storage(const dl_model *m);
+/* The storage dl_model_save_as writes (all members) and, set on models[0],
+ * dl_model_save_ensemble. Saving refuses (nothing written) a weight that F16
+ * cannot hold: |w| would round beyond 65504. */
+int dl_model_set_storage(dl_model *m, dl_storage storage, dl_error *err);
+
 /* ------------------------------------------------------------------ classify */
 
 typedef struct {

@@ -70,4 +70,10 @@ void dl_sha256_to_hex(const uint8_t d[32], char out[65]);
 int dl_memory_limit(size_t *limit, dl_error *err);
 /* 0 if bytes fit the budget, else -1 (DL_ERR_LIMIT naming what and both sizes). */
 int dl_memory_check(size_t bytes, const char *what, dl_error *err);
+/* IEEE binary16 (half) <-> float, on bit patterns (base/half.c).
+ * dl_half_to_float is exact for every pattern (subnormals, +-0; Inf and NaN
+ * map to Inf and NaN). dl_float_to_half rounds to nearest, ties to even;
+ * -1 (out untouched) if f is Inf or NaN or would round beyond +-65504. */
+float dl_half_to_float(uint16_t h);
+int dl_float_to_half(float f, uint16_t *out);
 #endif

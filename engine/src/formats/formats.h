@@ -37,6 +37,8 @@ struct dl_model {
     float ood_threshold;
     char sha256[65];
     char tensor_sha256[65]; /* recorded digest of the tensor data, verified at load ("" if the file has none) */
+    int n_f16;            /* tensors this member's file stored as F16 (0: all F32) */
+    dl_storage storage;   /* what dl_model_save writes: as loaded unless set */
     char *info_json;      /* whole metadata as JSON, for `info` */
     char *provenance_json;
     dl_exec exec;         /* workspace for batch 1 */
@@ -61,10 +63,14 @@ void dl_model_clear(dl_model *m);
 
 /* Write a safetensors file atomically: hdr (a cJSON object already holding
  * __metadata__ and each tensor's dtype/shape/data_offsets, in data order) is
- * consumed; datas[i] holds counts[i] floats. Shared by models and checkpoints. */
+ * consumed; datas[i] holds counts[i] floats. Shared by models and checkpoints.
+ * The __metadata__ gets tensor_sha256, the digest of the data section. */
 struct cJSON;
 int dl_safetensors_write(const char *path, struct cJSON *hdr, int n, const float *const *datas,
                          const size_t *counts, dl_error *err);
+/* The same with raw little-endian tensor bytes: datas[i] holds bytes[i]. */
+int dl_safetensors_write_bytes(const char *path, struct cJSON *hdr, int n, const void *const *datas,
+                               const size_t *bytes, dl_error *err);
 
 /* ---------------------------------------------------------------- tflite */
 

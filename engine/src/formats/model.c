@@ -26,6 +26,7 @@ typedef struct {
     size_t begin, end;
     int64_t dims[4];
     int ndim;
+    int esize; /* bytes per element on disk: 4 (F32) or 2 (F16) */
 } st_entry;
 
 static int member_of(const char *name, const char **rest);
@@ -369,8 +370,10 @@ static int read_entries(const cJSON *hdr, size_t data_len, st_entry **ents_out, 
         if (strlen(bare) >= DL_NAME_MAX) { dl_fail(err, DL_ERR_FORMAT, "tensor name too long"); goto out; }
         const char *dtype = meta_string(t, "dtype");
         if (!dtype) { dl_fail(err, DL_ERR_FORMAT, "tensor %s: dtype missing", e->name); goto out; }
-        if (strcmp(dtype, "F32") != 0) {
-            dl_fail(err, DL_ERR_UNSUPPORTED, "tensor %s: dtype %s not supported (F32 only)", e->name, dtype);
+        if (!strcmp(dtype, "F32")) e->esize = 4;
+        else if (!strcmp(dtype, "F16")) e->esize = 2;
+        else {
+            dl_fail(err, DL_ERR_UNSUPPORTED, "tensor %s: dtype %.16s not supported (F32 or F16)", e->name, dtype);
             goto out;
         }
         const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
@@ -394,7 +397,7 @@ static int read_entries(const cJSON *hdr, size_t data_len, st_entry **ents_out, 
             }
         }
         size_t bytes;
-        if (!dl_mul_size(count, 4, &bytes)) {
+        if (!dl_mul_size(count, (size_t)e->esize, &bytes)) {
             dl_fail(err, DL_ERR_FORMAT, "tensor %s: byte size overflows", e->name);
             goto out;
         }
@@ -453,14 +456,17 @@ static int add_tensor_shapes(dl_graph *g, const st_entry *ents, int ne, dl_error
         snprintf(d->name, sizeof d->name, "%s", ents[i].name);
         d->ndim = ents[i].ndim;
         memcpy(d->dims, ents[i].dims, sizeof d->dims);
-        d->count = (ents[i].end - ents[i].begin) / 4; /* checked equal to the shape's product */
+        d->count = (ents[i].end - ents[i].begin) / (size_t)ents[i].esize; /* checked equal to the shape's product */
     }
     return 0;
 }
 
-/* Data pass: allocate each tensor and decode its little-endian floats. */
-static int fill_tensors(dl_graph *g, const st_entry *ents, int ne, const uint8_t *data, dl_error *err)
+/* Data pass: allocate each tensor and decode its little-endian F32 or F16
+ * values to float (the engine computes in float only). *n_f16 counts the
+ * tensors stored as F16. */
+static int fill_tensors(dl_graph *g, const st_entry *ents, int ne, const uint8_t *data, int *n_f16, dl_error *err)
 {
+    *n_f16 = 0;
     for (int i = 0; i < ne; i++) {
         dl_tensor *t = &g->tensors[i];
         float *dst = NULL;
@@ -468,12 +474,19 @@ static int fill_tensors(dl_graph *g, const st_entry *ents, int ne, const uint8_t
             return dl_fail(err, DL_ERR_NOMEM, "tensor %s: cannot allocate %zu floats", t->name, t->count);
         t->data = dst;
         const uint8_t *src = data + ents[i].begin;
+        bool half = ents[i].esize == 2;
+        *n_f16 += half;
         for (size_t j = 0; j < t->count; j++) {
-            uint32_t u = (uint32_t)src[4 * j] | (uint32_t)src[4 * j + 1] << 8 | (uint32_t)src[4 * j + 2] << 16 |
-                         (uint32_t)src[4 * j + 3] << 24;
-            memcpy(&dst[j], &u, 4);
+            if (half) {
+                dst[j] = dl_half_to_float((uint16_t)(src[2 * j] | src[2 * j + 1] << 8));
+            } else {
+                uint32_t u = (uint32_t)src[4 * j] | (uint32_t)src[4 * j + 1] << 8 | (uint32_t)src[4 * j + 2] << 16 |
+                             (uint32_t)src[4 * j + 3] << 24;
+                memcpy(&dst[j], &u, 4);
+            }
             if (!isfinite(dst[j]))
-                return dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is not finite", t->name, j);
+                return dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is not finite (%s %s)", t->name, j,
+                               half ? "F16" : "F32", isnan(dst[j]) ? "NaN" : "Inf");
             if (fabsf(dst[j]) > MAX_WEIGHT_ABS)
                 return dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is %g, outside +-%g (damaged file?)",
                                t->name, j, dst[j], MAX_WEIGHT_ABS);
@@ -572,6 +585,19 @@ static char *build_info_json(const dl_model *m, const cJSON *meta)
     cJSON_AddStringToObject(info, "tensor_sha256", m->tensor_sha256[0] ? m->tensor_sha256 : "not recorded");
     const char *fv = meta_string(meta, "format_version");
     cJSON_AddStringToObject(info, "format_version", fv ? fv : "?");
+    {
+        /* how the file stores its tensors, over all members */
+        int nt = 0, nh = 0;
+        for (int k = 0; k <= m->n_members; k++) {
+            const dl_model *x = k ? m->members[k - 1] : m;
+            nt += x->graph.n_tensors;
+            nh += x->n_f16;
+        }
+        cJSON *st = cJSON_AddObjectToObject(info, "storage");
+        cJSON_AddStringToObject(st, "dtype", nh ? "F16" : "F32");
+        cJSON_AddNumberToObject(st, "tensors", nt);
+        cJSON_AddNumberToObject(st, "tensors_f16", nh);
+    }
     cJSON_AddNumberToObject(info, "temperature", m->temperature);
     cJSON_AddItemToObject(info, "preprocess", preprocess_to_json(&m->pre));
     cJSON *classes = cJSON_AddArrayToObject(info, "classes");
@@ -701,7 +727,7 @@ static int parse_member(dl_model *m0, int k, const cJSON *mj, const cJSON *graph
     }
     if (member_entries(ents, n_ents, k, &sel, &ns, err) || add_tensor_shapes(&mm->graph, sel, ns, err)) goto out;
     if (parse_graph(&mm->graph, graph, err)) { dl_fail_prefix(err, "graph"); goto out; }
-    if (check_memory(mm, err) || fill_tensors(&mm->graph, sel, ns, tensor_data, err)) goto out;
+    if (check_memory(mm, err) || fill_tensors(&mm->graph, sel, ns, tensor_data, &mm->n_f16, err)) goto out;
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(mj, "preprocess");
     if (pre) {
         if (parse_preprocess(&mm->pre, pre, err)) goto out;
@@ -873,7 +899,7 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     if (parse_graph(&m->graph, graph, err)) { dl_fail_prefix(err, "graph"); goto out; }
     /* Refuse what would not fit before any tensor or arena is allocated. */
     if (check_memory(m, err)) goto out;
-    if (fill_tensors(&m->graph, own, n_own, data + 8 + hlen, err)) goto out;
+    if (fill_tensors(&m->graph, own, n_own, data + 8 + hlen, &m->n_f16, err)) goto out;
     const dl_node *in = &m->graph.nodes[0];
     if (in->c != 3) { dl_fail(err, DL_ERR_UNSUPPORTED, "graph.input: %d channels, need 3 (RGB)", in->c); goto out; }
     if (parse_preprocess(&m->pre, pre, err)) goto out;
@@ -905,6 +931,8 @@ int dl_model_parse(dl_model *m, const uint8_t *data, size_t size, dl_error *err)
     if (parse_ood(m, meta, err)) goto out;
     dl_sha256_hex(data, size, m->sha256);
     if (parse_members(m, meta, graph, classes, ents, n_ents, data + 8 + hlen, err)) goto out;
+    for (int k = 0; k <= m->n_members; k++)
+        if ((k ? m->members[k - 1] : m)->n_f16) m->storage = DL_STORAGE_F16;
     m->info_json = build_info_json(m, meta);
     if (!m->info_json) { dl_fail(err, DL_ERR_NOMEM, "out of memory"); goto out; }
     rc = 0;
@@ -970,6 +998,57 @@ const char *dl_model_sha256(const dl_model *m) { return m->sha256; }
 const char *dl_model_info_json(const dl_model *m) { return m->info_json; }
 
 /* ------------------------------------------------------------ save */
+
+/* The F16 storage rule (weights/FORMAT.md has the measurements): the big
+ * matrices, i.e. the weights of dense and ungrouped conv2d nodes and
+ * ood.precision. Grouped (depthwise) kernels have few weights per output, so
+ * their rounding does not average out: on the shipped model they caused 5x
+ * the probability change of all other weights together, and F16 would save
+ * only 0.7% of the file there. Biases (BatchNorm shifts, the operating point) and ood.mean are
+ * vectors: F32 costs nothing there. */
+static bool f16_kind(const dl_graph *g, int t)
+{
+    if (!strcmp(g->tensors[t].name, "ood.precision")) return true;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const dl_node *n = &g->nodes[i];
+        if (n->weight == t && (n->op == DL_OP_DENSE || (n->op == DL_OP_CONV2D && n->groups == 1))) return true;
+    }
+    return false;
+}
+
+/* t's values as little-endian F16 bytes (malloc'd), or NULL with the first
+ * value F16 cannot hold named. */
+static uint8_t *to_half(const dl_tensor *t, const char *name, dl_error *err)
+{
+    uint8_t *h = malloc(t->count ? t->count * 2 : 2);
+    if (!h) {
+        dl_fail(err, DL_ERR_NOMEM, "tensor %s: out of memory for its F16 copy", name);
+        return NULL;
+    }
+    for (size_t j = 0; j < t->count; j++) {
+        uint16_t v;
+        if (dl_float_to_half(t->data[j], &v)) {
+            dl_fail(err, DL_ERR_ARG, "tensor %s: element %zu is %g, beyond the F16 range (+-65504); store it as F32",
+                    name, j, t->data[j]);
+            free(h);
+            return NULL;
+        }
+        h[2 * j] = (uint8_t)v;
+        h[2 * j + 1] = (uint8_t)(v >> 8);
+    }
+    return h;
+}
+
+dl_storage dl_model_storage(const dl_model *m) { return m ? m->storage : DL_STORAGE_F32; }
+
+int dl_model_set_storage(dl_model *m, dl_storage storage, dl_error *err)
+{
+    if (!m) return dl_fail(err, DL_ERR_ARG, "NULL model");
+    if (storage != DL_STORAGE_F32 && storage != DL_STORAGE_F16)
+        return dl_fail(err, DL_ERR_ARG, "storage %d unknown (F32 or F16)", (int)storage);
+    m->storage = storage;
+    return 0;
+}
 
 static void add_meta_json(cJSON *meta, const char *key, cJSON *value)
 {
@@ -1042,44 +1121,64 @@ int dl_model_save(const dl_model *m, const char *path, dl_error *err)
         add_meta_json(meta, "members", arr);
     }
     /* Tensors in graph order, then each member's under member<k>/; ood
-     * tensors travel in the graph's tensor list. */
-    const float **datas = malloc(sizeof(float *) * (total_tensors ? total_tensors : 1));
-    size_t *counts = malloc(sizeof(size_t) * (total_tensors ? total_tensors : 1));
-    if (!datas || !counts) {
-        free(datas);
-        free(counts);
-        cJSON_Delete(hdr);
-        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
-    }
+     * tensors travel in the graph's tensor list. F16 copies are made here
+     * and freed after writing (halves[i] is NULL for an F32 tensor). */
+    size_t cap = total_tensors ? (size_t)total_tensors : 1;
+    const void **datas = malloc(sizeof(void *) * cap);
+    size_t *bytes = malloc(sizeof(size_t) * cap);
+    uint8_t **halves = calloc(cap, sizeof(uint8_t *));
+    int rc = 0, nt = 0;
+    if (!datas || !bytes || !halves) rc = dl_fail(err, DL_ERR_NOMEM, "out of memory");
     size_t off = 0;
-    int nt = 0;
-    for (int k = 0; k <= m->n_members; k++) {
+    for (int k = 0; !rc && k <= m->n_members; k++) {
         const dl_graph *gk = k ? &m->members[k - 1]->graph : g;
-        for (int i = 0; i < gk->n_tensors; i++) {
+        for (int i = 0; !rc && i < gk->n_tensors; i++) {
             const dl_tensor *t = &gk->tensors[i];
-            cJSON *tj = cJSON_CreateObject();
-            cJSON_AddStringToObject(tj, "dtype", "F32");
-            cJSON *shape = cJSON_AddArrayToObject(tj, "shape");
-            for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->dims[d]));
-            double o2[2] = {(double)off, (double)(off + t->count * 4)};
-            cJSON_AddItemToObject(tj, "data_offsets", cJSON_CreateDoubleArray(o2, 2));
             char name[sizeof t->name + 24];
             if (k) snprintf(name, sizeof name, "member%d/%s", k, t->name);
             else snprintf(name, sizeof name, "%s", t->name);
-            cJSON_AddItemToObject(hdr, name, tj);
-            off += t->count * 4;
+            bool half = m->storage == DL_STORAGE_F16 && f16_kind(gk, i);
             datas[nt] = t->data;
-            counts[nt++] = t->count;
+            bytes[nt] = t->count * (half ? 2 : 4);
+            if (half && !(datas[nt] = halves[nt] = to_half(t, name, err))) {
+                rc = -1;
+                break;
+            }
+            cJSON *tj = cJSON_CreateObject();
+            cJSON_AddStringToObject(tj, "dtype", half ? "F16" : "F32");
+            cJSON *shape = cJSON_AddArrayToObject(tj, "shape");
+            for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->dims[d]));
+            double o2[2] = {(double)off, (double)(off + bytes[nt])};
+            cJSON_AddItemToObject(tj, "data_offsets", cJSON_CreateDoubleArray(o2, 2));
+            cJSON_AddItemToObject(hdr, name, tj);
+            off += bytes[nt++];
         }
     }
-    int rc = dl_safetensors_write(path, hdr, nt, datas, counts, err);
+    if (rc) cJSON_Delete(hdr);
+    else rc = dl_safetensors_write_bytes(path, hdr, nt, datas, bytes, err);
+    for (int i = 0; halves && i < nt; i++) free(halves[i]);
+    free(halves);
     free(datas);
-    free(counts);
+    free(bytes);
     return rc;
 }
 
 int dl_safetensors_write(const char *path, cJSON *hdr, int n, const float *const *datas, const size_t *counts,
                          dl_error *err)
+{
+    size_t *bytes = malloc(sizeof(size_t) * (n > 0 ? (size_t)n : 1));
+    if (!bytes) {
+        cJSON_Delete(hdr);
+        return dl_fail(err, DL_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) bytes[i] = counts[i] * 4;
+    int rc = dl_safetensors_write_bytes(path, hdr, n, (const void *const *)datas, bytes, err);
+    free(bytes);
+    return rc;
+}
+
+int dl_safetensors_write_bytes(const char *path, cJSON *hdr, int n, const void *const *datas, const size_t *bytes,
+                               dl_error *err)
 {
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(hdr, "__metadata__");
     if (cJSON_IsObject(meta)) {
@@ -1088,7 +1187,7 @@ int dl_safetensors_write(const char *path, cJSON *hdr, int n, const float *const
         uint8_t d[32];
         char hex[65];
         dl_sha256_init(&c);
-        for (int i = 0; i < n; i++) dl_sha256_update(&c, datas[i], counts[i] * 4);
+        for (int i = 0; i < n; i++) dl_sha256_update(&c, datas[i], bytes[i]);
         dl_sha256_final(&c, d);
         dl_sha256_to_hex(d, hex);
         cJSON_DeleteItemFromObjectCaseSensitive(meta, "tensor_sha256");
@@ -1106,7 +1205,7 @@ int dl_safetensors_write(const char *path, cJSON *hdr, int n, const float *const
              dl_atomic_write(&f, "        ", padded - hl, err);
     free(hs);
     /* little-endian on disk; x86/arm64 hosts are LE already */
-    for (int i = 0; !rc && i < n; i++) rc = dl_atomic_write(&f, datas[i], counts[i] * 4, err);
+    for (int i = 0; !rc && i < n; i++) rc = dl_atomic_write(&f, datas[i], bytes[i], err);
     if (rc) { dl_atomic_abort(&f); return -1; }
     return dl_atomic_commit(&f, err);
 }

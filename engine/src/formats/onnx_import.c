@@ -154,18 +154,6 @@ static double f64_of(uint64_t u)
     return d;
 }
 
-/* IEEE half -> float, exact (subnormals included). */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return f32_of(sign | 0x7f800000u | (man << 13)); /* inf / nan */
-    if (exp == 0) {
-        float f = (float)man * (1.0f / 16777216.0f); /* man * 2^-24 */
-        return sign ? -f : f;
-    }
-    return f32_of(sign | ((exp + 112) << 23) | (man << 13));
-}
-
 /* ------------------------------------------------------------ structures */
 
 typedef struct {
@@ -553,7 +541,7 @@ static int walk_floats(ox_ctx *c, const ox_tensor *t, uint32_t num, float *out, 
             uint64_t v = f.v;
             do {
                 if (f.wt == WT_LEN && pb_varint(&pr, &v) != 0) break;
-                if (k < n) out[k++] = half_to_float((uint16_t)(v & 0xffff));
+                if (k < n) out[k++] = dl_half_to_float((uint16_t)(v & 0xffff));
             } while (f.wt == WT_LEN && pr.p < pr.end);
         }
     }
@@ -597,7 +585,7 @@ static int tensor_floats(ox_ctx *c, const ox_tensor *t, float **out, size_t *cou
         const uint8_t *p = t->raw.p;
         for (size_t i = 0; i < n; i++)
             f[i] = esz == 4 ? f32_of(le32(p + 4 * i))
-                 : esz == 2 ? half_to_float((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)))
+                 : esz == 2 ? dl_half_to_float((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)))
                             : (float)f64_of(le64(p + 8 * i));
     } else if (walk_floats(c, t, t->dtype == DT_FLOAT ? TP_FLOAT_DATA : t->dtype == DT_FLOAT16 ? TP_INT32_DATA
                                                                                                  : TP_DOUBLE_DATA,

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* IEEE 754 binary16 <-> binary32 on the bit patterns, so the result does not
+ * depend on the compiler, the FPU's rounding mode or flush-to-zero settings.
+ * Used by the model container's F16 storage and the ONNX importer. */
+#include "base/base.h"
+
+#include <string.h>
+
+static float f32_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float dl_half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f) return f32_bits(sign | 0x7f800000u | (man << 13)); /* Inf, NaN (payload kept) */
+    if (exp != 0) return f32_bits(sign | ((exp + 112) << 23) | (man << 13));
+    if (man == 0) return f32_bits(sign); /* +-0 */
+    /* subnormal: man * 2^-24; shift the leading 1 up to the implicit bit */
+    int e = 113; /* float exponent field of 2^-14 */
+    while (!(man & 0x400u)) {
+        man <<= 1;
+        e--;
+    }
+    return f32_bits(sign | ((uint32_t)e << 23) | ((man & 0x3ffu) << 13));
+}
+
+int dl_float_to_half(float f, uint16_t *out)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return -1; /* Inf or NaN */
+    /* 65520 = 65504 + half an ulp: it and everything above round to Inf */
+    if (a >= 0x477ff000u) return -1;
+    uint32_t h;
+    if (a >= 0x38800000u) { /* normal half (>= 2^-14) */
+        h = (a >> 13) - (112u << 10);
+        uint32_t rem = a & 0x1fffu;
+        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* a carry into the exponent is right */
+    } else if (a <= 0x33000000u) { /* <= 2^-25: rounds to zero (2^-25 is a tie, 0 is even) */
+        h = 0;
+    } else { /* subnormal half: units of 2^-24 */
+        uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126 - e; /* 14..24 for e in 102..112 */
+        h = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (h & 1u))) h++; /* may reach 0x400, the smallest normal */
+    }
+    *out = (uint16_t)(sign | h);
+    return 0;
+}
