@@ -303,8 +303,9 @@ def main():
         if not args.torchvision:
             sys.exit('--export-onnx needs --torchvision ARCH')
         tv = TorchvisionNet(args.torchvision)
+        # the batch stays symbolic: ONNX Runtime runs the batch-8 rows on the same file
         torch.onnx.export(tv.net, torch.zeros(1, 3, 224, 224), args.onnx, opset_version=13, input_names=['input'],
-                          output_names=['logits'])
+                          output_names=['logits'], dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
         print(f'wrote {args.onnx} ({args.torchvision}, random weights, opset 13)')
         return
     if not (args.model and args.driver and args.ort and args.image):
