@@ -29,6 +29,10 @@
  * many minutes to scale it up. The classification, label and parasite are
  * still added, and the parasite says why the overlay is missing. */
 #define DLP_MAX_OVERLAY_PIXELS (64.0 * 1024 * 1024)
+/* Above this a map read at reduced scale goes to GIMP at that scale and
+ * GIMP scales the layer up; below, the plug-in upsamples it and writes the
+ * region's size (measured faster: tests/gimp/bench-gimp2.sh). */
+#define DLP_MAX_WRITE_PIXELS (16.0 * 1024 * 1024)
 #define DLP_STRIP_ROWS 128
 
 static char *dlp_plugin_dir; /* folder of the plug-in binary, for the model search */
@@ -50,8 +54,7 @@ static void dlp_geom_init(dlp_geom *g, int x, int y, int w, int h, int ox, int o
     g->h = h;
     g->ox = ox;
     g->oy = oy;
-    double px = (double)w * (double)h;
-    if (px > DLP_MAX_ANALYSIS_PIXELS) {
+    if (w > DLP_THUMB_MAX || h > DLP_THUMB_MAX) {
         double sx = (double)DLP_THUMB_MAX / w, sy = (double)DLP_THUMB_MAX / h;
         g->scale = sx < sy ? sx : sy;
         g->ax = (int)floor(x * g->scale);
@@ -201,12 +204,12 @@ static gboolean dlp_set_u8_pixels(GeglBuffer *buf, const GeglRectangle *r, int c
     return TRUE;
 }
 
-/* Fill a new layer's buffer (the map's size) with the colour map, or with
- * the outline at o's level when outline is set, in strips to bound memory. */
-static gboolean dlp_write_overlay(GeglBuffer *buf, const dh_analysis *an, const dh_overlay *o,
-                                  gboolean outline, int channels, gchar **msg)
+/* Fill a new layer's buffer (w x h, the map's size) with the colour map of
+ * map, or with its outline at o's level (o->width pixels wide) when outline
+ * is set, in strips to bound memory. */
+static gboolean dlp_write_overlay(GeglBuffer *buf, const float *map, int w, int h,
+                                  const dh_overlay *o, gboolean outline, int channels, gchar **msg)
 {
-    int w = an->map_width, h = an->map_height;
     int rows = h < DLP_STRIP_ROWS ? h : DLP_STRIP_ROWS;
     guint8 *strip = g_try_malloc((gsize)w * (gsize)rows * (gsize)channels);
     if (!strip) {
@@ -217,9 +220,9 @@ static gboolean dlp_write_overlay(GeglBuffer *buf, const dh_analysis *an, const 
     for (int y0 = 0; ok && y0 < h; y0 += rows) {
         int n = h - y0 < rows ? h - y0 : rows;
         if (outline)
-            dh_outline_rows(an->map, w, h, o->level, o->width, y0, n, channels, strip);
+            dh_outline_rows(map, w, h, o->level, o->width, y0, n, channels, strip);
         else
-            dh_overlay_rows(an->map, w, y0, n, channels, strip);
+            dh_overlay_rows(map, w, y0, n, channels, strip);
         GeglRectangle r = {0, y0, w, n};
         ok = dlp_set_u8_pixels(buf, &r, channels, strip, msg);
     }
@@ -731,25 +734,42 @@ static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const d
 }
 
 /* A layer of the map (its colour map, or its outline) over the region. A
- * huge region's layer is written at analysis size and scaled up by GIMP: no
- * full-size pixels cross the wire. */
+ * map read at reduced scale is upsampled here and written at the region's
+ * size in one pass (GIMP's own layer scaling costs more than sending the
+ * pixels); only a region above DLP_MAX_WRITE_PIXELS gets a layer at analysis
+ * size that GIMP scales up, so no huge layer's pixels cross the wire. */
 static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, const char *name,
                               const dh_analysis *an, const dh_overlay *o, gboolean outline,
                               const dh_region *region, const dlp_geom *geo, double opacity,
                               int channels, gchar **msg)
 {
     int ow = an->map_width, oh = an->map_height;
+    const float *map = an->map;
+    float *full = NULL;
+    dh_overlay lo = *o;
+    lo.width = dh_outline_width(geo->w, geo->h) * ow / geo->w;
+    if ((ow != geo->w || oh != geo->h) && (double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS &&
+        (full = g_try_malloc((gsize)geo->w * (gsize)geo->h * sizeof(float)))) {
+        dl_map_resize(an->map, ow, oh, full, geo->w, geo->h, (size_t)geo->w);
+        map = full;
+        ow = geo->w;
+        oh = geo->h;
+        lo.width = dh_outline_width(geo->w, geo->h);
+    }
     gint32 ov = g->layer_new(image, group, name, ow, oh, region->x, region->y, opacity, channels);
     if (ov < 0) {
+        g_free(full);
         *msg = g_strdup("Could not add the saliency layer");
         return FALSE;
     }
     GeglBuffer *buf = g->buffer(ov);
-    gboolean wok = dlp_write_overlay(buf, an, o, outline, channels, msg);
+    gboolean wok = dlp_write_overlay(buf, map, ow, oh, &lo, outline, channels, msg);
     g_object_unref(buf);
+    g_free(full);
     if (!wok)
         return FALSE;
     g->update(ov, ow, oh);
+    dlp_report_stats("EXP overlay written");
     if (ow != geo->w || oh != geo->h) {
         if (!g->scale(ov, geo->w, geo->h)) {
             *msg = g_strdup("Could not scale the saliency layer to the region");
@@ -757,6 +777,7 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
         }
         g->move(ov, region->x, region->y);
     }
+    dlp_report_stats("EXP overlay scaled");
     return TRUE;
 }
 
@@ -792,7 +813,6 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
          * map's top 20 %, opaque, above it. */
         dh_overlay o;
         dh_overlay_init(&o, an->map, an->map_width, an->map_height, p->overlay, 1.0);
-        o.width = dh_outline_width(geo->w, geo->h) * an->map_width / geo->w;
         for (int outline = 0; outline < 2; outline++) {
             if (outline ? p->overlay == DH_OVERLAY_FILL : p->overlay == DH_OVERLAY_OUTLINE)
                 continue;
@@ -930,7 +950,7 @@ static guint8 *read_region(const dlp_gimp *g, gint32 image, gint32 drawable, dlp
 
     gimp_progress_init("DermLens: reading pixels");
     guint8 *rgb;
-    if (geo->scale < 1.0) {
+    if (geo->scale < 1.0 && !g_getenv("DLP_EXP_GEGL")) {
         /* GIMP scales the region down itself (see DLP_THUMB_MAX). */
         int tw = geo->aw, th = geo->ah, bpp = 0;
         gsize size = 0;
@@ -967,6 +987,7 @@ static gboolean load_and_analyse(guint8 *rgb, const dlp_geom *geo, const dh_para
         *msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
         return FALSE;
     }
+    dlp_report_stats("model loaded");
     host_state hs = {{0}};
     dh_progress prog = {host_progress, &hs, 0.05, 0.9};
     if (dh_analyse(*m, rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, p->method, 1, &prog, an,
@@ -976,7 +997,7 @@ static gboolean load_and_analyse(guint8 *rgb, const dlp_geom *geo, const dh_para
         *msg = g_strdup_printf("Classification failed: %s", err.message);
         return FALSE;
     }
-    dlp_report_stats("model loaded and region analysed");
+    dlp_report_stats("region analysed");
     if (!an->map)
         g_message("DermLens: no saliency overlay (%s). The classification is still added.",
                   an->saliency_note);
