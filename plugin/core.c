@@ -733,11 +733,67 @@ static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const d
     return TRUE;
 }
 
-/* A layer of the map (its colour map, or its outline) over the region. A
- * map read at reduced scale is upsampled here and written at the region's
- * size in one pass (GIMP's own layer scaling costs more than sending the
- * pixels); only a region above DLP_MAX_WRITE_PIXELS gets a layer at analysis
- * size that GIMP scales up, so no huge layer's pixels cross the wire. */
+/* The colour map of map (mw x mh) at w x h pixels (bilinear, as the
+ * engine upsamples its maps), rows [y_begin, y_end) into out: one part of
+ * the overlay, on a thread of its own. */
+typedef struct {
+    const float *map;
+    int mw, mh, w, h, channels, y_begin, y_end;
+    guint8 *out;
+    gboolean ok;
+} overlay_part;
+
+static gpointer overlay_part_main(gpointer data)
+{
+    overlay_part *pt = data;
+    gboolean same = pt->mw == pt->w && pt->mh == pt->h;
+    float *rows = same ? NULL : g_try_malloc((gsize)pt->w * DLP_STRIP_ROWS * sizeof(float));
+    pt->ok = same || rows;
+    for (int y0 = pt->y_begin; pt->ok && y0 < pt->y_end; y0 += DLP_STRIP_ROWS) {
+        int n = MIN(DLP_STRIP_ROWS, pt->y_end - y0);
+        guint8 *dst = pt->out + (gsize)y0 * (gsize)pt->w * (gsize)pt->channels;
+        if (same) {
+            dh_overlay_rows(pt->map, pt->w, y0, n, pt->channels, dst);
+            continue;
+        }
+        double fy = (double)pt->mh / pt->h;
+        dl_map_resize_rect(pt->map, pt->mw, pt->mh, 0, y0 * fy, pt->mw, n * fy, rows, pt->w, n,
+                           (size_t)pt->w);
+        dh_overlay_rows(rows, pt->w, 0, n, pt->channels, dst);
+    }
+    g_free(rows);
+    return NULL;
+}
+
+/* The whole colour-map layer's pixels (w x h), computed on two threads
+ * while GIMP waits; g_free them. NULL when memory is short. */
+static guint8 *overlay_pixels(const float *map, int mw, int mh, int w, int h, int channels)
+{
+    guint8 *out = g_try_malloc((gsize)w * (gsize)h * (gsize)channels);
+    if (!out)
+        return NULL;
+    int half = h / 2;
+    overlay_part pt[2] = {{map, mw, mh, w, h, channels, 0, half, out, FALSE},
+                          {map, mw, mh, w, h, channels, half, h, out, FALSE}};
+    GThread *t = g_thread_try_new("dermlens-overlay", overlay_part_main, &pt[1], NULL);
+    overlay_part_main(&pt[0]);
+    if (t)
+        g_thread_join(t);
+    else
+        overlay_part_main(&pt[1]);
+    if (!pt[0].ok || !pt[1].ok) {
+        g_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* A layer of the map (its colour map, or its outline) over the region.
+ * The colour map is computed at the region's size from the map, however
+ * small the map was made, and written in one pass: GIMP's own layer
+ * scaling costs more than sending the pixels (tests/gimp/bench-gimp2.sh).
+ * Only a region above DLP_MAX_WRITE_PIXELS gets a layer at analysis size
+ * that GIMP scales up, so no huge layer's pixels cross the wire. */
 static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, const char *name,
                               const dh_analysis *an, const dh_overlay *o, gboolean outline,
                               const dh_region *region, const dlp_geom *geo, double opacity,
@@ -746,26 +802,44 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
     int ow = an->map_width, oh = an->map_height;
     const float *map = an->map;
     float *full = NULL;
+    guint8 *px = NULL;
     dh_overlay lo = *o;
     lo.width = dh_outline_width(geo->w, geo->h) * ow / geo->w;
-    if ((ow != geo->w || oh != geo->h) && (double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS &&
-        (full = g_try_malloc((gsize)geo->w * (gsize)geo->h * sizeof(float)))) {
-        dl_map_resize(an->map, ow, oh, full, geo->w, geo->h, (size_t)geo->w);
-        map = full;
-        ow = geo->w;
-        oh = geo->h;
-        lo.width = dh_outline_width(geo->w, geo->h);
+    if ((double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS) {
+        if (!outline) {
+            px = overlay_pixels(an->map, ow, oh, geo->w, geo->h, channels);
+        } else if ((ow != geo->w || oh != geo->h) &&
+                   (full = g_try_malloc((gsize)geo->w * (gsize)geo->h * sizeof(float)))) {
+            /* the outline's stroke is drawn at the size it is shown */
+            dl_map_resize(an->map, ow, oh, full, geo->w, geo->h, (size_t)geo->w);
+            map = full;
+        }
+        if (px || full) {
+            ow = geo->w;
+            oh = geo->h;
+            lo.width = dh_outline_width(geo->w, geo->h);
+        }
     }
     gint32 ov = g->layer_new(image, group, name, ow, oh, region->x, region->y, opacity, channels);
     if (ov < 0) {
         g_free(full);
+        g_free(px);
         *msg = g_strdup("Could not add the saliency layer");
         return FALSE;
     }
     GeglBuffer *buf = g->buffer(ov);
-    gboolean wok = dlp_write_overlay(buf, map, ow, oh, &lo, outline, channels, msg);
+    gboolean wok = TRUE;
+    if (px) {
+        for (int y0 = 0; wok && y0 < oh; y0 += DLP_STRIP_ROWS) {
+            GeglRectangle r = {0, y0, ow, MIN(DLP_STRIP_ROWS, oh - y0)};
+            wok = dlp_set_u8_pixels(buf, &r, channels, px + (gsize)y0 * ow * channels, msg);
+        }
+    } else {
+        wok = dlp_write_overlay(buf, map, ow, oh, &lo, outline, channels, msg);
+    }
     g_object_unref(buf);
     g_free(full);
+    g_free(px);
     if (!wok)
         return FALSE;
     g->update(ov, ow, oh);
@@ -777,7 +851,6 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
         }
         g->move(ov, region->x, region->y);
     }
-    dlp_report_stats("EXP overlay scaled");
     return TRUE;
 }
 
@@ -973,27 +1046,83 @@ static guint8 *read_region(const dlp_gimp *g, gint32 image, gint32 drawable, dlp
     return rgb;
 }
 
-/* Load the model and analyse rgb (geo->aw x geo->ah). The model in *m
- * (dl_model_free it) and its path in model_path; FALSE with *msg. */
-static gboolean load_and_analyse(guint8 *rgb, const dlp_geom *geo, const dh_params *p,
-                                 dl_model **m, char *model_path, size_t path_size,
-                                 dh_analysis *an, gchar **msg)
+/* The model, loaded on a thread of its own while GIMP hands over the
+ * region's pixels (the plug-in only waits for GIMP meanwhile): reading,
+ * checking the digests and widening the weights then cost no wall time. */
+typedef struct {
+    const dh_params *p;
+    GThread *thread;
+    dl_model *m;
+    char path[4096];
+    dl_error err;
+} model_loader;
+
+static gpointer model_load_main(gpointer data)
 {
+    model_loader *l = data;
+    l->m = dh_model_open(l->p->model_path, dlp_plugin_dir, l->path, sizeof l->path, &l->err);
+    return NULL;
+}
+
+static void model_loader_start(model_loader *l, const dh_params *p)
+{
+    memset(l, 0, sizeof *l);
+    l->p = p;
+    l->thread = g_thread_try_new("dermlens-load", model_load_main, l, NULL);
+    if (!l->thread)
+        model_load_main(l); /* no thread: load here */
+}
+
+/* Wait for the model: it in *m (dl_model_free it) and its path in
+ * model_path, or NULL with *msg. */
+static dl_model *model_loader_join(model_loader *l, char *model_path, size_t path_size, gchar **msg)
+{
+    if (l->thread)
+        g_thread_join(l->thread);
+    l->thread = NULL;
+    if (!l->m) {
+        *msg = g_strdup_printf("Cannot load the DermLens model: %s", l->err.message);
+        return NULL;
+    }
+    g_strlcpy(model_path, l->path, path_size);
+    return l->m;
+}
+
+/* Read the region while the model loads, then analyse it: the pixels in
+ * *rgb (geo->aw x geo->ah, g_free them), the model in *m (dl_model_free it)
+ * and its path in model_path; FALSE with *msg and nothing to free. */
+static gboolean read_and_analyse(const dlp_gimp *g, gint32 image, gint32 drawable, dlp_geom *geo,
+                                 const dh_params *p, guint8 **rgb, dl_model **m, char *model_path,
+                                 size_t path_size, dh_analysis *an, gchar **msg)
+{
+    model_loader ld;
+    model_loader_start(&ld, p);
+    *rgb = read_region(g, image, drawable, geo, msg);
     dlp_report_stats("pixels read");
-    gimp_progress_set_text("DermLens: loading model");
-    dl_error err = {0};
-    *m = dh_model_open(p->model_path, dlp_plugin_dir, model_path, path_size, &err);
-    if (!*m) {
-        *msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
+    gchar *lmsg = NULL;
+    *m = model_loader_join(&ld, model_path, path_size, &lmsg);
+    if (!*rgb || !*m) {
+        if (*rgb)
+            *msg = lmsg;
+        else
+            g_free(lmsg);
+        g_free(*rgb);
+        *rgb = NULL;
+        dl_model_free(*m);
+        *m = NULL;
         return FALSE;
     }
     dlp_report_stats("model loaded");
+    gimp_progress_set_text("DermLens: analysing");
+    dl_error err = {0};
     host_state hs = {{0}};
     dh_progress prog = {host_progress, &hs, 0.05, 0.9};
-    if (dh_analyse(*m, rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, p->method, 1, &prog, an,
+    if (dh_analyse(*m, *rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, p->method, 1, &prog, an,
                    &err) != 0) {
         dl_model_free(*m);
         *m = NULL;
+        g_free(*rgb);
+        *rgb = NULL;
         *msg = g_strdup_printf("Classification failed: %s", err.message);
         return FALSE;
     }
@@ -1008,16 +1137,14 @@ gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, con
                            gboolean interactive, gchar **msg)
 {
     dlp_geom geo;
-    guint8 *rgb = read_region(g, image, drawable, &geo, msg);
-    if (!rgb)
-        return FALSE;
+    guint8 *rgb = NULL;
     char model_path[4096];
     dl_model *m = NULL;
     dh_analysis an;
-    gboolean loaded = load_and_analyse(rgb, &geo, p, &m, model_path, sizeof model_path, &an, msg);
-    g_free(rgb);
-    if (!loaded)
+    if (!read_and_analyse(g, image, drawable, &geo, p, &rgb, &m, model_path, sizeof model_path, &an,
+                          msg))
         return FALSE;
+    g_free(rgb);
     gimp_progress_set_text("DermLens: adding layers");
     gboolean ok = annotate_image(g, image, drawable, &geo, m, model_path, p, &an, msg);
     gimp_progress_update(1.0);
@@ -1322,16 +1449,13 @@ gboolean dlp_core_figure(const dlp_gimp *g, gint32 image, gint32 drawable, const
 {
     *figure = -1;
     dlp_geom geo;
-    guint8 *rgb = read_region(g, image, drawable, &geo, msg);
-    if (!rgb)
-        return FALSE;
+    guint8 *rgb = NULL;
     char model_path[4096];
     dl_model *m = NULL;
     dh_analysis an;
-    if (!load_and_analyse(rgb, &geo, p, &m, model_path, sizeof model_path, &an, msg)) {
-        g_free(rgb);
+    if (!read_and_analyse(g, image, drawable, &geo, p, &rgb, &m, model_path, sizeof model_path, &an,
+                          msg))
         return FALSE;
-    }
     gimp_progress_set_text("DermLens: making the figure");
     gboolean ok = build_figure(g, rgb, &geo, m, model_path, p, &an, figure, msg);
     g_free(rgb);
