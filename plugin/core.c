@@ -17,12 +17,14 @@
 #include "plugin.h"
 #include "dermlens_io.h"
 
-/* Larger regions are analysed at reduced scale (the network sees 224 x 224
- * anyway): GIMP itself makes a sub-thumbnail of at most DLP_THUMB_MAX on a
- * side, so the plug-in never pulls every tile of a huge layer over the wire
- * (30000 x 30000 would be 220000 tile round trips) and its memory stays
- * bounded whatever the layer size. */
-#define DLP_MAX_ANALYSIS_PIXELS (16 * 1024 * 1024)
+/* A region wider or taller than DLP_THUMB_MAX is analysed at reduced scale
+ * (the network sees 224 x 224 anyway, from the engine's antialiased resize
+ * of what it is given): GIMP itself makes a sub-thumbnail of at most
+ * DLP_THUMB_MAX on a side, so the plug-in never pulls every tile of a big
+ * layer over the wire (a 4000 x 3000 layer is 2900 tile round trips, 30000 x
+ * 30000 would be 220000) and its memory stays bounded whatever the layer
+ * size. The probabilities of a 12-megapixel layer read so differ from a
+ * full read's by < 0.01 (docs/reports/plugin-speed.md). */
 #define DLP_THUMB_MAX 1024 /* the PDB's limit for gimp-drawable-sub-thumbnail */
 /* Above this the saliency overlay is not added: a full-size RGBA layer
  * (3.6 GB for 30000 x 30000) would double the image's memory and GIMP takes
@@ -42,7 +44,7 @@ static gint64 dlp_t0;        /* plug-in start, for DERMLENS_STATS */
 typedef struct {
     int x, y, w, h;        /* region in drawable coordinates */
     int ox, oy;            /* drawable offsets in the image */
-    double scale;          /* 1 or < 1 for huge regions */
+    double scale;          /* 1, or < 1 for regions over DLP_THUMB_MAX on a side */
     int ax, ay, aw, ah;    /* region at that scale */
 } dlp_geom;
 
@@ -642,7 +644,7 @@ static void text_block(const dlp_gimp *g, gint32 hl, gint32 tl, int gap, int *tw
  * otherwise. */
 static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const dh_region *region,
                           const dl_model *m, const dh_analysis *an, const dh_label_plan *plan,
-                          int lh, int channels, gchar **msg)
+                          int lh, int channels, int *added, gchar **msg)
 {
     int mg = plan->margin, pad = mg;
     int tw_max = region->width - 2 * mg - 2 * pad;
@@ -730,6 +732,7 @@ static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const d
         return FALSE;
     /* Below the text layers. */
     g->reorder(image, box, group, hl >= 0 ? 2 : 1);
+    *added += hl >= 0 ? 3 : 2;
     return TRUE;
 }
 
@@ -797,7 +800,7 @@ static guint8 *overlay_pixels(const float *map, int mw, int mh, int w, int h, in
 static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, const char *name,
                               const dh_analysis *an, const dh_overlay *o, gboolean outline,
                               const dh_region *region, const dlp_geom *geo, double opacity,
-                              int channels, gchar **msg)
+                              int channels, int pos, gchar **msg)
 {
     int ow = an->map_width, oh = an->map_height;
     const float *map = an->map;
@@ -827,6 +830,8 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
         *msg = g_strdup("Could not add the saliency layer");
         return FALSE;
     }
+    if (pos > 0) /* below the labels and legend already in the group */
+        g->reorder(image, ov, group, pos);
     GeglBuffer *buf = g->buffer(ov);
     gboolean wok = TRUE;
     if (px) {
@@ -854,27 +859,114 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
     return TRUE;
 }
 
+/* The saliency of a classified region, computed on a thread of its own
+ * while the plug-in adds the label layers (GIMP does that work: the plug-in
+ * only waits for it). The thread touches only the analysis' map fields and
+ * calls no GIMP function; the region's pixels and the model stay until
+ * saliency_join. */
+typedef struct {
+    dl_model *m;
+    const guint8 *rgb;
+    const dlp_geom *geo;
+    dl_saliency_method method;
+    dh_analysis *an;
+    GThread *thread;
+} saliency_job;
+
+static gpointer saliency_main(gpointer data)
+{
+    saliency_job *sj = data;
+    dl_error err = {0};
+    /* no progress callback: it would call GIMP from this thread; nothing
+     * cancels, so this never fails (a missing map has its note) */
+    dh_analyse_saliency(sj->m, sj->rgb, sj->geo->aw, sj->geo->ah, (size_t)sj->geo->aw * 3,
+                        sj->method, NULL, sj->an, &err);
+    return NULL;
+}
+
+static void saliency_start(saliency_job *sj, dl_model *m, const guint8 *rgb, const dlp_geom *geo,
+                           dl_saliency_method method, dh_analysis *an)
+{
+    *sj = (saliency_job){m, rgb, geo, method, an, NULL};
+    sj->thread = g_thread_try_new("dermlens-saliency", saliency_main, sj, NULL);
+    if (!sj->thread)
+        saliency_main(sj); /* no thread: compute it here */
+}
+
+static void saliency_join(saliency_job *sj)
+{
+    if (sj && sj->thread) {
+        g_thread_join(sj->thread);
+        sj->thread = NULL;
+    }
+}
+
+/* The layer group (labels, legend, overlay) and the parasite, in one undo
+ * group. With sj the saliency is still being computed: the labels and the
+ * legend go in first (the legend on the expectation of a map; taken out
+ * again if none comes), then the overlay below them once the map is there. */
 static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
                                const dlp_geom *geo, dl_model *m, const char *model_path,
-                               const dh_params *p, const dh_analysis *an, gchar **msg)
+                               const dh_params *p, const dh_analysis *an, saliency_job *sj,
+                               gchar **msg)
 {
     dh_region region = {geo->ox + geo->x, geo->oy + geo->y, geo->w, geo->h};
     int channels = g->image_base(image) == DLP_BASE_GRAY ? 2 : 4;
     char name[512];
     gboolean ok = FALSE;
+    gint32 legend = -1;
+    int above = 0; /* layers in the group above the overlay's place */
 
     g->undo_group(image, TRUE);
 
     /* The group goes right above the classified layer. */
     dh_group_name(m, &an->result, an->image_flag, name, sizeof name);
     gint32 group = g->group_new(image, drawable, name);
+    dlp_report_stats("EXP group");
     if (group < 0) {
         *msg = g_strdup("Could not add the DermLens layer group");
         goto out;
     }
-
     /* The overlay is skipped on huge regions (DLP_MAX_OVERLAY_PIXELS). */
-    gboolean overlay = an->map && (double)geo->w * (double)geo->h <= DLP_MAX_OVERLAY_PIXELS;
+    gboolean fits = (double)geo->w * (double)geo->h <= DLP_MAX_OVERLAY_PIXELS;
+    gboolean expect = fits && (sj ? sj->thread != NULL || an->map : an->map != NULL);
+
+    /* Labels and legend: sizes follow the region (dh_label_font_px). */
+    dh_label_plan plan;
+    dh_measure ms = {measure_text, measure_legend, &channels};
+    dlp_report_stats("EXP plan start");
+    /* The legend explains the colours: only with the colour map. */
+    dh_plan_labels(m, an, p, geo->w, geo->h, expect && p->overlay != DH_OVERLAY_OUTLINE, &ms,
+                   &plan);
+    int mg = plan.margin, lw = 0, lh = 0;
+    guint8 *lpx = plan.show_legend ? dlp_legend_render(plan.font_px, geo->w - 2 * mg, p->method,
+                                                       channels, &lw, &lh)
+                                   : NULL;
+    if (!lpx)
+        lw = lh = 0; /* no overlay, or no room beside a readable label (dh_plan_labels) */
+    if (lpx) {
+        g_snprintf(name, sizeof name, "Legend: %s, low to high", dh_method_title(p->method));
+        legend = add_pixels(g, image, group, name, lpx, lw, lh, region.x + mg,
+                            region.y + geo->h - lh - mg, channels, "Could not add the legend layer",
+                            msg);
+        g_free(lpx);
+        if (legend < 0)
+            goto out;
+        above++;
+    }
+    dlp_report_stats("EXP legend");
+    if (plan.show_label && !add_label(g, image, group, &region, m, an, &plan, lh, channels, &above,
+                                      msg))
+        goto out;
+    dlp_report_stats("EXP label");
+
+    saliency_join(sj);
+    dlp_report_stats("EXP saliency joined");
+    gboolean overlay = an->map && fits;
+    if (!overlay && legend >= 0) {
+        g->remove(image, legend); /* the map did not come: nothing to explain */
+        above--;
+    }
     char note[256];
     g_strlcpy(note, an->saliency_note, sizeof note);
     if (an->map && !overlay)
@@ -883,7 +975,7 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
                    geo->w, geo->h, DLP_MAX_OVERLAY_PIXELS / (1024.0 * 1024.0));
     if (overlay) {
         /* The colour map at the user's opacity and / or the outline of the
-         * map's top 20 %, opaque, above it. */
+         * map's top 20 %, opaque, above it; both below the labels. */
         dh_overlay o;
         dh_overlay_init(&o, an->map, an->map_width, an->map_height, p->overlay, 1.0);
         for (int outline = 0; outline < 2; outline++) {
@@ -895,33 +987,10 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
             else
                 g_snprintf(name, sizeof name, "Saliency (%s)", dh_method_title(p->method));
             if (!add_map_layer(g, image, group, name, an, &o, outline, &region, geo,
-                               outline ? 100.0 : p->opacity, channels, msg))
+                               outline ? 100.0 : p->opacity, channels, above, msg))
                 goto out;
         }
     }
-    /* Labels and legend: sizes follow the region (dh_label_font_px). */
-    dh_label_plan plan;
-    dh_measure ms = {measure_text, measure_legend, &channels};
-    /* The legend explains the colours: only with the colour map. */
-    dh_plan_labels(m, an, p, geo->w, geo->h, overlay && p->overlay != DH_OVERLAY_OUTLINE, &ms,
-                   &plan);
-    int mg = plan.margin, lw = 0, lh = 0;
-    guint8 *lpx = plan.show_legend ? dlp_legend_render(plan.font_px, geo->w - 2 * mg, p->method,
-                                                       channels, &lw, &lh)
-                                   : NULL;
-    if (!lpx)
-        lw = lh = 0; /* no overlay, or no room beside a readable label (dh_plan_labels) */
-    if (lpx) {
-        g_snprintf(name, sizeof name, "Legend: %s, low to high", dh_method_title(p->method));
-        gint32 lg = add_pixels(g, image, group, name, lpx, lw, lh, region.x + mg,
-                               region.y + geo->h - lh - mg, channels,
-                               "Could not add the legend layer", msg);
-        g_free(lpx);
-        if (lg < 0)
-            goto out;
-    }
-    if (plan.show_label && !add_label(g, image, group, &region, m, an, &plan, lh, channels, msg))
-        goto out;
 
     char *json = dh_result_json(m, model_path, &an->result, &region, p->method, overlay, note,
                                 an->image_reason);
@@ -937,6 +1006,7 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
     }
     ok = TRUE;
 out:
+    saliency_join(sj); /* an early failure: the thread still holds the pixels */
     /* A failed run leaves nothing behind: drop the half-built group. */
     if (!ok && group >= 0)
         g->remove(image, group);
@@ -1088,12 +1158,13 @@ static dl_model *model_loader_join(model_loader *l, char *model_path, size_t pat
     return l->m;
 }
 
-/* Read the region while the model loads, then analyse it: the pixels in
- * *rgb (geo->aw x geo->ah, g_free them), the model in *m (dl_model_free it)
- * and its path in model_path; FALSE with *msg and nothing to free. */
+/* Read the region while the model loads, then classify it and, with
+ * saliency, explain it: the pixels in *rgb (geo->aw x geo->ah, g_free
+ * them), the model in *m (dl_model_free it) and its path in model_path;
+ * FALSE with *msg and nothing to free. */
 static gboolean read_and_analyse(const dlp_gimp *g, gint32 image, gint32 drawable, dlp_geom *geo,
-                                 const dh_params *p, guint8 **rgb, dl_model **m, char *model_path,
-                                 size_t path_size, dh_analysis *an, gchar **msg)
+                                 const dh_params *p, gboolean saliency, guint8 **rgb, dl_model **m,
+                                 char *model_path, size_t path_size, dh_analysis *an, gchar **msg)
 {
     model_loader ld;
     model_loader_start(&ld, p);
@@ -1116,8 +1187,8 @@ static gboolean read_and_analyse(const dlp_gimp *g, gint32 image, gint32 drawabl
     gimp_progress_set_text("DermLens: analysing");
     dl_error err = {0};
     host_state hs = {{0}};
-    dh_progress prog = {host_progress, &hs, 0.05, 0.9};
-    if (dh_analyse(*m, *rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, p->method, 1, &prog, an,
+    dh_progress prog = {host_progress, &hs, 0.05, saliency ? 0.9 : 0.2};
+    if (dh_analyse(*m, *rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, p->method, saliency, &prog, an,
                    &err) != 0) {
         dl_model_free(*m);
         *m = NULL;
@@ -1126,8 +1197,8 @@ static gboolean read_and_analyse(const dlp_gimp *g, gint32 image, gint32 drawabl
         *msg = g_strdup_printf("Classification failed: %s", err.message);
         return FALSE;
     }
-    dlp_report_stats("region analysed");
-    if (!an->map)
+    dlp_report_stats(saliency ? "region analysed" : "region classified");
+    if (saliency && !an->map)
         g_message("DermLens: no saliency overlay (%s). The classification is still added.",
                   an->saliency_note);
     return TRUE;
@@ -1141,12 +1212,18 @@ gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, con
     char model_path[4096];
     dl_model *m = NULL;
     dh_analysis an;
-    if (!read_and_analyse(g, image, drawable, &geo, p, &rgb, &m, model_path, sizeof model_path, &an,
-                          msg))
+    if (!read_and_analyse(g, image, drawable, &geo, p, FALSE, &rgb, &m, model_path,
+                          sizeof model_path, &an, msg))
         return FALSE;
+    /* The saliency runs while the label layers go in (annotate_image). */
+    gimp_progress_set_text("DermLens: explaining and adding layers");
+    saliency_job sj;
+    saliency_start(&sj, m, rgb, &geo, p->method, &an);
+    gboolean ok = annotate_image(g, image, drawable, &geo, m, model_path, p, &an, &sj, msg);
     g_free(rgb);
-    gimp_progress_set_text("DermLens: adding layers");
-    gboolean ok = annotate_image(g, image, drawable, &geo, m, model_path, p, &an, msg);
+    if (ok && !an.map)
+        g_message("DermLens: no saliency overlay (%s). The classification is still added.",
+                  an.saliency_note);
     gimp_progress_update(1.0);
     if (ok) {
         gchar *what = g_strdup_printf("classified %d x %d, layers added", geo.w, geo.h);
@@ -1453,8 +1530,8 @@ gboolean dlp_core_figure(const dlp_gimp *g, gint32 image, gint32 drawable, const
     char model_path[4096];
     dl_model *m = NULL;
     dh_analysis an;
-    if (!read_and_analyse(g, image, drawable, &geo, p, &rgb, &m, model_path, sizeof model_path, &an,
-                          msg))
+    if (!read_and_analyse(g, image, drawable, &geo, p, TRUE, &rgb, &m, model_path,
+                          sizeof model_path, &an, msg))
         return FALSE;
     gimp_progress_set_text("DermLens: making the figure");
     gboolean ok = build_figure(g, rgb, &geo, m, model_path, p, &an, figure, msg);

@@ -835,6 +835,9 @@ static int explain_members(dl_model *m, const uint8_t *rgb, int width, int heigh
             if (err) *err = j.errs[k];
             rc = -1;
         }
+    /* the workers' members may have finished after the caller's last report */
+    if (!rc && outer && outer->progress && outer->progress(outer->progress_user, 1.0, "explain"))
+        rc = dl_fail(err, DL_ERR_CANCELLED, "explain: cancelled");
     free(j.errs);
     free(j.rcs);
     return rc;
