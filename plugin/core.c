@@ -807,28 +807,28 @@ static guint8 *overlay_pixels(const float *map, int mw, int mh, int w, int h, in
 static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, const char *name,
                               const dh_analysis *an, const dh_overlay *o, gboolean outline,
                               const dh_region *region, const dlp_geom *geo, double opacity,
-                              int channels, int pos, gchar **msg)
+                              int channels, int pos, guint8 *ready_px, gchar **msg)
 {
     int ow = an->map_width, oh = an->map_height;
     const float *map = an->map;
     float *full = NULL;
-    guint8 *px = NULL;
+    guint8 *px = ready_px; /* ours now */
     dh_overlay lo = *o;
     lo.width = dh_outline_width(geo->w, geo->h) * ow / geo->w;
-    if ((double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS && !g_getenv("DLP_EXP_SCALE")) {
-        if (!outline) {
+    if (!px && (double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS && !g_getenv("DLP_EXP_SCALE")) {
+        if (!outline)
             px = overlay_pixels(an->map, ow, oh, geo->w, geo->h, channels);
-        } else if ((ow != geo->w || oh != geo->h) &&
-                   (full = g_try_malloc((gsize)geo->w * (gsize)geo->h * sizeof(float)))) {
+        else if ((ow != geo->w || oh != geo->h) &&
+                 (full = g_try_malloc((gsize)geo->w * (gsize)geo->h * sizeof(float)))) {
             /* the outline's stroke is drawn at the size it is shown */
             dl_map_resize(an->map, ow, oh, full, geo->w, geo->h, (size_t)geo->w);
             map = full;
         }
-        if (px || full) {
-            ow = geo->w;
-            oh = geo->h;
-            lo.width = dh_outline_width(geo->w, geo->h);
-        }
+    }
+    if (px || full) {
+        ow = geo->w;
+        oh = geo->h;
+        lo.width = dh_outline_width(geo->w, geo->h);
     }
     gint32 ov = g->layer_new(image, group, name, ow, oh, region->x, region->y, opacity, channels);
     if (ov < 0) {
@@ -877,7 +877,9 @@ typedef struct {
     const dlp_geom *geo;
     dl_saliency_method method;
     dh_analysis *an;
+    int channels;    /* > 0: also compute the colour-map layer's pixels */
     GThread *thread;
+    guint8 *fill_px; /* those pixels (region size), or NULL; g_free */
 } saliency_job;
 
 static gpointer saliency_main(gpointer data)
@@ -888,13 +890,19 @@ static gpointer saliency_main(gpointer data)
      * cancels, so this never fails (a missing map has its note) */
     dh_analyse_saliency(sj->m, sj->rgb, sj->geo->aw, sj->geo->ah, (size_t)sj->geo->aw * 3,
                         sj->method, NULL, sj->an, &err);
+    /* the colour map's pixels too, while GIMP may still be busy with labels */
+    if (sj->an->map && sj->channels > 0)
+        sj->fill_px = overlay_pixels(sj->an->map, sj->an->map_width, sj->an->map_height, sj->geo->w,
+                                     sj->geo->h, sj->channels);
     return NULL;
 }
 
+/* channels > 0: the colour-map layer will be written at the region's size
+ * with that many channels; compute its pixels on the thread too. */
 static void saliency_start(saliency_job *sj, dl_model *m, const guint8 *rgb, const dlp_geom *geo,
-                           dl_saliency_method method, dh_analysis *an)
+                           dl_saliency_method method, dh_analysis *an, int channels)
 {
-    *sj = (saliency_job){m, rgb, geo, method, an, NULL};
+    *sj = (saliency_job){m, rgb, geo, method, an, channels, NULL, NULL};
     sj->thread = g_thread_try_new("dermlens-saliency", saliency_main, sj, NULL);
     if (!sj->thread)
         saliency_main(sj); /* no thread: compute it here */
@@ -993,8 +1001,13 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
                            (int)(DH_OUTLINE_TOP * 100 + 0.5), dh_method_title(p->method));
             else
                 g_snprintf(name, sizeof name, "Saliency (%s)", dh_method_title(p->method));
+            guint8 *ready = NULL;
+            if (!outline && sj) {
+                ready = sj->fill_px;
+                sj->fill_px = NULL;
+            }
             if (!add_map_layer(g, image, group, name, an, &o, outline, &region, geo,
-                               outline ? 100.0 : p->opacity, channels, above, msg))
+                               outline ? 100.0 : p->opacity, channels, above, ready, msg))
                 goto out;
         }
     }
@@ -1014,6 +1027,10 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
     ok = TRUE;
 out:
     saliency_join(sj); /* an early failure: the thread still holds the pixels */
+    if (sj) {
+        g_free(sj->fill_px);
+        sj->fill_px = NULL;
+    }
     /* A failed run leaves nothing behind: drop the half-built group. */
     if (!ok && group >= 0)
         g->remove(image, group);
@@ -1225,7 +1242,10 @@ gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, con
     /* The saliency runs while the label layers go in (annotate_image). */
     gimp_progress_set_text("DermLens: explaining and adding layers");
     saliency_job sj;
-    saliency_start(&sj, m, rgb, &geo, p->method, &an);
+    gboolean fill_now = p->overlay != DH_OVERLAY_OUTLINE && !g_getenv("DLP_EXP_SCALE") &&
+                        (double)geo.w * geo.h <= MIN(DLP_MAX_WRITE_PIXELS, DLP_MAX_OVERLAY_PIXELS);
+    saliency_start(&sj, m, rgb, &geo, p->method, &an,
+                   fill_now ? (g->image_base(image) == DLP_BASE_GRAY ? 2 : 4) : 0);
     gboolean ok = annotate_image(g, image, drawable, &geo, m, model_path, p, &an, &sj, msg);
     g_free(rgb);
     if (ok && !an.map)
