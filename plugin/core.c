@@ -815,7 +815,7 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
     guint8 *px = ready_px; /* ours now */
     dh_overlay lo = *o;
     lo.width = dh_outline_width(geo->w, geo->h) * ow / geo->w;
-    if (!px && (double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS && !g_getenv("DLP_EXP_SCALE")) {
+    if (!px && (double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS) {
         if (!outline)
             px = overlay_pixels(an->map, ow, oh, geo->w, geo->h, channels);
         else if ((ow != geo->w || oh != geo->h) &&
@@ -855,7 +855,6 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
     if (!wok)
         return FALSE;
     g->update(ov, ow, oh);
-    dlp_report_stats("EXP overlay written");
     if (ow != geo->w || oh != geo->h) {
         if (!g->scale(ov, geo->w, geo->h)) {
             *msg = g_strdup("Could not scale the saliency layer to the region");
@@ -937,7 +936,6 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
     /* The group goes right above the classified layer. */
     dh_group_name(m, &an->result, an->image_flag, name, sizeof name);
     gint32 group = g->group_new(image, drawable, name);
-    dlp_report_stats("EXP group");
     if (group < 0) {
         *msg = g_strdup("Could not add the DermLens layer group");
         goto out;
@@ -949,7 +947,6 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
     /* Labels and legend: sizes follow the region (dh_label_font_px). */
     dh_label_plan plan;
     dh_measure ms = {measure_text, measure_legend, &channels};
-    dlp_report_stats("EXP plan start");
     /* The legend explains the colours: only with the colour map. */
     dh_plan_labels(m, an, p, geo->w, geo->h, expect && p->overlay != DH_OVERLAY_OUTLINE, &ms,
                    &plan);
@@ -969,14 +966,13 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
             goto out;
         above++;
     }
-    dlp_report_stats("EXP legend");
     if (plan.show_label && !add_label(g, image, group, &region, m, an, &plan, lh, channels, &above,
                                       msg))
         goto out;
-    dlp_report_stats("EXP label");
+    dlp_report_stats("labels added");
 
     saliency_join(sj);
-    dlp_report_stats("EXP saliency joined");
+    dlp_report_stats("saliency ready");
     gboolean overlay = an->map && fits;
     if (!overlay && legend >= 0) {
         g->remove(image, legend); /* the map did not come: nothing to explain */
@@ -1117,7 +1113,7 @@ static guint8 *read_region(const dlp_gimp *g, gint32 image, gint32 drawable, dlp
 
     gimp_progress_init("DermLens: reading pixels");
     guint8 *rgb;
-    if (geo->scale < 1.0 && !g_getenv("DLP_EXP_GEGL")) {
+    if (geo->scale < 1.0) {
         /* GIMP scales the region down itself (see DLP_THUMB_MAX). */
         int tw = geo->aw, th = geo->ah, bpp = 0;
         gsize size = 0;
@@ -1242,7 +1238,7 @@ gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, con
     /* The saliency runs while the label layers go in (annotate_image). */
     gimp_progress_set_text("DermLens: explaining and adding layers");
     saliency_job sj;
-    gboolean fill_now = p->overlay != DH_OVERLAY_OUTLINE && !g_getenv("DLP_EXP_SCALE") &&
+    gboolean fill_now = p->overlay != DH_OVERLAY_OUTLINE &&
                         (double)geo.w * geo.h <= MIN(DLP_MAX_WRITE_PIXELS, DLP_MAX_OVERLAY_PIXELS);
     saliency_start(&sj, m, rgb, &geo, p->method, &an,
                    fill_now ? (g->image_base(image) == DLP_BASE_GRAY ? 2 : 4) : 0);
