@@ -164,7 +164,8 @@ static void test_parallel_members(void)
     dl_set_num_threads(3);
     CHECK(dl_explain_rgb8(e, img, 24, 18, 72, &eo, &m3, &r3, &err) == 0, "3 threads: %s", err.message);
     CHECK(dl_get_num_threads() == 3, "thread count not restored: %d", dl_get_num_threads());
-    CHECK(st[2] == 0 && st[0] == 1.0 && st[1] >= 8, "progress: last %g after %g calls, backwards %g", st[0], st[1],
+    /* the caller explains member 0 at least, and reports as it goes */
+    CHECK(st[2] == 0 && st[0] == 1.0 && st[1] >= 4, "progress: last %g after %g calls, backwards %g", st[0], st[1],
           st[2]);
     if (m1 && m3) {
         eo.class_index = r1.top_index[0];
@@ -188,6 +189,7 @@ static void test_parallel_members(void)
     eo.progress_user = &calls;
     CHECK(dl_explain_rgb8(e, img, 24, 18, 72, &eo, &mx, NULL, &err) != 0 && err.code == DL_ERR_CANCELLED && !mx,
           "cancelled explain: code %d", err.code);
+    free(mx);
     CHECK(dl_get_num_threads() == 3, "thread count not restored after a cancellation");
     dl_set_num_threads(threads0);
     free(m1);

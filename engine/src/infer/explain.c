@@ -767,12 +767,14 @@ static int member_progress_fn(void *user, double f, const char *stage)
     return j->outer->progress(j->outer->progress_user, v, stage);
 }
 
-/* Take members until none is left; caller: report progress. */
+/* Take members until none is left; the caller starts with member 0, kept
+ * for it, so progress is reported (and a cancellation seen) from the start
+ * however fast the workers are. */
 static void member_loop(member_job *j, bool caller)
 {
-    for (;;) {
+    for (bool first = caller;; first = false) {
         pthread_mutex_lock(&j->mu);
-        int k = j->stop ? j->n : j->next++;
+        int k = first ? 0 : j->stop ? j->n : j->next++;
         pthread_mutex_unlock(&j->mu);
         if (k >= j->n) return;
         dl_explain_options o = j->o;
@@ -807,6 +809,7 @@ static int explain_members(dl_model *m, const uint8_t *rgb, int width, int heigh
                     .outer = outer, .flags = flags, .n = n, .maps = maps};
     j.o.progress = NULL;
     j.o.progress_user = NULL;
+    j.next = 1; /* member 0 is the caller's (member_loop) */
     j.errs = calloc(n, sizeof *j.errs);
     j.rcs = calloc(n, sizeof *j.rcs);
     if (!j.errs || !j.rcs) {
