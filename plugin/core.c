@@ -24,7 +24,7 @@
  * layer over the wire (a 4000 x 3000 layer is 2900 tile round trips, 30000 x
  * 30000 would be 220000) and its memory stays bounded whatever the layer
  * size. The probabilities of a 12-megapixel layer read so differ from a
- * full read's by at most 0.010 on 29 clean test images, 0.023 on 10 with
+ * full read's by at most 0.016 on 29 clean test images, 0.023 on 10 with
  * pixel noise (docs/reports/plugin-speed.md). */
 #define DLP_THUMB_MAX 1024 /* the PDB's limit for gimp-drawable-sub-thumbnail */
 /* Above this the saliency overlay is not added: a full-size RGBA layer
