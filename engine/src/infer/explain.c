@@ -726,8 +726,9 @@ static int explain_one(dl_model *m, const uint8_t *rgb, int width, int height, s
 /* An ensemble's members explained side by side: each worker thread takes
  * the next member and runs its passes single-threaded in the member's own
  * executor, so the members' forwards need no synchronisation between layers
- * (measured faster than one member at a time on all threads, and than a
- * batch-8 forward of a member's 8 flips: docs/reports/plugin-speed.md).
+ * (less CPU than one member at a time on all threads; a batch-8 forward of a
+ * member's 8 flips saved ~5 % more but needs a 225 MB arena per member:
+ * docs/reports/plugin-speed.md).
  * Only the calling thread reports progress (a front end's progress call may
  * not be thread-safe) and a cancellation stops the others before their next
  * member. Each member's map is kept, and summed in member order afterwards,
