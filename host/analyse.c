@@ -78,9 +78,8 @@ void dh_analysis_free(dh_analysis *a)
     memset(a, 0, sizeof *a);
 }
 
-int dh_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
-                dl_saliency_method method, int want_saliency, dh_progress *prog,
-                dh_analysis *out, dl_error *err)
+int dh_analyse_classify(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                        dh_progress *prog, dh_analysis *out, dl_error *err)
 {
     memset(out, 0, sizeof *out);
     if (width < DH_MIN_REGION || height < DH_MIN_REGION) {
@@ -95,30 +94,31 @@ int dh_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t st
     dh_progress local = {0};
     if (prog)
         local = *prog;
-    double base = local.base, span = prog ? local.span : 1.0;
-
     dl_classify_options co = {0};
     co.top_k = 0; /* all classes: the JSON lists every probability */
     co.progress = dh_progress_cb;
     co.progress_user = &local;
-    local.base = base;
-    local.span = want_saliency ? span * 0.25 : span;
     if (dl_classify_rgb8(m, rgb, width, height, stride, &co, &out->result, err) != 0)
         return -1;
-    if (!want_saliency) {
-        snprintf(out->saliency_note, sizeof out->saliency_note, "saliency not requested");
-        return 0;
-    }
+    snprintf(out->saliency_note, sizeof out->saliency_note, "saliency not requested");
+    return 0;
+}
 
+int dh_analyse_saliency(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                        dl_saliency_method method, dh_progress *prog, dh_analysis *out,
+                        dl_error *err)
+{
+    dh_progress local = {0};
+    if (prog)
+        local = *prog;
+    out->saliency_note[0] = '\0';
     dl_explain_options eo = {0};
     eo.method = method;
     eo.class_index = out->result.top_k > 0 ? out->result.top_index[0] : -1;
     eo.layer = NULL;
     eo.smooth_sigma = 0.0f;
-    eo.progress = dh_progress_cb;
+    eo.progress = prog ? dh_progress_cb : NULL;
     eo.progress_user = &local;
-    local.base = base + span * 0.25;
-    local.span = span * 0.75;
     dl_error e2 = {0};
     float *map = NULL;
     if (dl_explain_rgb8(m, rgb, width, height, stride, &eo, &map, NULL, &e2) != 0) {
@@ -155,3 +155,20 @@ int dh_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t st
     return 0;
 }
 
+int dh_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                dl_saliency_method method, int want_saliency, dh_progress *prog,
+                dh_analysis *out, dl_error *err)
+{
+    dh_progress local = {0};
+    if (prog)
+        local = *prog;
+    double base = local.base, span = prog ? local.span : 1.0;
+    local.span = want_saliency ? span * 0.25 : span;
+    if (dh_analyse_classify(m, rgb, width, height, stride, prog ? &local : NULL, out, err) != 0)
+        return -1;
+    if (!want_saliency)
+        return 0;
+    local.base = base + span * 0.25;
+    local.span = span * 0.75;
+    return dh_analyse_saliency(m, rgb, width, height, stride, method, prog ? &local : NULL, out, err);
+}

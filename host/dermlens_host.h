@@ -156,6 +156,19 @@ int dh_analyse(dl_model *m, const uint8_t *rgb, int width, int height, size_t st
                dl_saliency_method method, int want_saliency, dh_progress *prog,
                dh_analysis *out, dl_error *err);
 void dh_analysis_free(dh_analysis *a);
+/* dh_analyse in its two steps, for a front end that does other work (on
+ * another thread) between them: the image check and the classification
+ * (with saliency_note "saliency not requested"), then the saliency of the
+ * classification's top class into the same *out. dh_analyse_saliency
+ * touches only out->map, map_width, map_height and saliency_note, so
+ * another thread may read out->result and the image check meanwhile; it
+ * returns -1 only when cancelled (the classification is then freed too),
+ * else 0 with the map or a note. */
+int dh_analyse_classify(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                        dh_progress *prog, dh_analysis *out, dl_error *err);
+int dh_analyse_saliency(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
+                        dl_saliency_method method, dh_progress *prog, dh_analysis *out,
+                        dl_error *err);
 
 /* ------------------------------------------------------------------ smooth maps */
 

@@ -76,10 +76,11 @@ float dh_saliency_alpha(float s)
     return t * t * (3.0f - 2.0f * t);
 }
 
+static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
+
 void dh_colormap(float s, uint8_t rgba[4])
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, build_lut);
+    pthread_once(&lut_once, build_lut);
     s = clamp01(s);
     memcpy(rgba, lut[(int)lroundf(s * 255.0f)], 3);
     rgba[3] = dh_to_u8(dh_saliency_alpha(s));
@@ -99,11 +100,23 @@ static void put_px(float s, int channels, uint8_t *px)
 
 void dh_overlay_rows(const float *map, int w, int y0, int rows, int channels, uint8_t *out)
 {
+    /* put_px's pixels without its per-pixel once-check: a 12-megapixel
+     * overlay is written in this loop */
+    pthread_once(&lut_once, build_lut);
     for (int y = 0; y < rows; y++) {
         const float *src = map + (size_t)(y0 + y) * (size_t)w;
         uint8_t *dst = out + (size_t)y * (size_t)w * (size_t)channels;
-        for (int x = 0; x < w; x++)
-            put_px(src[x], channels, dst + (size_t)x * (size_t)channels);
+        for (int x = 0; x < w; x++, dst += channels) {
+            float s = clamp01(src[x]);
+            uint8_t a = dh_to_u8(dh_saliency_alpha(s));
+            if (channels == 4) {
+                memcpy(dst, lut[(int)lroundf(s * 255.0f)], 3);
+                dst[3] = a;
+            } else {
+                dst[0] = dh_to_u8(s);
+                dst[1] = a;
+            }
+        }
     }
 }
 

@@ -17,18 +17,25 @@
 #include "plugin.h"
 #include "dermlens_io.h"
 
-/* Larger regions are analysed at reduced scale (the network sees 224 x 224
- * anyway): GIMP itself makes a sub-thumbnail of at most DLP_THUMB_MAX on a
- * side, so the plug-in never pulls every tile of a huge layer over the wire
- * (30000 x 30000 would be 220000 tile round trips) and its memory stays
- * bounded whatever the layer size. */
-#define DLP_MAX_ANALYSIS_PIXELS (16 * 1024 * 1024)
+/* A region wider or taller than DLP_THUMB_MAX is analysed at reduced scale
+ * (the network sees 224 x 224 anyway, from the engine's antialiased resize
+ * of what it is given): GIMP itself makes a sub-thumbnail of at most
+ * DLP_THUMB_MAX on a side, so the plug-in never pulls every tile of a big
+ * layer over the wire (a 4000 x 3000 layer is 2900 tile round trips, 30000 x
+ * 30000 would be 220000) and its memory stays bounded whatever the layer
+ * size. The probabilities of a 12-megapixel layer read so differ from a
+ * full read's by at most 0.016 on 29 clean test images, 0.023 on 10 with
+ * pixel noise (docs/reports/plugin-speed.md). */
 #define DLP_THUMB_MAX 1024 /* the PDB's limit for gimp-drawable-sub-thumbnail */
 /* Above this the saliency overlay is not added: a full-size RGBA layer
  * (3.6 GB for 30000 x 30000) would double the image's memory and GIMP takes
  * many minutes to scale it up. The classification, label and parasite are
  * still added, and the parasite says why the overlay is missing. */
 #define DLP_MAX_OVERLAY_PIXELS (64.0 * 1024 * 1024)
+/* Above this a map read at reduced scale goes to GIMP at that scale and
+ * GIMP scales the layer up; below, the plug-in upsamples it and writes the
+ * region's size (measured faster: tests/gimp/bench-gimp2.sh). */
+#define DLP_MAX_WRITE_PIXELS (16.0 * 1024 * 1024)
 #define DLP_STRIP_ROWS 128
 
 static char *dlp_plugin_dir; /* folder of the plug-in binary, for the model search */
@@ -38,7 +45,7 @@ static gint64 dlp_t0;        /* plug-in start, for DERMLENS_STATS */
 typedef struct {
     int x, y, w, h;        /* region in drawable coordinates */
     int ox, oy;            /* drawable offsets in the image */
-    double scale;          /* 1 or < 1 for huge regions */
+    double scale;          /* 1, or < 1 for regions over DLP_THUMB_MAX on a side */
     int ax, ay, aw, ah;    /* region at that scale */
 } dlp_geom;
 
@@ -50,10 +57,16 @@ static void dlp_geom_init(dlp_geom *g, int x, int y, int w, int h, int ox, int o
     g->h = h;
     g->ox = ox;
     g->oy = oy;
-    double px = (double)w * (double)h;
-    if (px > DLP_MAX_ANALYSIS_PIXELS) {
-        double sx = (double)DLP_THUMB_MAX / w, sy = (double)DLP_THUMB_MAX / h;
-        g->scale = sx < sy ? sx : sy;
+    if (w > DLP_THUMB_MAX || h > DLP_THUMB_MAX) {
+        /* A power of two: GIMP's reduced copy is then one of its mipmap
+         * levels, box-averaged 2 x 2 at each level (at 1/4, 4 x 4 pixels),
+         * which the engine's resize to the network's input follows much as
+         * its own resize of the full region would. A scale just fitting
+         * 1024 px resamples a level by bilinear steps instead: on noisy
+         * pixels the network then saw visibly more noise. */
+        g->scale = 0.5;
+        while (w * g->scale > DLP_THUMB_MAX || h * g->scale > DLP_THUMB_MAX)
+            g->scale *= 0.5;
         g->ax = (int)floor(x * g->scale);
         g->ay = (int)floor(y * g->scale);
         g->aw = (int)floor(w * g->scale);
@@ -201,12 +214,12 @@ static gboolean dlp_set_u8_pixels(GeglBuffer *buf, const GeglRectangle *r, int c
     return TRUE;
 }
 
-/* Fill a new layer's buffer (the map's size) with the colour map, or with
- * the outline at o's level when outline is set, in strips to bound memory. */
-static gboolean dlp_write_overlay(GeglBuffer *buf, const dh_analysis *an, const dh_overlay *o,
-                                  gboolean outline, int channels, gchar **msg)
+/* Fill a new layer's buffer (w x h, the map's size) with the colour map of
+ * map, or with its outline at o's level (o->width pixels wide) when outline
+ * is set, in strips to bound memory. */
+static gboolean dlp_write_overlay(GeglBuffer *buf, const float *map, int w, int h,
+                                  const dh_overlay *o, gboolean outline, int channels, gchar **msg)
 {
-    int w = an->map_width, h = an->map_height;
     int rows = h < DLP_STRIP_ROWS ? h : DLP_STRIP_ROWS;
     guint8 *strip = g_try_malloc((gsize)w * (gsize)rows * (gsize)channels);
     if (!strip) {
@@ -217,9 +230,9 @@ static gboolean dlp_write_overlay(GeglBuffer *buf, const dh_analysis *an, const 
     for (int y0 = 0; ok && y0 < h; y0 += rows) {
         int n = h - y0 < rows ? h - y0 : rows;
         if (outline)
-            dh_outline_rows(an->map, w, h, o->level, o->width, y0, n, channels, strip);
+            dh_outline_rows(map, w, h, o->level, o->width, y0, n, channels, strip);
         else
-            dh_overlay_rows(an->map, w, y0, n, channels, strip);
+            dh_overlay_rows(map, w, y0, n, channels, strip);
         GeglRectangle r = {0, y0, w, n};
         ok = dlp_set_u8_pixels(buf, &r, channels, strip, msg);
     }
@@ -639,7 +652,7 @@ static void text_block(const dlp_gimp *g, gint32 hl, gint32 tl, int gap, int *tw
  * otherwise. */
 static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const dh_region *region,
                           const dl_model *m, const dh_analysis *an, const dh_label_plan *plan,
-                          int lh, int channels, gchar **msg)
+                          int lh, int channels, int *added, gchar **msg)
 {
     int mg = plan->margin, pad = mg;
     int tw_max = region->width - 2 * mg - 2 * pad;
@@ -727,26 +740,119 @@ static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const d
         return FALSE;
     /* Below the text layers. */
     g->reorder(image, box, group, hl >= 0 ? 2 : 1);
+    *added += hl >= 0 ? 3 : 2;
     return TRUE;
 }
 
-/* A layer of the map (its colour map, or its outline) over the region. A
- * huge region's layer is written at analysis size and scaled up by GIMP: no
- * full-size pixels cross the wire. */
+/* The colour map of map (mw x mh) at w x h pixels (bilinear, as the
+ * engine upsamples its maps), rows [y_begin, y_end) into out: one part of
+ * the overlay, on a thread of its own. */
+typedef struct {
+    const float *map;
+    int mw, mh, w, h, channels, y_begin, y_end;
+    guint8 *out;
+    gboolean ok;
+} overlay_part;
+
+static gpointer overlay_part_main(gpointer data)
+{
+    overlay_part *pt = data;
+    gboolean same = pt->mw == pt->w && pt->mh == pt->h;
+    float *rows = same ? NULL : g_try_malloc((gsize)pt->w * DLP_STRIP_ROWS * sizeof(float));
+    pt->ok = same || rows;
+    for (int y0 = pt->y_begin; pt->ok && y0 < pt->y_end; y0 += DLP_STRIP_ROWS) {
+        int n = MIN(DLP_STRIP_ROWS, pt->y_end - y0);
+        guint8 *dst = pt->out + (gsize)y0 * (gsize)pt->w * (gsize)pt->channels;
+        if (same) {
+            dh_overlay_rows(pt->map, pt->w, y0, n, pt->channels, dst);
+            continue;
+        }
+        double fy = (double)pt->mh / pt->h;
+        dl_map_resize_rect(pt->map, pt->mw, pt->mh, 0, y0 * fy, pt->mw, n * fy, rows, pt->w, n,
+                           (size_t)pt->w);
+        dh_overlay_rows(rows, pt->w, 0, n, pt->channels, dst);
+    }
+    g_free(rows);
+    return NULL;
+}
+
+/* The whole colour-map layer's pixels (w x h), computed on two threads
+ * while GIMP waits; g_free them. NULL when memory is short. */
+static guint8 *overlay_pixels(const float *map, int mw, int mh, int w, int h, int channels)
+{
+    guint8 *out = g_try_malloc((gsize)w * (gsize)h * (gsize)channels);
+    if (!out)
+        return NULL;
+    int half = h / 2;
+    overlay_part pt[2] = {{map, mw, mh, w, h, channels, 0, half, out, FALSE},
+                          {map, mw, mh, w, h, channels, half, h, out, FALSE}};
+    GThread *t = g_thread_try_new("dermlens-overlay", overlay_part_main, &pt[1], NULL);
+    overlay_part_main(&pt[0]);
+    if (t)
+        g_thread_join(t);
+    else
+        overlay_part_main(&pt[1]);
+    if (!pt[0].ok || !pt[1].ok) {
+        g_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* A layer of the map (its colour map, or its outline) over the region.
+ * The colour map is computed at the region's size from the map, however
+ * small the map was made, and written in one pass: GIMP's own layer
+ * scaling costs more than sending the pixels (tests/gimp/bench-gimp2.sh).
+ * Only a region above DLP_MAX_WRITE_PIXELS gets a layer at analysis size
+ * that GIMP scales up, so no huge layer's pixels cross the wire. */
 static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, const char *name,
                               const dh_analysis *an, const dh_overlay *o, gboolean outline,
                               const dh_region *region, const dlp_geom *geo, double opacity,
-                              int channels, gchar **msg)
+                              int channels, int pos, guint8 *ready_px, gchar **msg)
 {
     int ow = an->map_width, oh = an->map_height;
+    const float *map = an->map;
+    float *full = NULL;
+    guint8 *px = ready_px; /* ours now */
+    dh_overlay lo = *o;
+    lo.width = dh_outline_width(geo->w, geo->h) * ow / geo->w;
+    if (!px && (double)geo->w * geo->h <= DLP_MAX_WRITE_PIXELS) {
+        if (!outline)
+            px = overlay_pixels(an->map, ow, oh, geo->w, geo->h, channels);
+        else if ((ow != geo->w || oh != geo->h) &&
+                 (full = g_try_malloc((gsize)geo->w * (gsize)geo->h * sizeof(float)))) {
+            /* the outline's stroke is drawn at the size it is shown */
+            dl_map_resize(an->map, ow, oh, full, geo->w, geo->h, (size_t)geo->w);
+            map = full;
+        }
+    }
+    if (px || full) {
+        ow = geo->w;
+        oh = geo->h;
+        lo.width = dh_outline_width(geo->w, geo->h);
+    }
     gint32 ov = g->layer_new(image, group, name, ow, oh, region->x, region->y, opacity, channels);
     if (ov < 0) {
+        g_free(full);
+        g_free(px);
         *msg = g_strdup("Could not add the saliency layer");
         return FALSE;
     }
+    if (pos > 0) /* below the labels and legend already in the group */
+        g->reorder(image, ov, group, pos);
     GeglBuffer *buf = g->buffer(ov);
-    gboolean wok = dlp_write_overlay(buf, an, o, outline, channels, msg);
+    gboolean wok = TRUE;
+    if (px) {
+        for (int y0 = 0; wok && y0 < oh; y0 += DLP_STRIP_ROWS) {
+            GeglRectangle r = {0, y0, ow, MIN(DLP_STRIP_ROWS, oh - y0)};
+            wok = dlp_set_u8_pixels(buf, &r, channels, px + (gsize)y0 * ow * channels, msg);
+        }
+    } else {
+        wok = dlp_write_overlay(buf, map, ow, oh, &lo, outline, channels, msg);
+    }
     g_object_unref(buf);
+    g_free(full);
+    g_free(px);
     if (!wok)
         return FALSE;
     g->update(ov, ow, oh);
@@ -760,14 +866,71 @@ static gboolean add_map_layer(const dlp_gimp *g, gint32 image, gint32 group, con
     return TRUE;
 }
 
+/* The saliency of a classified region, computed on a thread of its own
+ * while the plug-in adds the label layers (GIMP does that work: the plug-in
+ * only waits for it). The thread touches only the analysis' map fields and
+ * calls no GIMP function; the region's pixels and the model stay until
+ * saliency_join. */
+typedef struct {
+    dl_model *m;
+    const guint8 *rgb;
+    const dlp_geom *geo;
+    dl_saliency_method method;
+    dh_analysis *an;
+    int channels;    /* > 0: also compute the colour-map layer's pixels */
+    GThread *thread;
+    guint8 *fill_px; /* those pixels (region size), or NULL; g_free */
+} saliency_job;
+
+static gpointer saliency_main(gpointer data)
+{
+    saliency_job *sj = data;
+    dl_error err = {0};
+    /* no progress callback: it would call GIMP from this thread; nothing
+     * cancels, so this never fails (a missing map has its note) */
+    dh_analyse_saliency(sj->m, sj->rgb, sj->geo->aw, sj->geo->ah, (size_t)sj->geo->aw * 3,
+                        sj->method, NULL, sj->an, &err);
+    /* the colour map's pixels too, while GIMP may still be busy with labels */
+    if (sj->an->map && sj->channels > 0)
+        sj->fill_px = overlay_pixels(sj->an->map, sj->an->map_width, sj->an->map_height, sj->geo->w,
+                                     sj->geo->h, sj->channels);
+    return NULL;
+}
+
+/* channels > 0: the colour-map layer will be written at the region's size
+ * with that many channels; compute its pixels on the thread too. */
+static void saliency_start(saliency_job *sj, dl_model *m, const guint8 *rgb, const dlp_geom *geo,
+                           dl_saliency_method method, dh_analysis *an, int channels)
+{
+    *sj = (saliency_job){m, rgb, geo, method, an, channels, NULL, NULL};
+    sj->thread = g_thread_try_new("dermlens-saliency", saliency_main, sj, NULL);
+    if (!sj->thread)
+        saliency_main(sj); /* no thread: compute it here */
+}
+
+static void saliency_join(saliency_job *sj)
+{
+    if (sj && sj->thread) {
+        g_thread_join(sj->thread);
+        sj->thread = NULL;
+    }
+}
+
+/* The layer group (labels, legend, overlay) and the parasite, in one undo
+ * group. With sj the saliency is still being computed: the labels and the
+ * legend go in first (the legend on the expectation of a map; taken out
+ * again if none comes), then the overlay below them once the map is there. */
 static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
                                const dlp_geom *geo, dl_model *m, const char *model_path,
-                               const dh_params *p, const dh_analysis *an, gchar **msg)
+                               const dh_params *p, const dh_analysis *an, saliency_job *sj,
+                               gchar **msg)
 {
     dh_region region = {geo->ox + geo->x, geo->oy + geo->y, geo->w, geo->h};
     int channels = g->image_base(image) == DLP_BASE_GRAY ? 2 : 4;
     char name[512];
     gboolean ok = FALSE;
+    gint32 legend = -1;
+    int above = 0; /* layers in the group above the overlay's place */
 
     g->undo_group(image, TRUE);
 
@@ -778,39 +941,15 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
         *msg = g_strdup("Could not add the DermLens layer group");
         goto out;
     }
-
     /* The overlay is skipped on huge regions (DLP_MAX_OVERLAY_PIXELS). */
-    gboolean overlay = an->map && (double)geo->w * (double)geo->h <= DLP_MAX_OVERLAY_PIXELS;
-    char note[256];
-    g_strlcpy(note, an->saliency_note, sizeof note);
-    if (an->map && !overlay)
-        g_snprintf(note, sizeof note,
-                   "overlay not added: the region (%d x %d) is larger than %.0f megapixels",
-                   geo->w, geo->h, DLP_MAX_OVERLAY_PIXELS / (1024.0 * 1024.0));
-    if (overlay) {
-        /* The colour map at the user's opacity and / or the outline of the
-         * map's top 20 %, opaque, above it. */
-        dh_overlay o;
-        dh_overlay_init(&o, an->map, an->map_width, an->map_height, p->overlay, 1.0);
-        o.width = dh_outline_width(geo->w, geo->h) * an->map_width / geo->w;
-        for (int outline = 0; outline < 2; outline++) {
-            if (outline ? p->overlay == DH_OVERLAY_FILL : p->overlay == DH_OVERLAY_OUTLINE)
-                continue;
-            if (outline)
-                g_snprintf(name, sizeof name, "Outline: top %d %% (%s)",
-                           (int)(DH_OUTLINE_TOP * 100 + 0.5), dh_method_title(p->method));
-            else
-                g_snprintf(name, sizeof name, "Saliency (%s)", dh_method_title(p->method));
-            if (!add_map_layer(g, image, group, name, an, &o, outline, &region, geo,
-                               outline ? 100.0 : p->opacity, channels, msg))
-                goto out;
-        }
-    }
+    gboolean fits = (double)geo->w * (double)geo->h <= DLP_MAX_OVERLAY_PIXELS;
+    gboolean expect = fits && (sj ? sj->thread != NULL || an->map : an->map != NULL);
+
     /* Labels and legend: sizes follow the region (dh_label_font_px). */
     dh_label_plan plan;
     dh_measure ms = {measure_text, measure_legend, &channels};
     /* The legend explains the colours: only with the colour map. */
-    dh_plan_labels(m, an, p, geo->w, geo->h, overlay && p->overlay != DH_OVERLAY_OUTLINE, &ms,
+    dh_plan_labels(m, an, p, geo->w, geo->h, expect && p->overlay != DH_OVERLAY_OUTLINE, &ms,
                    &plan);
     int mg = plan.margin, lw = 0, lh = 0;
     guint8 *lpx = plan.show_legend ? dlp_legend_render(plan.font_px, geo->w - 2 * mg, p->method,
@@ -820,15 +959,55 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
         lw = lh = 0; /* no overlay, or no room beside a readable label (dh_plan_labels) */
     if (lpx) {
         g_snprintf(name, sizeof name, "Legend: %s, low to high", dh_method_title(p->method));
-        gint32 lg = add_pixels(g, image, group, name, lpx, lw, lh, region.x + mg,
-                               region.y + geo->h - lh - mg, channels,
-                               "Could not add the legend layer", msg);
+        legend = add_pixels(g, image, group, name, lpx, lw, lh, region.x + mg,
+                            region.y + geo->h - lh - mg, channels, "Could not add the legend layer",
+                            msg);
         g_free(lpx);
-        if (lg < 0)
+        if (legend < 0)
             goto out;
+        above++;
     }
-    if (plan.show_label && !add_label(g, image, group, &region, m, an, &plan, lh, channels, msg))
+    if (plan.show_label && !add_label(g, image, group, &region, m, an, &plan, lh, channels, &above,
+                                      msg))
         goto out;
+    dlp_report_stats("labels added");
+
+    saliency_join(sj);
+    dlp_report_stats("saliency ready");
+    gboolean overlay = an->map && fits;
+    if (!overlay && legend >= 0) {
+        g->remove(image, legend); /* the map did not come: nothing to explain */
+        above--;
+    }
+    char note[256];
+    g_strlcpy(note, an->saliency_note, sizeof note);
+    if (an->map && !overlay)
+        g_snprintf(note, sizeof note,
+                   "overlay not added: the region (%d x %d) is larger than %.0f megapixels",
+                   geo->w, geo->h, DLP_MAX_OVERLAY_PIXELS / (1024.0 * 1024.0));
+    if (overlay) {
+        /* The colour map at the user's opacity and / or the outline of the
+         * map's top 20 %, opaque, above it; both below the labels. */
+        dh_overlay o;
+        dh_overlay_init(&o, an->map, an->map_width, an->map_height, p->overlay, 1.0);
+        for (int outline = 0; outline < 2; outline++) {
+            if (outline ? p->overlay == DH_OVERLAY_FILL : p->overlay == DH_OVERLAY_OUTLINE)
+                continue;
+            if (outline)
+                g_snprintf(name, sizeof name, "Outline: top %d %% (%s)",
+                           (int)(DH_OUTLINE_TOP * 100 + 0.5), dh_method_title(p->method));
+            else
+                g_snprintf(name, sizeof name, "Saliency (%s)", dh_method_title(p->method));
+            guint8 *ready = NULL;
+            if (!outline && sj) {
+                ready = sj->fill_px;
+                sj->fill_px = NULL;
+            }
+            if (!add_map_layer(g, image, group, name, an, &o, outline, &region, geo,
+                               outline ? 100.0 : p->opacity, channels, above, ready, msg))
+                goto out;
+        }
+    }
 
     char *json = dh_result_json(m, model_path, &an->result, &region, p->method, overlay, note,
                                 an->image_reason);
@@ -844,6 +1023,11 @@ static gboolean annotate_image(const dlp_gimp *g, gint32 image, gint32 drawable,
     }
     ok = TRUE;
 out:
+    saliency_join(sj); /* an early failure: the thread still holds the pixels */
+    if (sj) {
+        g_free(sj->fill_px);
+        sj->fill_px = NULL;
+    }
     /* A failed run leaves nothing behind: drop the half-built group. */
     if (!ok && group >= 0)
         g->remove(image, group);
@@ -953,31 +1137,89 @@ static guint8 *read_region(const dlp_gimp *g, gint32 image, gint32 drawable, dlp
     return rgb;
 }
 
-/* Load the model and analyse rgb (geo->aw x geo->ah). The model in *m
- * (dl_model_free it) and its path in model_path; FALSE with *msg. */
-static gboolean load_and_analyse(guint8 *rgb, const dlp_geom *geo, const dh_params *p,
-                                 dl_model **m, char *model_path, size_t path_size,
-                                 dh_analysis *an, gchar **msg)
+/* The model, loaded on a thread of its own while GIMP hands over the
+ * region's pixels (the plug-in only waits for GIMP meanwhile): reading,
+ * checking the digests and widening the weights then cost no wall time. */
+typedef struct {
+    const dh_params *p;
+    GThread *thread;
+    dl_model *m;
+    char path[4096];
+    dl_error err;
+} model_loader;
+
+static gpointer model_load_main(gpointer data)
 {
+    model_loader *l = data;
+    l->m = dh_model_open(l->p->model_path, dlp_plugin_dir, l->path, sizeof l->path, &l->err);
+    return NULL;
+}
+
+static void model_loader_start(model_loader *l, const dh_params *p)
+{
+    memset(l, 0, sizeof *l);
+    l->p = p;
+    l->thread = g_thread_try_new("dermlens-load", model_load_main, l, NULL);
+    if (!l->thread)
+        model_load_main(l); /* no thread: load here */
+}
+
+/* Wait for the model: it in *m (dl_model_free it) and its path in
+ * model_path, or NULL with *msg. */
+static dl_model *model_loader_join(model_loader *l, char *model_path, size_t path_size, gchar **msg)
+{
+    if (l->thread)
+        g_thread_join(l->thread);
+    l->thread = NULL;
+    if (!l->m) {
+        *msg = g_strdup_printf("Cannot load the DermLens model: %s", l->err.message);
+        return NULL;
+    }
+    g_strlcpy(model_path, l->path, path_size);
+    return l->m;
+}
+
+/* Read the region while the model loads, then classify it and, with
+ * saliency, explain it: the pixels in *rgb (geo->aw x geo->ah, g_free
+ * them), the model in *m (dl_model_free it) and its path in model_path;
+ * FALSE with *msg and nothing to free. */
+static gboolean read_and_analyse(const dlp_gimp *g, gint32 image, gint32 drawable, dlp_geom *geo,
+                                 const dh_params *p, gboolean saliency, guint8 **rgb, dl_model **m,
+                                 char *model_path, size_t path_size, dh_analysis *an, gchar **msg)
+{
+    model_loader ld;
+    model_loader_start(&ld, p);
+    *rgb = read_region(g, image, drawable, geo, msg);
     dlp_report_stats("pixels read");
-    gimp_progress_set_text("DermLens: loading model");
-    dl_error err = {0};
-    *m = dh_model_open(p->model_path, dlp_plugin_dir, model_path, path_size, &err);
-    if (!*m) {
-        *msg = g_strdup_printf("Cannot load the DermLens model: %s", err.message);
+    gchar *lmsg = NULL;
+    *m = model_loader_join(&ld, model_path, path_size, &lmsg);
+    if (!*rgb || !*m) {
+        if (*rgb)
+            *msg = lmsg;
+        else
+            g_free(lmsg);
+        g_free(*rgb);
+        *rgb = NULL;
+        dl_model_free(*m);
+        *m = NULL;
         return FALSE;
     }
+    dlp_report_stats("model loaded");
+    gimp_progress_set_text("DermLens: analysing");
+    dl_error err = {0};
     host_state hs = {{0}};
-    dh_progress prog = {host_progress, &hs, 0.05, 0.9};
-    if (dh_analyse(*m, rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, p->method, 1, &prog, an,
+    dh_progress prog = {host_progress, &hs, 0.05, saliency ? 0.9 : 0.2};
+    if (dh_analyse(*m, *rgb, geo->aw, geo->ah, (size_t)geo->aw * 3, p->method, saliency, &prog, an,
                    &err) != 0) {
         dl_model_free(*m);
         *m = NULL;
+        g_free(*rgb);
+        *rgb = NULL;
         *msg = g_strdup_printf("Classification failed: %s", err.message);
         return FALSE;
     }
-    dlp_report_stats("model loaded and region analysed");
-    if (!an->map)
+    dlp_report_stats(saliency ? "region analysed" : "region classified");
+    if (saliency && !an->map)
         g_message("DermLens: no saliency overlay (%s). The classification is still added.",
                   an->saliency_note);
     return TRUE;
@@ -987,18 +1229,25 @@ gboolean dlp_core_classify(const dlp_gimp *g, gint32 image, gint32 drawable, con
                            gboolean interactive, gchar **msg)
 {
     dlp_geom geo;
-    guint8 *rgb = read_region(g, image, drawable, &geo, msg);
-    if (!rgb)
-        return FALSE;
+    guint8 *rgb = NULL;
     char model_path[4096];
     dl_model *m = NULL;
     dh_analysis an;
-    gboolean loaded = load_and_analyse(rgb, &geo, p, &m, model_path, sizeof model_path, &an, msg);
-    g_free(rgb);
-    if (!loaded)
+    if (!read_and_analyse(g, image, drawable, &geo, p, FALSE, &rgb, &m, model_path,
+                          sizeof model_path, &an, msg))
         return FALSE;
-    gimp_progress_set_text("DermLens: adding layers");
-    gboolean ok = annotate_image(g, image, drawable, &geo, m, model_path, p, &an, msg);
+    /* The saliency runs while the label layers go in (annotate_image). */
+    gimp_progress_set_text("DermLens: explaining and adding layers");
+    saliency_job sj;
+    gboolean fill_now = p->overlay != DH_OVERLAY_OUTLINE &&
+                        (double)geo.w * geo.h <= MIN(DLP_MAX_WRITE_PIXELS, DLP_MAX_OVERLAY_PIXELS);
+    saliency_start(&sj, m, rgb, &geo, p->method, &an,
+                   fill_now ? (g->image_base(image) == DLP_BASE_GRAY ? 2 : 4) : 0);
+    gboolean ok = annotate_image(g, image, drawable, &geo, m, model_path, p, &an, &sj, msg);
+    g_free(rgb);
+    if (ok && !an.map)
+        g_message("DermLens: no saliency overlay (%s). The classification is still added.",
+                  an.saliency_note);
     gimp_progress_update(1.0);
     if (ok) {
         gchar *what = g_strdup_printf("classified %d x %d, layers added", geo.w, geo.h);
@@ -1301,16 +1550,13 @@ gboolean dlp_core_figure(const dlp_gimp *g, gint32 image, gint32 drawable, const
 {
     *figure = -1;
     dlp_geom geo;
-    guint8 *rgb = read_region(g, image, drawable, &geo, msg);
-    if (!rgb)
-        return FALSE;
+    guint8 *rgb = NULL;
     char model_path[4096];
     dl_model *m = NULL;
     dh_analysis an;
-    if (!load_and_analyse(rgb, &geo, p, &m, model_path, sizeof model_path, &an, msg)) {
-        g_free(rgb);
+    if (!read_and_analyse(g, image, drawable, &geo, p, TRUE, &rgb, &m, model_path,
+                          sizeof model_path, &an, msg))
         return FALSE;
-    }
     gimp_progress_set_text("DermLens: making the figure");
     gboolean ok = build_figure(g, rgb, &geo, m, model_path, p, &an, figure, msg);
     g_free(rgb);

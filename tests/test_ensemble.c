@@ -110,6 +110,96 @@ static void test_average(void)
     dl_model_free(a); dl_model_free(b); dl_model_free(e);
 }
 
+static int progress_check(void *user, double f, const char *stage)
+{
+    double *st = user; /* last fraction, calls, went backwards */
+    (void)stage;
+    if (f < st[0]) st[2] = 1;
+    st[0] = f;
+    st[1] += 1;
+    return 0;
+}
+
+static int progress_cancel(void *user, double f, const char *stage)
+{
+    (void)f;
+    (void)stage;
+    return ++*(int *)user > 3;
+}
+
+/* The default map (8 flips a member) of a 4-member ensemble: members run
+ * side by side on the engine's threads give the very map of one thread;
+ * the class given without a result (no second classification) gives it
+ * too; progress only goes forward and ends at 1; a cancellation stops it;
+ * the thread count is restored. */
+static void test_parallel_members(void)
+{
+    dl_error err = {0};
+    dl_model *a = dl_model_load(path_a, &err), *b = dl_model_load(path_b, &err);
+    CHECK(a && b, "load: %s", err.message);
+    dl_model *four[4] = {a, b, b, a};
+    dl_model *e = NULL;
+    if (a && b && dl_model_save_ensemble(four, 4, "ABBA", NULL, path_c, &err) == 0)
+        e = dl_model_load(path_c, &err);
+    CHECK(e != NULL, "4-member ensemble: %s", err.message);
+    if (!e) {
+        dl_model_free(a);
+        dl_model_free(b);
+        return;
+    }
+    uint64_t s = 11;
+    uint8_t img[24 * 18 * 3];
+    for (int i = 0; i < 24 * 18 * 3; i++) img[i] = (uint8_t)tu_rand(&s, 0, 255);
+    const int n = 24 * 18, threads0 = dl_get_num_threads();
+    double st[3] = {0, 0, 0};
+    dl_explain_options eo = {.method = DL_SALIENCY_GRADCAM, .class_index = -1, .progress = progress_check,
+                             .progress_user = st};
+    float *m1 = NULL, *m3 = NULL, *mc = NULL;
+    dl_result r1, r3;
+    dl_set_num_threads(1);
+    CHECK(dl_explain_rgb8(e, img, 24, 18, 72, &eo, &m1, &r1, &err) == 0, "1 thread: %s", err.message);
+    CHECK(st[2] == 0 && st[0] == 1.0 && st[1] >= 8, "progress: last %g after %g calls, backwards %g", st[0], st[1],
+          st[2]);
+    st[0] = st[1] = st[2] = 0;
+    dl_set_num_threads(3);
+    CHECK(dl_explain_rgb8(e, img, 24, 18, 72, &eo, &m3, &r3, &err) == 0, "3 threads: %s", err.message);
+    CHECK(dl_get_num_threads() == 3, "thread count not restored: %d", dl_get_num_threads());
+    /* the caller explains member 0 at least, and reports as it goes */
+    CHECK(st[2] == 0 && st[0] == 1.0 && st[1] >= 4, "progress: last %g after %g calls, backwards %g", st[0], st[1],
+          st[2]);
+    if (m1 && m3) {
+        eo.class_index = r1.top_index[0];
+        eo.progress = NULL;
+        CHECK(dl_explain_rgb8(e, img, 24, 18, 72, &eo, &mc, NULL, &err) == 0, "class given: %s", err.message);
+        double d13 = 0, dc = 0, mx = 0;
+        for (int i = 0; mc && i < n; i++) {
+            d13 = fmax(d13, fabs(m1[i] - m3[i]));
+            dc = fmax(dc, fabs(m1[i] - mc[i]));
+            mx = fmax(mx, m1[i]);
+        }
+        CHECK(d13 == 0 && dc == 0, "maps differ: 1 vs 3 threads %g, class given %g", d13, dc);
+        CHECK(mx == 1.0, "map not normalised (max %g)", mx);
+        CHECK(fabs(r1.probs[0] - r3.probs[0]) < 1e-7, "results differ");
+        dl_result_free(&r1);
+        dl_result_free(&r3);
+    }
+    int calls = 0;
+    float *mx = NULL;
+    eo.progress = progress_cancel;
+    eo.progress_user = &calls;
+    CHECK(dl_explain_rgb8(e, img, 24, 18, 72, &eo, &mx, NULL, &err) != 0 && err.code == DL_ERR_CANCELLED && !mx,
+          "cancelled explain: code %d", err.code);
+    free(mx);
+    CHECK(dl_get_num_threads() == 3, "thread count not restored after a cancellation");
+    dl_set_num_threads(threads0);
+    free(m1);
+    free(m3);
+    free(mc);
+    dl_model_free(e);
+    dl_model_free(a);
+    dl_model_free(b);
+}
+
 /* The ensemble file with one header edit must be refused with `want`. */
 static void expect_refused(const char *from, const char *to, const char *want)
 {
@@ -220,6 +310,7 @@ int main(void)
     snprintf(path_c, sizeof path_c, "%s/ens_c.safetensors", b);
     snprintf(path_e, sizeof path_e, "%s/ens_e.safetensors", b);
     test_average();
+    test_parallel_members();
     test_hostile();
     test_augment();
     return tu_exit();

@@ -169,6 +169,74 @@ static void test_colormap(void)
     CHECK(c[3] == 0, "transparent up to %g", DH_ALPHA_LOW);
     dh_colormap(NAN, c);
     CHECK(c[3] == 0, "NaN");
+    /* the overlay's rows are these pixels (grey-alpha: the value as grey) */
+    float row[260];
+    for (int i = 0; i < 256; i++) row[i] = i / 255.0f + (i % 3 - 1) * 1e-4f;
+    row[256] = NAN;
+    row[257] = -0.5f;
+    row[258] = 7.0f;
+    row[259] = 0.5f;
+    uint8_t px4[260 * 4], px2[260 * 2];
+    dh_overlay_rows(row, 260, 0, 1, 4, px4);
+    dh_overlay_rows(row, 260, 0, 1, 2, px2);
+    int same = 1;
+    for (int i = 0; i < 260; i++) {
+        dh_colormap(row[i], c);
+        float v = row[i] > 0.0f ? (row[i] < 1.0f ? row[i] : 1.0f) : 0.0f;
+        same &= !memcmp(px4 + 4 * i, c, 4) && px2[2 * i + 1] == c[3] &&
+                px2[2 * i] == (uint8_t)lroundf(v * 255.0f);
+    }
+    CHECK(same, "dh_overlay_rows differs from dh_colormap");
+}
+
+/* dh_analyse is its two steps: the classification (the note says no
+ * saliency yet, no map), then the saliency of its top class. With the
+ * shipped lesion model (skipped when the weights are absent). */
+static void test_analyse_steps(void)
+{
+    const char *wdir = getenv("DL_WEIGHTS");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/dermlens_ham10000.safetensors", wdir ? wdir : "weights");
+    if (access(path, R_OK) != 0) {
+        printf("test_host: no %s, analysis steps not checked\n", path);
+        return;
+    }
+    dl_error err = {0};
+    dl_model *m = dl_model_load(path, &err);
+    CHECK(m != NULL, "load: %s", err.message);
+    if (!m)
+        return;
+    enum { W = 160, H = 120 };
+    uint8_t *rgb = malloc(W * H * 3);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            double d = hypot(x - 70.0, y - 64.0) / 40.0; /* a dark blob on skin */
+            uint8_t *p = rgb + (y * W + x) * 3;
+            p[0] = (uint8_t)(d < 1 ? 90 + 100 * d : 200);
+            p[1] = (uint8_t)(d < 1 ? 60 + 80 * d : 150);
+            p[2] = (uint8_t)(d < 1 ? 50 + 70 * d : 130);
+        }
+    dh_analysis whole, steps;
+    CHECK(dh_analyse(m, rgb, W, H, W * 3, DL_SALIENCY_GRADCAM, 1, NULL, &whole, &err) == 0, "analyse: %s",
+          err.message);
+    CHECK(dh_analyse_classify(m, rgb, W, H, W * 3, NULL, &steps, &err) == 0, "classify: %s", err.message);
+    CHECK(!steps.map && strstr(steps.saliency_note, "not requested"), "after classify: map %p, note %s",
+          (void *)steps.map, steps.saliency_note);
+    CHECK(dh_analyse_saliency(m, rgb, W, H, W * 3, DL_SALIENCY_GRADCAM, NULL, &steps, &err) == 0, "saliency: %s",
+          err.message);
+    if (whole.map && steps.map) {
+        int same = steps.map_width == W && steps.map_height == H && !steps.saliency_note[0];
+        for (int i = 0; same && i < W * H; i++) same = whole.map[i] == steps.map[i];
+        for (int c = 0; same && c < whole.result.num_classes; c++)
+            same = whole.result.probs[c] == steps.result.probs[c];
+        CHECK(same, "the two steps differ from dh_analyse");
+    } else {
+        CHECK(0, "no map: %s / %s", whole.saliency_note, steps.saliency_note);
+    }
+    dh_analysis_free(&whole);
+    dh_analysis_free(&steps);
+    free(rgb);
+    dl_model_free(m);
 }
 
 static void test_outline(void)
@@ -295,6 +363,7 @@ int main(void)
     test_outline();
     test_figure();
     test_model_search();
+    test_analyse_steps();
     CHECK(dh_method_count() == 6, "%d methods", dh_method_count());
     CHECK(strstr(dh_method_list(), "gradcam++") && strstr(dh_method_list(), " or occlusion"), "%s",
           dh_method_list());

@@ -303,6 +303,11 @@ int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size
  * (pixel centres aligned, edges clamped), as dl_explain_rgb8 upsamples its
  * maps. dst rows are dst_stride floats apart (>= dw); caller's buffers. */
 void dl_map_resize(const float *src, int sw, int sh, float *dst, int dw, int dh, size_t dst_stride);
+/* dl_map_resize of the source rectangle (rx, ry) rw x rh (source pixels,
+ * fractional) onto dw x dh: the image's part of a letterboxed input, or a
+ * band of rows of a larger output (the plug-in writes its overlay so). */
+void dl_map_resize_rect(const float *src, int sw, int sh, double rx, double ry, double rw, double rh, float *dst,
+                        int dw, int dh, size_t dst_stride);
 
 /* ------------------------------------------------------------------ datasets */
 

@@ -42,6 +42,7 @@ CASES = {
     "float": None,   # 64 x 64 float-linear layer with NaN / +Inf / -Inf pixels
     "blank": None,   # 224 x 224 white: not a lesion image
     "skin": None,    # 224 x 224 plain skin colour: not a lesion image
+    "big": None,     # 2400 x 1800: read as GIMP's 1024 x 768 reduction, overlay written at full size
 }
 # Not lesion images: the headline and the group name must say so.
 OOD_CASES = {"blank", "skin"}
@@ -50,6 +51,12 @@ DISCLAIMER = "Research/teaching aid - not a diagnosis"
 WARNING_RGB = (0xff, 0x9f, 0x1c)
 NAN_F32 = "0 0 192 127"  # little-endian float NaN, as GIMP 2.10's get-pixel prints bytes
 TOL = 1e-4
+# A region over 1024 px on a side is classified from GIMP's reduced copy, the
+# CLI reference from the full-size pixels: the 224 x 224 network input
+# differs by a resampling, so the probabilities do too (at most 0.016 on 29
+# clean and 0.023 on 10 noisy test images at 4000 x 3000:
+# docs/reports/plugin-speed.md); the top class of this clear case must not.
+BIG_TOL = 0.03
 failures = []
 
 
@@ -230,7 +237,7 @@ def check_case(work, case, region):
               "%s: a non-lesion image is not flagged (verdict %r)" % (case, res.get("verdict")))
         check(res.get("ood", {}).get("image_flag") is True,
               "%s: the image check did not flag it: %r" % (case, res.get("ood")))
-    elif case in ("rgb", "selection", "offset", "u16", "empty"):
+    elif case in ("rgb", "selection", "offset", "u16", "empty", "big"):
         check(not res.get("ood", {}).get("image_flag"),
               "%s: the image check flagged a lesion: %r" % (case, res.get("ood")))
 
@@ -371,7 +378,10 @@ def check_case(work, case, region):
         cprobs = [c["probability"] for c in r0["classes"]]
         check(len(cprobs) == len(probs), "%s: CLI has %d classes, plug-in %d" % (case, len(cprobs), len(probs)))
         diff = max((abs(x - y) for x, y in zip(cprobs, probs)), default=math.inf)
-        check(diff <= TOL, "%s: plug-in vs CLI max |dp| = %.3g" % (case, diff))
+        tol = BIG_TOL if case == "big" else TOL
+        check(diff <= tol, "%s: plug-in vs CLI max |dp| = %.3g (tolerance %g)" % (case, diff, tol))
+        if case == "big" and cprobs:
+            check(cprobs.index(max(cprobs)) == probs.index(max(probs)), "big: top class differs from the CLI's")
         check(cli["model"]["sha256"] == res["model"]["sha256"], "%s: different models" % case)
         print("%s: region %r, top %s, max |plug-in - CLI| = %.2g" % (case, got, groups[0][1] if groups else "?", diff))
     except (OSError, ValueError, KeyError, IndexError) as e:

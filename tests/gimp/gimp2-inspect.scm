@@ -98,7 +98,7 @@
                    (caddr (car (gimp-image-get-parasite img "dermlens-result"))))
     (gimp-image-delete img)))
 
-(for-each dl-inspect '("rgb" "selection" "grey" "u16" "offset" "empty" "float" "blank" "skin" "outline"))
+(for-each dl-inspect '("rgb" "selection" "grey" "u16" "offset" "empty" "float" "blank" "skin" "big" "outline"))
 
 ; The teaching figure: its size, its layers and the caption's text.
 (let* ((xcf (dl-path "figure.xcf"))

@@ -66,6 +66,9 @@
 (dl-case "grey" dl-bkl (lambda (img) (gimp-image-convert-grayscale img)))
 (dl-case "u16" dl-mel (lambda (img) (gimp-image-convert-precision img PRECISION-U16-GAMMA)))
 (dl-case "offset" dl-nv (lambda (img) (gimp-image-resize img 284 244 30 10)))
+; Over 1024 px on a side: analysed from GIMP's reduced copy, the overlay
+; written at the region's size.
+(dl-case "big" dl-mel (lambda (img) (gimp-image-scale img 2400 1800)))
 ; Not lesion images: a blank white image and a plain skin-coloured one.
 (dl-case-new "blank" 224 224 '(255 255 255))
 (dl-case-new "skin" 224 224 '(224 172 150))

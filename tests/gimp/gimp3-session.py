@@ -24,7 +24,7 @@ WORK = os.environ["DL_WORK"]
 DATA = os.environ["DL_DATA"]
 PHASE = os.environ["DL_PHASE"]
 PDB = Gimp.get_pdb()
-CASES = ["rgb", "selection", "grey", "u16", "offset", "empty", "float", "blank", "skin"]
+CASES = ["rgb", "selection", "grey", "u16", "offset", "empty", "float", "blank", "skin", "big"]
 
 
 def path(name):
@@ -164,6 +164,8 @@ def phase_run():
     run_case("grey", bkl, lambda img: img.convert_grayscale())
     run_case("u16", mel, lambda img: img.convert_precision(Gimp.Precision.U16_NON_LINEAR))
     run_case("offset", nv, lambda img: img.resize(284, 244, 30, 10))
+    # Over 1024 px on a side: analysed from GIMP's reduced copy.
+    run_case("big", mel, lambda img: img.scale(2400, 1800))
     run_new_case("blank", 224, 224, (255, 255, 255))
     run_new_case("skin", 224, 224, (224, 172, 150))
     # Outline mode: the contour of the map's top 20 %.

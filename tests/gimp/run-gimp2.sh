@@ -99,7 +99,7 @@ batch_listing >"$work/batch-in-after.sha256"
 # order, filters and the confusion matrix against the batch's CSV.
 python3 "$src/tests/review/browser_test.py" --page "$work/batch-out" "$work/batch.csv"
 case $? in 0|77) ;; *) echo "FAIL: the batch's review page in the browser"; failed=1;; esac
-for c in rgb selection grey u16 offset empty float blank skin; do
+for c in rgb selection grey u16 offset empty float blank skin big; do
     if [ -f "$work/$c-ref.png" ]; then
         "$cli" classify --json -k 0 -m "$DERMLENS_MODEL" "$work/$c-ref.png" >"$work/$c-cli.json" 2>>"$tmp/cli.log" || failed=1
     fi

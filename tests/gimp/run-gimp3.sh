@@ -109,7 +109,7 @@ listing >"$work/batch-in-after.sha256"
 # installed): thumbnails, order, filters and the matrix against the CSV.
 python3 "$src/tests/review/browser_test.py" --page "$work/batch-out" "$work/batch.csv"
 case $? in 0|77) ;; *) echo "FAIL: the batch's review page in the browser"; bad=1;; esac
-for c in rgb selection grey u16 offset empty float blank skin; do
+for c in rgb selection grey u16 offset empty float blank skin big; do
     if [ -f "$work/$c-ref.png" ]; then
         run_chroot /build/dermlens/cli/dermlens classify --json -k 0 -m "$cmodel" \
             "$tmp_in/work/$c-ref.png" >"$work/$c-cli.json" 2>>"$ctmp/cli.log" || bad=1

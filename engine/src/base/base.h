@@ -64,6 +64,10 @@ void dl_sha256_init(dl_sha256_ctx *c);
 void dl_sha256_update(dl_sha256_ctx *c, const void *data, size_t size);
 void dl_sha256_final(dl_sha256_ctx *c, uint8_t out[32]);
 void dl_sha256_to_hex(const uint8_t d[32], char out[65]);
+/* Tests: 1 makes every digest use the portable rounds even where the CPU
+ * has the SHA extensions (the same digests, checked by tests/test_sha256.c);
+ * 0 restores the default. Process-wide. */
+void dl_sha256_force_portable(int on);
 
 /* The one memory budget for models, decoded images, resampling and saliency
  * maps: DERMLENS_MAX_MEMORY_MB (MiB) or DL_MAX_MODEL_MEMORY_MB. */

@@ -80,9 +80,4 @@ int dl_safetensors_write_bytes(const char *path, struct cJSON *hdr, int n, const
 int dl_tflite_to_graph(const uint8_t *data, size_t size, dl_graph *g, dl_preprocess *pre,
                        dl_error *err);
 
-/* dl_map_resize of the source rectangle (rx, ry) rw x rh (source pixels,
- * fractional) onto dw x dh: the image's part of a letterboxed input. */
-void dl_map_resize_rect(const float *src, int sw, int sh, double rx, double ry, double rw, double rh, float *dst,
-                        int dw, int dh, size_t dst_stride);
-
 #endif
