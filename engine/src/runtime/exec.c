@@ -53,6 +53,7 @@ void dl_exec_free(dl_exec *e)
     free(e->grad_arena);
     free(e->wgrad);
     free(e->wgrad_arena);
+    dl_band_plan_free(e->bands);
     memset(e, 0, sizeof *e);
 }
 
@@ -155,6 +156,19 @@ int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
         off += round16(c);
     }
     pack_all(e);
+    /* banded chains: one image's scratch per thread that may run one */
+    e->bands = dl_band_plan_new(g, e->packed);
+    size_t per = dl_band_plan_scratch_floats(e->bands), parts = batch < 64 ? (size_t)batch : 64;
+    if (per && per * parts > e->scratch_floats) {
+        float *s = alloc_floats(per * parts);
+        if (!s) {
+            dl_exec_free(e);
+            return dl_fail(err, DL_ERR_NOMEM, "cannot allocate scratch");
+        }
+        free(e->scratch);
+        e->scratch = s;
+        e->scratch_floats = per * parts;
+    }
     return 0;
 too_big:
     return dl_fail(err, DL_ERR_LIMIT, "workspace for batch %d exceeds 16 GiB", batch);
@@ -186,6 +200,11 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
         size_t count = dl_node_out_count(n) * B;
         /* hswish/silu keep their input for the backward pass */
         dl_act act = post_act(n) ? DL_ACT_NONE : n->act;
+        int chain_end = dl_band_chain_at(e->bands, i, last);
+        if (chain_end >= 0 && dl_band_chain_run(e, e->bands, i) == 0) {
+            i = chain_end;
+            continue;
+        }
         switch (n->op) {
         case DL_OP_CONV2D: {
             dl_conv_shape s = conv_shape(g, n, B);

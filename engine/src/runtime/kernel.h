@@ -59,6 +59,21 @@ typedef struct {
 void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
                     size_t ldc, const dl_epilogue *ep);
 
+/* ---------------------------------------------------------------- conv rows */
+
+/* Output rows [oy0, oy1) of ONE image of a convolution (s->n is ignored; in,
+ * out, res and out2 point at that image's row 0), with this CPU's packed
+ * weights: the banded executor (exec_band.c) computes a chain of layers a
+ * band of rows at a time with it. Same values as dl_conv2d_forward_ex.
+ * res (optional): out2 = res_act(out + res) on those rows. scratch:
+ * dl_conv2d_rows_scratch_floats(s, oy1 - oy0) floats. Only for convs where
+ * dl_conv2d_rows_ok (depthwise, or groups == 1 on AVX-512; activations the
+ * epilogues apply). */
+int dl_conv2d_rows_ok(const dl_conv_shape *s);
+size_t dl_conv2d_rows_scratch_floats(const dl_conv_shape *s, int rows);
+void dl_conv2d_rows(const dl_conv_shape *s, const float *in, const float *packed, const float *bias, float *out,
+                    int oy0, int oy1, const float *res, dl_act res_act, float *out2, float *scratch);
+
 /* ---------------------------------------------------------------- depthwise */
 
 /* One image of a depthwise conv; wt is [kh][kw][c] (dl_conv2d_pack). Bias

@@ -282,6 +282,40 @@ int dl_conv_pw_dw_forward(const dl_conv_shape *pw, const float *in, const float 
     return 0;
 }
 
+int dl_conv2d_rows_ok(const dl_conv_shape *s)
+{
+    if (dl_act_is_post(s->act) || s->act == DL_ACT_SILU) return 0;
+    return conv_is_depthwise(s) || conv_uses_packed_gemm(s);
+}
+
+size_t dl_conv2d_rows_scratch_floats(const dl_conv_shape *s, int rows)
+{
+    if (conv_is_pointwise(s) || conv_is_depthwise(s)) return 0;
+    return (size_t)rows * s->ow * s->kh * s->kw * s->ic;
+}
+
+void dl_conv2d_rows(const dl_conv_shape *s, const float *in, const float *packed, const float *bias, float *out,
+                    int oy0, int oy1, const float *res, dl_act res_act, float *out2, float *scratch)
+{
+    if (oy0 >= oy1) return;
+    const size_t row = (size_t)s->ow * s->oc, off = (size_t)oy0 * row, pix = (size_t)(oy1 - oy0) * s->ow;
+    if (conv_is_depthwise(s)) {
+        dl_depthwise_rows(s, in, packed, bias, out, oy0, oy1);
+        if (res) dl_add_forward(pix * s->oc, out + off, res + off, res_act, out2 + off);
+        return;
+    }
+    dl_epilogue ep = {.bias = bias, .act = s->act, .res_act = res_act, .ld_res = (size_t)s->oc,
+                      .ld_c2 = (size_t)s->oc, .res = res ? res + off : NULL, .c2 = res ? out2 + off : NULL};
+    if (conv_is_pointwise(s)) {
+        dl_gemm_packed((int)pix, s->oc, s->ic, in + (size_t)oy0 * s->iw * s->ic, (size_t)s->ic, packed, out + off,
+                       (size_t)s->oc, &ep);
+        return;
+    }
+    const int K = s->kh * s->kw * s->ic;
+    im2col(s, in, 0, s->ic, scratch, (size_t)oy0 * s->ow, (size_t)oy1 * s->ow);
+    dl_gemm_packed((int)pix, s->oc, K, scratch, (size_t)K, packed, out + off, (size_t)s->oc, &ep);
+}
+
 size_t dl_dense_packed_floats(int k, int m)
 {
     return dl_cpu_level() >= DL_ISA_AVX512 ? dl_gemm_packed_floats(m, k) : 0;
