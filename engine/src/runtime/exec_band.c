@@ -21,21 +21,34 @@
 
 /* Stages per chain (their row counters live on the stack). */
 #define MAX_STAGES 64
+#define MAX_BUFS (2 * MAX_STAGES)
 
 typedef struct {
     int node;           /* the convolution */
     int add;            /* the add fused into its epilogue, or -1 */
-    int in_st, res_st;  /* stages producing its input / the add's other input; -1: before the chain */
     int in_node, res_node;
+    int in_buf, res_buf; /* chain buffers holding them, -1: computed before the chain (arena) */
+    int out_buf, add_buf;
     dl_conv_shape s;    /* one image */
 } band_stage;
 
+/* One node's output inside a chain: in the arena, or (lean forwards, read
+ * by no node after the chain) in a window of `cap` rows. */
+typedef struct {
+    int node;
+    bool outside;       /* read after the chain (or the graph's output/features): always in the arena */
+    int cap;            /* window rows */
+    size_t row;         /* floats per row */
+} band_buf;
+
 typedef struct {
     int first, last;    /* node range */
-    int n;              /* stages */
+    int n, nbuf;        /* stages, buffers */
     int band;           /* output rows of the last stage per band */
-    size_t scratch;     /* floats of scratch one image needs */
+    size_t scratch;     /* floats of scratch one image needs (windows + im2col) */
+    size_t im2col;      /* floats of it for im2col */
     band_stage *st;
+    band_buf *buf;
 } band_chain;
 
 struct dl_band_plan {
@@ -68,14 +81,62 @@ static bool is_big(const dl_graph *g, const dl_node *n)
     return in >= big || out >= big;
 }
 
-/* Stage index of node `node` in the chain so far (its conv or its add), -2
- * if it is inside the chain's range but no stage output, -1 before. */
-static int stage_of(const band_chain *c, int node)
+/* Buffer holding node `node` in the chain so far, -1 if the node precedes
+ * the chain, -2 if it is in the chain's range but no buffer (cannot be). */
+static int buf_of(const band_chain *c, int node)
 {
     if (node < c->first) return -1;
-    for (int k = 0; k < c->n; k++)
-        if (c->st[k].node == node || c->st[k].add == node) return k;
+    for (int k = 0; k < c->nbuf; k++)
+        if (c->buf[k].node == node) return k;
     return -2;
+}
+
+static int add_buf(band_chain *c, const dl_graph *g, int node)
+{
+    const dl_node *n = &g->nodes[node];
+    c->buf[c->nbuf] = (band_buf){.node = node, .row = (size_t)n->w * n->c};
+    return c->nbuf++;
+}
+
+/* The chain starting at node i (n < 2: none). st and buf have room for
+ * MAX_STAGES / MAX_BUFS. */
+static void grow_chain(const dl_graph *g, float *const *packed, int i, band_chain *c)
+{
+    c->first = i;
+    c->n = c->nbuf = 0;
+    for (int j = i; j < g->n_nodes && c->n < MAX_STAGES; j++) {
+        const dl_node *n = &g->nodes[j];
+        if (n->op != DL_OP_CONV2D || !packed[j] || !plain_act(n->act) || !is_big(g, n)) break;
+        dl_conv_shape s = shape1(g, n);
+        if (!dl_conv2d_rows_ok(&s)) break;
+        int in_buf = buf_of(c, n->inputs[0]);
+        if (in_buf == -2) break;
+        band_stage *st = &c->st[c->n];
+        *st = (band_stage){.node = j, .add = -1, .in_node = n->inputs[0], .res_node = -1, .in_buf = in_buf,
+                           .res_buf = -1, .add_buf = -1, .s = s};
+        st->out_buf = add_buf(c, g, j);
+        const dl_node *nx = j + 1 < g->n_nodes ? &g->nodes[j + 1] : NULL;
+        if (nx && nx->op == DL_OP_ADD && plain_act(nx->act) && (nx->inputs[0] == j) != (nx->inputs[1] == j)) {
+            int other = nx->inputs[0] == j ? nx->inputs[1] : nx->inputs[0];
+            int rb = buf_of(c, other);
+            if (rb != -2) {
+                st->add = j + 1;
+                st->res_node = other;
+                st->res_buf = rb;
+                st->add_buf = add_buf(c, g, j + 1);
+            }
+        }
+        c->n++;
+        c->last = st->add >= 0 ? st->add : j;
+        j = c->last;
+    }
+    for (int k = 0; k < c->nbuf; k++) {
+        int node = c->buf[k].node;
+        band_buf *b = &c->buf[k];
+        b->outside = node == c->last || node == g->output || node == g->features;
+        for (int j = c->last + 1; j < g->n_nodes && !b->outside; j++)
+            b->outside = g->nodes[j].inputs[0] == node || g->nodes[j].inputs[1] == node;
+    }
 }
 
 /* Rows of the input that output rows [0, r) read. */
@@ -86,40 +147,122 @@ static int rows_in(const dl_conv_shape *s, int r)
     return need > s->ih ? s->ih : need < 0 ? 0 : need;
 }
 
-/* The chain starting at node i (n == 0: none). st has room for every node. */
-static void grow_chain(const dl_graph *g, float *const *packed, int i, band_chain *c)
+/* Per-image state of a chain run. */
+typedef struct {
+    int done[MAX_STAGES], need[MAX_STAGES]; /* rows computed / to compute by now */
+    int lo[MAX_BUFS];                       /* a window's first row */
+    float *base[MAX_BUFS];                  /* row lo of each buffer */
+    bool win[MAX_BUFS];                     /* buffer is a window */
+    int ext[MAX_BUFS];                      /* simulation: most rows a window held */
+    int rows[MAX_STAGES];                   /* simulation: most rows one call computed */
+} chain_state;
+
+/* First row of buffer k that a stage of the chain still reads. */
+static int live_from(const band_chain *c, const chain_state *x, int k, int produced)
 {
-    c->first = i;
-    c->n = 0;
-    for (int j = i; j < g->n_nodes && c->n < MAX_STAGES; j++) {
-        const dl_node *n = &g->nodes[j];
-        if (n->op != DL_OP_CONV2D || !packed[j] || !plain_act(n->act) || !is_big(g, n)) break;
-        dl_conv_shape s = shape1(g, n);
-        if (!dl_conv2d_rows_ok(&s)) break;
-        int in_st = stage_of(c, n->inputs[0]);
-        if (in_st == -2) break;
-        band_stage *st = &c->st[c->n];
-        *st = (band_stage){.node = j, .add = -1, .in_st = in_st, .res_st = -1, .in_node = n->inputs[0],
-                           .res_node = -1, .s = s};
-        const dl_node *nx = j + 1 < g->n_nodes ? &g->nodes[j + 1] : NULL;
-        if (nx && nx->op == DL_OP_ADD && plain_act(nx->act) && (nx->inputs[0] == j) != (nx->inputs[1] == j)) {
-            int other = nx->inputs[0] == j ? nx->inputs[1] : nx->inputs[0];
-            int rs = stage_of(c, other);
-            if (rs != -2) {
-                st->add = j + 1;
-                st->res_st = rs;
-                st->res_node = other;
-            }
+    int lo = produced;
+    for (int q = 0; q < c->n; q++) {
+        const band_stage *st = &c->st[q];
+        if (st->in_buf == k) {
+            int r = x->done[q] * st->s.sh - st->s.pt;
+            if (r < lo) lo = r;
         }
-        c->n++;
-        c->last = st->add >= 0 ? st->add : j;
-        j = c->last;
+        if (st->res_buf == k && x->done[q] < lo) lo = x->done[q];
+    }
+    return lo < 0 ? 0 : lo;
+}
+
+static float *img(const dl_exec *e, int node, int b)
+{
+    return e->act[node] + (size_t)b * dl_node_out_count(&e->g->nodes[node]);
+}
+
+/* Computes rows [done, need) of every stage in order; windows first drop
+ * the rows no stage reads any more. e == NULL: only simulates (sizes). */
+static void run_rows(const dl_exec *e, const band_chain *c, chain_state *x, int b, float *scratch)
+{
+    for (int k = 0; k < c->n; k++) {
+        if (x->need[k] <= x->done[k]) continue;
+        const band_stage *st = &c->st[k];
+        int outs[2] = {st->out_buf, st->add_buf};
+        for (int o = 0; o < 2; o++) {
+            int bi = outs[o];
+            if (bi < 0 || !x->win[bi]) continue;
+            const band_buf *bf = &c->buf[bi];
+            int lo = live_from(c, x, bi, x->done[k]);
+            if (lo > x->lo[bi]) {
+                if (e && x->done[k] > lo)
+                    memmove(x->base[bi], x->base[bi] + (size_t)(lo - x->lo[bi]) * bf->row,
+                            sizeof(float) * bf->row * (size_t)(x->done[k] - lo));
+                x->lo[bi] = lo;
+            }
+            if (x->need[k] - x->lo[bi] > x->ext[bi]) x->ext[bi] = x->need[k] - x->lo[bi];
+        }
+        if (x->need[k] - x->done[k] > x->rows[k]) x->rows[k] = x->need[k] - x->done[k];
+        if (e) {
+            const dl_graph *g = e->g;
+            const dl_node *n = &g->nodes[st->node];
+            dl_rows_io io = {.out = x->base[st->out_buf], .out_lo = x->lo[st->out_buf]};
+            if (st->in_buf >= 0) {
+                io.in = x->base[st->in_buf];
+                io.in_lo = x->lo[st->in_buf];
+            } else {
+                io.in = img(e, st->in_node, b);
+            }
+            if (st->add >= 0) {
+                if (st->res_buf >= 0) {
+                    io.res = x->base[st->res_buf];
+                    io.res_lo = x->lo[st->res_buf];
+                } else {
+                    io.res = img(e, st->res_node, b);
+                }
+                io.out2 = x->base[st->add_buf];
+                io.out2_lo = x->lo[st->add_buf];
+            }
+            dl_conv2d_rows(&st->s, &io, e->packed[st->node], n->bias >= 0 ? g->tensors[n->bias].data : NULL,
+                           x->done[k], x->need[k], st->add >= 0 ? g->nodes[st->add].act : DL_ACT_NONE, scratch);
+        }
+        x->done[k] = x->need[k];
     }
 }
 
+/* One image through the chain, band by band (e == NULL: simulation). */
+static void run_image(const dl_exec *e, const band_chain *c, chain_state *x, int b, float *scratch)
+{
+    const int L = c->n - 1, OH = c->st[L].s.oh;
+    memset(x->done, 0, sizeof x->done);
+    memset(x->lo, 0, sizeof x->lo);
+    memset(x->ext, 0, sizeof x->ext);
+    memset(x->rows, 0, sizeof x->rows);
+    for (int r = 0; r < OH; r += c->band) {
+        for (int k = 0; k < L; k++) x->need[k] = x->done[k];
+        x->need[L] = r + c->band < OH ? r + c->band : OH;
+        /* consumers come after producers: one pass from the end */
+        for (int k = L; k >= 0; k--) {
+            const band_stage *st = &c->st[k];
+            int ni = rows_in(&st->s, x->need[k]);
+            /* the stage producing a buffer: the one whose conv or add it is */
+            for (int q = 0; q < k; q++) {
+                const band_stage *p = &c->st[q];
+                if ((st->in_buf >= 0 && (p->out_buf == st->in_buf || p->add_buf == st->in_buf)) &&
+                    x->need[q] < ni)
+                    x->need[q] = ni;
+                if ((st->res_buf >= 0 && (p->out_buf == st->res_buf || p->add_buf == st->res_buf)) &&
+                    x->need[q] < x->need[k])
+                    x->need[q] = x->need[k];
+            }
+        }
+        run_rows(e, c, x, b, scratch);
+    }
+    /* rows no later stage reads (VALID padding) are outputs too */
+    for (int k = 0; k <= L; k++) x->need[k] = c->st[k].s.oh;
+    run_rows(e, c, x, b, scratch);
+}
+
 /* Last-stage rows per band: the rows every stage computes for them fit in
- * half of L2 (a stage s rows per last-stage row, oh_s / oh_last). */
-static void size_bands(band_chain *c)
+ * half of L2 (stage k computes oh_k / oh_last rows per last-stage row);
+ * then the windows' and im2col's sizes from a dry run. */
+static void size_chain(band_chain *c)
 {
     const dl_conv_shape *L = &c->st[c->n - 1].s;
     double bytes = 0;
@@ -130,20 +273,29 @@ static void size_bands(band_chain *c)
     }
     int band = (int)((double)dl_cpu_l2_bytes() / 2 / (bytes > 1 ? bytes : 1));
     c->band = band < 1 ? 1 : band > L->oh ? L->oh : band;
-    c->scratch = 0;
+    chain_state x;
+    memset(&x, 0, sizeof x);
+    for (int k = 0; k < c->nbuf; k++) x.win[k] = !c->buf[k].outside;
+    run_image(NULL, c, &x, 0, NULL);
+    c->scratch = c->im2col = 0;
     for (int k = 0; k < c->n; k++) {
-        const dl_conv_shape *s = &c->st[k].s;
-        /* rows of stage k per band, rounded up, plus one for the ratio's rest */
-        int rows = (int)((double)c->band * s->oh / L->oh) + 2;
-        size_t sc = dl_conv2d_rows_scratch_floats(s, rows > s->oh ? s->oh : rows);
-        if (sc > c->scratch) c->scratch = sc;
+        size_t sc = (dl_conv2d_rows_scratch_floats(&c->st[k].s, x.rows[k]) + 15) & ~(size_t)15;
+        if (sc > c->im2col) c->im2col = sc;
+    }
+    c->scratch = c->im2col;
+    for (int k = 0; k < c->nbuf; k++) {
+        c->buf[k].cap = x.ext[k];
+        if (x.win[k]) c->scratch += ((size_t)x.ext[k] * c->buf[k].row + 15) & ~(size_t)15;
     }
 }
 
 void dl_band_plan_free(dl_band_plan *p)
 {
     if (!p) return;
-    for (int i = 0; i < p->n; i++) free(p->c[i].st);
+    for (int i = 0; i < p->n; i++) {
+        free(p->c[i].st);
+        free(p->c[i].buf);
+    }
     free(p->c);
     free(p);
 }
@@ -151,30 +303,39 @@ void dl_band_plan_free(dl_band_plan *p)
 dl_band_plan *dl_band_plan_new(const dl_graph *g, float *const *packed)
 {
     dl_band_plan *p = calloc(1, sizeof *p);
-    band_stage *tmp = malloc(sizeof *tmp * (size_t)(g->n_nodes ? g->n_nodes : 1));
-    if (!p || !tmp) goto fail;
+    band_stage *st = malloc(sizeof *st * MAX_STAGES);
+    band_buf *bufs = malloc(sizeof *bufs * MAX_BUFS);
+    if (!p || !st || !bufs) goto fail;
     for (int i = 1; i < g->n_nodes; i++) {
-        band_chain c = {.st = tmp};
+        band_chain c = {.st = st, .buf = bufs};
         grow_chain(g, packed, i, &c);
         if (c.n < 2) continue;
+        size_chain(&c);
         band_chain *nc = realloc(p->c, sizeof *nc * (size_t)(p->n + 1));
         if (!nc) goto fail;
         p->c = nc;
         c.st = malloc(sizeof *c.st * (size_t)c.n);
-        if (!c.st) goto fail;
-        memcpy(c.st, tmp, sizeof *c.st * (size_t)c.n);
-        size_bands(&c);
+        c.buf = malloc(sizeof *c.buf * (size_t)c.nbuf);
+        if (!c.st || !c.buf) {
+            free(c.st);
+            free(c.buf);
+            goto fail;
+        }
+        memcpy(c.st, st, sizeof *c.st * (size_t)c.n);
+        memcpy(c.buf, bufs, sizeof *c.buf * (size_t)c.nbuf);
         p->c[p->n++] = c;
         i = c.last;
     }
-    free(tmp);
+    free(st);
+    free(bufs);
     if (p->n == 0) {
         free(p);
         return NULL;
     }
     return p;
 fail:
-    free(tmp);
+    free(st);
+    free(bufs);
     dl_band_plan_free(p);
     return NULL;
 }
@@ -198,61 +359,32 @@ size_t dl_band_plan_scratch_floats(const dl_band_plan *p)
 typedef struct {
     const dl_exec *e;
     const band_chain *c;
-    float *scratch;
-    size_t scratch_per_part;
 } chain_job;
-
-static float *img(const dl_exec *e, int node, int b)
-{
-    return e->act[node] + (size_t)b * dl_node_out_count(&e->g->nodes[node]);
-}
-
-/* Computes rows [done[k], need[k]) of every stage, in order. */
-static void run_rows(const dl_exec *e, const band_chain *c, int b, int *done, const int *need, float *scratch)
-{
-    const dl_graph *g = e->g;
-    for (int k = 0; k < c->n; k++) {
-        if (need[k] <= done[k]) continue;
-        const band_stage *st = &c->st[k];
-        const dl_node *n = &g->nodes[st->node];
-        dl_conv2d_rows(&st->s, img(e, st->in_node, b), e->packed[st->node],
-                       n->bias >= 0 ? g->tensors[n->bias].data : NULL, img(e, st->node, b), done[k], need[k],
-                       st->add >= 0 ? img(e, st->res_node, b) : NULL,
-                       st->add >= 0 ? g->nodes[st->add].act : DL_ACT_NONE,
-                       st->add >= 0 ? img(e, st->add, b) : NULL, scratch);
-        done[k] = need[k];
-    }
-}
-
-static void run_image(const dl_exec *e, const band_chain *c, int b, float *scratch, int *done, int *need)
-{
-    const int L = c->n - 1, OH = c->st[L].s.oh;
-    memset(done, 0, sizeof *done * (size_t)c->n);
-    for (int r = 0; r < OH; r += c->band) {
-        for (int k = 0; k < L; k++) need[k] = done[k];
-        need[L] = r + c->band < OH ? r + c->band : OH;
-        /* consumers come after producers: one pass from the end */
-        for (int k = L; k >= 0; k--) {
-            const band_stage *st = &c->st[k];
-            int ni = rows_in(&st->s, need[k]);
-            if (st->in_st >= 0 && need[st->in_st] < ni) need[st->in_st] = ni;
-            if (st->res_st >= 0 && need[st->res_st] < need[k]) need[st->res_st] = need[k];
-        }
-        run_rows(e, c, b, done, need, scratch);
-    }
-    /* rows no later stage reads (VALID padding) are outputs too */
-    for (int k = 0; k <= L; k++) need[k] = c->st[k].s.oh;
-    run_rows(e, c, b, done, need, scratch);
-}
 
 static void chain_part(void *arg, int part, int nparts)
 {
     const chain_job *j = arg;
-    int B = j->e->batch;
+    const band_chain *c = j->c;
+    const dl_exec *e = j->e;
+    int B = e->batch;
     int b0 = (int)((long)B * part / nparts), b1 = (int)((long)B * (part + 1) / nparts);
-    int done[MAX_STAGES], need[MAX_STAGES];
-    for (int b = b0; b < b1; b++)
-        run_image(j->e, j->c, b, j->scratch + (size_t)part * j->scratch_per_part, done, need);
+    float *scratch = e->scratch + (size_t)part * c->scratch;
+    /* windows only where nothing may read the activations afterwards */
+    const bool lean = e->lean && !e->grad && !e->training;
+    chain_state x;
+    for (int b = b0; b < b1; b++) {
+        float *w = scratch + c->im2col;
+        for (int k = 0; k < c->nbuf; k++) {
+            x.win[k] = lean && !c->buf[k].outside;
+            if (x.win[k]) {
+                x.base[k] = w;
+                w += ((size_t)c->buf[k].cap * c->buf[k].row + 15) & ~(size_t)15;
+            } else {
+                x.base[k] = img(e, c->buf[k].node, b);
+            }
+        }
+        run_image(e, c, &x, b, scratch);
+    }
 }
 
 int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first)
@@ -261,7 +393,7 @@ int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first)
     for (int i = 0; p && i < p->n; i++)
         if (p->c[i].first == first) c = &p->c[i];
     if (!c) return -1;
-    chain_job j = {e, c, e->scratch, c->scratch};
+    chain_job j = {e, c};
     /* several images: one or more per thread, kernels single-threaded
      * inside (the pool is busy, nested calls run inline) */
     int parts = e->batch > 1 ? dl_parallel_parts((size_t)e->batch, 1) : 1;

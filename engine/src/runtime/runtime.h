@@ -122,6 +122,12 @@ typedef struct {
     bool training;       /* dropout active */
     uint64_t rng;        /* dropout RNG state */
     struct dl_band_plan *bands; /* chains run in bands of rows (exec_band.c), or NULL */
+    /* Lean forwards (default false): inside banded chains, outputs no later
+     * node reads (the expansions of inverted-residual blocks) stay in small
+     * L2-resident windows and are NOT written to act[]; only outputs read
+     * after their chain, the graph's output and features are. For callers
+     * that read nothing else and run no backward pass. */
+    bool lean;
 } dl_exec;
 
 int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err);
