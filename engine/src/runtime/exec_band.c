@@ -155,6 +155,8 @@ typedef struct {
     bool win[MAX_BUFS];                     /* buffer is a window */
     int ext[MAX_BUFS];                      /* simulation: most rows a window held */
     int rows[MAX_STAGES];                   /* simulation: most rows one call computed */
+    bool keep;                              /* windows are also streamed to the arena */
+    float *const *act;                      /* the forward's activation table */
 } chain_state;
 
 /* First row of buffer k that a stage of the chain still reads. */
@@ -172,9 +174,41 @@ static int live_from(const band_chain *c, const chain_state *x, int k, int produ
     return lo < 0 ? 0 : lo;
 }
 
-static float *img(const dl_exec *e, int node, int b)
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* Copies n floats past the caches (streaming stores): the arena copy of a
+ * window is written once and not read soon, so it costs no read-for-
+ * ownership and does not evict the windows. */
+__attribute__((target("avx512f"))) static void stream_copy(float *dst, const float *src, size_t n)
 {
-    return e->act[node] + (size_t)b * dl_node_out_count(&e->g->nodes[node]);
+    size_t i = 0;
+    while (i < n && ((uintptr_t)(dst + i) & 63)) {
+        dst[i] = src[i];
+        i++;
+    }
+    for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+    for (; i < n; i++) dst[i] = src[i];
+}
+static void copy_out(float *dst, const float *src, size_t n)
+{
+    if (dl_cpu_level() >= DL_ISA_AVX512) {
+        stream_copy(dst, src, n);
+        _mm_sfence();
+    } else {
+        memcpy(dst, src, sizeof(float) * n);
+    }
+}
+#else
+static void copy_out(float *dst, const float *src, size_t n)
+{
+    memcpy(dst, src, sizeof(float) * n);
+}
+#endif
+
+/* Image b of node's output in the forward's activation table. */
+static float *img(const dl_exec *e, float *const *act, int node, int b)
+{
+    return act[node] + (size_t)b * dl_node_out_count(&e->g->nodes[node]);
 }
 
 /* Computes rows [done, need) of every stage in order; windows first drop
@@ -207,20 +241,27 @@ static void run_rows(const dl_exec *e, const band_chain *c, chain_state *x, int 
                 io.in = x->base[st->in_buf];
                 io.in_lo = x->lo[st->in_buf];
             } else {
-                io.in = img(e, st->in_node, b);
+                io.in = img(e, x->act, st->in_node, b);
             }
             if (st->add >= 0) {
                 if (st->res_buf >= 0) {
                     io.res = x->base[st->res_buf];
                     io.res_lo = x->lo[st->res_buf];
                 } else {
-                    io.res = img(e, st->res_node, b);
+                    io.res = img(e, x->act, st->res_node, b);
                 }
                 io.out2 = x->base[st->add_buf];
                 io.out2_lo = x->lo[st->add_buf];
             }
             dl_conv2d_rows(&st->s, &io, e->packed[st->node], n->bias >= 0 ? g->tensors[n->bias].data : NULL,
                            x->done[k], x->need[k], st->add >= 0 ? g->nodes[st->add].act : DL_ACT_NONE, scratch);
+            for (int o = 0; o < 2 && x->keep; o++) {
+                int bi = outs[o];
+                if (bi < 0 || !x->win[bi]) continue;
+                size_t row = c->buf[bi].row;
+                copy_out(img(e, x->act, c->buf[bi].node, b) + (size_t)x->done[k] * row,
+                         x->base[bi] + (size_t)(x->done[k] - x->lo[bi]) * row, row * (size_t)(x->need[k] - x->done[k]));
+            }
         }
         x->done[k] = x->need[k];
     }
@@ -348,6 +389,21 @@ int dl_band_chain_at(const dl_band_plan *p, int node, int last)
     return -1;
 }
 
+int dl_band_span(const dl_band_plan *p, int node, int *first, int *last, bool *windowed)
+{
+    for (int i = 0; p && i < p->n; i++) {
+        const band_chain *c = &p->c[i];
+        if (node < c->first || node > c->last) continue;
+        *first = c->first;
+        *last = c->last;
+        *windowed = false;
+        for (int k = 0; k < c->nbuf; k++)
+            if (c->buf[k].node == node) *windowed = !c->buf[k].outside;
+        return 1;
+    }
+    return 0;
+}
+
 size_t dl_band_plan_scratch_floats(const dl_band_plan *p)
 {
     size_t m = 0;
@@ -359,6 +415,7 @@ size_t dl_band_plan_scratch_floats(const dl_band_plan *p)
 typedef struct {
     const dl_exec *e;
     const band_chain *c;
+    float *const *act;
 } chain_job;
 
 static void chain_part(void *arg, int part, int nparts)
@@ -372,28 +429,30 @@ static void chain_part(void *arg, int part, int nparts)
     /* windows only where nothing may read the activations afterwards */
     const bool lean = e->lean && !e->grad && !e->training;
     chain_state x;
+    x.keep = !lean;
+    x.act = j->act;
     for (int b = b0; b < b1; b++) {
         float *w = scratch + c->im2col;
         for (int k = 0; k < c->nbuf; k++) {
-            x.win[k] = lean && !c->buf[k].outside;
+            x.win[k] = (lean || x.keep) && !c->buf[k].outside;
             if (x.win[k]) {
                 x.base[k] = w;
                 w += ((size_t)c->buf[k].cap * c->buf[k].row + 15) & ~(size_t)15;
             } else {
-                x.base[k] = img(e, c->buf[k].node, b);
+                x.base[k] = img(e, j->act, c->buf[k].node, b);
             }
         }
         run_image(e, c, &x, b, scratch);
     }
 }
 
-int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first)
+int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first, float *const *act)
 {
     const band_chain *c = NULL;
     for (int i = 0; p && i < p->n; i++)
         if (p->c[i].first == first) c = &p->c[i];
     if (!c) return -1;
-    chain_job j = {e, c};
+    chain_job j = {e, c, act};
     /* several images: one or more per thread, kernels single-threaded
      * inside (the pool is busy, nested calls run inline) */
     int parts = e->batch > 1 ? dl_parallel_parts((size_t)e->batch, 1) : 1;

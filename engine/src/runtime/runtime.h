@@ -128,6 +128,9 @@ typedef struct {
      * after their chain, the graph's output and features are. For callers
      * that read nothing else and run no backward pass. */
     bool lean;
+    float **lean_act;    /* [n_nodes] lean forwards' outputs: the arena for the input, output and
+                          * features, shared slots reused by liveness for the rest */
+    float *lean_arena;
 } dl_exec;
 
 int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err);
@@ -158,7 +161,11 @@ size_t dl_band_plan_scratch_floats(const dl_band_plan *p);
  * `last`, else -1. */
 int dl_band_chain_at(const dl_band_plan *p, int node, int last);
 /* Runs that chain on every image of e's batch (e->scratch: the plan's
- * scratch per thread). -1 if no chain starts there. */
-int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first);
+ * scratch per thread), act: the forward's activation table (e->act, or
+ * e->lean_act). -1 if no chain starts there. */
+int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first, float *const *act);
+/* 1 if node lies in a chain: its node range, and whether lean forwards keep
+ * its output in a window only (no storage needed in act[]). */
+int dl_band_span(const dl_band_plan *p, int node, int *first, int *last, bool *windowed);
 
 #endif
