@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 
+int dl_gemm_variant = 1; /* TMP A/B */
 size_t dl_gemm_packed_floats(int n, int k)
 {
     return (size_t)((n + 15) / 16) * 16 * (size_t)k;
@@ -186,6 +187,12 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
     int mc = 6144 / (K > 0 ? K : 1);
     mc = mc < MR_MAX ? MR_MAX : mc - mc % MR_MAX;
     if (mc > 240) mc = 240;
+    /* few rows and many weights (7x7 layers at batch 1): all rows meet
+     * each panel while it is in cache, so the weights are read once rather
+     * than once per row block */
+    const size_t l2 = dl_cpu_l2_bytes(), a_bytes = (size_t)(m1 - m0) * K * sizeof(float),
+                 w_bytes = (size_t)(p1 - p0) * 16 * K * sizeof(float);
+    if (dl_gemm_variant && w_bytes > l2 / 4 && a_bytes <= l2 / 4) mc = m1 - m0;
     tile_args t;
     t.k = K;
     t.lda = j->lda;
