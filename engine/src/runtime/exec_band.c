@@ -22,6 +22,8 @@
 /* Stages per chain (their row counters live on the stack). */
 #define MAX_STAGES 64
 #define MAX_BUFS (2 * MAX_STAGES)
+/* Most parts one image's rows are split into (threads at batch 1). */
+#define MAX_SPLIT 4
 
 typedef struct {
     int node;           /* the convolution */
@@ -36,6 +38,7 @@ typedef struct {
  * by no node after the chain) in a window of `cap` rows. */
 typedef struct {
     int node;
+    int stage;          /* the stage writing it */
     bool outside;       /* read after the chain (or the graph's output/features): always in the arena */
     int cap;            /* window rows */
     size_t row;         /* floats per row */
@@ -94,7 +97,7 @@ static int buf_of(const band_chain *c, int node)
 static int add_buf(band_chain *c, const dl_graph *g, int node)
 {
     const dl_node *n = &g->nodes[node];
-    c->buf[c->nbuf] = (band_buf){.node = node, .row = (size_t)n->w * n->c};
+    c->buf[c->nbuf] = (band_buf){.node = node, .stage = c->n, .row = (size_t)n->w * n->c};
     return c->nbuf++;
 }
 
@@ -155,6 +158,7 @@ typedef struct {
     bool win[MAX_BUFS];                     /* buffer is a window */
     int ext[MAX_BUFS];                      /* simulation: most rows a window held */
     int rows[MAX_STAGES];                   /* simulation: most rows one call computed */
+    int own0[MAX_STAGES], own1[MAX_STAGES]; /* rows of each stage this part writes to the arena */
     bool keep;                              /* windows are also streamed to the arena */
     float *const *act;                      /* the forward's activation table */
 } chain_state;
@@ -255,48 +259,79 @@ static void run_rows(const dl_exec *e, const band_chain *c, chain_state *x, int 
             }
             dl_conv2d_rows(&st->s, &io, e->packed[st->node], n->bias >= 0 ? g->tensors[n->bias].data : NULL,
                            x->done[k], x->need[k], st->add >= 0 ? g->nodes[st->add].act : DL_ACT_NONE, scratch);
-            for (int o = 0; o < 2 && x->keep; o++) {
+            for (int o = 0; o < 2; o++) {
                 int bi = outs[o];
-                if (bi < 0 || !x->win[bi]) continue;
+                if (bi < 0 || !x->win[bi] || !(x->keep || c->buf[bi].outside)) continue;
+                int r0 = x->done[k] > x->own0[k] ? x->done[k] : x->own0[k];
+                int r1 = x->need[k] < x->own1[k] ? x->need[k] : x->own1[k];
+                if (r0 >= r1) continue;
                 size_t row = c->buf[bi].row;
-                copy_out(img(e, x->act, c->buf[bi].node, b) + (size_t)x->done[k] * row,
-                         x->base[bi] + (size_t)(x->done[k] - x->lo[bi]) * row, row * (size_t)(x->need[k] - x->done[k]));
+                float *dst = img(e, x->act, c->buf[bi].node, b) + (size_t)r0 * row;
+                const float *src = x->base[bi] + (size_t)(r0 - x->lo[bi]) * row;
+                /* read after the chain: soon, keep it cached; else stream it */
+                if (c->buf[bi].outside) memcpy(dst, src, sizeof(float) * row * (size_t)(r1 - r0));
+                else copy_out(dst, src, row * (size_t)(r1 - r0));
             }
         }
         x->done[k] = x->need[k];
     }
 }
 
-/* One image through the chain, band by band (e == NULL: simulation). */
-static void run_image(const dl_exec *e, const band_chain *c, chain_state *x, int b, float *scratch)
+/* need[] (rows [0, need) of each stage) grown to cover what the last
+ * stage's need[L] rows read; consumers come after producers, so one pass
+ * from the end. */
+static void propagate_need(const band_chain *c, int *need)
+{
+    for (int k = c->n - 1; k >= 0; k--) {
+        const band_stage *st = &c->st[k];
+        int ni = rows_in(&st->s, need[k]);
+        if (st->in_buf >= 0 && need[c->buf[st->in_buf].stage] < ni) need[c->buf[st->in_buf].stage] = ni;
+        if (st->res_buf >= 0 && need[c->buf[st->res_buf].stage] < need[k]) need[c->buf[st->res_buf].stage] = need[k];
+    }
+}
+
+/* first[k]: the first row of stage k that the last stage's rows from r on read. */
+static void propagate_first(const band_chain *c, int r, int *first)
+{
+    for (int k = 0; k < c->n; k++) first[k] = c->st[k].s.oh;
+    first[c->n - 1] = r;
+    for (int k = c->n - 1; k >= 0; k--) {
+        const band_stage *st = &c->st[k];
+        if (first[k] >= st->s.oh) continue;
+        int lo = first[k] * st->s.sh - st->s.pt;
+        if (lo < 0) lo = 0;
+        if (st->in_buf >= 0 && first[c->buf[st->in_buf].stage] > lo) first[c->buf[st->in_buf].stage] = lo;
+        if (st->res_buf >= 0 && first[c->buf[st->res_buf].stage] > first[k])
+            first[c->buf[st->res_buf].stage] = first[k];
+    }
+}
+
+/* Rows [R0, R1) of the chain's last stage for image b, band by band, and
+ * the rows of every stage they read (e == NULL: simulation). A part of a
+ * row split (R0 > 0 or R1 < OH) recomputes the few rows its windows share
+ * with its neighbours, writing to the arena only the rows it owns. */
+static void run_image(const dl_exec *e, const band_chain *c, chain_state *x, int b, float *scratch, int R0, int R1)
 {
     const int L = c->n - 1, OH = c->st[L].s.oh;
-    memset(x->done, 0, sizeof x->done);
-    memset(x->lo, 0, sizeof x->lo);
-    memset(x->ext, 0, sizeof x->ext);
-    memset(x->rows, 0, sizeof x->rows);
-    for (int r = 0; r < OH; r += c->band) {
+    int first[MAX_STAGES];
+    memset(x->own0, 0, sizeof x->own0);
+    x->own0[L] = R0;
+    propagate_need(c, x->own0);
+    memset(x->own1, 0, sizeof x->own1);
+    x->own1[L] = R1;
+    propagate_need(c, x->own1);
+    if (R1 >= OH) /* the last part also owns rows no later stage reads (VALID padding) */
+        for (int k = 0; k <= L; k++) x->own1[k] = c->st[k].s.oh;
+    propagate_first(c, R0, first);
+    for (int k = 0; k <= L; k++) x->done[k] = first[k] < x->own0[k] ? first[k] : x->own0[k];
+    for (int k = 0; k < c->nbuf; k++) x->lo[k] = x->done[c->buf[k].stage];
+    for (int r = R0; r < R1; r += c->band) {
         for (int k = 0; k < L; k++) x->need[k] = x->done[k];
-        x->need[L] = r + c->band < OH ? r + c->band : OH;
-        /* consumers come after producers: one pass from the end */
-        for (int k = L; k >= 0; k--) {
-            const band_stage *st = &c->st[k];
-            int ni = rows_in(&st->s, x->need[k]);
-            /* the stage producing a buffer: the one whose conv or add it is */
-            for (int q = 0; q < k; q++) {
-                const band_stage *p = &c->st[q];
-                if ((st->in_buf >= 0 && (p->out_buf == st->in_buf || p->add_buf == st->in_buf)) &&
-                    x->need[q] < ni)
-                    x->need[q] = ni;
-                if ((st->res_buf >= 0 && (p->out_buf == st->res_buf || p->add_buf == st->res_buf)) &&
-                    x->need[q] < x->need[k])
-                    x->need[q] = x->need[k];
-            }
-        }
+        x->need[L] = r + c->band < R1 ? r + c->band : R1;
+        propagate_need(c, x->need);
         run_rows(e, c, x, b, scratch);
     }
-    /* rows no later stage reads (VALID padding) are outputs too */
-    for (int k = 0; k <= L; k++) x->need[k] = c->st[k].s.oh;
+    for (int k = 0; k <= L; k++) x->need[k] = x->own1[k] > x->done[k] ? x->own1[k] : x->done[k];
     run_rows(e, c, x, b, scratch);
 }
 
@@ -314,10 +349,19 @@ static void size_chain(band_chain *c)
     }
     int band = (int)((double)dl_cpu_l2_bytes() / 2 / (bytes > 1 ? bytes : 1));
     c->band = band < 1 ? 1 : band > L->oh ? L->oh : band;
+    /* every buffer windowed, each split a part may run */
     chain_state x;
-    memset(&x, 0, sizeof x);
-    for (int k = 0; k < c->nbuf; k++) x.win[k] = !c->buf[k].outside;
-    run_image(NULL, c, &x, 0, NULL);
+    int ext[MAX_BUFS] = {0}, rows[MAX_STAGES] = {0};
+    for (int parts = 1; parts <= MAX_SPLIT; parts++)
+        for (int t = 0; t < parts; t++) {
+            memset(&x, 0, sizeof x);
+            for (int k = 0; k < c->nbuf; k++) x.win[k] = true;
+            run_image(NULL, c, &x, 0, NULL, L->oh * t / parts, L->oh * (t + 1) / parts);
+            for (int k = 0; k < c->nbuf; k++) ext[k] = x.ext[k] > ext[k] ? x.ext[k] : ext[k];
+            for (int k = 0; k < c->n; k++) rows[k] = x.rows[k] > rows[k] ? x.rows[k] : rows[k];
+        }
+    memcpy(x.ext, ext, sizeof ext);
+    memcpy(x.rows, rows, sizeof rows);
     c->scratch = c->im2col = 0;
     for (int k = 0; k < c->n; k++) {
         size_t sc = (dl_conv2d_rows_scratch_floats(&c->st[k].s, x.rows[k]) + 15) & ~(size_t)15;
@@ -326,7 +370,7 @@ static void size_chain(band_chain *c)
     c->scratch = c->im2col;
     for (int k = 0; k < c->nbuf; k++) {
         c->buf[k].cap = x.ext[k];
-        if (x.win[k]) c->scratch += ((size_t)x.ext[k] * c->buf[k].row + 15) & ~(size_t)15;
+        c->scratch += ((size_t)x.ext[k] * c->buf[k].row + 15) & ~(size_t)15;
     }
 }
 
@@ -416,6 +460,7 @@ typedef struct {
     const dl_exec *e;
     const band_chain *c;
     float *const *act;
+    int split;          /* > 1: image 0's rows split in this many parts; else images split */
 } chain_job;
 
 static void chain_part(void *arg, int part, int nparts)
@@ -423,18 +468,28 @@ static void chain_part(void *arg, int part, int nparts)
     const chain_job *j = arg;
     const band_chain *c = j->c;
     const dl_exec *e = j->e;
-    int B = e->batch;
-    int b0 = (int)((long)B * part / nparts), b1 = (int)((long)B * (part + 1) / nparts);
-    float *scratch = e->scratch + (size_t)part * c->scratch;
+    const int OH = c->st[c->n - 1].s.oh;
     /* windows only where nothing may read the activations afterwards */
     const bool lean = e->lean && !e->grad && !e->training;
+    float *scratch = e->scratch + (size_t)part * c->scratch;
     chain_state x;
+    memset(&x, 0, sizeof x);
     x.keep = !lean;
     x.act = j->act;
+    int b0 = 0, b1 = 1, R0 = 0, R1 = OH;
+    if (j->split > 1) {
+        R0 = (int)((long)OH * part / nparts);
+        R1 = (int)((long)OH * (part + 1) / nparts);
+    } else {
+        b0 = (int)((long)e->batch * part / nparts);
+        b1 = (int)((long)e->batch * (part + 1) / nparts);
+    }
     for (int b = b0; b < b1; b++) {
         float *w = scratch + c->im2col;
         for (int k = 0; k < c->nbuf; k++) {
-            x.win[k] = (lean || x.keep) && !c->buf[k].outside;
+            /* a row split writes every buffer through its windows (only the
+             * rows a part owns reach the arena) */
+            x.win[k] = j->split > 1 || ((lean || x.keep) && !c->buf[k].outside);
             if (x.win[k]) {
                 x.base[k] = w;
                 w += ((size_t)c->buf[k].cap * c->buf[k].row + 15) & ~(size_t)15;
@@ -442,7 +497,7 @@ static void chain_part(void *arg, int part, int nparts)
                 x.base[k] = img(e, j->act, c->buf[k].node, b);
             }
         }
-        run_image(e, c, &x, b, scratch);
+        run_image(e, c, &x, b, scratch, R0, R1);
     }
 }
 
@@ -452,11 +507,18 @@ int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first, float 
     for (int i = 0; p && i < p->n; i++)
         if (p->c[i].first == first) c = &p->c[i];
     if (!c) return -1;
-    chain_job j = {e, c, act};
-    /* several images: one or more per thread, kernels single-threaded
-     * inside (the pool is busy, nested calls run inline) */
-    int parts = e->batch > 1 ? dl_parallel_parts((size_t)e->batch, 1) : 1;
-    if (c->scratch && (size_t)parts * c->scratch > e->scratch_floats) parts = (int)(e->scratch_floats / c->scratch);
+    chain_job j = {e, c, act, 1};
+    /* parts run whole images, or (one image) bands of rows, each with its
+     * kernels single-threaded (the pool is busy: nested calls run inline),
+     * so threads meet once per chain rather than once per layer and band */
+    int parts = dl_parallel_parts(e->batch > 1 ? (size_t)e->batch : MAX_SPLIT, 1);
+    if (e->batch == 1) {
+        const int OH = c->st[c->n - 1].s.oh;
+        if (parts > OH) parts = OH;
+        j.split = parts;
+    }
+    if ((size_t)parts * c->scratch > e->scratch_floats) parts = (int)(e->scratch_floats / (c->scratch ? c->scratch : 1));
+    if (j.split > parts) j.split = parts;
     if (parts > 1) dl_parallel(parts, chain_part, &j);
     else chain_part(&j, 0, 1);
     return 0;
