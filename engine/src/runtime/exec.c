@@ -226,7 +226,6 @@ int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
     /* banded chains: one image's scratch per thread that may run one (an
      * image may be split in up to 4 parts) */
     e->bands = dl_band_plan_new(g, e->packed);
-    e->lean = getenv("DL_LEAN_TMP") != NULL; /* TMP */
 
     size_t per = dl_band_plan_scratch_floats(e->bands), parts = batch < 64 ? (size_t)(batch > 4 ? batch : 4) : 64;
     if (per && per * parts > e->scratch_floats) {
