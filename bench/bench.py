@@ -283,6 +283,9 @@ def main():
                     help='with --torchvision: write its ONNX file to --onnx (224x224, opset 13) and exit')
     ap.add_argument('--tol-rel', type=float, default=None,
                     help='agreement bound relative to the logit range (instead of --tol, absolute)')
+    ap.add_argument('--baseline-driver', metavar='PATH',
+                    help='another build\'s bench_dermlens (e.g. main\'s), alternated with the others in every '
+                         'round: before/after in the same run (column "base")')
     ap.add_argument('--rounds', type=int, default=5, help='alternating rounds per row')
     ap.add_argument('--reps', type=int, default=10, help='timed forwards per contender per round')
     ap.add_argument('--batches', default='1,8')
@@ -384,17 +387,22 @@ def main():
     for b in batches:
         for t in threads:
             times = {'dermlens': [], 'onnxruntime': [], 'pytorch': []}
+            if args.baseline_driver:
+                times['base'] = []
             xt = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (b, C, H, W)).astype(np.float32))
             torch.set_num_threads(t)
             with torch.no_grad():
                 for _ in range(2):
                     net(xt)
             for r in range(args.rounds):
-                order = ['dermlens', 'onnxruntime', 'pytorch']
-                order = order[r % 3:] + order[:r % 3]
+                order = list(times)
+                order = order[r % len(order):] + order[:r % len(order)]
                 for who in order:
                     key = 'cpu_ms' if args.cpu else 'times_ms'
-                    if who == 'dermlens':
+                    if who == 'base':
+                        j = run_json([args.baseline_driver, 'time', args.model, str(b), str(t), str(args.reps)])
+                        times[who] += j[key]
+                    elif who == 'dermlens':
                         j = run_json([args.driver, 'time', args.model, str(b), str(t), str(args.reps)])
                         times[who] += j[key]
                         loads[who].append(j['load_ms'])
@@ -431,13 +439,21 @@ def main():
     results['machine'] = cpu
     hdr = (f'{"batch":>5} {"thr":>3} | {"DermLens ms/img":>15} {"GFLOP/s":>7} | {"ORT ms/img":>10} {"GFLOP/s":>7} '
            f'{"ORT/DL":>6} | {"PyTorch ms/img":>14} {"GFLOP/s":>7} {"PT/DL":>6}')
+    if args.baseline_driver:
+        hdr += f' | {"base ms/img":>11} {"ORT/base":>8}'
     print(hdr)
     print('-' * len(hdr))
     for row in results['rows']:
         d, o, p = row['dermlens'], row['onnxruntime'], row['pytorch']
-        print(f'{row["batch"]:>5} {row["threads"]:>3} | {d["ms_per_image"]:>15.2f} {d["gflops"]:>7.1f} | '
-              f'{o["ms_per_image"]:>10.2f} {o["gflops"]:>7.1f} {o["ms_per_image"] / d["ms_per_image"]:>6.2f} | '
-              f'{p["ms_per_image"]:>14.2f} {p["gflops"]:>7.1f} {p["ms_per_image"] / d["ms_per_image"]:>6.2f}')
+        line = (f'{row["batch"]:>5} {row["threads"]:>3} | {d["ms_per_image"]:>15.2f} {d["gflops"]:>7.1f} | '
+                f'{o["ms_per_image"]:>10.2f} {o["gflops"]:>7.1f} {o["ms_per_image"] / d["ms_per_image"]:>6.2f} | '
+                f'{p["ms_per_image"]:>14.2f} {p["gflops"]:>7.1f} {p["ms_per_image"] / d["ms_per_image"]:>6.2f}')
+        if 'base' in row:
+            q = row['base']
+            line += f' | {q["ms_per_image"]:>11.2f} {o["ms_per_image"] / q["ms_per_image"]:>8.2f}'
+        print(line)
+    if args.baseline_driver:
+        print(f'(base: {args.baseline_driver})')
     print()
     for t, e in (('1', ex), ('2', ex2)):
         c, gc, gf = med(e['classify_ms']), med(e['gradcam_ms']), med(e['gradcam_flipmean_ms'])

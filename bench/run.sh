@@ -32,7 +32,9 @@
 # Options after `--` go to bench/bench.py, e.g. `-- --rounds 9 --reps 20`,
 # `-- --check-only`, `-- --train-only` (the agreement check, then only the
 # training rows), `-- --quick` (batch 1 only, few runs: a smoke test) or
-# `-- --cpu` (process CPU time instead of wall time). The machine should be
+# `-- --cpu` (process CPU time instead of wall time) or `-- --baseline-driver
+# OTHER/bench/bench_dermlens` (another build, e.g. main's, alternated in the
+# same rounds: before/after). The machine should be
 # otherwise idle: wall times taken under load are only indicative (--cpu is
 # the fairer comparison on a shared machine, still inflated by cache and
 # memory contention). bench/bench_kernels MODEL [THREADS] times every

@@ -53,6 +53,9 @@ void dl_exec_free(dl_exec *e)
     free(e->grad_arena);
     free(e->wgrad);
     free(e->wgrad_arena);
+    dl_band_plan_free(e->bands);
+    free(e->lean_act);
+    free(e->lean_arena);
     memset(e, 0, sizeof *e);
 }
 
@@ -97,6 +100,71 @@ static void pack_all(dl_exec *e)
                           e->packed[i]);
         }
     }
+}
+
+/* Lean forwards' table: the input, output and features stay in the arena;
+ * every other output goes to a slot shared by liveness (a chain's outputs
+ * are live from its first node to its last; window-only ones need none), so
+ * the forward writes a few cache-warm buffers instead of every activation's
+ * fresh memory. Planned on the first lean forward. 0, or -1 out of memory. */
+static int plan_lean(dl_exec *e)
+{
+    const dl_graph *g = e->g;
+    const int N = g->n_nodes;
+    int *born = malloc(sizeof(int) * N), *dies = malloc(sizeof(int) * N), *slot = malloc(sizeof(int) * N);
+    int *occupant = malloc(sizeof(int) * N);
+    bool *own = calloc(N, sizeof(bool));
+    int rc = -1, nslots = 0;
+    size_t slot_floats = 0;
+    if (!born || !dies || !slot || !occupant || !own) goto out;
+    for (int i = 0; i < N; i++) {
+        int f, l;
+        bool win;
+        /* born a node early: the forward fuses some pairs (conv -> add,
+         * 1x1 -> depthwise), writing node i + 1 while reading node i's inputs */
+        born[i] = i > 0 ? i - 1 : 0;
+        dies[i] = i;
+        slot[i] = -1;
+        if (dl_band_span(e->bands, i, &f, &l, &win)) {
+            born[i] = f;
+            own[i] = win;
+        }
+        own[i] = own[i] || i == 0 || i == g->output || i == g->features;
+    }
+    for (int j = 1; j < N; j++) {
+        int f, l;
+        bool win;
+        int use = dl_band_span(e->bands, j, &f, &l, &win) ? l : j;
+        for (int k = 0; k < g->nodes[j].n_inputs && k < 2; k++) {
+            int in = g->nodes[j].inputs[k];
+            if (in >= 0 && dies[in] < use) dies[in] = use;
+        }
+    }
+    for (int i = 1; i < N; i++) {
+        if (own[i]) continue;
+        int s = -1;
+        for (int k = 0; k < nslots && s < 0; k++)
+            if (dies[occupant[k]] < born[i]) s = k;
+        if (s < 0) s = nslots++;
+        occupant[s] = i;
+        slot[i] = s;
+        size_t c = round16(dl_node_out_count(&g->nodes[i]) * e->batch);
+        if (c > slot_floats) slot_floats = c;
+    }
+    e->lean_act = malloc(sizeof(float *) * N);
+    e->lean_arena = nslots ? alloc_floats(slot_floats * nslots) : NULL;
+    if (!e->lean_act || (nslots && !e->lean_arena)) goto out;
+    for (int i = 0; i < N; i++) e->lean_act[i] = slot[i] >= 0 ? e->lean_arena + slot_floats * slot[i] : e->act[i];
+    rc = 0;
+out:
+    if (rc) {
+        free(e->lean_act);
+        free(e->lean_arena);
+        e->lean_act = NULL;
+        e->lean_arena = NULL;
+    }
+    free(born); free(dies); free(slot); free(occupant); free(own);
+    return rc;
 }
 
 int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
@@ -155,6 +223,21 @@ int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
         off += round16(c);
     }
     pack_all(e);
+    /* banded chains: one image's scratch per thread that may run one (an
+     * image may be split in up to 4 parts) */
+    e->bands = dl_band_plan_new(g, e->packed);
+
+    size_t per = dl_band_plan_scratch_floats(e->bands), parts = batch < 64 ? (size_t)(batch > 4 ? batch : 4) : 64;
+    if (per && per * parts > e->scratch_floats) {
+        float *s = alloc_floats(per * parts);
+        if (!s) {
+            dl_exec_free(e);
+            return dl_fail(err, DL_ERR_NOMEM, "cannot allocate scratch");
+        }
+        free(e->scratch);
+        e->scratch = s;
+        e->scratch_floats = per * parts;
+    }
     return 0;
 too_big:
     return dl_fail(err, DL_ERR_LIMIT, "workspace for batch %d exceeds 16 GiB", batch);
@@ -178,14 +261,25 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
     /* a training executor's weights change between forwards (optimiser
      * steps, checkpoints, finite differences): repack them */
     if (e->training || e->wgrad) pack_all(e);
+    /* lean: intermediate outputs may go to shared slots (runtime.h) */
+    float *const *A = e->act;
+    if (e->lean && !e->grad && !e->training) {
+        if (!e->lean_act && plan_lean(e)) return dl_fail(err, DL_ERR_NOMEM, "cannot allocate the lean forward's buffers");
+        A = e->lean_act;
+    }
     for (int i = 1; i <= last; i++) {
         const dl_node *n = &g->nodes[i];
         const dl_node *a = &g->nodes[n->inputs[0]];
-        const float *x = e->act[n->inputs[0]];
-        float *y = e->act[i];
+        const float *x = A[n->inputs[0]];
+        float *y = A[i];
         size_t count = dl_node_out_count(n) * B;
         /* hswish/silu keep their input for the backward pass */
         dl_act act = post_act(n) ? DL_ACT_NONE : n->act;
+        int chain_end = dl_band_chain_at(e->bands, i, last);
+        if (chain_end >= 0 && dl_band_chain_run(e, e->bands, i, A) == 0) {
+            i = chain_end;
+            continue;
+        }
         switch (n->op) {
         case DL_OP_CONV2D: {
             dl_conv_shape s = conv_shape(g, n, B);
@@ -199,7 +293,7 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
                 dl_conv_shape s2 = conv_shape(g, nx, B);
                 if (dl_conv_pw_dw_forward(&s, x, e->packed[i], n->bias >= 0 ? g->tensors[n->bias].data : NULL, y,
                                           &s2, e->packed[i + 1],
-                                          nx->bias >= 0 ? g->tensors[nx->bias].data : NULL, e->act[i + 1]) == 0) {
+                                          nx->bias >= 0 ? g->tensors[nx->bias].data : NULL, A[i + 1]) == 0) {
                     i++;
                     break;
                 }
@@ -212,21 +306,21 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
                 other = nx->inputs[0] == i ? nx->inputs[1] : nx->inputs[0];
             dl_conv2d_forward_ex(&s, x, g->tensors[n->weight].data, e->packed[i],
                                  n->bias >= 0 ? g->tensors[n->bias].data : NULL, y, e->scratch,
-                                 other >= 0 ? e->act[other] : NULL, other >= 0 ? nx->act : DL_ACT_NONE,
-                                 other >= 0 ? e->act[i + 1] : NULL);
+                                 other >= 0 ? A[other] : NULL, other >= 0 ? nx->act : DL_ACT_NONE,
+                                 other >= 0 ? A[i + 1] : NULL);
             if (other >= 0) i++;
             break;
         }
         case DL_OP_ADD:
-            dl_add_forward(count, x, e->act[n->inputs[1]], act, y);
+            dl_add_forward(count, x, A[n->inputs[1]], act, y);
             break;
         case DL_OP_MUL: {
             const dl_node *b = &g->nodes[n->inputs[1]];
-            dl_mul_forward(B, n->h * n->w, n->c, b->h * b->w, x, e->act[n->inputs[1]], act, y);
+            dl_mul_forward(B, n->h * n->w, n->c, b->h * b->w, x, A[n->inputs[1]], act, y);
             break;
         }
         case DL_OP_CONCAT:
-            dl_concat_forward((size_t)B * n->h * n->w, a->c, g->nodes[n->inputs[1]].c, x, e->act[n->inputs[1]], y);
+            dl_concat_forward((size_t)B * n->h * n->w, a->c, g->nodes[n->inputs[1]].c, x, A[n->inputs[1]], y);
             break;
         case DL_OP_AVGPOOL: {
             dl_pool_shape s = pool_shape(g, n, B);
@@ -268,6 +362,8 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             dl_act_forward(n->act, y, count);
         }
     }
+    if (A[last] != e->act[last]) /* the caller reads it */
+        memcpy(e->act[last], A[last], sizeof(float) * dl_node_out_count(&g->nodes[last]) * B);
     return 0;
 }
 

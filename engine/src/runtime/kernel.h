@@ -59,6 +59,32 @@ typedef struct {
 void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
                     size_t ldc, const dl_epilogue *ep);
 
+/* ---------------------------------------------------------------- conv rows */
+
+/* Output rows [oy0, oy1) of ONE image of a convolution (s->n is ignored)
+ * with this CPU's packed weights: the banded executor (exec_band.c) runs a
+ * chain of layers a band of rows at a time with it. Each buffer holds a
+ * window of its tensor's rows: in's first row is input row in_lo, and so on
+ * (0: the whole image). The rows read must be in the windows. Same values as
+ * dl_conv2d_forward_ex. res (optional): out2 = res_act(out + res) on those
+ * rows. scratch: dl_conv2d_rows_scratch_floats(s, oy1 - oy0) floats. Only for
+ * convs where dl_conv2d_rows_ok (depthwise, or groups == 1 on AVX-512;
+ * activations the epilogues apply). */
+typedef struct {
+    const float *in;
+    int in_lo;
+    float *out;
+    int out_lo;
+    const float *res; /* or NULL */
+    int res_lo;
+    float *out2;
+    int out2_lo;
+} dl_rows_io;
+int dl_conv2d_rows_ok(const dl_conv_shape *s);
+size_t dl_conv2d_rows_scratch_floats(const dl_conv_shape *s, int rows);
+void dl_conv2d_rows(const dl_conv_shape *s, const dl_rows_io *io, const float *packed, const float *bias, int oy0,
+                    int oy1, dl_act res_act, float *scratch);
+
 /* ---------------------------------------------------------------- depthwise */
 
 /* One image of a depthwise conv; wt is [kh][kw][c] (dl_conv2d_pack). Bias

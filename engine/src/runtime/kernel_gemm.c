@@ -77,6 +77,7 @@ typedef struct {
     int col;            /* first column of the tile */
     int ncols;          /* valid columns in this tile (<= NV * 16) */
     const dl_epilogue *ep;
+    const float *pf, *pf2; /* the next panels, fetched meanwhile (weights streamed once), or NULL */
 } tile_args;
 
 /* The register tile: MR rows x NV 16-wide panels. MR and NV are compile-time
@@ -88,7 +89,10 @@ AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const in
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     const float *a = t->a, *b0 = t->bp, *b1 = t->bp + t->bstride;
     const size_t lda = t->lda;
+    const float *pf = t->pf, *pf2 = t->pf2;
     for (int kk = 0; kk < t->k; kk++) {
+        if (pf) _mm_prefetch((const char *)(pf + (size_t)kk * 16), _MM_HINT_T0);
+        if (pf2) _mm_prefetch((const char *)(pf2 + (size_t)kk * 16), _MM_HINT_T0);
         __m512 w0 = _mm512_loadu_ps(b0 + (size_t)kk * 16);
         __m512 w1 = NV > 1 ? _mm512_loadu_ps(b1 + (size_t)kk * 16) : w0;
         for (int i = 0; i < MR; i++) {
@@ -186,6 +190,13 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
     int mc = 6144 / (K > 0 ? K : 1);
     mc = mc < MR_MAX ? MR_MAX : mc - mc % MR_MAX;
     if (mc > 240) mc = 240;
+    /* few rows and many weights (7x7 layers at batch 1): all rows meet
+     * each panel while it is in cache, so the weights are read once rather
+     * than once per row block */
+    const size_t l2 = dl_cpu_l2_bytes(), a_bytes = (size_t)(m1 - m0) * K * sizeof(float),
+                 w_bytes = (size_t)(p1 - p0) * 16 * K * sizeof(float);
+    const bool stream_w = w_bytes > l2 / 4 && a_bytes <= l2 / 4;
+    if (stream_w) mc = m1 - m0;
     tile_args t;
     t.k = K;
     t.lda = j->lda;
@@ -203,6 +214,11 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
             t.ncols = left < nv * 16 ? left : nv * 16;
             for (int i = mb; i < me; i += MR_MAX) {
                 int mr = me - i < MR_MAX ? me - i : MR_MAX;
+                /* the first row tile fetches the next pair: by the next
+                 * pair's turn it has come from memory */
+                bool fetch = stream_w && i == mb;
+                t.pf = fetch && p + 2 < p1 ? t.bp + 2 * t.bstride : NULL;
+                t.pf2 = fetch && p + 3 < p1 ? t.bp + 3 * t.bstride : NULL;
                 t.a = j->a + (size_t)i * j->lda;
                 t.c = j->c + (size_t)i * j->ldc;
                 ep.res = j->ep->res ? j->ep->res + (size_t)i * j->ep->ld_res : NULL;

@@ -282,6 +282,50 @@ int dl_conv_pw_dw_forward(const dl_conv_shape *pw, const float *in, const float 
     return 0;
 }
 
+int dl_conv2d_rows_ok(const dl_conv_shape *s)
+{
+    if (dl_act_is_post(s->act) || s->act == DL_ACT_SILU) return 0;
+    return conv_is_depthwise(s) || conv_uses_packed_gemm(s);
+}
+
+size_t dl_conv2d_rows_scratch_floats(const dl_conv_shape *s, int rows)
+{
+    if (conv_is_pointwise(s) || conv_is_depthwise(s)) return 0;
+    return (size_t)rows * s->ow * s->kh * s->kw * s->ic;
+}
+
+void dl_conv2d_rows(const dl_conv_shape *s, const dl_rows_io *io, const float *packed, const float *bias, int oy0,
+                    int oy1, dl_act res_act, float *scratch)
+{
+    if (oy0 >= oy1) return;
+    const size_t pix = (size_t)(oy1 - oy0) * s->ow;
+    float *out = io->out + (size_t)(oy0 - io->out_lo) * s->ow * s->oc;
+    const float *res = io->res ? io->res + (size_t)(oy0 - io->res_lo) * s->ow * s->oc : NULL;
+    float *out2 = io->res ? io->out2 + (size_t)(oy0 - io->out2_lo) * s->ow * s->oc : NULL;
+    /* the same convolution with the buffers' first rows as rows 0: only
+     * the padding shifts, so every value is computed as on whole images */
+    dl_conv_shape t = *s;
+    t.ih = s->ih - io->in_lo;
+    t.pt = s->pt + io->in_lo - io->out_lo * s->sh;
+    t.oh = s->oh - io->out_lo;
+    const int r0 = oy0 - io->out_lo, r1 = oy1 - io->out_lo;
+    if (conv_is_depthwise(s)) {
+        dl_depthwise_rows(&t, io->in, packed, bias, io->out, r0, r1);
+        if (res) dl_add_forward(pix * s->oc, out, res, res_act, out2);
+        return;
+    }
+    dl_epilogue ep = {.bias = bias, .act = s->act, .res_act = res_act, .ld_res = (size_t)s->oc,
+                      .ld_c2 = (size_t)s->oc, .res = res, .c2 = out2};
+    if (conv_is_pointwise(s)) {
+        dl_gemm_packed((int)pix, s->oc, s->ic, io->in + (size_t)(oy0 - io->in_lo) * s->iw * s->ic, (size_t)s->ic,
+                       packed, out, (size_t)s->oc, &ep);
+        return;
+    }
+    const int K = s->kh * s->kw * s->ic;
+    im2col(&t, io->in, 0, s->ic, scratch, (size_t)r0 * s->ow, (size_t)r1 * s->ow);
+    dl_gemm_packed((int)pix, s->oc, K, scratch, (size_t)K, packed, out, (size_t)s->oc, &ep);
+}
+
 size_t dl_dense_packed_floats(int k, int m)
 {
     return dl_cpu_level() >= DL_ISA_AVX512 ? dl_gemm_packed_floats(m, k) : 0;

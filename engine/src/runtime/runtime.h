@@ -121,6 +121,16 @@ typedef struct {
     float *wgrad_arena;
     bool training;       /* dropout active */
     uint64_t rng;        /* dropout RNG state */
+    struct dl_band_plan *bands; /* chains run in bands of rows (exec_band.c), or NULL */
+    /* Lean forwards (default false): inside banded chains, outputs no later
+     * node reads (the expansions of inverted-residual blocks) stay in small
+     * L2-resident windows and are NOT written to act[]; only outputs read
+     * after their chain, the graph's output and features are. For callers
+     * that read nothing else and run no backward pass. */
+    bool lean;
+    float **lean_act;    /* [n_nodes] lean forwards' outputs: the arena for the input, output and
+                          * features, shared slots reused by liveness for the rest */
+    float *lean_arena;
 } dl_exec;
 
 int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err);
@@ -137,5 +147,25 @@ int dl_exec_enable_backward(dl_exec *e, bool with_weights, dl_error *err);
 int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error *err);
 void dl_exec_zero_wgrad(dl_exec *e);
 size_t dl_node_out_count(const dl_node *n); /* h*w*c */
+
+/* Banded execution (exec_band.c), used by dl_exec_forward: chains of
+ * convolutions on large activations, run an image and a band of rows at a
+ * time; same values as layer by layer. packed: the executor's packed
+ * weights. NULL: no chain in this graph (or out of memory: layer by layer). */
+typedef struct dl_band_plan dl_band_plan;
+dl_band_plan *dl_band_plan_new(const dl_graph *g, float *const *packed);
+void dl_band_plan_free(dl_band_plan *p);
+/* Scratch one image of any chain needs (the executor gives each thread its own). */
+size_t dl_band_plan_scratch_floats(const dl_band_plan *p);
+/* The last node of the chain starting at `node` if it ends at or before
+ * `last`, else -1. */
+int dl_band_chain_at(const dl_band_plan *p, int node, int last);
+/* Runs that chain on every image of e's batch (e->scratch: the plan's
+ * scratch per thread), act: the forward's activation table (e->act, or
+ * e->lean_act). -1 if no chain starts there. */
+int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first, float *const *act);
+/* 1 if node lies in a chain: its node range, and whether lean forwards keep
+ * its output in a window only (no storage needed in act[]). */
+int dl_band_span(const dl_band_plan *p, int node, int *first, int *last, bool *windowed);
 
 #endif
