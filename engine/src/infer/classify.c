@@ -137,7 +137,14 @@ static int classify_one(dl_model *m, const uint8_t *rgb, int width, int height, 
         /* non-square inputs: only flips (t in 0..3) */
         if (v > 0) dihedral(base, e->act[0], W, v);
         if (views > 1 && v == 0) memcpy(e->act[0], base, sizeof(float) * in_count);
-        if (dl_exec_forward(e, e->act[0], -1, err)) goto out;
+        /* lean: the layers inside the runtime's banded chains are never
+         * written out (only the output and the pooled features are read
+         * here); off again at once, because explain's Score-CAM and
+         * occlusion read intermediate layers of this same executor */
+        e->lean = true;
+        int frc = dl_exec_forward(e, e->act[0], -1, err);
+        e->lean = false;
+        if (frc) goto out;
         const float *logits = e->act[m->graph.output];
         dl_softmax_temperature(logits, K, m->temperature, probs);
         for (int c = 0; c < K; c++) { acc[c] += probs[c] / views; acc_logits[c] += logits[c] / views; }

@@ -36,6 +36,7 @@ dl_forward_runner *dl_forward_runner_new(const dl_model *m, int batch, dl_error 
         free(r);
         return NULL;
     }
+    r->e.lean = true; /* as classify runs it: intermediates of banded chains never written */
     r->count = dl_node_out_count(&m->graph.nodes[0]) * (size_t)batch;
     if (!(r->input = calloc(r->count, sizeof(float)))) {
         dl_forward_runner_free(r);
