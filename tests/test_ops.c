@@ -290,6 +290,44 @@ static void test_depthwise(void)
     }
 }
 
+/* SiLU and sigmoid (vector exp, no libm) against double references over
+ * [-100, 100], lengths that leave tails, special values; a pass long
+ * enough to be threaded gives the same bits on 1 and 2 threads. */
+static void test_act_exp(void)
+{
+    const size_t n = 200003;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
+    for (int k = 0; k < 2; k++) {
+        const dl_act a = k ? DL_ACT_SIGMOID : DL_ACT_SILU;
+        for (size_t i = 0; i < n; i++) x[i] = y[i] = -100.f + 200.f * (float)i / (float)(n - 1);
+        dl_set_num_threads(1);
+        dl_act_forward(a, y, n);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            double s = 1.0 / (1.0 + exp(-(double)x[i])), r = k ? s : x[i] * s;
+            /* relative (a few ulp), absolute below 1e-30: exp's argument
+             * is clamped to [-88, 88], so silu(-100) is -6e-37, not -4e-42 */
+            worst = fmax(worst, fabs(y[i] - r) / fmax(fabs(r), 1e-30));
+        }
+        CHECK(worst < 1e-6, "%s: worst relative error %g", dl_act_name(a), worst);
+        memcpy(y2, x, sizeof(float) * n);
+        dl_set_num_threads(2);
+        dl_act_forward(a, y2, n);
+        dl_set_num_threads(0);
+        CHECK(memcmp(y, y2, sizeof(float) * n) == 0, "%s: 1 and 2 threads differ", dl_act_name(a));
+        for (size_t len = 1; len <= 33; len++) { /* tails: the same values as in the long pass */
+            memcpy(y2, x + 1000, sizeof(float) * len);
+            dl_act_forward(a, y2, len);
+            CHECK(memcmp(y2, y + 1000, sizeof(float) * len) == 0, "%s: length %zu differs", dl_act_name(a), len);
+        }
+        float sp[4] = {NAN, INFINITY, 0.f, -1000.f};
+        dl_act_forward(a, sp, 4);
+        CHECK(isnan(sp[0]) && sp[1] == (k ? 1.f : INFINITY) && sp[2] == (k ? 0.5f : 0.f) && fabsf(sp[3]) < 1e-30f,
+              "%s: special values %g %g %g %g", dl_act_name(a), sp[0], sp[1], sp[2], sp[3]);
+    }
+    free(x); free(y); free(y2);
+}
+
 /* Shapes big enough to be split over threads: 1 and 2 threads must give
  * the same bits (training is bit-reproducible per thread count; here it is
  * even independent of it), and both must match the reference. */
@@ -501,6 +539,7 @@ int main(void)
         printf("kernels: %s\n", isa[lvl]);
         for (int t = 0; t < 200; t++) test_conv(t);
         test_depthwise();
+        test_act_exp();
         test_threads_identical();
         test_pw_dw_banded();
         for (int t = 0; t < 120; t++) test_conv_backward(t);
