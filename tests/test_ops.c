@@ -245,45 +245,87 @@ static void test_pool_dense_misc(void)
     free(a); free(b); free(o);
 }
 
-/* Depthwise 3x3 (the vectorised path) on sizes that reach its interior,
- * edge and channel-tail code: odd channel counts, stride 1 and 2, SAME and
- * VALID, batch 2, every activation. */
-static void test_depthwise_3x3(void)
+/* Depthwise (the vectorised paths) on sizes that reach their interior
+ * blocks, single interior columns, edge and channel-tail code: odd channel
+ * counts, kernels 3x3, 5x5 (specialised), 7x7 and 3x5 (generic), strides
+ * 1-3, SAME and VALID, batch 2, every activation the kernels apply. */
+static void test_depthwise(void)
 {
     static const int chans[] = {1, 7, 8, 15, 16, 17, 24, 33, 40};
-    for (int t = 0; t < 54; t++) {
+    static const int kernels[][2] = {{3, 3}, {5, 5}, {7, 7}, {3, 5}};
+    for (int t = 0; t < 4 * 54; t++) {
+        const int kh = kernels[t / 54][0], kw = kernels[t / 54][1];
         dl_conv_shape s;
         memset(&s, 0, sizeof s);
         s.n = 1 + t % 2;
         s.ih = 1 + (t * 7) % 19;
-        s.iw = 1 + (t * 5) % 23;
-        s.kh = s.kw = 3;
-        s.sh = s.sw = 1 + t % 2;
+        s.iw = 1 + (t * 5) % 47; /* 8-wide interior blocks need >= 16 interior columns */
+        s.kh = kh;
+        s.kw = kw;
+        s.sh = s.sw = 1 + t % 2 + (t % 7 == 6);
         s.ic = s.oc = s.groups = chans[t % 9];
         if (s.groups == 1) s.ic = s.oc = s.groups = 2;
         s.act = (dl_act)(t % 5);
         int pb, pr;
         if (t % 6 != 5) {
-            dl_same_padding(s.ih, 3, s.sh, &s.oh, &s.pt, &pb);
-            dl_same_padding(s.iw, 3, s.sw, &s.ow, &s.pl, &pr);
+            dl_same_padding(s.ih, kh, s.sh, &s.oh, &s.pt, &pb);
+            dl_same_padding(s.iw, kw, s.sw, &s.ow, &s.pl, &pr);
         } else {
-            if (s.ih < 3) s.ih = 3;
-            if (s.iw < 3) s.iw = 3;
-            s.oh = (s.ih - 3) / s.sh + 1;
-            s.ow = (s.iw - 3) / s.sw + 1;
+            if (s.ih < kh) s.ih = kh;
+            if (s.iw < kw) s.iw = kw;
+            s.oh = (s.ih - kh) / s.sh + 1;
+            s.ow = (s.iw - kw) / s.sw + 1;
         }
         size_t in_n = (size_t)s.n * s.ih * s.iw * s.ic, out_n = (size_t)s.n * s.oh * s.ow * s.oc;
-        float *in = rnd(in_n), *w = rnd((size_t)s.oc * 9), *b = rnd(s.oc), *out = rnd(out_n), *ref = rnd(out_n);
+        float *in = rnd(in_n), *w = rnd((size_t)s.oc * kh * kw), *b = rnd(s.oc), *out = rnd(out_n), *ref = rnd(out_n);
         for (size_t i = 0; i < in_n; i++) in[i] *= 4; /* reach relu6's upper clip */
         float *scratch = rnd(dl_conv2d_scratch_floats(&s) + 1);
         dl_conv2d_forward(&s, in, w, t % 4 ? b : NULL, out, scratch);
         ref_conv(&s, in, w, t % 4 ? b : NULL, ref);
         double d = maxdiff(out, ref, out_n);
-        CHECK(d < 1e-4, "dw3x3 %d: n%d %dx%dx%d s%d pad %d,%d act %s: %g", t, s.n, s.ih, s.iw, s.ic, s.sh, s.pt, s.pl,
-              dl_act_name(s.act), d);
+        CHECK(d < 1e-4, "dw%dx%d %d: n%d %dx%dx%d s%d pad %d,%d act %s: %g", kh, kw, t, s.n, s.ih, s.iw, s.ic, s.sh,
+              s.pt, s.pl, dl_act_name(s.act), d);
         check_packed_residual(&s, in, w, t % 4 ? b : NULL, out, ref, scratch, t);
         free(in); free(w); free(b); free(out); free(ref); free(scratch);
     }
+}
+
+/* SiLU and sigmoid (vector exp, no libm) against double references over
+ * [-100, 100], lengths that leave tails, special values; a pass long
+ * enough to be threaded gives the same bits on 1 and 2 threads. */
+static void test_act_exp(void)
+{
+    const size_t n = 200003;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
+    for (int k = 0; k < 2; k++) {
+        const dl_act a = k ? DL_ACT_SIGMOID : DL_ACT_SILU;
+        for (size_t i = 0; i < n; i++) x[i] = y[i] = -100.f + 200.f * (float)i / (float)(n - 1);
+        dl_set_num_threads(1);
+        dl_act_forward(a, y, n);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            double s = 1.0 / (1.0 + exp(-(double)x[i])), r = k ? s : x[i] * s;
+            /* relative (a few ulp), absolute below 1e-30: exp's argument
+             * is clamped to [-88, 88], so silu(-100) is -6e-37, not -4e-42 */
+            worst = fmax(worst, fabs(y[i] - r) / fmax(fabs(r), 1e-30));
+        }
+        CHECK(worst < 1e-6, "%s: worst relative error %g", dl_act_name(a), worst);
+        memcpy(y2, x, sizeof(float) * n);
+        dl_set_num_threads(2);
+        dl_act_forward(a, y2, n);
+        dl_set_num_threads(0);
+        CHECK(memcmp(y, y2, sizeof(float) * n) == 0, "%s: 1 and 2 threads differ", dl_act_name(a));
+        for (size_t len = 1; len <= 33; len++) { /* tails: the same values as in the long pass */
+            memcpy(y2, x + 1000, sizeof(float) * len);
+            dl_act_forward(a, y2, len);
+            CHECK(memcmp(y2, y + 1000, sizeof(float) * len) == 0, "%s: length %zu differs", dl_act_name(a), len);
+        }
+        float sp[4] = {NAN, INFINITY, 0.f, -1000.f};
+        dl_act_forward(a, sp, 4);
+        CHECK(isnan(sp[0]) && sp[1] == (k ? 1.f : INFINITY) && sp[2] == (k ? 0.5f : 0.f) && fabsf(sp[3]) < 1e-30f,
+              "%s: special values %g %g %g %g", dl_act_name(a), sp[0], sp[1], sp[2], sp[3]);
+    }
+    free(x); free(y); free(y2);
 }
 
 /* Shapes big enough to be split over threads: 1 and 2 threads must give
@@ -496,7 +538,8 @@ int main(void)
         CHECK(dl_cpu_level() == lvl, "cannot force level %d", lvl);
         printf("kernels: %s\n", isa[lvl]);
         for (int t = 0; t < 200; t++) test_conv(t);
-        test_depthwise_3x3();
+        test_depthwise();
+        test_act_exp();
         test_threads_identical();
         test_pw_dw_banded();
         for (int t = 0; t < 120; t++) test_conv_backward(t);

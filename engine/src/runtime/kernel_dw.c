@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Depthwise convolution, NHWC: vectorised over channels (AVX-512: 16, AVX2:
- * 8, portable: whatever the compiler does), bias and activation fused,
- * threaded over output rows. For each row and channel block the 3x3 weights
- * sit in registers; taps that fall in the top/bottom padding get a zero
- * weight (on an in-bounds row), so interior columns take one branch-free
- * path; border columns check every tap. Each window row is summed in its
- * own chain (short FMA latency chains), rows added last. */
+ * 8, portable: whatever the compiler does), bias and activation fused
+ * (AVX-512: SiLU too, in registers before the store), threaded over output
+ * rows. 3x3: for each row and channel block the weights sit in registers;
+ * taps that fall in the top/bottom padding get a zero weight (on an
+ * in-bounds row), so interior columns take one branch-free path; border
+ * columns check every tap. Each window row is summed in its own chain
+ * (short FMA latency chains), rows added last. Other kernels (AVX-512):
+ * 5x5 at stride 1 and 2 computes 8 (or 4) interior outputs at once, each
+ * input vector of a window row loaded once for all the taps that read it;
+ * any other size takes the same loop without the unrolling. */
 #include "runtime/runtime.h"
 #include "runtime/kernel.h"
+#include "runtime/act_avx512.h"
 
 #include <string.h>
 
@@ -77,7 +82,9 @@ AVX512 INLINE __m512 act16(__m512 v, dl_act a)
         __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
         return _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.f / 6.f));
     }
-    default: return v;
+    case DL_ACT_SILU: return dl_silu16(v);
+    case DL_ACT_SIGMOID: return dl_sigmoid16(v);
+    default: return v; /* NONE; HSIGMOID never reaches a kernel (dl_act_is_post) */
     }
 }
 
@@ -158,52 +165,111 @@ AVX512 INLINE void row16_3x3(const float *r0, const float *r1, const float *r2, 
     }
 }
 
+/* One output row of channels [c, c+16) (mask m). rows[ky] points at input
+ * row oy*sh - pt + ky, column 0, channel c; only taps ky in [ky0, ky1) lie
+ * inside the image. Every output sums bias, then its taps in (ky, kx)
+ * order, one FMA each, whichever branch computes it: interior columns
+ * (window inside the row) NB at a time with each input vector loaded once
+ * per window row and reused by every tap that reads it (KW0, SW0 constant:
+ * the loops unroll into registers), the rest one by one with a bounds
+ * check per tap (KW0 = SW0 = 0: kw and sw taken from the shape). */
+AVX512 INLINE void dw_row16(const dl_conv_shape *s, const float *const *rows, int ky0, int ky1, const float *wt,
+                            __m512 b, __mmask16 m, float *o, int xa, int xb, dl_act act, const int KW0,
+                            const int SW0, const int NB)
+{
+    const int KW = KW0 ? KW0 : s->kw, SW = SW0 ? SW0 : s->sw;
+    const size_t C = (size_t)s->oc;
+    for (int ox = 0;; ox++) {
+        if (ox == xa && KW0) {
+            for (; ox + NB <= xb; ox += NB) {
+                __m512 acc[8];
+                for (int i = 0; i < NB; i++) acc[i] = b;
+                const size_t off = (size_t)(ox * SW - s->pl) * C;
+                for (int ky = ky0; ky < ky1; ky++) {
+                    const float *r = rows[ky] + off, *w = wt + (size_t)ky * KW * C;
+                    __m512 v[7 * 2 + 5]; /* the largest NB, SW and KW specialised */
+                    for (int q = 0; q < (NB - 1) * SW + KW; q++) v[q] = _mm512_maskz_loadu_ps(m, r + q * C);
+                    for (int kx = 0; kx < KW; kx++) {
+                        const __m512 wv = _mm512_maskz_loadu_ps(m, w + kx * C);
+                        for (int i = 0; i < NB; i++) acc[i] = _mm512_fmadd_ps(v[i * SW + kx], wv, acc[i]);
+                    }
+                }
+                for (int i = 0; i < NB; i++) _mm512_mask_storeu_ps(o + (size_t)(ox + i) * C, m, act16(acc[i], act));
+            }
+        }
+        if (ox >= s->ow) break;
+        const int ix0 = ox * SW - s->pl;
+        __m512 acc = b;
+        for (int ky = ky0; ky < ky1; ky++) {
+            const float *w = wt + (size_t)ky * KW * C;
+            for (int kx = 0; kx < KW; kx++) {
+                int ix = ix0 + kx;
+                if (ix < 0 || ix >= s->iw) continue;
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, rows[ky] + (size_t)ix * C),
+                                      _mm512_maskz_loadu_ps(m, w + kx * C), acc);
+            }
+        }
+        _mm512_mask_storeu_ps(o + (size_t)ox * C, m, act16(acc, act));
+    }
+}
+
 AVX512 static void dw_rows_512(const dw_job *j, int oy0, int oy1)
 {
     const dl_conv_shape *s = j->s;
     const int C = s->oc;
-    const dl_act act = s->act == DL_ACT_SILU ? DL_ACT_NONE : s->act;
     int xa, xb;
     interior_cols(s, &xa, &xb);
+    /* interior blocks of 8 outputs, 4 on narrow maps (7 or 14 columns) */
+    const bool nb8 = xb - xa >= 16;
+    enum { MAXK = 16 };
+    const float *rows[MAXK];
     for (int oy = oy0; oy < oy1; oy++) {
         float *orow = j->out + (size_t)oy * s->ow * C;
-        if (s->kh != 3 || s->kw != 3) {
-            /* other kernel sizes: every tap checked */
-            for (int ox = 0; ox < s->ow; ox++)
-                for (int c = 0; c < C; c += 16) {
-                    int left = C - c;
-                    __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
-                    __m512 b = j->bias ? _mm512_maskz_loadu_ps(m, j->bias + c) : _mm512_setzero_ps();
+        const int iy0 = oy * s->sh - s->pt;
+        int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = s->ih - iy0 < s->kh ? s->ih - iy0 : s->kh;
+        if (ky1 < ky0) ky1 = ky0;
+        for (int c = 0; c < C; c += 16) {
+            int left = C - c;
+            __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+            __m512 b = j->bias ? _mm512_maskz_loadu_ps(m, j->bias + c) : _mm512_setzero_ps();
+            if (s->kh > MAXK) {
+                for (int ox = 0; ox < s->ow; ox++)
                     _mm512_mask_storeu_ps(orow + (size_t)ox * C + c, m,
-                                          act16(px16_generic(j, oy, ox, c, m, b), act));
-                }
-        } else {
-            int iy[3];
-            bool ok[3];
-            for (int ky = 0; ky < 3; ky++) {
-                iy[ky] = oy * s->sh - s->pt + ky;
-                ok[ky] = iy[ky] >= 0 && iy[ky] < s->ih;
-                if (!ok[ky]) iy[ky] = iy[ky] < 0 ? 0 : s->ih - 1;
+                                          act16(px16_generic(j, oy, ox, c, m, b), s->act));
+                continue;
             }
-            const float *r0 = j->in + (size_t)iy[0] * s->iw * C, *r1 = j->in + (size_t)iy[1] * s->iw * C,
-                        *r2 = j->in + (size_t)iy[2] * s->iw * C;
-            for (int c = 0; c < C; c += 16) {
-                int left = C - c;
-                __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+            if (s->kh == 3 && s->kw == 3) {
+                /* rows in the padding point at an in-bounds row, zero weights */
+                const float *r[3];
+                bool ok[3];
+                for (int ky = 0; ky < 3; ky++) {
+                    ok[ky] = ky >= ky0 && ky < ky1;
+                    int iy = ok[ky] ? iy0 + ky : (iy0 + ky < 0 ? 0 : s->ih - 1);
+                    r[ky] = j->in + (size_t)iy * s->iw * C + c;
+                }
                 const float *bc = j->bias ? j->bias + c : NULL;
 #define ROW(A)                                                                                             \
-    row16_3x3(r0 + c, r1 + c, r2 + c, j->wt + c, (size_t)C, ok[0], ok[1], ok[2], bc, m, orow + c, s->ow,     \
-              s->iw, s->sw, s->pl, xa, xb, A)
-                switch (act) {
+    row16_3x3(r[0], r[1], r[2], j->wt + c, (size_t)C, ok[0], ok[1], ok[2], bc, m, orow + c, s->ow, s->iw, s->sw, \
+              s->pl, xa, xb, A)
+                switch (s->act) {
                 case DL_ACT_RELU: ROW(DL_ACT_RELU); break;
                 case DL_ACT_RELU6: ROW(DL_ACT_RELU6); break;
                 case DL_ACT_HSWISH: ROW(DL_ACT_HSWISH); break;
+                case DL_ACT_SILU: ROW(DL_ACT_SILU); break;
                 default: ROW(DL_ACT_NONE); break;
                 }
 #undef ROW
+                continue;
             }
+            for (int ky = ky0; ky < ky1; ky++) rows[ky] = j->in + (size_t)(iy0 + ky) * s->iw * C + c;
+            const float *w = j->wt + c;
+            float *o = orow + c;
+#define ROW(KW, SW, NB) dw_row16(s, rows, ky0, ky1, w, b, m, o, xa, xb, s->act, KW, SW, NB)
+            if (s->kw == 5 && s->sw == 1) nb8 ? ROW(5, 1, 8) : ROW(5, 1, 4);
+            else if (s->kw == 5 && s->sw == 2) nb8 ? ROW(5, 2, 8) : ROW(5, 2, 4);
+            else ROW(0, 0, 1);
+#undef ROW
         }
-        if (s->act == DL_ACT_SILU) dl_act_forward(DL_ACT_SILU, orow, (size_t)s->ow * C);
     }
 }
 

@@ -9,7 +9,6 @@
 #include "runtime/kernel.h"
 
 #include <cblas.h>
-#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -365,21 +364,48 @@ void dl_add_forward(size_t count, const float *a, const float *b, dl_act act, fl
     dl_act_forward(act, out, count);
 }
 
+/* out = a * b over rows x c, b one row of c (gate) or rows x c (b_rows). */
+DL_CLONES
+static void mul_rows(size_t rows, int c, const float *restrict a, const float *restrict b, bool b_rows,
+                     float *restrict out)
+{
+    if (b_rows) {
+        for (size_t k = 0; k < rows * (size_t)c; k++) out[k] = a[k] * b[k];
+        return;
+    }
+    for (size_t p = 0; p < rows; p++)
+        for (int k = 0; k < c; k++) out[p * c + k] = a[p * c + k] * b[k];
+}
+
+typedef struct {
+    int n, hw, c, b_hw;
+    const float *a, *b;
+    float *out;
+} mul_job;
+
+/* Part of the (image, position) rows: one pass in cache-sized pieces. */
+static void mul_part(void *arg, int part, int nparts)
+{
+    const mul_job *j = arg;
+    size_t total = (size_t)j->n * j->hw;
+    size_t r0 = total * part / nparts, r1 = total * (part + 1) / nparts;
+    while (r0 < r1) {
+        size_t img = r0 / j->hw, p = r0 % j->hw, take = j->hw - p < r1 - r0 ? j->hw - p : r1 - r0;
+        const size_t off = r0 * j->c;
+        const float *b = j->b_hw == j->hw ? j->b + off : j->b + img * j->c;
+        mul_rows(take, j->c, j->a + off, b, j->b_hw == j->hw, j->out + off);
+        r0 += take;
+    }
+}
+
 void dl_mul_forward(int n, int hw, int c, int b_hw, const float *a, const float *b, dl_act act, float *out)
 {
-    const size_t img = (size_t)hw * c;
-    for (int i = 0; i < n; i++) {
-        const float *ai = a + i * img;
-        const float *bi = b + (size_t)i * b_hw * c;
-        float *oi = out + i * img;
-        if (b_hw == hw) {
-            for (size_t k = 0; k < img; k++) oi[k] = ai[k] * bi[k];
-        } else {
-            for (int p = 0; p < hw; p++)
-                for (int k = 0; k < c; k++) oi[(size_t)p * c + k] = ai[(size_t)p * c + k] * bi[k];
-        }
-    }
-    dl_act_forward(act, out, (size_t)n * img);
+    mul_job j = {n, hw, c, b_hw, a, b, out};
+    size_t count = (size_t)n * hw * c;
+    int parts = dl_parallel_parts(count, 65536);
+    if (parts > 1) dl_parallel(parts, mul_part, &j);
+    else mul_part(&j, 0, 1);
+    dl_act_forward(act, out, count);
 }
 
 void dl_concat_forward(size_t rows, int ca, int cb, const float *a, const float *b, float *out)
@@ -391,41 +417,74 @@ void dl_concat_forward(size_t rows, int ca, int cb, const float *a, const float 
     }
 }
 
-static void pool_forward(const dl_pool_shape *s, const float *in, float *out, bool is_max)
+/* Output rows [r0, r1) of the batch (row = image * oh + oy). Each output
+ * visits its in-bounds taps in (ky, kx) order; the loops over channels are
+ * plain, so the clones vectorise them. */
+DL_CLONES
+static void pool_rows(const dl_pool_shape *s, const float *restrict in, float *restrict out, bool is_max, size_t r0,
+                      size_t r1)
 {
     const int C = s->c;
-    for (int b = 0; b < s->n; b++) {
+    for (size_t r = r0; r < r1; r++) {
+        const int b = (int)(r / (size_t)s->oh), oy = (int)(r % (size_t)s->oh);
         const float *ib = in + (size_t)b * s->ih * s->iw * C;
-        float *ob = out + (size_t)b * s->oh * s->ow * C;
-        for (int oy = 0; oy < s->oh; oy++) {
-            for (int ox = 0; ox < s->ow; ox++) {
-                float *o = ob + ((size_t)oy * s->ow + ox) * C;
-                for (int c = 0; c < C; c++) o[c] = is_max ? -FLT_MAX : 0.f;
-                int cnt = 0;
-                for (int ky = 0; ky < s->kh; ky++) {
-                    int iy = oy * s->sh - s->pt + ky;
-                    if (iy < 0 || iy >= s->ih) continue;
-                    for (int kx = 0; kx < s->kw; kx++) {
-                        int ix = ox * s->sw - s->pl + kx;
-                        if (ix < 0 || ix >= s->iw) continue;
-                        const float *ip = ib + ((size_t)iy * s->iw + ix) * C;
-                        cnt++;
-                        if (is_max) {
-                            for (int c = 0; c < C; c++) o[c] = ip[c] > o[c] ? ip[c] : o[c];
-                        } else {
-                            for (int c = 0; c < C; c++) o[c] += ip[c];
-                        }
+        int ky0 = -(oy * s->sh - s->pt), ky1 = s->ih - (oy * s->sh - s->pt);
+        if (ky0 < 0) ky0 = 0;
+        if (ky1 > s->kh) ky1 = s->kh;
+        for (int ox = 0; ox < s->ow; ox++) {
+            float *restrict o = out + (r * s->ow + ox) * C;
+            int kx0 = -(ox * s->sw - s->pl), kx1 = s->iw - (ox * s->sw - s->pl);
+            if (kx0 < 0) kx0 = 0;
+            if (kx1 > s->kw) kx1 = s->kw;
+            const int cnt = ky1 > ky0 && kx1 > kx0 ? (ky1 - ky0) * (kx1 - kx0) : 0;
+            if (cnt == 0) { /* window entirely in the padding */
+                for (int c = 0; c < C; c++) o[c] = 0.f;
+                continue;
+            }
+            bool first = true;
+            for (int ky = ky0; ky < ky1; ky++)
+                for (int kx = kx0; kx < kx1; kx++) {
+                    const float *restrict ip =
+                        ib + ((size_t)(oy * s->sh - s->pt + ky) * s->iw + (ox * s->sw - s->pl + kx)) * C;
+                    if (first) {
+                        for (int c = 0; c < C; c++) o[c] = ip[c];
+                        first = false;
+                    } else if (is_max) {
+                        for (int c = 0; c < C; c++) o[c] = ip[c] > o[c] ? ip[c] : o[c];
+                    } else {
+                        for (int c = 0; c < C; c++) o[c] += ip[c];
                     }
                 }
-                if (!is_max && cnt > 0) {
-                    float inv = 1.f / (float)cnt;
-                    for (int c = 0; c < C; c++) o[c] *= inv;
-                }
-                if (is_max && cnt == 0)
-                    for (int c = 0; c < C; c++) o[c] = 0.f;
+            if (!is_max) {
+                float inv = 1.f / (float)cnt;
+                for (int c = 0; c < C; c++) o[c] *= inv;
             }
         }
     }
+}
+
+typedef struct {
+    const dl_pool_shape *s;
+    const float *in;
+    float *out;
+    bool is_max;
+} pool_job;
+
+static void pool_part(void *arg, int part, int nparts)
+{
+    const pool_job *j = arg;
+    size_t rows = (size_t)j->s->n * j->s->oh;
+    pool_rows(j->s, j->in, j->out, j->is_max, rows * part / nparts, rows * (part + 1) / nparts);
+}
+
+static void pool_forward(const dl_pool_shape *s, const float *in, float *out, bool is_max)
+{
+    pool_job j = {s, in, out, is_max};
+    size_t work = (size_t)s->n * s->oh * s->ow * s->c * s->kh * s->kw;
+    int parts = dl_parallel_parts(work, 65536);
+    if ((size_t)parts > (size_t)s->n * s->oh) parts = s->n * s->oh;
+    if (parts > 1) dl_parallel(parts, pool_part, &j);
+    else pool_part(&j, 0, 1);
 }
 
 void dl_avgpool_forward(const dl_pool_shape *s, const float *in, float *out)
@@ -438,17 +497,46 @@ void dl_maxpool_forward(const dl_pool_shape *s, const float *in, float *out)
     pool_forward(s, in, out, true);
 }
 
-void dl_gap_forward(int n, int hw, int c, const float *in, float *out)
+/* Channels [c0, c1) of one image: sums over the positions in position
+ * order (the same for any split), then the mean. */
+DL_CLONES
+static void gap_channels(int hw, int c, int c0, int c1, const float *restrict in, float *restrict out)
 {
     float inv = 1.f / (float)hw;
-    for (int b = 0; b < n; b++) {
-        float *o = out + (size_t)b * c;
-        const float *ib = in + (size_t)b * hw * c;
-        memset(o, 0, sizeof(float) * c);
-        for (int p = 0; p < hw; p++)
-            for (int k = 0; k < c; k++) o[k] += ib[(size_t)p * c + k];
-        for (int k = 0; k < c; k++) o[k] *= inv;
+    for (int k = c0; k < c1; k++) out[k] = 0.f;
+    for (int p = 0; p < hw; p++) {
+        const float *row = in + (size_t)p * c;
+        for (int k = c0; k < c1; k++) out[k] += row[k];
     }
+    for (int k = c0; k < c1; k++) out[k] *= inv;
+}
+
+typedef struct {
+    int n, hw, c;
+    const float *in;
+    float *out;
+} gap_job;
+
+/* Part of the (image, block of 16 channels) pairs. */
+static void gap_part(void *arg, int part, int nparts)
+{
+    const gap_job *j = arg;
+    size_t blocks = (size_t)(j->c + 15) / 16, total = blocks * j->n;
+    size_t q0 = total * part / nparts, q1 = total * (part + 1) / nparts;
+    while (q0 < q1) {
+        size_t img = q0 / blocks, cb = q0 % blocks, take = blocks - cb < q1 - q0 ? blocks - cb : q1 - q0;
+        int c0 = (int)cb * 16, c1 = (int)(cb + take) * 16 < j->c ? (int)(cb + take) * 16 : j->c;
+        gap_channels(j->hw, j->c, c0, c1, j->in + img * j->hw * j->c, j->out + img * j->c);
+        q0 += take;
+    }
+}
+
+void dl_gap_forward(int n, int hw, int c, const float *in, float *out)
+{
+    gap_job j = {n, hw, c, in, out};
+    int parts = dl_parallel_parts((size_t)n * hw * c, 65536);
+    if (parts > 1) dl_parallel(parts, gap_part, &j);
+    else gap_part(&j, 0, 1);
 }
 
 void dl_pad_forward(int n, int ih, int iw, int c, int pt, int pb, int pl, int pr, const float *in,
