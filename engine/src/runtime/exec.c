@@ -41,6 +41,14 @@ static bool post_act(const dl_node *n)
     return needs_pre(n) || dl_act_is_post(n->act);
 }
 
+/* In a forward no backward will follow (no gradients, not training),
+ * hswish/silu need no kept input, so they run inside the kernels like ReLU:
+ * no copy of the output and no second pass over it. */
+static bool post_act_in(const dl_node *n, bool keep_pre)
+{
+    return keep_pre ? post_act(n) : dl_act_is_post(n->act);
+}
+
 void dl_exec_free(dl_exec *e)
 {
     free(e->act);
@@ -262,6 +270,8 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
      * steps, checkpoints, finite differences): repack them */
     if (e->training || e->wgrad) pack_all(e);
     /* lean: intermediate outputs may go to shared slots (runtime.h) */
+    const bool keep_pre = e->grad || e->training;
+    e->pre_kept = keep_pre;
     float *const *A = e->act;
     if (e->lean && !e->grad && !e->training) {
         if (!e->lean_act && plan_lean(e)) return dl_fail(err, DL_ERR_NOMEM, "cannot allocate the lean forward's buffers");
@@ -274,7 +284,7 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
         float *y = A[i];
         size_t count = dl_node_out_count(n) * B;
         /* hswish/silu keep their input for the backward pass */
-        dl_act act = post_act(n) ? DL_ACT_NONE : n->act;
+        dl_act act = post_act_in(n, keep_pre) ? DL_ACT_NONE : n->act;
         int chain_end = dl_band_chain_at(e->bands, i, last);
         if (chain_end >= 0 && dl_band_chain_run(e, e->bands, i, A) == 0) {
             i = chain_end;
@@ -288,8 +298,8 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             /* 1x1 expand -> depthwise on a large map: banded, so the
              * depthwise reads the expansion from cache; both outputs are
              * kept in full (backward and saliency read them) */
-            if (nx && nx->op == DL_OP_CONV2D && nx->inputs[0] == i && nx->groups > 1 && !post_act(n) &&
-                !post_act(nx) && count / B >= BAND_MIN_FLOATS) {
+            if (nx && nx->op == DL_OP_CONV2D && nx->inputs[0] == i && nx->groups > 1 && !post_act_in(n, keep_pre) &&
+                !post_act_in(nx, keep_pre) && count / B >= BAND_MIN_FLOATS) {
                 dl_conv_shape s2 = conv_shape(g, nx, B);
                 if (dl_conv_pw_dw_forward(&s, x, e->packed[i], n->bias >= 0 ? g->tensors[n->bias].data : NULL, y,
                                           &s2, e->packed[i + 1],
@@ -301,7 +311,7 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             /* conv -> add: the add runs in the conv's epilogue; both
              * outputs are kept */
             int other = -1;
-            if (nx && nx->op == DL_OP_ADD && !post_act(n) && !post_act(nx) &&
+            if (nx && nx->op == DL_OP_ADD && !post_act_in(n, keep_pre) && !post_act_in(nx, keep_pre) &&
                 (nx->inputs[0] == i) != (nx->inputs[1] == i))
                 other = nx->inputs[0] == i ? nx->inputs[1] : nx->inputs[0];
             dl_conv2d_forward_ex(&s, x, g->tensors[n->weight].data, e->packed[i],
@@ -357,8 +367,8 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
         default:
             return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: op %s not executable", n->name, dl_op_name(n->op));
         }
-        if (post_act(n)) {
-            if (needs_pre(n)) memcpy(e->pre[i], y, sizeof(float) * count);
+        if (post_act_in(n, keep_pre)) {
+            if (keep_pre && needs_pre(n)) memcpy(e->pre[i], y, sizeof(float) * count);
             dl_act_forward(n->act, y, count);
         }
     }
@@ -437,6 +447,8 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
     const dl_graph *g = e->g;
     const int B = e->batch;
     if (!e->grad) return dl_fail(err, DL_ERR_ARG, "backward not enabled");
+    if (!e->pre_kept)
+        return dl_fail(err, DL_ERR_ARG, "backward: the last forward ran without gradients enabled (run it again)");
     if (from < 1 || from >= g->n_nodes) return dl_fail(err, DL_ERR_ARG, "backward: bad start node");
     if (stop < 0) stop = 0;
     for (int i = stop; i <= from; i++)

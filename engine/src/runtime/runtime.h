@@ -120,6 +120,7 @@ typedef struct {
     float **wgrad;       /* [n_tensors] dL/d(tensor), NULL if not trainable */
     float *wgrad_arena;
     bool training;       /* dropout active */
+    bool pre_kept;       /* the last forward kept hswish/silu inputs in pre[] (only with grad or training) */
     uint64_t rng;        /* dropout RNG state */
     struct dl_band_plan *bands; /* chains run in bands of rows (exec_band.c), or NULL */
     /* Lean forwards (default false): inside banded chains, outputs no later
