@@ -181,6 +181,21 @@ typedef struct {
     bool split_rows;
 } gemm_job;
 
+/* Rows of row tile s in a block of r rows: MR_MAX, except that a remainder
+ * of 1-3 rows is shared with up to three full tiles before it (49 rows:
+ * 12 10 9 9 9, not 12 12 12 12 1), since a tile that small waits on FMA
+ * latency rather than throughput. Tile shapes never change the sums. */
+static int tile_rows(int r, int s)
+{
+    int nt = (r + MR_MAX - 1) / MR_MAX, q = nt < 4 ? nt : 4;
+    if (r % MR_MAX == 0 || r % MR_MAX > 3 || nt < 2 || s < nt - q) {
+        int left = r - s * MR_MAX;
+        return left < MR_MAX ? left : MR_MAX;
+    }
+    int tail = r - (nt - q) * MR_MAX, u = s - (nt - q);
+    return tail / q + (u < tail % q ? 1 : 0);
+}
+
 /* Rows [m0, m1) x panels [p0, p1). */
 AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
 {
@@ -195,8 +210,21 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
      * than once per row block */
     const size_t l2 = dl_cpu_l2_bytes(), a_bytes = (size_t)(m1 - m0) * K * sizeof(float),
                  w_bytes = (size_t)(p1 - p0) * 16 * K * sizeof(float);
-    const bool stream_w = w_bytes > l2 / 4 && a_bytes <= l2 / 4;
-    if (stream_w) mc = m1 - m0;
+    const bool stream_w = w_bytes > l2 / 4;
+    if (stream_w && a_bytes <= l2 / 4) {
+        mc = m1 - m0;
+    } else if (stream_w) {
+        /* weights beyond L2 and many rows (3x3 layers of resnet50): an L1
+         * row block would re-read all weights from memory every 12 rows;
+         * row blocks that fill at most half of L2 stay there while each
+         * panel pair streams past them once. Equal blocks: a last block of
+         * a few rows would stream all weights again for little work. */
+        size_t fit = l2 / 2 / ((size_t)K * sizeof(float));
+        int rows = m1 - m0, cap = fit < (size_t)MR_MAX ? MR_MAX : fit > (size_t)rows ? rows : (int)fit;
+        int nb = (rows + cap - 1) / cap, big = (rows + nb - 1) / nb;
+        big += (MR_MAX - big % MR_MAX) % MR_MAX;
+        if (big > mc) mc = big;
+    }
     tile_args t;
     t.k = K;
     t.lda = j->lda;
@@ -212,8 +240,8 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
             t.col = p * 16;
             int left = j->n - t.col;
             t.ncols = left < nv * 16 ? left : nv * 16;
-            for (int i = mb; i < me; i += MR_MAX) {
-                int mr = me - i < MR_MAX ? me - i : MR_MAX;
+            for (int i = mb, s = 0; i < me; i += tile_rows(me - mb, s++)) {
+                int mr = tile_rows(me - mb, s);
                 /* the first row tile fetches the next pair: by the next
                  * pair's turn it has come from memory */
                 bool fetch = stream_w && i == mb;
