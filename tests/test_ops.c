@@ -333,7 +333,7 @@ static void test_act_exp(void)
  * even independent of it), and both must match the reference. */
 static void test_threads_identical(void)
 {
-    dl_conv_shape shapes[4];
+    dl_conv_shape shapes[6];
     memset(shapes, 0, sizeof shapes);
     /* 1x1, M = 2 x 40 x 37 rows, odd N */
     shapes[0] = (dl_conv_shape){.n = 2, .ih = 40, .iw = 37, .ic = 37, .oh = 40, .ow = 37, .oc = 53, .kh = 1, .kw = 1,
@@ -347,12 +347,19 @@ static void test_threads_identical(void)
     /* first-layer style im2col conv 3x3 stride 2, 3 -> 32 */
     shapes[3] = (dl_conv_shape){.n = 1, .ih = 61, .iw = 60, .ic = 3, .oc = 32, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
                                 .groups = 1, .act = DL_ACT_HSWISH};
+    /* 3x3 convs whose weights and rows both pass L2/4 (resnet50's layer3
+     * and layer4 at batch 1): L2-sized row blocks streaming the weights,
+     * and 49 rows = row tiles 12 10 9 9 9 */
+    shapes[4] = (dl_conv_shape){.n = 1, .ih = 14, .iw = 14, .ic = 256, .oh = 14, .ow = 14, .oc = 256, .kh = 3,
+                                .kw = 3, .sh = 1, .sw = 1, .pt = 1, .pl = 1, .groups = 1, .act = DL_ACT_RELU};
+    shapes[5] = (dl_conv_shape){.n = 1, .ih = 7, .iw = 7, .ic = 512, .oh = 7, .ow = 7, .oc = 500, .kh = 3,
+                                .kw = 3, .sh = 1, .sw = 1, .pt = 1, .pl = 1, .groups = 1, .act = DL_ACT_NONE};
     for (int k = 2; k < 4; k++) {
         int pb, pr;
         dl_same_padding(shapes[k].ih, 3, 2, &shapes[k].oh, &shapes[k].pt, &pb);
         dl_same_padding(shapes[k].iw, 3, 2, &shapes[k].ow, &shapes[k].pl, &pr);
     }
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 6; k++) {
         const dl_conv_shape *s = &shapes[k];
         size_t in_n = (size_t)s->n * s->ih * s->iw * s->ic, out_n = (size_t)s->n * s->oh * s->ow * s->oc;
         float *in = rnd(in_n), *w = rnd((size_t)s->oc * s->kh * s->kw * (s->ic / s->groups)), *b = rnd(s->oc);
