@@ -205,20 +205,15 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
     int mc = 6144 / (K > 0 ? K : 1);
     mc = mc < MR_MAX ? MR_MAX : mc - mc % MR_MAX;
     if (mc > 240) mc = 240;
-    /* few rows and many weights (7x7 layers at batch 1): all rows meet
-     * each panel while it is in cache, so the weights are read once rather
-     * than once per row block */
-    const size_t l2 = dl_cpu_l2_bytes(), a_bytes = (size_t)(m1 - m0) * K * sizeof(float),
-                 w_bytes = (size_t)(p1 - p0) * 16 * K * sizeof(float);
+    /* weights beyond L2/4: an L1 row block would re-read them all from
+     * memory every 12 rows. Rows go in blocks of at most half of L2 that stay
+     * there while each panel pair streams past once: all rows at once in
+     * the 7x7 layers at batch 1, two blocks in resnet50's 14x14 3x3 convs.
+     * Equal blocks: a last block of a few rows would stream all weights
+     * again for little work. */
+    const size_t l2 = dl_cpu_l2_bytes(), w_bytes = (size_t)(p1 - p0) * 16 * K * sizeof(float);
     const bool stream_w = w_bytes > l2 / 4;
-    if (stream_w && a_bytes <= l2 / 4) {
-        mc = m1 - m0;
-    } else if (stream_w) {
-        /* weights beyond L2 and many rows (3x3 layers of resnet50): an L1
-         * row block would re-read all weights from memory every 12 rows;
-         * row blocks that fill at most half of L2 stay there while each
-         * panel pair streams past them once. Equal blocks: a last block of
-         * a few rows would stream all weights again for little work. */
+    if (stream_w) {
         size_t fit = l2 / 2 / ((size_t)K * sizeof(float));
         int rows = m1 - m0, cap = fit < (size_t)MR_MAX ? MR_MAX : fit > (size_t)rows ? rows : (int)fit;
         int nb = (rows + cap - 1) / cap, big = (rows + nb - 1) / nb;
