@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,6 +121,26 @@ static int progress_check(void *user, double f, const char *stage)
     return 0;
 }
 
+static void *read_count(void *out)
+{
+    *(int *)out = dl_get_num_threads();
+    return NULL;
+}
+
+/* Called on the explaining thread while the members run: another thread
+ * must still see the engine's thread count (only the explaining threads run
+ * their kernels serially). Records the smallest count seen. */
+static int progress_other_thread(void *user, double f, const char *stage)
+{
+    (void)f;
+    (void)stage;
+    int seen = -1, *least = user;
+    pthread_t t;
+    if (pthread_create(&t, NULL, read_count, &seen) == 0) pthread_join(t, NULL);
+    if (seen < *least) *least = seen;
+    return 0;
+}
+
 static int progress_cancel(void *user, double f, const char *stage)
 {
     (void)f;
@@ -183,6 +204,14 @@ static void test_parallel_members(void)
         dl_result_free(&r1);
         dl_result_free(&r3);
     }
+    int least = 1 << 30;
+    float *mo = NULL;
+    eo.class_index = -1;
+    eo.progress = progress_other_thread;
+    eo.progress_user = &least;
+    CHECK(dl_explain_rgb8(e, img, 24, 18, 72, &eo, &mo, NULL, &err) == 0, "3 threads: %s", err.message);
+    CHECK(least == 3, "another thread saw %d threads while the members ran (want 3)", least);
+    free(mo);
     int calls = 0;
     float *mx = NULL;
     eo.progress = progress_cancel;

@@ -794,6 +794,7 @@ static void member_loop(member_job *j, bool caller)
 
 static void *member_worker(void *arg)
 {
+    dl_thread_serial(1); /* one core per member: the pool would oversubscribe */
     member_loop(arg, false);
     return NULL;
 }
@@ -822,16 +823,17 @@ static int explain_members(dl_model *m, const uint8_t *rgb, int width, int heigh
     if (threads > n) threads = n;
     pthread_t tid[DL_EXPLAIN_MAX_WORKERS];
     int started = 0;
+    int was_serial = 0;
     if (threads > 1) {
-        /* one thread per member at a time: the kernels' pool would only
-         * oversubscribe the cores (restored below) */
-        dl_set_num_threads(1);
+        /* one thread per member at a time (this thread's kernels serial too,
+         * restored below; other threads keep the engine's count) */
+        was_serial = dl_thread_serial(1);
         for (int t = 1; t < threads && t <= DL_EXPLAIN_MAX_WORKERS; t++)
             if (pthread_create(&tid[started], NULL, member_worker, &j) == 0) started++;
     }
     member_loop(&j, true);
     for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
-    if (threads > 1) dl_set_num_threads(threads);
+    if (threads > 1) dl_thread_serial(was_serial);
     pthread_mutex_destroy(&j.mu);
     int rc = 0;
     for (int k = 0; k < n && !rc; k++)

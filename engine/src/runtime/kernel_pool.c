@@ -38,6 +38,17 @@ static inline void cpu_relax(void)
  * decoding, depthwise backward and the classic baselines. Here, at the bottom
  * of the runtime, so that nothing below the executor calls up into exec.c. */
 static int g_threads = 0;
+/* Set on a thread that runs its own share of a larger job (an ensemble's
+ * members explained side by side): its kernels run serially there, without
+ * touching the count every other thread sees. */
+static _Thread_local int tl_serial = 0;
+
+int dl_thread_serial(int on)
+{
+    int was = tl_serial;
+    tl_serial = on;
+    return was;
+}
 
 void dl_set_num_threads(int n)
 {
@@ -51,6 +62,7 @@ void dl_set_num_threads(int n)
 
 int dl_get_num_threads(void)
 {
+    if (tl_serial) return 1;
     if (g_threads <= 0) dl_set_num_threads(0);
     return g_threads;
 }

@@ -76,6 +76,11 @@ typedef struct {
     int features;    /* node giving the pooled feature vector (-1: none) */
 } dl_graph;
 
+/* Make the calling thread's kernels serial (on != 0) or not; returns the
+ * previous setting, to be restored. dl_get_num_threads() then says 1 on this
+ * thread only; other threads and the process-wide count are unchanged. */
+int dl_thread_serial(int on);
+
 void dl_graph_init(dl_graph *g);
 void dl_graph_free(dl_graph *g);
 /* Add a tensor (data copied if non-NULL, else zero-filled). Returns index or -1. */
