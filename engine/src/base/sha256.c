@@ -6,6 +6,7 @@
  * servers / Goldmont, AMD since Zen) run the rounds in hardware. */
 #include "base/base.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -84,15 +85,18 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void block_shani(uint32_t h[8
 
 static int have_shani(void)
 {
-    static int known = -1;
-    if (known < 0) {
+    /* relaxed atomics: two threads may both probe (same answer), never tear */
+    static _Atomic int known = -1;
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (k < 0) {
         unsigned a, b, c, d;
         /* leaf 7 EBX bit 29: SHA; SSSE3 / SSE4.1 in leaf 1 ECX bits 9 / 19 */
         int sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 29 & 1);
         int sse = __get_cpuid(1, &a, &b, &c, &d) && (c >> 9 & 1) && (c >> 19 & 1);
-        known = sha && sse;
+        k = sha && sse;
+        atomic_store_explicit(&known, k, memory_order_relaxed);
     }
-    return known;
+    return k;
 }
 #endif
 
