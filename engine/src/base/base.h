@@ -79,5 +79,10 @@ int dl_memory_check(size_t bytes, const char *what, dl_error *err);
  * map to Inf and NaN). dl_float_to_half rounds to nearest, ties to even;
  * -1 (out untouched) if f is Inf or NaN or would round beyond +-65504. */
 float dl_half_to_float(uint16_t h);
+/* n little-endian halves (2n bytes) to floats, as dl_half_to_float does each
+ * (F16C where the CPU has it: the same values; a NaN may come out quiet). */
+void dl_half_to_float_n(const uint8_t *src, float *dst, size_t n);
+/* Tests: the portable loop only (on != 0) or the CPU's best again. */
+void dl_half_force_portable(int on);
 int dl_float_to_half(float f, uint16_t *out);
 #endif

@@ -476,14 +476,20 @@ static int fill_tensors(dl_graph *g, const st_entry *ents, int ne, const uint8_t
         const uint8_t *src = data + ents[i].begin;
         bool half = ents[i].esize == 2;
         *n_f16 += half;
-        for (size_t j = 0; j < t->count; j++) {
-            if (half) {
-                dst[j] = dl_half_to_float((uint16_t)(src[2 * j] | src[2 * j + 1] << 8));
-            } else {
+        if (half) {
+            dl_half_to_float_n(src, dst, t->count);
+        } else {
+            for (size_t j = 0; j < t->count; j++) {
                 uint32_t u = (uint32_t)src[4 * j] | (uint32_t)src[4 * j + 1] << 8 | (uint32_t)src[4 * j + 2] << 16 |
                              (uint32_t)src[4 * j + 3] << 24;
                 memcpy(&dst[j], &u, 4);
             }
+        }
+        /* one branch-free pass (NaN fails the comparison too); the reason
+         * only when something is out of range */
+        int in_range = 1;
+        for (size_t j = 0; j < t->count; j++) in_range &= fabsf(dst[j]) <= MAX_WEIGHT_ABS;
+        for (size_t j = 0; !in_range && j < t->count; j++) {
             if (!isfinite(dst[j]))
                 return dl_fail(err, DL_ERR_FORMAT, "tensor %s: element %zu is not finite (%s %s)", t->name, j,
                                half ? "F16" : "F32", isnan(dst[j]) ? "NaN" : "Inf");
