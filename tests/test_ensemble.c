@@ -204,6 +204,32 @@ static void test_parallel_members(void)
         dl_result_free(&r1);
         dl_result_free(&r3);
     }
+    /* the flips shared out among the members: on four copies of one model
+     * (member k runs transforms k and k + 4) the map is that model's own
+     * 8-flip map; 1 and 3 threads agree exactly */
+    dl_model *aaaa[4] = {a, a, a, a}, *ea = NULL;
+    if (dl_model_save_ensemble(aaaa, 4, "AAAA", NULL, path_c, &err) == 0) ea = dl_model_load(path_c, &err);
+    CHECK(ea != NULL, "AAAA: %s", err.message);
+    if (ea) {
+        dl_explain_options so = {.method = DL_SALIENCY_GRADCAM, .class_index = -1};
+        float *ms1 = NULL, *ms3 = NULL, *ma = NULL;
+        const unsigned sp = DL_EXPLAIN_DIHEDRAL | DL_EXPLAIN_SPREAD;
+        dl_set_num_threads(1);
+        CHECK(dl_explain_rgb8_variant(ea, img, 24, 18, 72, &so, sp, &ms1, NULL, &err) == 0, "spread: %s", err.message);
+        dl_set_num_threads(3);
+        CHECK(dl_explain_rgb8_variant(ea, img, 24, 18, 72, &so, sp, &ms3, NULL, &err) == 0, "spread: %s", err.message);
+        CHECK(dl_explain_rgb8(a, img, 24, 18, 72, &so, &ma, NULL, &err) == 0, "A: %s", err.message);
+        double d = 0, d13 = 0;
+        for (int i = 0; ms1 && ms3 && ma && i < n; i++) {
+            d = fmax(d, fabs(ms1[i] - ma[i]));
+            d13 = fmax(d13, fabs(ms1[i] - ms3[i]));
+        }
+        CHECK(ms1 && ms3 && ma && d < 1e-5 && d13 == 0, "spread map vs the model's own: %g; 1 vs 3 threads %g", d, d13);
+        free(ms1);
+        free(ms3);
+        free(ma);
+        dl_model_free(ea);
+    }
     int least = 1 << 30;
     float *mo = NULL;
     eo.class_index = -1;

@@ -38,6 +38,8 @@ static const variant k_variants[] = {
      DL_EXPLAIN_DIHEDRAL, 0},
     {"Conv_1, probability, mean over the 8 flips/transposes", "MobilenetV2/Conv_1/",
      DL_EXPLAIN_DIHEDRAL | DL_EXPLAIN_SCORE_PROB, 0},
+    {"Conv_1, the 8 flips/transposes shared out among an ensemble's members (each run by one member; "
+     "row 9 on a single model)", "MobilenetV2/Conv_1/", DL_EXPLAIN_DIHEDRAL | DL_EXPLAIN_SPREAD, 0},
 };
 #define N_VARIANTS ((int)(sizeof k_variants / sizeof *k_variants))
 _Static_assert(N_VARIANTS <= DL_FAITH_MAX_VARIANTS, "variant table larger than DL_FAITH_MAX_VARIANTS");
@@ -57,6 +59,13 @@ int dl_faith_depth_layers(int d)
 int dl_faith_variant_count(void)
 {
     return N_VARIANTS;
+}
+
+int dl_faith_variant_default(void)
+{
+    for (int v = 0; v < N_VARIANTS; v++)
+        if (k_variants[v].flags == DL_EXPLAIN_DIHEDRAL && !k_variants[v].smooth) return v;
+    return 0;
 }
 
 const char *dl_faith_variant_label(int v)

@@ -674,6 +674,9 @@ static float *dihedral_cam(dl_model *m, dl_saliency_method method, unsigned flag
     const dl_node *L = &g->nodes[layer];
     const int W = m->pre.width, H = m->pre.height, C = g->nodes[0].c;
     const int n_t = W == H ? 8 : 4;
+    unsigned tmask = (flags >> DL_EXPLAIN_TMASK_SHIFT) & ((1u << n_t) - 1);
+    if (!tmask) tmask = (1u << n_t) - 1;
+    const int n_run = __builtin_popcount(tmask);
     const size_t n = (size_t)W * H;
     float *x0 = alloc_f(n * C, err), *acc = alloc_f(n, err), *up = alloc_f(n, err);
     float *coarse = alloc_f((size_t)L->w * L->h, err);
@@ -681,7 +684,8 @@ static float *dihedral_cam(dl_model *m, dl_saliency_method method, unsigned flag
     if (!x0 || !acc || !up || !coarse) goto out;
     memcpy(x0, e->act[0], n * C * sizeof(float));
     memset(acc, 0, n * sizeof(float));
-    for (int t = 0; t < n_t; t++) {
+    for (int t = 0, done = 0; t < n_t; t++) {
+        if (!(tmask >> t & 1)) continue;
         if (t > 0) { /* t = 0 is the identity: its forward has been run */
             float *xi = e->act[0];
             for (int y = 0; y < H; y++)
@@ -693,8 +697,8 @@ static float *dihedral_cam(dl_model *m, dl_saliency_method method, unsigned flag
         dl_map_resize(coarse, L->w, L->h, up, W, H, (size_t)W);
         normalise(up, n, (flags & DL_EXPLAIN_SIGNED) != 0);
         for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) acc[dihedral_src(t, x, y, W, H)] += up[(size_t)y * W + x] / n_t;
-        if (report(pc, 0.05 + 0.45 * (t + 1) / n_t, "backward")) goto out;
+            for (int x = 0; x < W; x++) acc[dihedral_src(t, x, y, W, H)] += up[(size_t)y * W + x] / n_run;
+        if (report(pc, 0.05 + 0.45 * ++done / n_run, "backward")) goto out;
     }
     rc = 0;
 out:
@@ -779,11 +783,20 @@ static void member_loop(member_job *j, bool caller)
         pthread_mutex_unlock(&j->mu);
         if (k >= j->n) return;
         dl_explain_options o = j->o;
+        unsigned flags = j->flags & ~(0xffu << DL_EXPLAIN_TMASK_SHIFT);
+        if ((flags & DL_EXPLAIN_SPREAD) && (flags & DL_EXPLAIN_DIHEDRAL)) {
+            const dl_model *mk = member_of(j->m, k);
+            const int n_t = mk->pre.width == mk->pre.height ? 8 : 4, share = j->n < n_t ? j->n : n_t;
+            unsigned mask = 0;
+            for (int t = 0; t < n_t; t++)
+                if (t % share == k % share) mask |= 1u << t;
+            flags |= mask << DL_EXPLAIN_TMASK_SHIFT;
+        }
         if (caller && j->outer && j->outer->progress) {
             o.progress = member_progress_fn;
             o.progress_user = j;
         }
-        j->rcs[k] = explain_one(member_of(j->m, k), j->rgb, j->width, j->height, j->stride, &o, j->flags,
+        j->rcs[k] = explain_one(member_of(j->m, k), j->rgb, j->width, j->height, j->stride, &o, flags,
                                 &j->maps[k], NULL, &j->errs[k]);
         pthread_mutex_lock(&j->mu);
         j->done++;

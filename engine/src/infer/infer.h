@@ -58,6 +58,13 @@ int dl_impute_linear(uint8_t *rgb, int w, int h, const uint8_t *removed, float n
 #define DL_EXPLAIN_DIHEDRAL 8u   /* mean of the maps of the 8 dihedral transforms (flips, and
                                     transposes of a square input) of the network input, each
                                     mapped back: 8 forward + backward passes */
+#define DL_EXPLAIN_SPREAD 16u    /* with DL_EXPLAIN_DIHEDRAL on an ensemble: the transforms shared
+                                    out among the members (member k takes those t with
+                                    t % n == k % n, n = min(members, transforms)), so each is
+                                    run once by one member instead of once by every member */
+/* Internal: bits 24..31 of flags restrict DL_EXPLAIN_DIHEDRAL to the
+ * transforms set in them (0: all); explain_members sets them per member. */
+#define DL_EXPLAIN_TMASK_SHIFT 24
 int dl_explain_rgb8_variant(dl_model *m, const uint8_t *rgb, int width, int height, size_t stride,
                             const dl_explain_options *opts, unsigned flags, float **map_out, dl_result *result,
                             dl_error *err);
