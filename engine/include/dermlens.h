@@ -276,6 +276,12 @@ typedef struct {
      * forward + short backward passes. 1: a single pass, about a third of one
      * forward on top of classification. */
     int single_pass;
+    /* Ensembles, with the 8-flip mean: 0 (the default) shares the 8 flips
+     * out among the members (with four, each runs two: 8 passes in all, the
+     * mean still over every flip); 1: every member runs all 8 (32 passes
+     * for four members). Equally faithful on ham10000/val
+     * (docs/reports/explain-spread-val.md); 0 is 3-4x cheaper. */
+    int every_member_all_flips;
 } dl_explain_options;
 
 /* The layers dl_explain_options.layer may name: the spatial (h x w > 1)

@@ -247,7 +247,8 @@ int dl_faith_depth_layers(int d);
  * other row is paired against): count and static labels. */
 int dl_faith_variant_count(void);
 const char *dl_faith_variant_label(int v);
-/* The row that is dl_explain_rgb8's default map (the 8-flip mean). */
+/* The row of the 8-flip mean with every member running all 8 flips
+ * (dl_explain_rgb8's default on one model; an ensemble's shares them out). */
 int dl_faith_variant_default(void);
 
 /* The cascade the model allows: depths d with dl_faith_depth_layers(d) <=

@@ -34,12 +34,13 @@ static const variant k_variants[] = {
     {"block 13 expand gated by Conv_1 (14x14, product of the two maps)", "MobilenetV2/expanded_conv_13/expand/",
      DL_EXPLAIN_GATE_LAST, 0},
     {"block 12 output gated by Conv_1 (14x14, product)", "MobilenetV2/expanded_conv_12/add", DL_EXPLAIN_GATE_LAST, 0},
-    {"Conv_1, mean over the 8 flips/transposes of the input (8 passes) = the default", "MobilenetV2/Conv_1/",
+    {"Conv_1, mean over the 8 flips/transposes of the input (8 passes a member) = the default on one model",
+     "MobilenetV2/Conv_1/",
      DL_EXPLAIN_DIHEDRAL, 0},
     {"Conv_1, probability, mean over the 8 flips/transposes", "MobilenetV2/Conv_1/",
      DL_EXPLAIN_DIHEDRAL | DL_EXPLAIN_SCORE_PROB, 0},
     {"Conv_1, the 8 flips/transposes shared out among an ensemble's members (each run by one member; "
-     "row 9 on a single model)", "MobilenetV2/Conv_1/", DL_EXPLAIN_DIHEDRAL | DL_EXPLAIN_SPREAD, 0},
+     "= row 9 on one model) = the default on an ensemble", "MobilenetV2/Conv_1/", DL_EXPLAIN_DIHEDRAL | DL_EXPLAIN_SPREAD, 0},
 };
 #define N_VARIANTS ((int)(sizeof k_variants / sizeof *k_variants))
 _Static_assert(N_VARIANTS <= DL_FAITH_MAX_VARIANTS, "variant table larger than DL_FAITH_MAX_VARIANTS");

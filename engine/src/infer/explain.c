@@ -720,6 +720,7 @@ int dl_explain_rgb8(dl_model *m, const uint8_t *rgb, int width, int height, size
                     const dl_explain_options *opts, float **map_out, dl_result *result, dl_error *err)
 {
     unsigned flags = opts && opts->single_pass ? 0u : DL_EXPLAIN_DIHEDRAL;
+    if (flags && !(opts && opts->every_member_all_flips)) flags |= DL_EXPLAIN_SPREAD; /* no-op on one model */
     return dl_explain_rgb8_variant(m, rgb, width, height, stride, opts, flags, map_out, result, err);
 }
 
