@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Winograd F(2x2, 3x3) forward for 3x3 stride-1 groups == 1 convolutions
+ * (inference; see dl_winograd_ok for which).
+ *
+ * Each 2x2 block of output pixels (a "tile") reads a 4x4 input window; with
+ * V = B^T d B (input), U = G g G^T (weights, once at pack time) and
+ * Y = A^T M A (output), M = sum over input channels of U .* V: 16 products
+ * per input channel and tile instead of 36, i.e. 2.25x fewer multiply-adds.
+ * The channel sums are 16 ordinary GEMMs, M_k [tiles][oc] = V_k [tiles][ic]
+ * x U_k [ic][oc], run on the packed AVX-512 GEMM (kernel_gemm.c). The
+ * transforms use only adds (and the weights' halves, exact in binary), so
+ * the extra rounding is a few additions: F(2x2,3x3) is well conditioned
+ * (tests/test_ops.c bounds it against the reference).
+ *
+ * Tiles go in blocks whose V and M stay in L2 while the 16 GEMMs run, one
+ * block per thread at a time. Each output value is computed by the same
+ * instructions whatever the block or thread split (the GEMM sums each row
+ * alone), so results do not depend on the thread count. */
+#include "runtime/runtime.h"
+#include "runtime/kernel.h"
+
+#include <string.h>
+
+/* Blocks in flight at once (each has its scratch slot): the most threads
+ * this kernel uses. A fixed number, so the scratch size does not depend on
+ * the thread count, which may change after the scratch is allocated. */
+#define WINO_MAX_SLOTS 16
+/* Rows of the GEMM's register tile: blocks are multiples of it. */
+#define WINO_ROWS 12
+
+/* Measured on a Xeon (Sapphire Rapids, 1 thread) against im2col + the same
+ * GEMM, resnet50's layers at 224x224: see dl_winograd_ok. */
+#define WINO_MIN_IC 64
+#define WINO_MIN_OC 64
+
+int dl_winograd_ok(const dl_conv_shape *s)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* the GEMM is AVX-512 only; elsewhere im2col + OpenBLAS serves these.
+     * Channel counts: the transforms cost O(ic + oc) per tile and the GEMMs
+     * O(ic x oc); below 64 channels the transforms' memory traffic eats the
+     * 2.25x fewer multiply-adds. Small maps: at 7x7 a quarter of the tiles'
+     * outputs fall outside, and the 16 GEMMs of so few rows stream 16/9 as
+     * many weight bytes as im2col's one. */
+    return s->groups == 1 && s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->ic >= WINO_MIN_IC &&
+           s->oc >= WINO_MIN_OC && s->oh >= 8 && s->ow >= 8 && dl_cpu_level() >= DL_ISA_AVX512;
+#else
+    (void)s;
+    return 0;
+#endif
+}
+
+size_t dl_winograd_packed_floats(const dl_conv_shape *s)
+{
+    return 16 * dl_gemm_packed_floats(s->oc, s->ic);
+}
+
+/* U = G g G^T for one (output, input) channel pair; g is [3][3]. */
+static void weight_transform(const float g[9], float u[16])
+{
+    float t[4][3]; /* G g: rows */
+    for (int x = 0; x < 3; x++) {
+        float g0 = g[x], g1 = g[3 + x], g2 = g[6 + x];
+        t[0][x] = g0;
+        t[1][x] = 0.5f * (g0 + g1 + g2);
+        t[2][x] = 0.5f * (g0 - g1 + g2);
+        t[3][x] = g2;
+    }
+    for (int y = 0; y < 4; y++) {
+        float a = t[y][0], b = t[y][1], c = t[y][2];
+        u[y * 4 + 0] = a;
+        u[y * 4 + 1] = 0.5f * (a + b + c);
+        u[y * 4 + 2] = 0.5f * (a - b + c);
+        u[y * 4 + 3] = c;
+    }
+}
+
+/* 16 matrices U_k, each packed like dl_gemm_pack(oc, ic, U_k as [oc][ic]):
+ * panels of 16 output channels, [ic][16] each, the last zero-padded. */
+void dl_winograd_pack(const dl_conv_shape *s, const float *w, float *packed)
+{
+    const int IC = s->ic, OC = s->oc;
+    const size_t mat = dl_gemm_packed_floats(OC, IC);
+    memset(packed, 0, sizeof(float) * 16 * mat);
+    for (int o = 0; o < OC; o++)
+        for (int i = 0; i < IC; i++) {
+            float g[9], u[16];
+            for (int k = 0; k < 9; k++) g[k] = w[((size_t)o * 9 + k) * IC + i]; /* OHWI */
+            weight_transform(g, u);
+            size_t at = ((size_t)(o / 16) * IC + i) * 16 + o % 16;
+            for (int k = 0; k < 16; k++) packed[k * mat + at] = u[k];
+        }
+}
+
+/* The tile split: tiles per block and blocks, from the shape and L2 only. */
+typedef struct {
+    int th, tw;     /* tiles per column / row of an image */
+    long tiles;     /* in the batch */
+    int block;      /* tiles per block */
+    long nblocks;
+    int slots;
+    size_t slot_floats; /* V and M of one block */
+} wino_plan;
+
+static wino_plan plan(const dl_conv_shape *s)
+{
+    wino_plan p;
+    p.th = (s->oh + 1) / 2;
+    p.tw = (s->ow + 1) / 2;
+    p.tiles = (long)s->n * p.th * p.tw;
+    /* V and M of a block in half of L2: the GEMMs re-read them from there
+     * while the weights stream past; the other half holds the weights */
+    size_t per_tile = (size_t)16 * (s->ic + s->oc) * sizeof(float);
+    size_t fit = dl_cpu_l2_bytes() / 2 / per_tile;
+    int cap = fit < WINO_ROWS ? WINO_ROWS : fit > 4096 ? 4096 : (int)(fit - fit % WINO_ROWS);
+    /* equal blocks (a short last block would stream all weights for few rows) */
+    p.nblocks = (p.tiles + cap - 1) / cap;
+    long b = (p.tiles + p.nblocks - 1) / p.nblocks;
+    b += (WINO_ROWS - b % WINO_ROWS) % WINO_ROWS;
+    p.block = (int)(b < p.tiles ? b : p.tiles);
+    p.nblocks = (p.tiles + p.block - 1) / p.block;
+    p.slots = p.nblocks < WINO_MAX_SLOTS ? (int)p.nblocks : WINO_MAX_SLOTS;
+    p.slot_floats = (size_t)16 * p.block * (s->ic + s->oc);
+    return p;
+}
+
+size_t dl_winograd_scratch_floats(const dl_conv_shape *s)
+{
+    wino_plan p = plan(s);
+    return p.slot_floats * p.slots;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#include <immintrin.h>
+#include "runtime/act_avx512.h"
+
+#define AVX512 __attribute__((target("avx512f,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+    const dl_conv_shape *s;
+    const float *in, *packed;
+    float *out;
+    const dl_epilogue *ep; /* bias, activation, residual: applied in the output transform */
+    float *scratch;
+    wino_plan p;
+} wino_job;
+
+/* Input transform of tiles [t0, t0 + nt) into V_k [nt][ic] (k = 0..15, one
+ * matrix every nt * ic floats): V = B^T d B with
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], 16 channels at a time.
+ * Positions outside the image read as zeros (the padding). */
+AVX512 static void input_tiles(const wino_job *j, long t0, int nt, float *v)
+{
+    const dl_conv_shape *s = j->s;
+    const int IC = s->ic, T = j->p.th * j->p.tw;
+    const size_t mat = (size_t)nt * IC;
+    for (int q = 0; q < nt; q++) {
+        long t = t0 + q;
+        int b = (int)(t / T), r = (int)(t % T);
+        int y0 = (r / j->p.tw) * 2 - s->pt, x0 = (r % j->p.tw) * 2 - s->pl;
+        const float *src[16];
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++) {
+                int iy = y0 + y, ix = x0 + x;
+                src[y * 4 + x] = iy >= 0 && iy < s->ih && ix >= 0 && ix < s->iw
+                                     ? j->in + (((size_t)b * s->ih + iy) * s->iw + ix) * IC
+                                     : NULL;
+            }
+        float *dst = v + (size_t)q * IC;
+        for (int c = 0; c < IC; c += 16) {
+            __mmask16 m = IC - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (IC - c)) - 1u);
+            __m512 d[16], t4[16];
+            for (int k = 0; k < 16; k++) d[k] = src[k] ? _mm512_maskz_loadu_ps(m, src[k] + c) : _mm512_setzero_ps();
+            for (int x = 0; x < 4; x++) { /* B^T d: along y */
+                t4[0 + x] = _mm512_sub_ps(d[0 + x], d[8 + x]);
+                t4[4 + x] = _mm512_add_ps(d[4 + x], d[8 + x]);
+                t4[8 + x] = _mm512_sub_ps(d[8 + x], d[4 + x]);
+                t4[12 + x] = _mm512_sub_ps(d[4 + x], d[12 + x]);
+            }
+            for (int y = 0; y < 4; y++) { /* (.) B: along x */
+                const __m512 *r4 = t4 + y * 4;
+                _mm512_mask_storeu_ps(dst + (y * 4 + 0) * mat + c, m, _mm512_sub_ps(r4[0], r4[2]));
+                _mm512_mask_storeu_ps(dst + (y * 4 + 1) * mat + c, m, _mm512_add_ps(r4[1], r4[2]));
+                _mm512_mask_storeu_ps(dst + (y * 4 + 2) * mat + c, m, _mm512_sub_ps(r4[2], r4[1]));
+                _mm512_mask_storeu_ps(dst + (y * 4 + 3) * mat + c, m, _mm512_sub_ps(r4[1], r4[3]));
+            }
+        }
+    }
+}
+
+/* The GEMM epilogue's activations (kernel_gemm.c's act512, plus SiLU and
+ * the gates, which the GEMM leaves to separate passes), on 16 lanes. */
+AVX512 INLINE __m512 act16(__m512 v, dl_act a)
+{
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
+    switch (a) {
+    case DL_ACT_RELU: return _mm512_max_ps(v, zero);
+    case DL_ACT_RELU6: return _mm512_min_ps(_mm512_max_ps(v, zero), six);
+    case DL_ACT_HSWISH: {
+        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
+        return _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.f / 6.f));
+    }
+    case DL_ACT_SILU: return dl_silu16(v);
+    case DL_ACT_SIGMOID: return dl_sigmoid16(v);
+    case DL_ACT_HSIGMOID: {
+        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
+        return _mm512_mul_ps(r, _mm512_set1_ps(1.f / 6.f));
+    }
+    default: return v;
+    }
+}
+
+/* Output transform of tiles [t0, t0 + nt) from M_k [nt][oc]: Y = A^T M A
+ * with A^T = [1 1 1 0; 0 1 -1 -1], then the epilogue on each of the (up
+ * to) four pixels in bounds. */
+AVX512 static void output_tiles(const wino_job *j, long t0, int nt, const float *mm)
+{
+    const dl_conv_shape *s = j->s;
+    const dl_epilogue *ep = j->ep;
+    const int OC = s->oc, T = j->p.th * j->p.tw;
+    const size_t mat = (size_t)nt * OC;
+    for (int q = 0; q < nt; q++) {
+        long t = t0 + q;
+        int b = (int)(t / T), r = (int)(t % T);
+        int oy = (r / j->p.tw) * 2, ox = (r % j->p.tw) * 2;
+        size_t pix[4];
+        bool ok[4];
+        for (int k = 0; k < 4; k++) {
+            int y = oy + k / 2, x = ox + k % 2;
+            ok[k] = y < s->oh && x < s->ow;
+            pix[k] = (((size_t)b * s->oh + y) * s->ow + x) * OC;
+        }
+        const float *src = mm + (size_t)q * OC;
+        for (int c = 0; c < OC; c += 16) {
+            __mmask16 m = OC - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OC - c)) - 1u);
+            __m512 a[16], r2[8];
+            for (int k = 0; k < 16; k++) a[k] = _mm512_maskz_loadu_ps(m, src + k * mat + c);
+            for (int x = 0; x < 4; x++) { /* A^T M: along y */
+                r2[x] = _mm512_add_ps(_mm512_add_ps(a[x], a[4 + x]), a[8 + x]);
+                r2[4 + x] = _mm512_sub_ps(_mm512_sub_ps(a[4 + x], a[8 + x]), a[12 + x]);
+            }
+            __m512 y[4];
+            for (int i = 0; i < 2; i++) { /* (.) A: along x */
+                const __m512 *row = r2 + i * 4;
+                y[i * 2 + 0] = _mm512_add_ps(_mm512_add_ps(row[0], row[1]), row[2]);
+                y[i * 2 + 1] = _mm512_sub_ps(_mm512_sub_ps(row[1], row[2]), row[3]);
+            }
+            __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(m, ep->bias + c) : _mm512_setzero_ps();
+            for (int k = 0; k < 4; k++) {
+                if (!ok[k]) continue;
+                __m512 v = act16(_mm512_add_ps(y[k], bias), ep->act);
+                _mm512_mask_storeu_ps(j->out + pix[k] + c, m, v);
+                if (ep->res) {
+                    __m512 rv = _mm512_maskz_loadu_ps(m, ep->res + pix[k] + c);
+                    _mm512_mask_storeu_ps(ep->c2 + pix[k] + c, m, act16(_mm512_add_ps(v, rv), ep->res_act));
+                }
+            }
+        }
+    }
+}
+
+/* One block: transform in, 16 GEMMs, transform out; buf is its slot. */
+AVX512 static void run_block(const wino_job *j, long blk, float *buf)
+{
+    const dl_conv_shape *s = j->s;
+    long t0 = blk * j->p.block;
+    int nt = (int)(j->p.tiles - t0 < j->p.block ? j->p.tiles - t0 : j->p.block);
+    float *v = buf, *mm = buf + (size_t)16 * j->p.block * s->ic;
+    input_tiles(j, t0, nt, v);
+    const size_t wmat = dl_gemm_packed_floats(s->oc, s->ic);
+    const dl_epilogue plain = {.act = DL_ACT_NONE};
+    for (int k = 0; k < 16; k++)
+        dl_gemm_packed(nt, s->oc, s->ic, v + (size_t)k * nt * s->ic, (size_t)s->ic, j->packed + k * wmat,
+                       mm + (size_t)k * nt * s->oc, (size_t)s->oc, &plain);
+    output_tiles(j, t0, nt, mm);
+}
+
+static void wino_part(void *arg, int part, int nparts)
+{
+    const wino_job *j = arg;
+    float *buf = j->scratch + (size_t)part * j->p.slot_floats;
+    for (long blk = part; blk < j->p.nblocks; blk += nparts) run_block(j, blk, buf);
+}
+
+void dl_winograd_forward(const dl_conv_shape *s, const float *in, const float *packed, const dl_epilogue *ep,
+                         float *out, float *scratch)
+{
+    wino_job j = {s, in, packed, out, ep, scratch, plan(s)};
+    /* one block: the GEMMs thread themselves (by rows or columns) */
+    int parts = j.p.nblocks < 2 ? 1 : dl_parallel_parts((size_t)j.p.nblocks, 1);
+    if (parts > j.p.slots) parts = j.p.slots;
+    if (parts > 1) dl_parallel(parts, wino_part, &j);
+    else wino_part(&j, 0, 1);
+}
+
+#else /* not x86-64 GCC/clang: never called (dl_winograd_ok is false) */
+
+void dl_winograd_forward(const dl_conv_shape *s, const float *in, const float *packed, const dl_epilogue *ep,
+                         float *out, float *scratch)
+{
+    (void)s; (void)in; (void)packed; (void)ep; (void)out; (void)scratch;
+}
+
+#endif
