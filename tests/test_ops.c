@@ -500,19 +500,20 @@ static void test_conv_backward(int trial)
     free(in); free(w); free(b); free(out); free(g); free(gcopy); free(scratch); free(rgi); free(rgw); free(rgb);
 }
 
-/* Winograd F(2x2,3x3) (3x3 stride 1, packed weights, AVX-512) against the
- * double-precision reference on odd shapes: H, W odd and even (a last tile
- * half outside), padding 0 and 1, channels not multiples of 16, batch > 1,
- * every fused activation and residual, one tile block and several, 1 and
- * 2 threads (bit-identical). Tolerance: the float32 GEMM's rounding grows
- * with the sum of |w x| terms S of an output, not with the output (which
- * cancels); Winograd adds the transforms' roundings (sums of up to 4 inputs
- * and 9 weights, then 9 products: a few ulp of the transformed magnitudes,
- * at most 4x and 2.25x the raw ones). So |out - ref| <= 2^-16 S, 1000
- * ulp of S: the measured worst over these shapes is ~1e-7 S (printed), the
- * im2col path's on the same shapes ~3e-7 S; a wrong tap or transform
- * coefficient is off by ~|w x| ~ S / 9ic, >= 1e-4 S here (a weight
- * transform coefficient off by 0.1% already fails). */
+/* Winograd (3x3 stride 1, packed weights, AVX-512: F(2x2,3x3), and
+ * F(4x4,3x3) on maps of 28x28 and more) against the double-precision
+ * reference on odd shapes: H, W odd and even (a last tile partly outside),
+ * padding 0, 1 and bottom/right only, channels not multiples of 16, batch
+ * > 1, every fused activation and residual, one tile block and several, 1
+ * and 2 threads (bit-identical). Tolerance: the float32 GEMM's rounding
+ * grows with the sum S of the |w x| terms of an output, not with the output
+ * (which cancels); Winograd adds its transforms' roundings (F(2x2): sums of
+ * up to 4 inputs and 9 weights, at most 4x and 2.25x the raw magnitudes;
+ * F(4x4): coefficients up to 5 on the input, 8 on the output, 1/6 and 1/24
+ * on the weights). So |out - ref| <= 2^-16 S (1.5e-5 S): measured worst
+ * ~1e-7 S for F(2x2), ~2e-6 S for F(4x4) (printed), the im2col path's
+ * ~3e-7 S; a wrong tap or transform coefficient is off by ~|w x| ~ S / 9ic,
+ * >= 1e-4 S here (an F(2x2) weight coefficient off by 0.1% already fails). */
 static void test_winograd(void)
 {
     const int cases[][8] = {
@@ -524,7 +525,11 @@ static void test_winograd(void)
         {1, 17, 13, 96, 65, 0, DL_ACT_RELU6, DL_ACT_NONE},
         {2, 10, 11, 129, 64, 0, DL_ACT_HSWISH, DL_ACT_RELU},
         {1, 9, 20, 80, 100, 1, DL_ACT_SILU, DL_ACT_SILU},
+        /* 28x28 outputs and more: F(4x4,3x3) */
         {1, 56, 56, 64, 64, 1, DL_ACT_RELU, DL_ACT_RELU}, /* resnet50 layer1: several blocks */
+        {2, 29, 31, 35, 49, 1, DL_ACT_SILU, DL_ACT_RELU},
+        {1, 30, 28, 20, 24, 2, DL_ACT_HSWISH, DL_ACT_NONE},
+        {3, 30, 30, 64, 72, 0, DL_ACT_RELU6, DL_ACT_RELU}, /* 28x28: the smallest F(4x4) map; blocks */
     };
     double worst = 0, worst_im2col = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
