@@ -1,21 +1,26 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* Winograd F(2x2, 3x3) forward for 3x3 stride-1 groups == 1 convolutions
- * (inference; see dl_winograd_ok for which).
+/* Winograd forward for 3x3 stride-1 groups == 1 convolutions (inference;
+ * see dl_winograd_ok for which): F(2x2,3x3), or F(4x4,3x3) on large maps.
  *
- * Each 2x2 block of output pixels (a "tile") reads a 4x4 input window; with
- * V = B^T d B (input), U = G g G^T (weights, once at pack time) and
- * Y = A^T M A (output), M = sum over input channels of U .* V: 16 products
- * per input channel and tile instead of 36, i.e. 2.25x fewer multiply-adds.
- * The channel sums are 16 ordinary GEMMs, M_k [tiles][oc] = V_k [tiles][ic]
- * x U_k [ic][oc], run on the packed AVX-512 GEMM (kernel_gemm.c). The
- * transforms use only adds (and the weights' halves, exact in binary), so
- * the extra rounding is a few additions: F(2x2,3x3) is well conditioned
- * (tests/test_ops.c bounds it against the reference).
+ * Each MxM block of output pixels (a "tile", M = 2 or 4) reads an AxA input
+ * window (A = M + 2); with V = B^T d B (input), U = G g G^T (weights, once
+ * at pack time) and Y = A^T M A (output), M = sum over input channels of
+ * U .* V: A*A products per input channel and tile instead of 9*M*M, i.e.
+ * 2.25x (F(2x2)) or 4x (F(4x4)) fewer multiply-adds. The channel sums are
+ * A*A ordinary GEMMs, M_k [tiles][oc] = V_k [tiles][ic] x U_k [ic][oc], run
+ * on the packed AVX-512 GEMM (kernel_gemm.c); the output transform applies
+ * the GEMM's epilogue (bias, activation, residual add). F(2x2)'s
+ * transforms are adds and halves; F(4x4)'s small integers and, on the
+ * weights, 1/6 and 1/24: both stay well conditioned (tests/test_ops.c
+ * bounds them against the reference).
  *
- * Tiles go in blocks whose V and M stay in L2 while the 16 GEMMs run, one
+ * Tiles go in blocks whose V and M stay in L2 while the GEMMs run, one
  * block per thread at a time. Each output value is computed by the same
  * instructions whatever the block or thread split (the GEMM sums each row
- * alone), so results do not depend on the thread count. */
+ * alone), so results do not depend on the thread count.
+ *
+ * AVX-512 only, like the GEMM: without it these convs stay on im2col +
+ * OpenBLAS (dl_winograd_ok is false, nothing is packed this way). */
 #include "runtime/runtime.h"
 #include "runtime/kernel.h"
 
@@ -176,123 +181,18 @@ typedef struct {
     wino_plan p;
 } wino_job;
 
-/* Input transform of tiles [t0, t0 + nt) into V_k [nt][ic] (k = 0..15, one
- * matrix every nt * ic floats): V = B^T d B with
- * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], 16 channels at a time.
- * Positions outside the image read as zeros (the padding). */
-AVX512 static void input_tiles(const wino_job *j, long t0, int nt, float *v)
+/* B^T on 4 values (F(2x2,3x3)): rows [1 0 -1 0], [0 1 1 0], [0 -1 1 0],
+ * [0 1 0 -1]; d[i * st] is the i-th value, v[i * vs] the i-th result. */
+AVX512 INLINE void bt4(const __m512 *d, int st, __m512 *v, int vs)
 {
-    const dl_conv_shape *s = j->s;
-    const int IC = s->ic, T = j->p.th * j->p.tw;
-    const size_t mat = (size_t)nt * IC;
-    for (int q = 0; q < nt; q++) {
-        long t = t0 + q;
-        int b = (int)(t / T), r = (int)(t % T);
-        int y0 = (r / j->p.tw) * 2 - s->pt, x0 = (r % j->p.tw) * 2 - s->pl;
-        const float *src[16];
-        for (int y = 0; y < 4; y++)
-            for (int x = 0; x < 4; x++) {
-                int iy = y0 + y, ix = x0 + x;
-                src[y * 4 + x] = iy >= 0 && iy < s->ih && ix >= 0 && ix < s->iw
-                                     ? j->in + (((size_t)b * s->ih + iy) * s->iw + ix) * IC
-                                     : NULL;
-            }
-        float *dst = v + (size_t)q * IC;
-        for (int c = 0; c < IC; c += 16) {
-            __mmask16 m = IC - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (IC - c)) - 1u);
-            __m512 d[16], t4[16];
-            for (int k = 0; k < 16; k++) d[k] = src[k] ? _mm512_maskz_loadu_ps(m, src[k] + c) : _mm512_setzero_ps();
-            for (int x = 0; x < 4; x++) { /* B^T d: along y */
-                t4[0 + x] = _mm512_sub_ps(d[0 + x], d[8 + x]);
-                t4[4 + x] = _mm512_add_ps(d[4 + x], d[8 + x]);
-                t4[8 + x] = _mm512_sub_ps(d[8 + x], d[4 + x]);
-                t4[12 + x] = _mm512_sub_ps(d[4 + x], d[12 + x]);
-            }
-            for (int y = 0; y < 4; y++) { /* (.) B: along x */
-                const __m512 *r4 = t4 + y * 4;
-                _mm512_mask_storeu_ps(dst + (y * 4 + 0) * mat + c, m, _mm512_sub_ps(r4[0], r4[2]));
-                _mm512_mask_storeu_ps(dst + (y * 4 + 1) * mat + c, m, _mm512_add_ps(r4[1], r4[2]));
-                _mm512_mask_storeu_ps(dst + (y * 4 + 2) * mat + c, m, _mm512_sub_ps(r4[2], r4[1]));
-                _mm512_mask_storeu_ps(dst + (y * 4 + 3) * mat + c, m, _mm512_sub_ps(r4[1], r4[3]));
-            }
-        }
-    }
+    v[0] = _mm512_sub_ps(d[0], d[2 * st]);
+    v[vs] = _mm512_add_ps(d[st], d[2 * st]);
+    v[2 * vs] = _mm512_sub_ps(d[2 * st], d[st]);
+    v[3 * vs] = _mm512_sub_ps(d[st], d[3 * st]);
 }
 
-/* The GEMM epilogue's activations (kernel_gemm.c's act512, plus SiLU and
- * the gates, which the GEMM leaves to separate passes), on 16 lanes. */
-AVX512 INLINE __m512 act16(__m512 v, dl_act a)
-{
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
-    switch (a) {
-    case DL_ACT_RELU: return _mm512_max_ps(v, zero);
-    case DL_ACT_RELU6: return _mm512_min_ps(_mm512_max_ps(v, zero), six);
-    case DL_ACT_HSWISH: {
-        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
-        return _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.f / 6.f));
-    }
-    case DL_ACT_SILU: return dl_silu16(v);
-    case DL_ACT_SIGMOID: return dl_sigmoid16(v);
-    case DL_ACT_HSIGMOID: {
-        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
-        return _mm512_mul_ps(r, _mm512_set1_ps(1.f / 6.f));
-    }
-    default: return v;
-    }
-}
-
-/* Output transform of tiles [t0, t0 + nt) from M_k [nt][oc]: Y = A^T M A
- * with A^T = [1 1 1 0; 0 1 -1 -1], then the epilogue on each of the (up
- * to) four pixels in bounds. */
-AVX512 static void output_tiles(const wino_job *j, long t0, int nt, const float *mm)
-{
-    const dl_conv_shape *s = j->s;
-    const dl_epilogue *ep = j->ep;
-    const int OC = s->oc, T = j->p.th * j->p.tw;
-    const size_t mat = (size_t)nt * OC;
-    for (int q = 0; q < nt; q++) {
-        long t = t0 + q;
-        int b = (int)(t / T), r = (int)(t % T);
-        int oy = (r / j->p.tw) * 2, ox = (r % j->p.tw) * 2;
-        size_t pix[4];
-        bool ok[4];
-        for (int k = 0; k < 4; k++) {
-            int y = oy + k / 2, x = ox + k % 2;
-            ok[k] = y < s->oh && x < s->ow;
-            pix[k] = (((size_t)b * s->oh + y) * s->ow + x) * OC;
-        }
-        const float *src = mm + (size_t)q * OC;
-        for (int c = 0; c < OC; c += 16) {
-            __mmask16 m = OC - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OC - c)) - 1u);
-            __m512 a[16], r2[8];
-            for (int k = 0; k < 16; k++) a[k] = _mm512_maskz_loadu_ps(m, src + k * mat + c);
-            for (int x = 0; x < 4; x++) { /* A^T M: along y */
-                r2[x] = _mm512_add_ps(_mm512_add_ps(a[x], a[4 + x]), a[8 + x]);
-                r2[4 + x] = _mm512_sub_ps(_mm512_sub_ps(a[4 + x], a[8 + x]), a[12 + x]);
-            }
-            __m512 y[4];
-            for (int i = 0; i < 2; i++) { /* (.) A: along x */
-                const __m512 *row = r2 + i * 4;
-                y[i * 2 + 0] = _mm512_add_ps(_mm512_add_ps(row[0], row[1]), row[2]);
-                y[i * 2 + 1] = _mm512_sub_ps(_mm512_sub_ps(row[1], row[2]), row[3]);
-            }
-            __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(m, ep->bias + c) : _mm512_setzero_ps();
-            for (int k = 0; k < 4; k++) {
-                if (!ok[k]) continue;
-                __m512 v = act16(_mm512_add_ps(y[k], bias), ep->act);
-                _mm512_mask_storeu_ps(j->out + pix[k] + c, m, v);
-                if (ep->res) {
-                    __m512 rv = _mm512_maskz_loadu_ps(m, ep->res + pix[k] + c);
-                    _mm512_mask_storeu_ps(ep->c2 + pix[k] + c, m, act16(_mm512_add_ps(v, rv), ep->res_act));
-                }
-            }
-        }
-    }
-}
-
-/* F(4x4,3x3): B^T on 6 values (rows of B^T: [4 0 -5 0 1 0],
- * [0 -4 -4 1 1 0], [0 4 -4 -1 1 0], [0 -2 -1 2 1 0], [0 2 -1 -2 1 0],
- * [0 4 0 -5 0 1]); d[i * st] is the i-th value. */
+/* B^T on 6 values (F(4x4,3x3)): [4 0 -5 0 1 0], [0 -4 -4 1 1 0],
+ * [0 4 -4 -1 1 0], [0 -2 -1 2 1 0], [0 2 -1 -2 1 0], [0 4 0 -5 0 1]. */
 AVX512 INLINE void bt6(const __m512 *d, int st, __m512 *v, int vs)
 {
     const __m512 c4 = _mm512_set1_ps(4.f), c5 = _mm512_set1_ps(5.f), c2 = _mm512_set1_ps(2.f);
@@ -303,6 +203,13 @@ AVX512 INLINE void bt6(const __m512 *d, int st, __m512 *v, int vs)
     v[3 * vs] = _mm512_fmadd_ps(c2, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
     v[4 * vs] = _mm512_fmadd_ps(c2, _mm512_sub_ps(d1, d3), _mm512_sub_ps(d4, d2));
     v[5 * vs] = _mm512_fmadd_ps(c4, d1, _mm512_fnmadd_ps(c5, d3, d5));
+}
+
+/* A^T on 4 values: [1 1 1 0], [0 1 -1 -1]. */
+AVX512 INLINE void at4(const __m512 *m, int st, __m512 *y, int ys)
+{
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[st]), m[2 * st]);
+    y[ys] = _mm512_sub_ps(_mm512_sub_ps(m[st], m[2 * st]), m[3 * st]);
 }
 
 /* A^T on 6 values: [1 1 1 1 1 0], [0 1 -1 2 -2 0], [0 1 1 4 4 0],
@@ -317,39 +224,58 @@ AVX512 INLINE void at6(const __m512 *m, int st, __m512 *y, int ys)
     y[3 * ys] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.f), d34, d12), m[5 * st]);
 }
 
-AVX512 static void input_tiles4(const wino_job *j, long t0, int nt, float *v)
+static inline __mmask16 tail_mask(int left)
 {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+}
+
+/* Input transform of tiles [t0, t0 + nt) into V_k [nt][ic] (k < A*A, one
+ * matrix every nt * ic floats): V = B^T d B on each AxA window (A = M + 2),
+ * 16 channels at a time. Positions outside the image read as zeros (the
+ * padding). M is a constant at each call site. */
+AVX512 INLINE void input_tiles(const wino_job *j, long t0, int nt, float *v, const int M)
+{
+    const int A = M + 2;
     const dl_conv_shape *s = j->s;
     const int IC = s->ic, T = j->p.th * j->p.tw;
     const size_t mat = (size_t)nt * IC;
     for (int q = 0; q < nt; q++) {
         long t = t0 + q;
         int b = (int)(t / T), r = (int)(t % T);
-        int y0 = (r / j->p.tw) * 4 - s->pt, x0 = (r % j->p.tw) * 4 - s->pl;
+        int y0 = (r / j->p.tw) * M - s->pt, x0 = (r % j->p.tw) * M - s->pl;
         const float *src[36];
-        for (int y = 0; y < 6; y++)
-            for (int x = 0; x < 6; x++) {
+        for (int y = 0; y < A; y++)
+            for (int x = 0; x < A; x++) {
                 int iy = y0 + y, ix = x0 + x;
-                src[y * 6 + x] = iy >= 0 && iy < s->ih && ix >= 0 && ix < s->iw
+                src[y * A + x] = iy >= 0 && iy < s->ih && ix >= 0 && ix < s->iw
                                      ? j->in + (((size_t)b * s->ih + iy) * s->iw + ix) * IC
                                      : NULL;
             }
         float *dst = v + (size_t)q * IC;
         for (int c = 0; c < IC; c += 16) {
-            __mmask16 m = IC - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (IC - c)) - 1u);
-            __m512 d[36], t6[36], o[6];
-            for (int k = 0; k < 36; k++) d[k] = src[k] ? _mm512_maskz_loadu_ps(m, src[k] + c) : _mm512_setzero_ps();
-            for (int x = 0; x < 6; x++) bt6(d + x, 6, t6 + x, 6); /* along y */
-            for (int y = 0; y < 6; y++) {                         /* along x */
-                bt6(t6 + y * 6, 1, o, 1);
-                for (int x = 0; x < 6; x++) _mm512_mask_storeu_ps(dst + (y * 6 + x) * mat + c, m, o[x]);
+            __mmask16 m = tail_mask(IC - c);
+            __m512 d[36], tr[36], o[6];
+            for (int k = 0; k < A * A; k++)
+                d[k] = src[k] ? _mm512_maskz_loadu_ps(m, src[k] + c) : _mm512_setzero_ps();
+            for (int x = 0; x < A; x++) { /* B^T d: along y */
+                if (M == 2) bt4(d + x, A, tr + x, A);
+                else bt6(d + x, A, tr + x, A);
+            }
+            for (int y = 0; y < A; y++) { /* (.) B: along x */
+                if (M == 2) bt4(tr + y * A, 1, o, 1);
+                else bt6(tr + y * A, 1, o, 1);
+                for (int x = 0; x < A; x++) _mm512_mask_storeu_ps(dst + (y * A + x) * mat + c, m, o[x]);
             }
         }
     }
 }
 
-AVX512 static void output_tiles4(const wino_job *j, long t0, int nt, const float *mm)
+/* Output transform of tiles [t0, t0 + nt) from M_k [nt][oc]: Y = A^T M A,
+ * then the GEMM's epilogue (v = act(y + bias); out = v; c2 = res_act(v +
+ * res)) on each of the MxM pixels in bounds. */
+AVX512 INLINE void output_tiles(const wino_job *j, long t0, int nt, const float *mm, const int M)
 {
+    const int A = M + 2;
     const dl_conv_shape *s = j->s;
     const dl_epilogue *ep = j->ep;
     const int OC = s->oc, T = j->p.th * j->p.tw;
@@ -357,29 +283,40 @@ AVX512 static void output_tiles4(const wino_job *j, long t0, int nt, const float
     for (int q = 0; q < nt; q++) {
         long t = t0 + q;
         int b = (int)(t / T), r = (int)(t % T);
-        int oy = (r / j->p.tw) * 4, ox = (r % j->p.tw) * 4;
+        int oy = (r / j->p.tw) * M, ox = (r % j->p.tw) * M;
         const float *src = mm + (size_t)q * OC;
         for (int c = 0; c < OC; c += 16) {
-            __mmask16 m = OC - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OC - c)) - 1u);
-            __m512 a[36], r4[24], y[16];
-            for (int k = 0; k < 36; k++) a[k] = _mm512_maskz_loadu_ps(m, src + k * mat + c);
-            for (int x = 0; x < 6; x++) at6(a + x, 6, r4 + x, 6); /* along y: 4 rows of 6 */
-            for (int i = 0; i < 4; i++) at6(r4 + i * 6, 1, y + i * 4, 1);
+            __mmask16 m = tail_mask(OC - c);
+            __m512 a[36], rows[24], y[16];
+            for (int k = 0; k < A * A; k++) a[k] = _mm512_maskz_loadu_ps(m, src + k * mat + c);
+            for (int x = 0; x < A; x++) { /* A^T M: M rows of A */
+                if (M == 2) at4(a + x, A, rows + x, A);
+                else at6(a + x, A, rows + x, A);
+            }
+            for (int i = 0; i < M; i++) { /* (.) A */
+                if (M == 2) at4(rows + i * A, 1, y + i * M, 1);
+                else at6(rows + i * A, 1, y + i * M, 1);
+            }
             __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(m, ep->bias + c) : _mm512_setzero_ps();
-            for (int k = 0; k < 16; k++) {
-                int py = oy + k / 4, px = ox + k % 4;
+            for (int k = 0; k < M * M; k++) {
+                int py = oy + k / M, px = ox + k % M;
                 if (py >= s->oh || px >= s->ow) continue;
                 size_t pix = (((size_t)b * s->oh + py) * s->ow + px) * OC;
-                __m512 v = act16(_mm512_add_ps(y[k], bias), ep->act);
+                __m512 v = dl_act16(_mm512_add_ps(y[k], bias), ep->act);
                 _mm512_mask_storeu_ps(j->out + pix + c, m, v);
                 if (ep->res) {
                     __m512 rv = _mm512_maskz_loadu_ps(m, ep->res + pix + c);
-                    _mm512_mask_storeu_ps(ep->c2 + pix + c, m, act16(_mm512_add_ps(v, rv), ep->res_act));
+                    _mm512_mask_storeu_ps(ep->c2 + pix + c, m, dl_act16(_mm512_add_ps(v, rv), ep->res_act));
                 }
             }
         }
     }
 }
+
+AVX512 static void input_tiles2(const wino_job *j, long t0, int nt, float *v) { input_tiles(j, t0, nt, v, 2); }
+AVX512 static void input_tiles4(const wino_job *j, long t0, int nt, float *v) { input_tiles(j, t0, nt, v, 4); }
+AVX512 static void output_tiles2(const wino_job *j, long t0, int nt, const float *mm) { output_tiles(j, t0, nt, mm, 2); }
+AVX512 static void output_tiles4(const wino_job *j, long t0, int nt, const float *mm) { output_tiles(j, t0, nt, mm, 4); }
 
 /* One block: transform in, a*a GEMMs, transform out; buf is its slot. */
 AVX512 static void run_block(const wino_job *j, long blk, float *buf)
@@ -389,14 +326,14 @@ AVX512 static void run_block(const wino_job *j, long blk, float *buf)
     int nt = (int)(j->p.tiles - t0 < j->p.block ? j->p.tiles - t0 : j->p.block);
     float *v = buf, *mm = buf + (size_t)j->p.nmat * j->p.block * s->ic;
     if (j->p.m == 4) input_tiles4(j, t0, nt, v);
-    else input_tiles(j, t0, nt, v);
+    else input_tiles2(j, t0, nt, v);
     const size_t wmat = dl_gemm_packed_floats(s->oc, s->ic);
     const dl_epilogue plain = {.act = DL_ACT_NONE};
     for (int k = 0; k < j->p.nmat; k++)
         dl_gemm_packed(nt, s->oc, s->ic, v + (size_t)k * nt * s->ic, (size_t)s->ic, j->packed + k * wmat,
                        mm + (size_t)k * nt * s->oc, (size_t)s->oc, &plain);
     if (j->p.m == 4) output_tiles4(j, t0, nt, mm);
-    else output_tiles(j, t0, nt, mm);
+    else output_tiles2(j, t0, nt, mm);
 }
 
 static void wino_part(void *arg, int part, int nparts)
