@@ -69,10 +69,10 @@ void dl_conv2d_forward(const dl_conv_shape *s, const float *in, const float *w, 
  * be rebuilt whenever w changes. */
 size_t dl_conv2d_packed_floats(const dl_conv_shape *s);
 void dl_conv2d_pack(const dl_conv_shape *s, const float *w, float *packed);
-/* Nonzero when this CPU packs s for Winograd F(2x2,3x3) (3x3 stride 1, many
- * channels, AVX-512): forwards WITH those packed weights round differently
- * from forwards with packed = NULL (im2col; within ~1e-6 of the values),
- * so callers that differentiate the forward pass NULL to keep im2col's. */
+/* Nonzero when this CPU packs s for Winograd (3x3 stride 1, 16+ channels,
+ * 5x5+ outputs, AVX-512): forwards WITH those packed weights round
+ * differently from forwards with packed = NULL (im2col; ~1e-6 relative), so
+ * a caller that wants im2col's values (training) passes NULL. */
 int dl_conv2d_packed_winograd(const dl_conv_shape *s);
 /* dl_conv2d_forward with optional packed weights (NULL: w is used) and an
  * optional fused residual add: when res is non-NULL, also
