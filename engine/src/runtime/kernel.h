@@ -87,10 +87,11 @@ void dl_conv2d_rows(const dl_conv_shape *s, const dl_rows_io *io, const float *p
 
 /* ---------------------------------------------------------------- Winograd */
 
-/* Winograd F(2x2,3x3) for 3x3 stride-1 groups == 1 convs (kernel_winograd.c).
- * dl_winograd_ok: this shape on this CPU runs it when its weights are packed
- * (dl_conv2d_pack then stores the 16 transformed matrices; the shape's
- * batch and activation do not matter). Packed: dl_winograd_packed_floats.
+/* Winograd F(2x2,3x3), or F(4x4,3x3) on maps of 28x28 and more, for 3x3
+ * stride-1 groups == 1 convs (kernel_winograd.c). dl_winograd_ok: this shape
+ * on this CPU runs it when its weights are packed (dl_conv2d_pack then
+ * stores the 16 or 36 transformed matrices; the shape's batch and
+ * activation do not matter). Packed: dl_winograd_packed_floats.
  * Forward: NHWC in/out of the whole batch; ep gives the bias, activation
  * (any, s->act is ignored) and optional residual (res and c2 shaped like
  * out, ld_* ignored; accumulate must be 0). scratch:
