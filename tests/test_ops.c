@@ -65,7 +65,8 @@ static double maxdiff(const float *a, const float *b, size_t n)
 
 /* The executor's entry: pre-packed weights (when this CPU packs) and the
  * conv -> add fusion. out must equal the plain forward's bit for bit (same
- * kernel), out2 = res_act(ref + res). */
+ * kernel; Winograd-packed 3x3: within the reference bound instead),
+ * out2 = res_act(ref + res). */
 static void check_packed_residual(const dl_conv_shape *s, const float *in, const float *w, const float *b,
                                   const float *out, const float *ref, float *scratch, int trial)
 {
@@ -76,8 +77,12 @@ static void check_packed_residual(const dl_conv_shape *s, const float *in, const
     float *res = rnd(out_n), *o1 = rnd(out_n), *o2 = rnd(out_n);
     dl_act ra = (dl_act)(trial % 5);
     dl_conv2d_forward_ex(s, in, w, packed, b, o1, scratch, res, ra, o2);
-    CHECK(memcmp(o1, out, sizeof(float) * out_n) == 0, "trial %d: packed/fused conv output differs from plain",
-          trial);
+    if (packed && dl_conv2d_packed_winograd(s)) /* Winograd: other roundings, same bound as the plain path */
+        CHECK(maxdiff(o1, ref, out_n) < 1e-4, "trial %d: Winograd conv off the reference by %g", trial,
+              maxdiff(o1, ref, out_n));
+    else
+        CHECK(memcmp(o1, out, sizeof(float) * out_n) == 0, "trial %d: packed/fused conv output differs from plain",
+              trial);
     double d = 0;
     for (size_t i = 0; i < out_n; i++) d = fmax(d, fabs(o2[i] - ref_act(ra, ref[i] + res[i])));
     CHECK(d < 2e-4, "trial %d g%d k%dx%d: fused residual (%s) off by %g", trial, s->groups, s->kh, s->kw,
@@ -495,6 +500,100 @@ static void test_conv_backward(int trial)
     free(in); free(w); free(b); free(out); free(g); free(gcopy); free(scratch); free(rgi); free(rgw); free(rgb);
 }
 
+/* Winograd (3x3 stride 1, packed weights, AVX-512: F(2x2,3x3), and
+ * F(4x4,3x3) on maps of 28x28 and more) against the double-precision
+ * reference on odd shapes: H, W odd and even (a last tile partly outside),
+ * padding 0, 1 and bottom/right only, channels not multiples of 16, batch
+ * > 1, every fused activation and residual, one tile block and several, 1
+ * and 2 threads (bit-identical). Tolerance: the float32 GEMM's rounding
+ * grows with the sum S of the |w x| terms of an output, not with the output
+ * (which cancels); Winograd adds its transforms' roundings (F(2x2): sums of
+ * up to 4 inputs and 9 weights, at most 4x and 2.25x the raw magnitudes;
+ * F(4x4): coefficients up to 5 on the input, 8 on the output, 1/6 and 1/24
+ * on the weights). So |out - ref| <= 2^-16 S (1.5e-5 S): measured worst
+ * ~1e-7 S for F(2x2), ~2e-6 S for F(4x4) (printed), the im2col path's
+ * ~3e-7 S; a wrong tap or transform coefficient is off by ~|w x| ~ S / 9ic,
+ * >= 1e-4 S here (an F(2x2) weight coefficient off by 0.1% already fails). */
+static void test_winograd(void)
+{
+    const int cases[][8] = {
+        /* n, ih, iw, ic, oc, pad (2: bottom/right only), act, res_act */
+        {2, 15, 16, 67, 70, 1, DL_ACT_RELU, DL_ACT_RELU},
+        {2, 7, 8, 17, 40, 0, DL_ACT_RELU, DL_ACT_NONE},  /* 5x6 out: the smallest map taken */
+        {2, 12, 11, 33, 16, 2, DL_ACT_NONE, DL_ACT_RELU6}, /* ONNX-style asymmetric pads */
+        {3, 23, 25, 64, 83, 1, DL_ACT_NONE, DL_ACT_NONE},
+        {1, 17, 13, 96, 65, 0, DL_ACT_RELU6, DL_ACT_NONE},
+        {2, 10, 11, 129, 64, 0, DL_ACT_HSWISH, DL_ACT_RELU},
+        {1, 9, 20, 80, 100, 1, DL_ACT_SILU, DL_ACT_SILU},
+        /* 28x28 outputs and more: F(4x4,3x3) */
+        {1, 56, 56, 64, 64, 1, DL_ACT_RELU, DL_ACT_RELU}, /* resnet50 layer1: several blocks */
+        {2, 29, 31, 35, 49, 1, DL_ACT_SILU, DL_ACT_RELU},
+        {1, 30, 28, 20, 24, 2, DL_ACT_HSWISH, DL_ACT_NONE},
+        {3, 30, 30, 64, 72, 0, DL_ACT_RELU6, DL_ACT_RELU}, /* 28x28: the smallest F(4x4) map; blocks */
+    };
+    double worst = 0, worst_im2col = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int *k = cases[c];
+        dl_conv_shape s = {.n = k[0], .ih = k[1], .iw = k[2], .ic = k[3], .oc = k[4], .kh = 3, .kw = 3, .sh = 1,
+                           .sw = 1, .pt = k[5], .pl = k[5], .groups = 1, .act = (dl_act)k[6]};
+        s.oh = k[5] == 2 ? s.ih - 1 : s.ih + 2 * k[5] - 2;
+        s.ow = k[5] == 2 ? s.iw - 1 : s.iw + 2 * k[5] - 2;
+        if (k[5] == 2) s.pt = s.pl = 0;
+        const dl_act ra = (dl_act)k[7];
+        bool wino = dl_conv2d_packed_winograd(&s) != 0;
+        CHECK(wino == (dl_cpu_level() >= DL_ISA_AVX512), "case %zu: Winograd %d at level %d", c, wino,
+              dl_cpu_level());
+        if (!wino) continue;
+        size_t in_n = (size_t)s.n * s.ih * s.iw * s.ic, out_n = (size_t)s.n * s.oh * s.ow * s.oc;
+        float *in = rnd(in_n), *w = rnd((size_t)s.oc * 9 * s.ic), *b = rnd(s.oc), *res = rnd(out_n);
+        float *o1 = rnd(out_n), *o2 = rnd(out_n), *r1 = rnd(out_n), *r2 = rnd(out_n), *plain = rnd(out_n);
+        float *packed = rnd(dl_conv2d_packed_floats(&s)), *scratch = rnd(dl_conv2d_scratch_floats(&s));
+        dl_conv2d_pack(&s, w, packed);
+        dl_set_num_threads(1);
+        dl_conv2d_forward_ex(&s, in, w, packed, b, o1, scratch, res, ra, r1);
+        dl_set_num_threads(2);
+        dl_conv2d_forward_ex(&s, in, w, packed, b, o2, scratch, res, ra, r2);
+        CHECK(memcmp(o1, o2, sizeof(float) * out_n) == 0 && memcmp(r1, r2, sizeof(float) * out_n) == 0,
+              "Winograd case %zu: 1 and 2 threads differ", c);
+        dl_conv2d_forward(&s, in, w, b, plain, scratch); /* no packed weights: im2col */
+        double bad = 0, bad_res = 0;
+        for (int n = 0; n < s.n; n++)
+            for (int oy = 0; oy < s.oh; oy++)
+                for (int ox = 0; ox < s.ow; ox++)
+                    for (int o = 0; o < s.oc; o++) {
+                        double acc = b[o], sum = fabs(b[o]);
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++) {
+                                int iy = oy - s.pt + ky, ix = ox - s.pl + kx;
+                                if (iy < 0 || iy >= s.ih || ix < 0 || ix >= s.iw) continue;
+                                const float *x = in + (((size_t)n * s.ih + iy) * s.iw + ix) * s.ic;
+                                const float *wk = w + (((size_t)o * 3 + ky) * 3 + kx) * s.ic;
+                                for (int i = 0; i < s.ic; i++) {
+                                    acc += (double)x[i] * wk[i];
+                                    sum += fabs((double)x[i] * wk[i]);
+                                }
+                            }
+                        size_t at = (((size_t)n * s.oh + oy) * s.ow + ox) * s.oc + o;
+                        /* activations' slopes are at most 1.1: the bound holds after them */
+                        double e = fabs(o1[at] - ref_act(s.act, (float)acc)) / sum;
+                        worst = fmax(worst, e);
+                        worst_im2col = fmax(worst_im2col, fabs(plain[at] - ref_act(s.act, (float)acc)) / sum);
+                        if (e > 1.1 * 0x1p-16) bad = fmax(bad, e);
+                        float want = ref_act(ra, o1[at] + res[at]);
+                        bad_res = fmax(bad_res, fabs(r1[at] - want) / (1 + fabs(want)));
+                    }
+        CHECK(bad == 0, "Winograd case %zu (n%d %dx%d ic%d oc%d pad%d %s): off the reference by %g S", c, s.n,
+              s.ih, s.iw, s.ic, s.oc, s.pt, dl_act_name(s.act), bad);
+        /* the residual is added to the stored output: exact for none/relu,
+         * silu/hswish to a few ulp (vector vs scalar) */
+        CHECK(bad_res < 1e-6, "Winograd case %zu: fused residual (%s) off by %g", c, dl_act_name(ra), bad_res);
+        free(in); free(w); free(b); free(res); free(o1); free(o2); free(r1); free(r2); free(plain);
+        free(packed); free(scratch);
+    }
+    if (worst > 0) printf("winograd: worst |out - ref| = %.3g S (im2col %.3g S)\n", worst, worst_im2col);
+    dl_set_num_threads(0);
+}
+
 /* 1x1 -> depthwise in bands (the executor's path for large maps) must
  * equal the two convolutions run one after the other, bit for bit, also
  * with VALID padding where the last pw row is read by no window. */
@@ -549,6 +648,7 @@ int main(void)
         test_act_exp();
         test_threads_identical();
         test_pw_dw_banded();
+        test_winograd();
         for (int t = 0; t < 120; t++) test_conv_backward(t);
         for (int t = 1000; t < 1004; t++) test_conv_backward(t);
         for (int t = 2000; t < 2002; t++) test_conv_backward(t);

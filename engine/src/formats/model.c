@@ -521,7 +521,8 @@ static void memory_need(const dl_graph *g, size_t *weights, size_t *acts)
         if (!dl_mul_size(g->tensors[i].count, sizeof(float), &b) || !dl_add_size(w, b, &w)) w = SIZE_MAX;
     }
     /* dl_exec_init keeps a packed copy of the conv/dense weights for the fast
-     * kernels: count the weights twice (an upper bound). */
+     * kernels: count the weights twice (an upper bound), plus what Winograd's
+     * packed form (16/9 or 36/9 of its weights) takes beyond that, below. */
     if (!dl_mul_size(w, 2, &w)) w = SIZE_MAX;
     for (int i = 0; i < g->n_nodes; i++) {
         const dl_node *n = &g->nodes[i];
@@ -537,6 +538,8 @@ static void memory_need(const dl_graph *g, size_t *weights, size_t *acts)
                                .pt = n->pad_t, .pl = n->pad_l, .groups = n->groups, .act = n->act};
             size_t sc = dl_conv2d_scratch_floats(&s);
             if (sc > scratch) scratch = sc;
+            size_t own = (size_t)s.oc * 9 * s.ic, pk = dl_conv2d_packed_winograd(&s) ? dl_conv2d_packed_floats(&s) : 0;
+            if (pk > own && (!dl_mul_size(pk - own, sizeof(float), &b) || !dl_add_size(w, b, &w))) w = SIZE_MAX;
         }
     }
     size_t sb;

@@ -17,6 +17,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
+#include "runtime/ops.h"
+
 #include <immintrin.h>
 
 #define DL_AVX512_INLINE __attribute__((target("avx512f,fma"), always_inline)) static inline
@@ -59,6 +61,28 @@ DL_AVX512_INLINE __m512 dl_sigmoid16(__m512 x)
 DL_AVX512_INLINE __m512 dl_silu16(__m512 x)
 {
     return _mm512_mul_ps(x, dl_sigmoid16(x));
+}
+
+/* Every activation on 16 lanes (the kernels' epilogues; the GEMM keeps its
+ * own without SiLU, which it leaves to a separate pass). */
+DL_AVX512_INLINE __m512 dl_act16(__m512 v, dl_act a)
+{
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
+    switch (a) {
+    case DL_ACT_RELU: return _mm512_max_ps(v, zero);
+    case DL_ACT_RELU6: return _mm512_min_ps(_mm512_max_ps(v, zero), six);
+    case DL_ACT_HSWISH: {
+        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
+        return _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.f / 6.f));
+    }
+    case DL_ACT_SILU: return dl_silu16(v);
+    case DL_ACT_SIGMOID: return dl_sigmoid16(v);
+    case DL_ACT_HSIGMOID: {
+        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
+        return _mm512_mul_ps(r, _mm512_set1_ps(1.f / 6.f));
+    }
+    default: return v;
+    }
 }
 
 #endif

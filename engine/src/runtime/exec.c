@@ -314,7 +314,13 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             if (nx && nx->op == DL_OP_ADD && !post_act_in(n, keep_pre) && !post_act_in(nx, keep_pre) &&
                 (nx->inputs[0] == i) != (nx->inputs[1] == i))
                 other = nx->inputs[0] == i ? nx->inputs[1] : nx->inputs[0];
-            dl_conv2d_forward_ex(&s, x, g->tensors[n->weight].data, e->packed[i],
+            /* training executors keep im2col's values for the 3x3 convs
+             * Winograd would take (training and its gradient checks see one
+             * path; their weights are packed per forward anyway); Grad-CAM's
+             * backward reads the activations this forward stores, whichever
+             * kernel made them, so it runs like classify */
+            const float *pk = (e->training || e->wgrad) && dl_conv2d_packed_winograd(&s) ? NULL : e->packed[i];
+            dl_conv2d_forward_ex(&s, x, g->tensors[n->weight].data, pk,
                                  n->bias >= 0 ? g->tensors[n->bias].data : NULL, y, e->scratch,
                                  other >= 0 ? A[other] : NULL, other >= 0 ? nx->act : DL_ACT_NONE,
                                  other >= 0 ? A[i + 1] : NULL);

@@ -85,6 +85,24 @@ size_t dl_conv2d_rows_scratch_floats(const dl_conv_shape *s, int rows);
 void dl_conv2d_rows(const dl_conv_shape *s, const dl_rows_io *io, const float *packed, const float *bias, int oy0,
                     int oy1, dl_act res_act, float *scratch);
 
+/* ---------------------------------------------------------------- Winograd */
+
+/* Winograd F(2x2,3x3), or F(4x4,3x3) on maps of 28x28 and more, for 3x3
+ * stride-1 groups == 1 convs (kernel_winograd.c). dl_winograd_ok: this shape
+ * on this CPU runs it when its weights are packed (dl_conv2d_pack then
+ * stores the 16 or 36 transformed matrices; the shape's batch and
+ * activation do not matter). Packed: dl_winograd_packed_floats.
+ * Forward: NHWC in/out of the whole batch; ep gives the bias, activation
+ * (any, s->act is ignored) and optional residual (res and c2 shaped like
+ * out, ld_* ignored; accumulate must be 0). scratch:
+ * dl_winograd_scratch_floats(s). Threaded; AVX-512 only. */
+int dl_winograd_ok(const dl_conv_shape *s);
+size_t dl_winograd_packed_floats(const dl_conv_shape *s);
+void dl_winograd_pack(const dl_conv_shape *s, const float *w, float *packed);
+size_t dl_winograd_scratch_floats(const dl_conv_shape *s);
+void dl_winograd_forward(const dl_conv_shape *s, const float *in, const float *packed, const dl_epilogue *ep,
+                         float *out, float *scratch);
+
 /* ---------------------------------------------------------------- depthwise */
 
 /* One image of a depthwise conv; wt is [kh][kw][c] (dl_conv2d_pack). Bias

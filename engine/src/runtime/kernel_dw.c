@@ -72,22 +72,6 @@ static void dw_rows_portable(const dw_job *j, int oy0, int oy1)
 
 /* ---------------------------------------------------------------- AVX-512 */
 
-AVX512 INLINE __m512 act16(__m512 v, dl_act a)
-{
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
-    switch (a) {
-    case DL_ACT_RELU: return _mm512_max_ps(v, zero);
-    case DL_ACT_RELU6: return _mm512_min_ps(_mm512_max_ps(v, zero), six);
-    case DL_ACT_HSWISH: {
-        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
-        return _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.f / 6.f));
-    }
-    case DL_ACT_SILU: return dl_silu16(v);
-    case DL_ACT_SIGMOID: return dl_sigmoid16(v);
-    default: return v; /* NONE; HSIGMOID never reaches a kernel (dl_act_is_post) */
-    }
-}
-
 /* One output pixel, channels [c, c+16) under mask m, every tap checked. */
 AVX512 INLINE __m512 px16_generic(const dw_job *j, int oy, int ox, int c, __mmask16 m, __m512 acc)
 {
@@ -142,7 +126,7 @@ AVX512 INLINE void row16_3x3(const float *r0, const float *r1, const float *r2, 
                 a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p0 + 2 * C), w2, a0);
                 a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p1 + 2 * C), w5, a1);
                 a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p2 + 2 * C), w8, a2);
-                _mm512_mask_storeu_ps(op, m, act16(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), ACT));
+                _mm512_mask_storeu_ps(op, m, dl_act16(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), ACT));
             }
             ox = xb - 1;
             continue;
@@ -161,7 +145,7 @@ AVX512 INLINE void row16_3x3(const float *r0, const float *r1, const float *r2, 
                 a[ky] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), ok ? wk[ky * 3 + kx] : zero, a[ky]);
             }
         }
-        _mm512_mask_storeu_ps(o + (size_t)ox * C, m, act16(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]), ACT));
+        _mm512_mask_storeu_ps(o + (size_t)ox * C, m, dl_act16(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]), ACT));
     }
 }
 
@@ -194,7 +178,7 @@ AVX512 INLINE void dw_row16(const dl_conv_shape *s, const float *const *rows, in
                         for (int i = 0; i < NB; i++) acc[i] = _mm512_fmadd_ps(v[i * SW + kx], wv, acc[i]);
                     }
                 }
-                for (int i = 0; i < NB; i++) _mm512_mask_storeu_ps(o + (size_t)(ox + i) * C, m, act16(acc[i], act));
+                for (int i = 0; i < NB; i++) _mm512_mask_storeu_ps(o + (size_t)(ox + i) * C, m, dl_act16(acc[i], act));
             }
         }
         if (ox >= s->ow) break;
@@ -209,7 +193,7 @@ AVX512 INLINE void dw_row16(const dl_conv_shape *s, const float *const *rows, in
                                       _mm512_maskz_loadu_ps(m, w + kx * C), acc);
             }
         }
-        _mm512_mask_storeu_ps(o + (size_t)ox * C, m, act16(acc, act));
+        _mm512_mask_storeu_ps(o + (size_t)ox * C, m, dl_act16(acc, act));
     }
 }
 
@@ -235,7 +219,7 @@ AVX512 static void dw_rows_512(const dw_job *j, int oy0, int oy1)
             if (s->kh > MAXK) {
                 for (int ox = 0; ox < s->ow; ox++)
                     _mm512_mask_storeu_ps(orow + (size_t)ox * C + c, m,
-                                          act16(px16_generic(j, oy, ox, c, m, b), s->act));
+                                          dl_act16(px16_generic(j, oy, ox, c, m, b), s->act));
                 continue;
             }
             if (s->kh == 3 && s->kw == 3) {

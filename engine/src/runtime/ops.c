@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Forward kernels, NHWC float32. Convolutions with groups == 1 and dense
- * layers run on the packed AVX-512 GEMM (kernel_gemm.c: 1x1 directly, others
+ * layers run on the packed AVX-512 GEMM (kernel_gemm.c: 1x1 directly, 3x3
+ * stride 1 with pre-packed weights via Winograd (kernel_winograd.c), others
  * via im2col) with bias, activation and residual fused, or on OpenBLAS where
  * AVX-512 is missing; depthwise has a direct kernel (kernel_dw.c). Scalar
  * helpers are compiled for several ISAs and picked at run time (GCC
@@ -55,13 +56,21 @@ static bool conv_uses_packed_gemm(const dl_conv_shape *s)
 size_t dl_conv2d_packed_floats(const dl_conv_shape *s)
 {
     if (conv_is_depthwise(s)) return (size_t)s->kh * s->kw * s->oc;
+    if (dl_winograd_ok(s)) return dl_winograd_packed_floats(s);
     if (conv_uses_packed_gemm(s)) return dl_gemm_packed_floats(s->oc, s->kh * s->kw * s->ic);
     return 0;
 }
 
+int dl_conv2d_packed_winograd(const dl_conv_shape *s)
+{
+    return dl_winograd_ok(s);
+}
+
 void dl_conv2d_pack(const dl_conv_shape *s, const float *w, float *packed)
 {
-    if (conv_is_depthwise(s)) {
+    if (dl_winograd_ok(s)) {
+        dl_winograd_pack(s, w, packed);
+    } else if (conv_is_depthwise(s)) {
         /* [c][kh][kw] -> [kh][kw][c]: channels innermost like the activations */
         const int C = s->oc, K = s->kh * s->kw;
         for (int k = 0; k < K; k++)
@@ -73,13 +82,17 @@ void dl_conv2d_pack(const dl_conv_shape *s, const float *w, float *packed)
 
 size_t dl_conv2d_scratch_floats(const dl_conv_shape *s)
 {
-    /* room to pack the weights when the caller has no packed copy */
-    size_t pack = dl_conv2d_packed_floats(s);
+    /* room to pack the weights when the caller has no packed copy (im2col
+     * form: without packed weights Winograd convs take that path) */
+    size_t pack = conv_uses_packed_gemm(s) && !conv_is_depthwise(s)
+                      ? dl_gemm_packed_floats(s->oc, s->kh * s->kw * s->ic)
+                      : dl_conv2d_packed_floats(s);
     if (conv_is_pointwise(s) || conv_is_depthwise(s)) return pack;
     int icg = s->ic / s->groups;
     size_t cols = (size_t)s->oh * s->ow * s->kh * s->kw * icg;
     if (s->groups > 1) cols += (size_t)s->oh * s->ow * (s->oc / s->groups);
-    return cols + pack;
+    size_t wino = dl_winograd_ok(s) ? dl_winograd_scratch_floats(s) : 0;
+    return cols + pack > wino ? cols + pack : wino;
 }
 
 /* im2col for one image and one channel group, output pixels [p0, p1)
@@ -189,6 +202,12 @@ void dl_conv2d_forward_ex(const dl_conv_shape *s, const float *in, const float *
     const bool fast = conv_uses_packed_gemm(s);
     dl_epilogue ep = {.bias = bias, .act = s->act, .res_act = res_act, .ld_res = (size_t)s->oc,
                       .ld_c2 = (size_t)s->oc};
+    if (packed && dl_winograd_ok(s)) { /* packed by dl_conv2d_pack in Winograd's form */
+        ep.res = res;
+        ep.c2 = out2;
+        dl_winograd_forward(s, in, packed, &ep, out, scratch);
+        return;
+    }
     if (conv_is_pointwise(s)) {
         size_t rows = (size_t)s->n * out_pix;
         if (fast) {
@@ -283,7 +302,8 @@ int dl_conv_pw_dw_forward(const dl_conv_shape *pw, const float *in, const float 
 
 int dl_conv2d_rows_ok(const dl_conv_shape *s)
 {
-    if (dl_act_is_post(s->act) || s->act == DL_ACT_SILU) return 0;
+    /* Winograd's packed weights are not im2col's; it runs whole layers */
+    if (dl_act_is_post(s->act) || s->act == DL_ACT_SILU || dl_winograd_ok(s)) return 0;
     return conv_is_depthwise(s) || conv_uses_packed_gemm(s);
 }
 

@@ -57,7 +57,8 @@ typedef struct {
 
 /* Weights: [oc][kh][kw][ic/groups] (OHWI, as TFLite CONV_2D), bias [oc] or NULL.
  * 1x1 stride-1 unpadded groups=1 runs as one GEMM (AVX-512 packed kernel, or
- * OpenBLAS without AVX-512); other groups=1 convs use im2col + GEMM;
+ * OpenBLAS without AVX-512); other groups=1 convs use im2col + GEMM (3x3
+ * stride 1 with packed weights: Winograd, see dl_conv2d_packed_winograd);
  * depthwise has a direct vectorised kernel; other groups loop per group. Bias
  * and activation are always fused. Results do not depend on the thread count. */
 size_t dl_conv2d_scratch_floats(const dl_conv_shape *s);
@@ -68,6 +69,11 @@ void dl_conv2d_forward(const dl_conv_shape *s, const float *in, const float *w, 
  * be rebuilt whenever w changes. */
 size_t dl_conv2d_packed_floats(const dl_conv_shape *s);
 void dl_conv2d_pack(const dl_conv_shape *s, const float *w, float *packed);
+/* Nonzero when this CPU packs s for Winograd (3x3 stride 1, 16+ channels,
+ * 5x5+ outputs, AVX-512): forwards WITH those packed weights round
+ * differently from forwards with packed = NULL (im2col; ~1e-6 relative), so
+ * a caller that wants im2col's values (training) passes NULL. */
+int dl_conv2d_packed_winograd(const dl_conv_shape *s);
 /* dl_conv2d_forward with optional packed weights (NULL: w is used) and an
  * optional fused residual add: when res is non-NULL, also
  * out2 = res_act(out + res) (res and out2 shaped like out). */
