@@ -7,7 +7,9 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
+#include <stdatomic.h>
 #define HALF_F16C 1
 #endif
 
@@ -73,12 +75,20 @@ __attribute__((target("avx,f16c"))) static void halves_f16c(const uint8_t *src, 
 
 static int have_f16c(void)
 {
-    static _Atomic int known = -1; /* relaxed: every thread finds the same answer */
-    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    /* CPUID leaf 1 ECX: F16C (29), AVX (28), OSXSAVE (27); and the OS saves
+     * the YMM state (XCR0 bits 1-2). Relaxed atomics: every thread finds the
+     * same answer. */
+    static _Atomic int known = -1;
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
     if (k < 0) {
-        __builtin_cpu_init();
-        k = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
+        unsigned a, b, c, d;
+        k = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1) && (c >> 28 & 1) && (c >> 27 & 1)) {
+            unsigned lo, hi;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            k = (lo & 6u) == 6u;
+        }
+        atomic_store_explicit(&known, k, memory_order_relaxed);
     }
     return k;
 }
