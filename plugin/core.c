@@ -670,28 +670,26 @@ static gboolean add_label(const dlp_gimp *g, gint32 image, gint32 group, const d
         /* GIMP 2.10's text layers take no markup: the headline is a text
          * layer of its own, in bold and, when the result is not to be
          * trusted, in the warning / caution colour. */
-        hl = g->text_new(image, group, 0, head, "Sans-serif Bold", size);
+        dh_verdict v = dh_verdict_of(&an->result, an->image_flag);
+        hl = g->text_new(image, group, 0, head, "Sans-serif Bold", size,
+                         v == DH_VERDICT_OOD         ? DH_COLOUR_WARNING
+                         : v == DH_VERDICT_UNCERTAIN ? DH_COLOUR_CAUTION
+                                                     : DH_COLOUR_TEXT);
         if (hl < 0) {
             *msg = g_strdup("Could not add the headline text layer");
             return FALSE;
         }
-        tl = g->text_new(image, group, 1, text, "Sans-serif", size);
+        tl = g->text_new(image, group, 1, text, "Sans-serif", size, DH_COLOUR_TEXT);
         if (tl < 0) {
             *msg = g_strdup("Could not add the label text layer");
             return FALSE;
         }
-        dh_verdict v = dh_verdict_of(&an->result, an->image_flag);
-        g->text_colour(hl, v == DH_VERDICT_OOD         ? DH_COLOUR_WARNING
-                           : v == DH_VERDICT_UNCERTAIN ? DH_COLOUR_CAUTION
-                                                       : DH_COLOUR_TEXT);
-        g->text_colour(tl, DH_COLOUR_TEXT);
     } else {
-        tl = g->text_new(image, group, 0, "DermLens", "Sans-serif", size);
+        tl = g->text_new(image, group, 0, "DermLens", "Sans-serif", size, DH_COLOUR_TEXT);
         if (tl < 0) {
             *msg = g_strdup("Could not add the label text layer");
             return FALSE;
         }
-        g->text_colour(tl, DH_COLOUR_TEXT);
         g->text_set(tl, text);
     }
     int gap = hl >= 0 ? (int)(size * 0.2 + 0.5) : 0;
@@ -1507,12 +1505,11 @@ static gboolean build_figure(const dlp_gimp *g, const guint8 *rgb, const dlp_geo
         add_panel(g, img, an->map ? name : "Region (no saliency map)", right, &f,
                   2 * f.gap + f.panel_w, msg) < 0)
         goto out;
-    gint32 tl = g->text_new(img, -1, 0, cap, "Sans-serif", f.font_px);
+    gint32 tl = g->text_new(img, -1, 0, cap, "Sans-serif", f.font_px, "#1e1e1e");
     if (tl < 0) {
         *msg = g_strdup("Could not add the caption text layer");
         goto out;
     }
-    g->text_colour(tl, "#1e1e1e");
     g->move(tl, f.caption_x, f.caption_y);
     g->rename(tl, "Caption");
     /* The canvas follows the caption as GIMP set it. */

@@ -4,6 +4,7 @@
  * in this API. The plug-in's logic is in core.c. */
 #include <libgimp/gimp.h>
 #include <libgimp/gimpui.h>
+#include <math.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -175,16 +176,41 @@ static gint32 g3_layer_new(gint32 image, gint32 parent, const char *name, int w,
 }
 
 static gint32 g3_text_new(gint32 image, gint32 parent, int pos, const char *text,
-                          const char *font, double size)
+                          const char *font, double size, const char *hex)
 {
     GimpImage *img = IMAGE(image);
     GimpFont *f = gimp_font_get_by_name(font);
     if (!f)
         f = gimp_context_get_font();
+    /* A new text layer takes the context's foreground: set it first, so
+     * that GIMP renders the text once, in its colour (see glue_gimp2.c). */
+    GeglColor *c = hex ? gegl_color_new(hex) : NULL;
+    if (c) {
+        gimp_context_push();
+        gimp_context_set_foreground(c);
+    }
     GimpTextLayer *tl = f ? gimp_text_layer_new(img, text, f, size, gimp_unit_pixel()) : NULL;
+    if (c)
+        gimp_context_pop();
     if (!tl || !gimp_image_insert_layer(img, GIMP_LAYER(tl), parent >= 0 ? LAYER(parent) : NULL,
-                                        pos))
+                                        pos)) {
+        if (c)
+            g_object_unref(c);
         return -1;
+    }
+    if (c) {
+        GeglColor *got = gimp_text_layer_get_color(tl);
+        gdouble a[4] = {0}, b[4] = {0};
+        if (got)
+            gegl_color_get_rgba(got, &a[0], &a[1], &a[2], &a[3]);
+        gegl_color_get_rgba(c, &b[0], &b[1], &b[2], &b[3]);
+        if (!got || fabs(a[0] - b[0]) > 1.0 / 512 || fabs(a[1] - b[1]) > 1.0 / 512 ||
+            fabs(a[2] - b[2]) > 1.0 / 512)
+            gimp_text_layer_set_color(tl, c); /* a GIMP that does not take the context's */
+        if (got)
+            g_object_unref(got);
+        g_object_unref(c);
+    }
     return gimp_item_get_id(GIMP_ITEM(tl));
 }
 
@@ -196,13 +222,6 @@ static void g3_text_set(gint32 layer, const char *text)
 static void g3_text_size(gint32 layer, double size)
 {
     gimp_text_layer_set_font_size(GIMP_TEXT_LAYER(ITEM(layer)), size, gimp_unit_pixel());
-}
-
-static void g3_text_colour(gint32 layer, const char *hex)
-{
-    GeglColor *c = gegl_color_new(hex);
-    gimp_text_layer_set_color(GIMP_TEXT_LAYER(ITEM(layer)), c);
-    g_object_unref(c);
 }
 
 static gboolean g3_scale(gint32 layer, int w, int h)

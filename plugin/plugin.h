@@ -65,14 +65,14 @@ typedef struct {
      * or -1: the image's top level); -1 on failure. */
     gint32 (*layer_new)(gint32 image, gint32 parent, const char *name, int w, int h, int x, int y,
                         double opacity, int channels);
-    /* A text layer in font (a font name) at size pixels, inserted into
-     * parent at position pos; -1 on failure. */
+    /* A text layer in font (a font name) at size pixels and in colour hex
+     * ("#rrggbb"; NULL: the context's foreground), inserted into parent at
+     * position pos; -1 on failure. */
     gint32 (*text_new)(gint32 image, gint32 parent, int pos, const char *text, const char *font,
-                       double size);
+                       double size, const char *hex);
     /* Set the text: markup when text_markup, else plain. */
     void (*text_set)(gint32 layer, const char *text);
     void (*text_size)(gint32 layer, double size);
-    void (*text_colour)(gint32 layer, const char *hex);
     /* Scale a layer to w x h with linear interpolation. */
     gboolean (*scale)(gint32 layer, int w, int h);
     void (*move)(gint32 layer, int x, int y);
@@ -106,7 +106,7 @@ typedef struct {
         .update = PREFIX##_update, .group_new = PREFIX##_group_new,                               \
         .layer_new = PREFIX##_layer_new, .text_new = PREFIX##_text_new,                           \
         .text_set = PREFIX##_text_set, .text_size = PREFIX##_text_size,                           \
-        .text_colour = PREFIX##_text_colour, .scale = PREFIX##_scale, .move = PREFIX##_move,      \
+        .scale = PREFIX##_scale, .move = PREFIX##_move,                                           \
         .rename = PREFIX##_rename, .reorder = PREFIX##_reorder, .remove = PREFIX##_remove,        \
         .image_new = PREFIX##_image_new, .image_resize = PREFIX##_image_resize,                   \
         .image_ready = PREFIX##_image_ready, .image_delete = PREFIX##_image_delete,               \
