@@ -4,7 +4,10 @@
 Reads the predictions.csv files that `dermlens evaluate` writes (one per source,
 as laid out by docs/training/eval-sets.sh) for one or more candidate models and
 prints, per candidate and per ensemble of candidates (mean of the calibrated
-probabilities, exactly what a multi-member model file computes):
+probabilities, exactly what a multi-member model file computes; a melanoma
+shift is applied to each member before the mean, as the file folds it, and a
+source with fewer classes is restricted after the mean, as `dermlens evaluate`
+does):
 
   - balanced accuracy / accuracy / melanoma recall / ECE per validation source,
   - the selection score (mean balanced accuracy over the three sources),
@@ -27,6 +30,9 @@ SETS = ("ham10000", "ham10000_224crop", "isic2017")
 
 
 def load(d, split="val"):
+    """Per source: paths, labels (indices into the model's classes), the
+    model's probabilities over all its classes, the class names, and the
+    classes present in the data (ISIC 2017: bkl/mel/nv)."""
     out = {}
     for s in SETS:
         with open(f"{d}/{s}-{split}/predictions.csv", newline="") as f:
@@ -37,16 +43,18 @@ def load(d, split="val"):
         paths = [x[0] for x in rows]
         labels = np.array([classes.index(x[1]) for x in rows])
         probs = np.array([[float(v) for v in x[3:3 + len(classes)]] for x in rows])
-        # as `dermlens evaluate`: a set with fewer classes than the model (ISIC
-        # 2017: bkl/mel/nv) is scored on its classes, probabilities renormalised
-        present = sorted(set(labels.tolist()))
-        if len(present) < len(classes):
-            probs = probs[:, present]
-            probs = probs / probs.sum(1, keepdims=True)
-            labels = np.array([present.index(v) for v in labels])
-            classes = [classes[c] for c in present]
-        out[s] = (paths, labels, probs, classes)
+        out[s] = (paths, labels, [probs], classes, sorted(set(labels.tolist())))
     return out
+
+
+def restrict(labels, probs, classes, present):
+    """As `dermlens evaluate`: a set with fewer classes than the model is
+    scored on its classes, the probabilities renormalised."""
+    if len(present) == len(classes):
+        return labels, probs, classes
+    p = probs[:, present]
+    return (np.array([present.index(v) for v in labels]), p / p.sum(1, keepdims=True),
+            [classes[c] for c in present])
 
 
 def metrics(labels, probs):
@@ -73,13 +81,19 @@ def shift(probs, c, x):
 
 
 def summary(data, x=0.0):
+    """Scores with the melanoma shift x applied as a model file applies it
+    (`dermlens adjust --class-bias` folds it into every member's output, so
+    each member's probabilities are shifted before the members' mean), then
+    the set's class restriction, as `dermlens evaluate` does."""
     res = []
     for s in SETS:
-        _, labels, probs, classes = data[s]
+        _, labels, members, classes, present = data[s]
         mel = classes.index("mel")
-        p = shift(probs, mel, x) if x else probs
-        bacc, acc, ece, pred = metrics(labels, p)
-        mrec = float((pred[labels == mel] == mel).mean())
+        probs = np.mean([shift(m, mel, x) if x else m for m in members], 0)
+        lab, p, cls = restrict(labels, probs, classes, present)
+        mel_r = cls.index("mel")
+        bacc, acc, ece, pred = metrics(lab, p)
+        mrec = float((pred[lab == mel_r] == mel_r).mean())
         res.append((bacc, acc, mrec, ece))
     return res
 
@@ -109,7 +123,8 @@ def main():
         for r in range(2, len(names) + 1):
             for combo in itertools.combinations(names, r):
                 ens = {s: (cands[combo[0]][s][0], cands[combo[0]][s][1],
-                           np.mean([cands[n][s][2] for n in combo], 0), cands[combo[0]][s][3]) for s in SETS}
+                           [m for n in combo for m in cands[n][s][2]], cands[combo[0]][s][3],
+                           cands[combo[0]][s][4]) for s in SETS}
                 rows.append(("+".join(combo), ens))
     print("| candidate | HAM val bacc / acc / mel rec / ECE | crop val | ISIC val | mean bacc |")
     print("|---|---|---|---|---|")
