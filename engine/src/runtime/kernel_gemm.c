@@ -47,21 +47,21 @@ void dl_gemm_pack_t(int n, int k, const float *w, float *packed)
 
 #include <immintrin.h>
 
+#include "runtime/act_avx512.h"
+
 #define AVX512 __attribute__((target("avx512f,fma")))
 #define INLINE static inline __attribute__((always_inline))
 
 #define MR_MAX 12
 
+/* The epilogue's activations: dl_act16's, except that SiLU (and the other
+ * sigmoid-based ones) are applied by a separate pass after the GEMM. */
 AVX512 INLINE __m512 act512(__m512 v, dl_act a)
 {
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
     switch (a) {
-    case DL_ACT_RELU: return _mm512_max_ps(v, zero);
-    case DL_ACT_RELU6: return _mm512_min_ps(_mm512_max_ps(v, zero), six);
-    case DL_ACT_HSWISH: {
-        __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.f)), zero), six);
-        return _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.f / 6.f));
-    }
+    case DL_ACT_RELU:
+    case DL_ACT_RELU6:
+    case DL_ACT_HSWISH: return dl_act16(v, a);
     default: return v; /* NONE; SILU is applied by a scalar pass */
     }
 }
