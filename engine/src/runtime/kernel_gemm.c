@@ -80,11 +80,115 @@ typedef struct {
     const float *pf, *pf2; /* the next panels, fetched meanwhile (weights streamed once), or NULL */
 } tile_args;
 
+/* The sums of the full 12 x 32 tile, written to out[12][32] (64-byte
+ * aligned). Written out by hand because the compiler, given the same loop
+ * in intrinsics, keeps twelve row pointers and so spills them to vector
+ * registers and the stack; each reload of a spilled pointer (vmovq) takes
+ * an issue slot on port 0, one of the two FMA ports (~8 % of the loop,
+ * perf on Sapphire Rapids). Here the twelve rows are four base pointers
+ * (rows 0-2, 3-5, 6-8, 9-11) plus lda and 2*lda, the k loop is unrolled by
+ * four, and the prefetches are unconditional (the caller points them at
+ * the panels themselves when there is nothing to fetch). Each sum is the
+ * same FMA chain over k = 0..K-1 as the intrinsics' (vfmadd231ps acc += x *
+ * w), so results are bit-identical to the other tile shapes. */
+AVX512 static void sums_12x32(const float *a, size_t lda, const float *b, size_t bstride, long k,
+                              const float *pf, const float *pf2, float *out)
+{
+    const float *a3 = a + 3 * lda, *a6 = a + 6 * lda, *a9 = a + 9 * lda;
+    long ld = (long)(lda * sizeof(float)), bs = (long)(bstride * sizeof(float));
+    long k4 = k / 4, k1 = k % 4;
+#define DL_ROW(base, idx, d, acc0, acc1)                                                           \
+    "vbroadcastss " #d "(" base idx "), %%zmm26\n\t"                                                 \
+    "vfmadd231ps %%zmm24, %%zmm26, %%zmm" #acc0 "\n\t"                                               \
+    "vfmadd231ps %%zmm25, %%zmm26, %%zmm" #acc1 "\n\t"
+#define DL_STEP(d, bd)                                                                             \
+    "vmovups " #bd "(%[b]), %%zmm24\n\t"                                                           \
+    "vmovups " #bd "(%[b],%[bs]), %%zmm25\n\t"                                                      \
+    "prefetcht0 " #bd "(%[pf])\n\t"                                                                \
+    "prefetcht0 " #bd "(%[pf2])\n\t"                                                               \
+    DL_ROW("%[a0]", "", d, 0, 1) DL_ROW("%[a0]", ",%[ld]", d, 2, 3) DL_ROW("%[a0]", ",%[ld],2", d, 4, 5) \
+    DL_ROW("%[a3]", "", d, 6, 7) DL_ROW("%[a3]", ",%[ld]", d, 8, 9) DL_ROW("%[a3]", ",%[ld],2", d, 10, 11) \
+    DL_ROW("%[a6]", "", d, 12, 13) DL_ROW("%[a6]", ",%[ld]", d, 14, 15)                            \
+    DL_ROW("%[a6]", ",%[ld],2", d, 16, 17) DL_ROW("%[a9]", "", d, 18, 19)                          \
+    DL_ROW("%[a9]", ",%[ld]", d, 20, 21) DL_ROW("%[a9]", ",%[ld],2", d, 22, 23)
+#define DL_ADVANCE(n)                                                                              \
+    "add $" #n "*4, %[a0]\n\t"                                                                     \
+    "add $" #n "*4, %[a3]\n\t"                                                                     \
+    "add $" #n "*4, %[a6]\n\t"                                                                     \
+    "add $" #n "*4, %[a9]\n\t"                                                                     \
+    "add $" #n "*64, %[b]\n\t"                                                                     \
+    "add $" #n "*64, %[pf]\n\t"                                                                    \
+    "add $" #n "*64, %[pf2]\n\t"
+    __asm__ volatile(
+        "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+        "vmovaps %%zmm0, %%zmm1\n\t" "vmovaps %%zmm0, %%zmm2\n\t" "vmovaps %%zmm0, %%zmm3\n\t"
+        "vmovaps %%zmm0, %%zmm4\n\t" "vmovaps %%zmm0, %%zmm5\n\t" "vmovaps %%zmm0, %%zmm6\n\t"
+        "vmovaps %%zmm0, %%zmm7\n\t" "vmovaps %%zmm0, %%zmm8\n\t" "vmovaps %%zmm0, %%zmm9\n\t"
+        "vmovaps %%zmm0, %%zmm10\n\t" "vmovaps %%zmm0, %%zmm11\n\t" "vmovaps %%zmm0, %%zmm12\n\t"
+        "vmovaps %%zmm0, %%zmm13\n\t" "vmovaps %%zmm0, %%zmm14\n\t" "vmovaps %%zmm0, %%zmm15\n\t"
+        "vmovaps %%zmm0, %%zmm16\n\t" "vmovaps %%zmm0, %%zmm17\n\t" "vmovaps %%zmm0, %%zmm18\n\t"
+        "vmovaps %%zmm0, %%zmm19\n\t" "vmovaps %%zmm0, %%zmm20\n\t" "vmovaps %%zmm0, %%zmm21\n\t"
+        "vmovaps %%zmm0, %%zmm22\n\t" "vmovaps %%zmm0, %%zmm23\n\t"
+        "test %[k4], %[k4]\n\t"
+        "jz 2f\n\t"
+        "1:\n\t"
+        DL_STEP(0, 0) DL_STEP(4, 64) DL_STEP(8, 128) DL_STEP(12, 192) DL_ADVANCE(4)
+        "dec %[k4]\n\t"
+        "jnz 1b\n\t"
+        "2:\n\t"
+        "test %[k1], %[k1]\n\t"
+        "jz 4f\n\t"
+        "3:\n\t"
+        DL_STEP(0, 0) DL_ADVANCE(1)
+        "dec %[k1]\n\t"
+        "jnz 3b\n\t"
+        "4:\n\t"
+        "vmovaps %%zmm0, 0(%[out])\n\t" "vmovaps %%zmm1, 64(%[out])\n\t"
+        "vmovaps %%zmm2, 128(%[out])\n\t" "vmovaps %%zmm3, 192(%[out])\n\t"
+        "vmovaps %%zmm4, 256(%[out])\n\t" "vmovaps %%zmm5, 320(%[out])\n\t"
+        "vmovaps %%zmm6, 384(%[out])\n\t" "vmovaps %%zmm7, 448(%[out])\n\t"
+        "vmovaps %%zmm8, 512(%[out])\n\t" "vmovaps %%zmm9, 576(%[out])\n\t"
+        "vmovaps %%zmm10, 640(%[out])\n\t" "vmovaps %%zmm11, 704(%[out])\n\t"
+        "vmovaps %%zmm12, 768(%[out])\n\t" "vmovaps %%zmm13, 832(%[out])\n\t"
+        "vmovaps %%zmm14, 896(%[out])\n\t" "vmovaps %%zmm15, 960(%[out])\n\t"
+        "vmovaps %%zmm16, 1024(%[out])\n\t" "vmovaps %%zmm17, 1088(%[out])\n\t"
+        "vmovaps %%zmm18, 1152(%[out])\n\t" "vmovaps %%zmm19, 1216(%[out])\n\t"
+        "vmovaps %%zmm20, 1280(%[out])\n\t" "vmovaps %%zmm21, 1344(%[out])\n\t"
+        "vmovaps %%zmm22, 1408(%[out])\n\t" "vmovaps %%zmm23, 1472(%[out])\n\t"
+        : [a0] "+r"(a), [a3] "+r"(a3), [a6] "+r"(a6), [a9] "+r"(a9), [b] "+r"(b), [pf] "+r"(pf),
+          [pf2] "+r"(pf2), [k4] "+r"(k4), [k1] "+r"(k1)
+        : [ld] "r"(ld), [bs] "r"(bs), [out] "r"(out)
+        : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+          "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26");
+#undef DL_ROW
+#undef DL_STEP
+#undef DL_ADVANCE
+}
+
 /* The register tile: MR rows x NV 16-wide panels. MR and NV are compile-time
  * constants at every call site, so the accumulators live in registers. */
 AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const int ACT)
 {
     __m512 acc[MR_MAX][2];
+    if (MR == MR_MAX && NV == 2 && t->k > 0) {
+        __attribute__((aligned(64))) float sums[MR_MAX][32];
+        const float *b1 = t->bp + t->bstride;
+        /* the epilogue's residual rows (a skip tensor, often out of cache,
+         * read 128 bytes a row at a 1-8 KiB stride) arrive while the sums run */
+        const dl_epilogue *e0 = t->ep;
+        if (e0->res)
+            for (int i = 0; i < MR; i++) {
+                const float *r = e0->res + (size_t)i * e0->ld_res + t->col;
+                _mm_prefetch((const char *)r, _MM_HINT_T0);
+                _mm_prefetch((const char *)(r + 16), _MM_HINT_T0);
+            }
+        sums_12x32(t->a, t->lda, t->bp, t->bstride, t->k, t->pf ? t->pf : t->bp, t->pf2 ? t->pf2 : b1,
+                   &sums[0][0]);
+        for (int i = 0; i < MR; i++)
+            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_load_ps(&sums[i][v * 16]);
+        goto epilogue;
+    }
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     const float *a = t->a, *b0 = t->bp, *b1 = t->bp + t->bstride;
@@ -101,6 +205,7 @@ AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const in
             if (NV > 1) acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
         }
     }
+epilogue:;
     const dl_epilogue *ep = t->ep;
     for (int v = 0; v < NV; v++) {
         int left = t->ncols - v * 16;
