@@ -3,6 +3,7 @@
  * it is allocated once in dl_exec_init and reused by every forward, and the
  * kept activations are what Grad-CAM and training differentiate through. */
 #include "runtime/runtime.h"
+#include "runtime/kernel.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -448,6 +449,24 @@ void dl_exec_zero_wgrad(dl_exec *e)
         if (e->wgrad[i]) memset(e->wgrad[i], 0, sizeof(float) * e->g->tensors[i].count);
 }
 
+typedef struct {
+    float *p;
+    size_t n;
+} zero_job;
+
+static void zero_part(void *arg, int part, int nparts)
+{
+    const zero_job *z = arg;
+    size_t a = z->n * (size_t)part / (size_t)nparts, b = z->n * (size_t)(part + 1) / (size_t)nparts;
+    memset(z->p + a, 0, sizeof(float) * (b - a));
+}
+
+static void zero_floats(float *p, size_t n)
+{
+    zero_job z = {p, n};
+    dl_parallel(dl_parallel_parts(n, (size_t)1 << 18), zero_part, &z);
+}
+
 int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error *err)
 {
     const dl_graph *g = e->g;
@@ -457,8 +476,10 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
         return dl_fail(err, DL_ERR_ARG, "backward: the last forward ran without gradients enabled (run it again)");
     if (from < 1 || from >= g->n_nodes) return dl_fail(err, DL_ERR_ARG, "backward: bad start node");
     if (stop < 0) stop = 0;
-    for (int i = stop; i <= from; i++)
-        memset(e->grad[i], 0, sizeof(float) * dl_node_out_count(&g->nodes[i]) * B);
+    /* grad[stop..from) lie one after the other in the arena: zeroed as one
+     * range on the engine's threads (at batch 32 this is hundreds of MB a
+     * step); grad[from] is the seed, copied over */
+    if (stop < from) zero_floats(e->grad[stop], (size_t)(e->grad[from] - e->grad[stop]));
     memcpy(e->grad[from], seed, sizeof(float) * dl_node_out_count(&g->nodes[from]) * B);
     for (int i = from; i >= stop && i >= 1; i--) {
         const dl_node *n = &g->nodes[i];

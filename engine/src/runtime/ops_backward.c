@@ -13,6 +13,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- activations */
@@ -138,6 +139,56 @@ static void act_bias_backward(dl_act a, const float *restrict y, const float *pr
         for (size_t r = 0; r < rows; r++)
             for (size_t o = 0; o < cols; o++)
                 grad_b[o] += g[r * cols + o];
+    }
+}
+
+/* The same in parallel on large gradients. The rows go in AB_BLOCKS blocks,
+ * a fixed number whatever the thread count, each summing its own column
+ * partials, which are then added in block order: so grad_b has the same
+ * bits on any number of threads. Without grad_b the pass is elementwise. */
+#define AB_BLOCKS 8
+#define AB_MIN_FLOATS 65536
+
+typedef struct {
+    dl_act a;
+    const float *y, *pre;
+    float *g;
+    size_t rows, cols;
+    float *parts; /* [AB_BLOCKS][cols], or NULL: no bias gradient */
+} ab_job;
+
+static void ab_part(void *arg, int part, int nparts)
+{
+    const ab_job *j = arg;
+    for (int b = part * AB_BLOCKS / nparts; b < (part + 1) * AB_BLOCKS / nparts; b++) {
+        size_t r0 = j->rows * (size_t)b / AB_BLOCKS, r1 = j->rows * (size_t)(b + 1) / AB_BLOCKS;
+        size_t off = r0 * j->cols;
+        const float *y = j->y ? j->y + off : NULL, *pre = j->pre ? j->pre + off : NULL;
+        if (!j->parts) {
+            dl_act_backward(j->a, y, pre, j->g + off, (r1 - r0) * j->cols);
+            continue;
+        }
+        float *pb = j->parts + (size_t)b * j->cols;
+        memset(pb, 0, sizeof(float) * j->cols);
+        act_bias_backward(j->a, y, pre, j->g + off, r1 - r0, j->cols, pb);
+    }
+}
+
+static void act_bias_backward_par(dl_act a, const float *y, const float *pre, float *g, size_t rows, size_t cols,
+                                  float *grad_b)
+{
+    float *parts = NULL;
+    if (rows * cols < AB_MIN_FLOATS || rows < AB_BLOCKS ||
+        (grad_b && !(parts = malloc(sizeof(float) * AB_BLOCKS * cols)))) {
+        act_bias_backward(a, y, pre, g, rows, cols, grad_b);
+        return;
+    }
+    ab_job j = {a, y, pre, g, rows, cols, parts};
+    dl_parallel(dl_parallel_parts(rows * cols, AB_MIN_FLOATS / 2), ab_part, &j);
+    if (parts) {
+        for (int b = 0; b < AB_BLOCKS; b++)
+            for (size_t o = 0; o < cols; o++) grad_b[o] += parts[(size_t)b * cols + o];
+        free(parts);
     }
 }
 
@@ -346,7 +397,7 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
     const size_t opix = (size_t)s->oh * (size_t)s->ow;     /* output pixels per image */
     const size_t ipix = (size_t)s->ih * (size_t)s->iw;
 
-    act_bias_backward(s->act, out, pre, grad_out, (size_t)s->n * opix, oc, grad_b);
+    act_bias_backward_par(s->act, out, pre, grad_out, (size_t)s->n * opix, oc, grad_b);
     const float *g = grad_out;
     /* groups is validated by dl_graph_infer; this only avoids dividing by 0 */
     if ((!grad_in && !grad_w) || s->groups <= 0)
