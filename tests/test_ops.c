@@ -489,10 +489,11 @@ static void test_conv_backward(int trial)
     CHECK(di < 1e-5 * scale * 4 && dw < 1e-5 * pix * 4 && db < 1e-5 * pix,
           "backward trial %d kind %d n%d %dx%dx%d k%dx%d s%dx%d g%d oc%d act %s: grad_in %g grad_w %g grad_b %g",
           trial, kind, s.n, s.ih, s.iw, s.ic, s.kh, s.kw, s.sh, s.sw, s.groups, s.oc, dl_act_name(s.act), di, dw, db);
-    /* the AVX-512 depthwise backward splits channels: the same bits for any
-     * thread count (elsewhere OpenBLAS or per-thread partials: reproducible
-     * per thread count only) */
-    CHECK(kind != 2 || dl_cpu_level() < DL_ISA_AVX512 ||
+    /* the AVX-512 depthwise backward splits channels, and the 1x1 one runs
+     * the packed GEMM and dl_gemm_at_b_acc (bias gradients in fixed row
+     * blocks): the same bits for any thread count (elsewhere OpenBLAS or
+     * per-thread partials: reproducible per thread count only) */
+    CHECK((kind != 2 && kind != 0) || dl_cpu_level() < DL_ISA_AVX512 ||
               (memcmp(gi[0], gi[1], sizeof(float) * in_n) == 0 && memcmp(gw[0], gw[1], sizeof(float) * w_n) == 0 &&
                memcmp(gb[0], gb[1], sizeof(float) * s.oc) == 0),
           "backward trial %d kind %d: 1 and 2 threads differ", trial, kind);
@@ -634,6 +635,54 @@ static void test_pw_dw_banded(void)
     }
 }
 
+/* dl_gemm_at_b_acc (a 1x1 convolution's weight gradient on AVX-512) against
+ * a double reference: ragged tiles (m not a multiple of 12, n not of 16 or
+ * 32), k over several L2 blocks, C accumulated from its starting values,
+ * a lda/ldb wider than the matrices; 1 and 2 threads give the same bits. */
+static void test_gemm_at_b(void)
+{
+    static const int shapes[][3] = {{1, 1, 1}, {12, 32, 7}, {13, 17, 37}, {24, 96, 500}, {5, 40, 3},
+                                    {37, 53, 3001}, {96, 16, 2000}, {200, 210, 2500}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int m = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
+        size_t lda = (size_t)m + (t % 2) * 3, ldb = (size_t)n + (t % 3);
+        float *a = rnd((size_t)k * lda), *b = rnd((size_t)k * ldb), *c0 = rnd((size_t)m * n);
+        float *c[2];
+        for (int th = 0; th < 2; th++) {
+            c[th] = malloc(sizeof(float) * m * n);
+            memcpy(c[th], c0, sizeof(float) * m * n);
+            dl_set_num_threads(1 + th);
+            int rc = dl_gemm_at_b_acc(m, n, k, a, lda, b, ldb, c[th], (size_t)n);
+            if (rc != 0) { /* no AVX-512: BLAS serves the caller */
+                CHECK(dl_cpu_level() < DL_ISA_AVX512, "dl_gemm_at_b_acc refused on AVX-512");
+                free(c[th]);
+                c[th] = NULL;
+                break;
+            }
+        }
+        dl_set_num_threads(0);
+        if (c[0] && c[1]) {
+            double worst = 0;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    double ref = c0[(size_t)i * n + j], mag = fabs(ref);
+                    for (int q = 0; q < k; q++) {
+                        double p = (double)a[(size_t)q * lda + i] * b[(size_t)q * ldb + j];
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    worst = fmax(worst, fabs(c[0][(size_t)i * n + j] - ref) / mag);
+                }
+            CHECK(worst < 1e-5, "gemm_at_b %dx%dx%d: worst error %g of the |terms| sum", m, n, k, worst);
+            CHECK(memcmp(c[0], c[1], sizeof(float) * m * n) == 0, "gemm_at_b %dx%dx%d: 1 and 2 threads differ", m,
+                  n, k);
+        }
+        free(c[0]);
+        if (c[0]) free(c[1]);
+        free(a); free(b); free(c0);
+    }
+}
+
 int main(void)
 {
     static const char *const isa[] = {"portable", "AVX2", "AVX-512"};
@@ -649,6 +698,7 @@ int main(void)
         test_threads_identical();
         test_pw_dw_banded();
         test_winograd();
+        test_gemm_at_b();
         for (int t = 0; t < 120; t++) test_conv_backward(t);
         for (int t = 1000; t < 1004; t++) test_conv_backward(t);
         for (int t = 2000; t < 2002; t++) test_conv_backward(t);

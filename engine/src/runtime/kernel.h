@@ -59,6 +59,15 @@ typedef struct {
 void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
                     size_t ldc, const dl_epilogue *ep);
 
+/* C[m][n] (ldc) += A^T B, A [k][m] (lda), B [k][n] (ldb), both read in
+ * place (nothing packed): a 1x1 convolution's weight gradient, with k the
+ * pixels of the batch, A the output gradient and B the input. Each C
+ * element is one FMA chain over k in order, from C's value, whatever the
+ * blocking or thread count. Threaded. Returns 0, or -1 (nothing done) when
+ * the CPU lacks AVX-512: the caller then uses BLAS. */
+int dl_gemm_at_b_acc(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c,
+                     size_t ldc);
+
 /* ---------------------------------------------------------------- conv rows */
 
 /* Output rows [oy0, oy1) of ONE image of a convolution (s->n is ignored)

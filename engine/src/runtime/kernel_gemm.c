@@ -397,12 +397,233 @@ void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float
     }
 }
 
+/* ---------------------------------------------------------------- C += A^T B */
+
+/* A register tile of C: MR rows (A's columns: consecutive floats of each A
+ * row, broadcast) x NV 16-wide vectors (B's columns, masked at the edge),
+ * over A/B rows [k0, k1), from and back to C. */
+/* The full-height tile (12 rows) in hand-written asm, for the reason given
+ * at sums_12x32: GCC keeps this loop's accumulators on the stack. acc
+ * [12][32] (64-byte aligned) holds C's tile on entry and on return; B's two
+ * 16-column vectors are loaded under the masks m[0], m[1] (NV == 1: m[0]
+ * only). Each sum is the chain acc += a * b over the rows in order. */
+#define DL_ATB_ROW1(i, d) "vbroadcastss " #d "(%[a]), %%zmm26\n\t" "vfmadd231ps %%zmm24, %%zmm26, %%zmm" #i "\n\t"
+#define DL_ATB_ROW2(i, j, d)                                                                       \
+    "vbroadcastss " #d "(%[a]), %%zmm26\n\t"                                                      \
+    "vfmadd231ps %%zmm24, %%zmm26, %%zmm" #i "\n\t"                                                \
+    "vfmadd231ps %%zmm25, %%zmm26, %%zmm" #j "\n\t"
+#define DL_ATB_IO(op, r, o) op " %%zmm" #r ", " #o "(%[acc])\n\t"
+#define DL_ATB_LD(r, o) "vmovaps " #o "(%[acc]), %%zmm" #r "\n\t"
+
+/* Rows fetched ahead: the A and B rows come from L2 (or memory) at a
+ * stride the hardware prefetchers follow only partly; a prefetch past the
+ * last row is harmless (prefetches do not fault). */
+#define ATB_AHEAD 12L
+
+AVX512 static void atb_12x32(const float *a, long lda_bytes, const float *b, long ldb_bytes, long k,
+                             const __mmask16 m[2], float *acc)
+{
+    __asm__ volatile(
+        DL_ATB_LD(0, 0) DL_ATB_LD(1, 64) DL_ATB_LD(2, 128) DL_ATB_LD(3, 192) DL_ATB_LD(4, 256)
+        DL_ATB_LD(5, 320) DL_ATB_LD(6, 384) DL_ATB_LD(7, 448) DL_ATB_LD(8, 512) DL_ATB_LD(9, 576)
+        DL_ATB_LD(10, 640) DL_ATB_LD(11, 704) DL_ATB_LD(12, 768) DL_ATB_LD(13, 832)
+        DL_ATB_LD(14, 896) DL_ATB_LD(15, 960) DL_ATB_LD(16, 1024) DL_ATB_LD(17, 1088)
+        DL_ATB_LD(18, 1152) DL_ATB_LD(19, 1216) DL_ATB_LD(20, 1280) DL_ATB_LD(21, 1344)
+        DL_ATB_LD(22, 1408) DL_ATB_LD(23, 1472)
+        "kmovw 0(%[m]), %%k1\n\t"
+        "kmovw 2(%[m]), %%k2\n\t"
+        "1:\n\t"
+        "prefetcht0 (%[a],%[pa])\n\t"
+        "prefetcht0 (%[b],%[pb])\n\t"
+        "prefetcht0 64(%[b],%[pb])\n\t"
+        "vmovups (%[b]), %%zmm24%{%%k1%}%{z%}\n\t"
+        "vmovups 64(%[b]), %%zmm25%{%%k2%}%{z%}\n\t"
+        DL_ATB_ROW2(0, 1, 0) DL_ATB_ROW2(2, 3, 4) DL_ATB_ROW2(4, 5, 8) DL_ATB_ROW2(6, 7, 12)
+        DL_ATB_ROW2(8, 9, 16) DL_ATB_ROW2(10, 11, 20) DL_ATB_ROW2(12, 13, 24) DL_ATB_ROW2(14, 15, 28)
+        DL_ATB_ROW2(16, 17, 32) DL_ATB_ROW2(18, 19, 36) DL_ATB_ROW2(20, 21, 40) DL_ATB_ROW2(22, 23, 44)
+        "add %[lda], %[a]\n\t"
+        "add %[ldb], %[b]\n\t"
+        "dec %[k]\n\t"
+        "jnz 1b\n\t"
+        DL_ATB_IO("vmovaps", 0, 0) DL_ATB_IO("vmovaps", 1, 64) DL_ATB_IO("vmovaps", 2, 128)
+        DL_ATB_IO("vmovaps", 3, 192) DL_ATB_IO("vmovaps", 4, 256) DL_ATB_IO("vmovaps", 5, 320)
+        DL_ATB_IO("vmovaps", 6, 384) DL_ATB_IO("vmovaps", 7, 448) DL_ATB_IO("vmovaps", 8, 512)
+        DL_ATB_IO("vmovaps", 9, 576) DL_ATB_IO("vmovaps", 10, 640) DL_ATB_IO("vmovaps", 11, 704)
+        DL_ATB_IO("vmovaps", 12, 768) DL_ATB_IO("vmovaps", 13, 832) DL_ATB_IO("vmovaps", 14, 896)
+        DL_ATB_IO("vmovaps", 15, 960) DL_ATB_IO("vmovaps", 16, 1024) DL_ATB_IO("vmovaps", 17, 1088)
+        DL_ATB_IO("vmovaps", 18, 1152) DL_ATB_IO("vmovaps", 19, 1216) DL_ATB_IO("vmovaps", 20, 1280)
+        DL_ATB_IO("vmovaps", 21, 1344) DL_ATB_IO("vmovaps", 22, 1408) DL_ATB_IO("vmovaps", 23, 1472)
+        : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k)
+        : [lda] "r"(lda_bytes), [ldb] "r"(ldb_bytes), [m] "r"(m), [acc] "r"(acc), [pa] "r"(ATB_AHEAD * lda_bytes),
+          [pb] "r"(ATB_AHEAD * ldb_bytes)
+        : "cc", "memory", "k1", "k2", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19",
+          "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26");
+}
+
+/* NV == 1: accumulators 0-11, one B vector. */
+AVX512 static void atb_12x16(const float *a, long lda_bytes, const float *b, long ldb_bytes, long k,
+                             const __mmask16 m[2], float *acc)
+{
+    __asm__ volatile(
+        DL_ATB_LD(0, 0) DL_ATB_LD(1, 128) DL_ATB_LD(2, 256) DL_ATB_LD(3, 384) DL_ATB_LD(4, 512)
+        DL_ATB_LD(5, 640) DL_ATB_LD(6, 768) DL_ATB_LD(7, 896) DL_ATB_LD(8, 1024) DL_ATB_LD(9, 1152)
+        DL_ATB_LD(10, 1280) DL_ATB_LD(11, 1408)
+        "kmovw 0(%[m]), %%k1\n\t"
+        "1:\n\t"
+        "prefetcht0 (%[a],%[pa])\n\t"
+        "prefetcht0 (%[b],%[pb])\n\t"
+        "vmovups (%[b]), %%zmm24%{%%k1%}%{z%}\n\t"
+        DL_ATB_ROW1(0, 0) DL_ATB_ROW1(1, 4) DL_ATB_ROW1(2, 8) DL_ATB_ROW1(3, 12) DL_ATB_ROW1(4, 16)
+        DL_ATB_ROW1(5, 20) DL_ATB_ROW1(6, 24) DL_ATB_ROW1(7, 28) DL_ATB_ROW1(8, 32) DL_ATB_ROW1(9, 36)
+        DL_ATB_ROW1(10, 40) DL_ATB_ROW1(11, 44)
+        "add %[lda], %[a]\n\t"
+        "add %[ldb], %[b]\n\t"
+        "dec %[k]\n\t"
+        "jnz 1b\n\t"
+        DL_ATB_IO("vmovaps", 0, 0) DL_ATB_IO("vmovaps", 1, 128) DL_ATB_IO("vmovaps", 2, 256)
+        DL_ATB_IO("vmovaps", 3, 384) DL_ATB_IO("vmovaps", 4, 512) DL_ATB_IO("vmovaps", 5, 640)
+        DL_ATB_IO("vmovaps", 6, 768) DL_ATB_IO("vmovaps", 7, 896) DL_ATB_IO("vmovaps", 8, 1024)
+        DL_ATB_IO("vmovaps", 9, 1152) DL_ATB_IO("vmovaps", 10, 1280) DL_ATB_IO("vmovaps", 11, 1408)
+        : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k)
+        : [lda] "r"(lda_bytes), [ldb] "r"(ldb_bytes), [m] "r"(m), [acc] "r"(acc), [pa] "r"(ATB_AHEAD * lda_bytes),
+          [pb] "r"(ATB_AHEAD * ldb_bytes)
+        : "cc", "memory", "k1", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm24", "xmm26");
+}
+#undef DL_ATB_ROW1
+#undef DL_ATB_ROW2
+#undef DL_ATB_IO
+#undef DL_ATB_LD
+
+/* A register tile of C: MR rows (A's columns: consecutive floats of each A
+ * row, broadcast) x NV 16-wide vectors (B's columns, masked at the edge),
+ * over A/B rows [k0, k1), from and back to C. */
+AVX512 INLINE void atb_tile(const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+                            int k0, int k1, const int MR, const int NV, __mmask16 m0, __mmask16 m1)
+{
+    if (MR == MR_MAX && k1 > k0) {
+        __attribute__((aligned(64))) float acc[MR_MAX][32];
+        const __mmask16 m[2] = {m0, m1};
+        for (int i = 0; i < MR; i++) {
+            _mm512_store_ps(&acc[i][0], _mm512_maskz_loadu_ps(m0, c + (size_t)i * ldc));
+            if (NV > 1) _mm512_store_ps(&acc[i][16], _mm512_maskz_loadu_ps(m1, c + (size_t)i * ldc + 16));
+        }
+        const float *ap = a + (size_t)k0 * lda, *bp = b + (size_t)k0 * ldb;
+        if (NV > 1) atb_12x32(ap, (long)(lda * 4), bp, (long)(ldb * 4), k1 - k0, m, &acc[0][0]);
+        else atb_12x16(ap, (long)(lda * 4), bp, (long)(ldb * 4), k1 - k0, m, &acc[0][0]);
+        for (int i = 0; i < MR; i++) {
+            _mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, _mm512_load_ps(&acc[i][0]));
+            if (NV > 1) _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, _mm512_load_ps(&acc[i][16]));
+        }
+        return;
+    }
+    __m512 acc[MR_MAX][2];
+    for (int i = 0; i < MR; i++) {
+        acc[i][0] = _mm512_maskz_loadu_ps(m0, c + (size_t)i * ldc);
+        if (NV > 1) acc[i][1] = _mm512_maskz_loadu_ps(m1, c + (size_t)i * ldc + 16);
+    }
+    const float *ap = a + (size_t)k0 * lda, *bp = b + (size_t)k0 * ldb;
+    for (int kk = k0; kk < k1; kk++, ap += lda, bp += ldb) {
+        __m512 x0 = _mm512_maskz_loadu_ps(m0, bp);
+        __m512 x1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, bp + 16) : x0;
+        for (int i = 0; i < MR; i++) {
+            __m512 g = _mm512_set1_ps(ap[i]);
+            acc[i][0] = _mm512_fmadd_ps(g, x0, acc[i][0]);
+            if (NV > 1) acc[i][1] = _mm512_fmadd_ps(g, x1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < MR; i++) {
+        _mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, acc[i][0]);
+        if (NV > 1) _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, acc[i][1]);
+    }
+}
+
+#define ATB_CASES(NV)                                                                              \
+    switch (mr) {                                                                                  \
+    case 1: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 1, NV, m0, m1); break;                        \
+    case 2: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 2, NV, m0, m1); break;                        \
+    case 3: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 3, NV, m0, m1); break;                        \
+    case 4: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 4, NV, m0, m1); break;                        \
+    case 5: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 5, NV, m0, m1); break;                        \
+    case 6: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 6, NV, m0, m1); break;                        \
+    case 7: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 7, NV, m0, m1); break;                        \
+    case 8: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 8, NV, m0, m1); break;                        \
+    case 9: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 9, NV, m0, m1); break;                        \
+    case 10: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 10, NV, m0, m1); break;                      \
+    case 11: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 11, NV, m0, m1); break;                      \
+    default: atb_tile(a, lda, b, ldb, c, ldc, k0, k1, 12, NV, m0, m1); break;                      \
+    }
+
+AVX512 static void atb_tile_nv1(const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+                                int k0, int k1, int mr, __mmask16 m0, __mmask16 m1)
+{
+    ATB_CASES(1)
+}
+
+AVX512 static void atb_tile_nv2(const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+                                int k0, int k1, int mr, __mmask16 m0, __mmask16 m1)
+{
+    ATB_CASES(2)
+}
+
+typedef struct {
+    int m, n, k;
+    const float *a, *b;
+    size_t lda, ldb, ldc;
+    float *c;
+    int kb;     /* A/B rows per block: both blocks stay in L2 while every tile reads them */
+    int ntiles; /* tiles of C: row tiles of MR_MAX x column tiles of 32 */
+} atb_job;
+
+static void atb_part(void *arg, int part, int nparts)
+{
+    const atb_job *j = arg;
+    const int ct = (j->n + 31) / 32;
+    const int t0 = (int)((long)j->ntiles * part / nparts), t1 = (int)((long)j->ntiles * (part + 1) / nparts);
+    for (int k0 = 0; k0 < j->k; k0 += j->kb) {
+        int k1 = k0 + j->kb < j->k ? k0 + j->kb : j->k;
+        for (int t = t0; t < t1; t++) {
+            int r = (t / ct) * MR_MAX, col = (t % ct) * 32;
+            int mr = j->m - r < MR_MAX ? j->m - r : MR_MAX, left = j->n - col;
+            __mmask16 m0 = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+            __mmask16 m1 = left >= 32 ? (__mmask16)0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1u) : 0;
+            float *c = j->c + (size_t)r * j->ldc + col;
+            if (left > 16) atb_tile_nv2(j->a + r, j->lda, j->b + col, j->ldb, c, j->ldc, k0, k1, mr, m0, m1);
+            else atb_tile_nv1(j->a + r, j->lda, j->b + col, j->ldb, c, j->ldc, k0, k1, mr, m0, m1);
+        }
+    }
+}
+
+int dl_gemm_at_b_acc(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c,
+                     size_t ldc)
+{
+    if (dl_cpu_level() < DL_ISA_AVX512) return -1;
+    if (m <= 0 || n <= 0 || k <= 0) return 0;
+    size_t row_bytes = ((size_t)m + (size_t)n) * sizeof(float);
+    size_t kb = dl_cpu_l2_bytes() / 2 / row_bytes;
+    atb_job j = {m, n, k, a, b, lda, ldb, ldc, c, kb < 16 ? 16 : kb > 4096 ? 4096 : (int)kb,
+                 ((m + MR_MAX - 1) / MR_MAX) * ((n + 31) / 32)};
+    double flops = 2.0 * m * n * (double)k;
+    int parts = flops < 2e5 ? 1 : dl_parallel_parts((size_t)j.ntiles, 1);
+    if (parts > 1) dl_parallel(parts, atb_part, &j);
+    else atb_part(&j, 0, 1);
+    return 0;
+}
+
 #else /* not x86-64 GCC/clang: never called (dl_cpu_level() is portable) */
 
 void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
                     size_t ldc, const dl_epilogue *ep)
 {
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)c; (void)ldc; (void)ep;
+}
+
+int dl_gemm_at_b_acc(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c,
+                     size_t ldc)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc;
+    return -1;
 }
 
 #endif

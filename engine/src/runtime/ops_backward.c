@@ -406,7 +406,8 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
     if (conv_is_pointwise(s)) {
         /* Whole batch as one matrix: X [M][ic], G [M][oc], W [oc][ic]. */
         const int m = s->n * s->ih * s->iw;
-        if (grad_w)
+        if (grad_w &&
+            dl_gemm_at_b_acc(s->oc, s->ic, m, g, (size_t)s->oc, in, (size_t)s->ic, grad_w, (size_t)s->ic) != 0)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc, s->ic, m, 1.0f, g, s->oc,
                         in, s->ic, 1.0f, grad_w, s->ic);
         if (grad_in && dl_cpu_level() >= DL_ISA_AVX512) {
