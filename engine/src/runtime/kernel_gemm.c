@@ -80,6 +80,19 @@ typedef struct {
     const float *pf, *pf2; /* the next panels, fetched meanwhile (weights streamed once), or NULL */
 } tile_args;
 
+/* The accumulator registers and their places in a [12][32] float buffer
+ * (%[out]), for the asm kernels below: OP(register, byte offset). */
+#define DL_ZMM_12x32(OP)                                                                           \
+    OP(0, 0) OP(1, 64) OP(2, 128) OP(3, 192) OP(4, 256) OP(5, 320) OP(6, 384) OP(7, 448) OP(8, 512)   \
+    OP(9, 576) OP(10, 640) OP(11, 704) OP(12, 768) OP(13, 832) OP(14, 896) OP(15, 960) OP(16, 1024)   \
+    OP(17, 1088) OP(18, 1152) OP(19, 1216) OP(20, 1280) OP(21, 1344) OP(22, 1408) OP(23, 1472)
+/* The first 16 columns of each row only (one register a row). */
+#define DL_ZMM_12x16(OP)                                                                           \
+    OP(0, 0) OP(1, 128) OP(2, 256) OP(3, 384) OP(4, 512) OP(5, 640) OP(6, 768) OP(7, 896) OP(8, 1024) \
+    OP(9, 1152) OP(10, 1280) OP(11, 1408)
+#define DL_ZMM_STORE(r, o) "vmovaps %%zmm" #r ", " #o "(%[out])\n\t"
+#define DL_ZMM_LOAD(r, o) "vmovaps " #o "(%[out]), %%zmm" #r "\n\t"
+
 /* The sums of the full 12 x 32 tile, written to out[12][32] (64-byte
  * aligned). Written out by hand because the compiler, given the same loop
  * in intrinsics, keeps twelve row pointers and so spills them to vector
@@ -143,18 +156,7 @@ AVX512 static void sums_12x32(const float *a, size_t lda, const float *b, size_t
         "dec %[k1]\n\t"
         "jnz 3b\n\t"
         "4:\n\t"
-        "vmovaps %%zmm0, 0(%[out])\n\t" "vmovaps %%zmm1, 64(%[out])\n\t"
-        "vmovaps %%zmm2, 128(%[out])\n\t" "vmovaps %%zmm3, 192(%[out])\n\t"
-        "vmovaps %%zmm4, 256(%[out])\n\t" "vmovaps %%zmm5, 320(%[out])\n\t"
-        "vmovaps %%zmm6, 384(%[out])\n\t" "vmovaps %%zmm7, 448(%[out])\n\t"
-        "vmovaps %%zmm8, 512(%[out])\n\t" "vmovaps %%zmm9, 576(%[out])\n\t"
-        "vmovaps %%zmm10, 640(%[out])\n\t" "vmovaps %%zmm11, 704(%[out])\n\t"
-        "vmovaps %%zmm12, 768(%[out])\n\t" "vmovaps %%zmm13, 832(%[out])\n\t"
-        "vmovaps %%zmm14, 896(%[out])\n\t" "vmovaps %%zmm15, 960(%[out])\n\t"
-        "vmovaps %%zmm16, 1024(%[out])\n\t" "vmovaps %%zmm17, 1088(%[out])\n\t"
-        "vmovaps %%zmm18, 1152(%[out])\n\t" "vmovaps %%zmm19, 1216(%[out])\n\t"
-        "vmovaps %%zmm20, 1280(%[out])\n\t" "vmovaps %%zmm21, 1344(%[out])\n\t"
-        "vmovaps %%zmm22, 1408(%[out])\n\t" "vmovaps %%zmm23, 1472(%[out])\n\t"
+        DL_ZMM_12x32(DL_ZMM_STORE)
         : [a0] "+r"(a), [a3] "+r"(a3), [a6] "+r"(a6), [a9] "+r"(a9), [b] "+r"(b), [pf] "+r"(pf),
           [pf2] "+r"(pf2), [k4] "+r"(k4), [k1] "+r"(k1)
         : [ld] "r"(ld), [bs] "r"(bs), [out] "r"(out)
@@ -412,8 +414,6 @@ void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float
     "vbroadcastss " #d "(%[a]), %%zmm26\n\t"                                                      \
     "vfmadd231ps %%zmm24, %%zmm26, %%zmm" #i "\n\t"                                                \
     "vfmadd231ps %%zmm25, %%zmm26, %%zmm" #j "\n\t"
-#define DL_ATB_IO(op, r, o) op " %%zmm" #r ", " #o "(%[acc])\n\t"
-#define DL_ATB_LD(r, o) "vmovaps " #o "(%[acc]), %%zmm" #r "\n\t"
 
 /* Rows fetched ahead: the A and B rows come from L2 (or memory) at a
  * stride the hardware prefetchers follow only partly; a prefetch past the
@@ -424,12 +424,7 @@ AVX512 static void atb_12x32(const float *a, long lda_bytes, const float *b, lon
                              const __mmask16 m[2], float *acc)
 {
     __asm__ volatile(
-        DL_ATB_LD(0, 0) DL_ATB_LD(1, 64) DL_ATB_LD(2, 128) DL_ATB_LD(3, 192) DL_ATB_LD(4, 256)
-        DL_ATB_LD(5, 320) DL_ATB_LD(6, 384) DL_ATB_LD(7, 448) DL_ATB_LD(8, 512) DL_ATB_LD(9, 576)
-        DL_ATB_LD(10, 640) DL_ATB_LD(11, 704) DL_ATB_LD(12, 768) DL_ATB_LD(13, 832)
-        DL_ATB_LD(14, 896) DL_ATB_LD(15, 960) DL_ATB_LD(16, 1024) DL_ATB_LD(17, 1088)
-        DL_ATB_LD(18, 1152) DL_ATB_LD(19, 1216) DL_ATB_LD(20, 1280) DL_ATB_LD(21, 1344)
-        DL_ATB_LD(22, 1408) DL_ATB_LD(23, 1472)
+        DL_ZMM_12x32(DL_ZMM_LOAD)
         "kmovw 0(%[m]), %%k1\n\t"
         "kmovw 2(%[m]), %%k2\n\t"
         "1:\n\t"
@@ -445,16 +440,9 @@ AVX512 static void atb_12x32(const float *a, long lda_bytes, const float *b, lon
         "add %[ldb], %[b]\n\t"
         "dec %[k]\n\t"
         "jnz 1b\n\t"
-        DL_ATB_IO("vmovaps", 0, 0) DL_ATB_IO("vmovaps", 1, 64) DL_ATB_IO("vmovaps", 2, 128)
-        DL_ATB_IO("vmovaps", 3, 192) DL_ATB_IO("vmovaps", 4, 256) DL_ATB_IO("vmovaps", 5, 320)
-        DL_ATB_IO("vmovaps", 6, 384) DL_ATB_IO("vmovaps", 7, 448) DL_ATB_IO("vmovaps", 8, 512)
-        DL_ATB_IO("vmovaps", 9, 576) DL_ATB_IO("vmovaps", 10, 640) DL_ATB_IO("vmovaps", 11, 704)
-        DL_ATB_IO("vmovaps", 12, 768) DL_ATB_IO("vmovaps", 13, 832) DL_ATB_IO("vmovaps", 14, 896)
-        DL_ATB_IO("vmovaps", 15, 960) DL_ATB_IO("vmovaps", 16, 1024) DL_ATB_IO("vmovaps", 17, 1088)
-        DL_ATB_IO("vmovaps", 18, 1152) DL_ATB_IO("vmovaps", 19, 1216) DL_ATB_IO("vmovaps", 20, 1280)
-        DL_ATB_IO("vmovaps", 21, 1344) DL_ATB_IO("vmovaps", 22, 1408) DL_ATB_IO("vmovaps", 23, 1472)
+        DL_ZMM_12x32(DL_ZMM_STORE)
         : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k)
-        : [lda] "r"(lda_bytes), [ldb] "r"(ldb_bytes), [m] "r"(m), [acc] "r"(acc), [pa] "r"(ATB_AHEAD * lda_bytes),
+        : [lda] "r"(lda_bytes), [ldb] "r"(ldb_bytes), [m] "r"(m), [out] "r"(acc), [pa] "r"(ATB_AHEAD * lda_bytes),
           [pb] "r"(ATB_AHEAD * ldb_bytes)
         : "cc", "memory", "k1", "k2", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
           "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19",
@@ -466,9 +454,7 @@ AVX512 static void atb_12x16(const float *a, long lda_bytes, const float *b, lon
                              const __mmask16 m[2], float *acc)
 {
     __asm__ volatile(
-        DL_ATB_LD(0, 0) DL_ATB_LD(1, 128) DL_ATB_LD(2, 256) DL_ATB_LD(3, 384) DL_ATB_LD(4, 512)
-        DL_ATB_LD(5, 640) DL_ATB_LD(6, 768) DL_ATB_LD(7, 896) DL_ATB_LD(8, 1024) DL_ATB_LD(9, 1152)
-        DL_ATB_LD(10, 1280) DL_ATB_LD(11, 1408)
+        DL_ZMM_12x16(DL_ZMM_LOAD)
         "kmovw 0(%[m]), %%k1\n\t"
         "1:\n\t"
         "prefetcht0 (%[a],%[pa])\n\t"
@@ -481,20 +467,19 @@ AVX512 static void atb_12x16(const float *a, long lda_bytes, const float *b, lon
         "add %[ldb], %[b]\n\t"
         "dec %[k]\n\t"
         "jnz 1b\n\t"
-        DL_ATB_IO("vmovaps", 0, 0) DL_ATB_IO("vmovaps", 1, 128) DL_ATB_IO("vmovaps", 2, 256)
-        DL_ATB_IO("vmovaps", 3, 384) DL_ATB_IO("vmovaps", 4, 512) DL_ATB_IO("vmovaps", 5, 640)
-        DL_ATB_IO("vmovaps", 6, 768) DL_ATB_IO("vmovaps", 7, 896) DL_ATB_IO("vmovaps", 8, 1024)
-        DL_ATB_IO("vmovaps", 9, 1152) DL_ATB_IO("vmovaps", 10, 1280) DL_ATB_IO("vmovaps", 11, 1408)
+        DL_ZMM_12x16(DL_ZMM_STORE)
         : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k)
-        : [lda] "r"(lda_bytes), [ldb] "r"(ldb_bytes), [m] "r"(m), [acc] "r"(acc), [pa] "r"(ATB_AHEAD * lda_bytes),
+        : [lda] "r"(lda_bytes), [ldb] "r"(ldb_bytes), [m] "r"(m), [out] "r"(acc), [pa] "r"(ATB_AHEAD * lda_bytes),
           [pb] "r"(ATB_AHEAD * ldb_bytes)
         : "cc", "memory", "k1", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
           "xmm10", "xmm11", "xmm24", "xmm26");
 }
 #undef DL_ATB_ROW1
 #undef DL_ATB_ROW2
-#undef DL_ATB_IO
-#undef DL_ATB_LD
+#undef DL_ZMM_12x32
+#undef DL_ZMM_12x16
+#undef DL_ZMM_STORE
+#undef DL_ZMM_LOAD
 
 /* A register tile of C: MR rows (A's columns: consecutive floats of each A
  * row, broadcast) x NV 16-wide vectors (B's columns, masked at the edge),
