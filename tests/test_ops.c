@@ -497,6 +497,17 @@ static void test_conv_backward(int trial)
               (memcmp(gi[0], gi[1], sizeof(float) * in_n) == 0 && memcmp(gw[0], gw[1], sizeof(float) * w_n) == 0 &&
                memcmp(gb[0], gb[1], sizeof(float) * s.oc) == 0),
           "backward trial %d kind %d: 1 and 2 threads differ", trial, kind);
+    /* assign_in (the executor's first write of a gradient buffer): grad_in
+     * is overwritten, its old values (NaN here) never read, on every path */
+    float *ga = malloc(sizeof(float) * in_n);
+    for (size_t i = 0; i < in_n; i++) ga[i] = NAN;
+    memcpy(gcopy, g, sizeof(float) * out_n);
+    dl_conv2d_backward_ex(&s, in, w, out, NULL, gcopy, ga, NULL, NULL, scratch, true);
+    double da = 0;
+    for (size_t i = 0; i < in_n; i++) da = fmax(da, isnan(ga[i]) ? INFINITY : fabs(ga[i] - rgi[i]));
+    CHECK(da < 1e-5 * scale * 4, "backward trial %d kind %d k%dx%d s%dx%d: assign_in grad_in off by %g", trial, kind,
+          s.kh, s.kw, s.sh, s.sw, da);
+    free(ga);
     for (int k = 0; k < 2; k++) { free(gi[k]); free(gw[k]); free(gb[k]); }
     free(in); free(w); free(b); free(out); free(g); free(gcopy); free(scratch); free(rgi); free(rgw); free(rgb);
 }

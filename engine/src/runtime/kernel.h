@@ -126,10 +126,12 @@ void dl_depthwise_rows(const dl_conv_shape *s, const float *in, const float *wt,
  * ACCUMULATES the input gradient (NHWC, like in) and the weight gradient
  * (grad_w [c][kh][kw], the model's layout) from g = dL/d(pre-activation);
  * wt is [kh][kw][c]; acc is kh*kw*c floats of scratch. Either gradient may
- * be NULL. Bands of rows sized to L2, threaded over blocks of 16 channels,
- * so the result does not depend on the thread count. Returns -1 (nothing
- * written) when this CPU has no such path. */
+ * be NULL. assign_in: grad_in is overwritten instead (its old values are
+ * never read: 3x3 stride 1 stores each input pixel once, other shapes zero
+ * it first). Bands of rows sized to L2, threaded over blocks of 16
+ * channels, so the result does not depend on the thread count. Returns -1
+ * (nothing written) when this CPU has no such path. */
 int dl_depthwise_backward(const dl_conv_shape *s, const float *in, const float *wt, const float *g,
-                          float *grad_in, float *grad_w, float *acc);
+                          float *grad_in, float *grad_w, float *acc, bool assign_in);
 
 #endif

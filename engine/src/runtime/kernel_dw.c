@@ -351,6 +351,7 @@ typedef struct {
     float *grad_in;
     float *acc;      /* [kh*kw][c] weight-gradient sums, or NULL */
     int band;        /* output rows per band */
+    bool assign;     /* dwb_in33s1 stores its sums (grad_in not added to) */
 } dwb_job;
 
 /* Weight gradient, 3x3, channels [c, c+16), output rows [oy0, oy1) of image
@@ -447,6 +448,7 @@ AVX512 static void dwb_in33s1(const dwb_job *j, int b, int c, __mmask16 m, int i
     const size_t C = (size_t)s->ic;
     const float *gimg = j->g + (size_t)b * s->oh * s->ow * C + c;
     float *out = j->grad_in + (size_t)b * s->ih * s->iw * C + c;
+    const bool assign = j->assign;
     /* output columns ox = ix + pl - kx; interior (all three exist): ix in
      * [2 - pl, ow - pl) */
     int xa = 2 - s->pl, xb = s->ow - s->pl;
@@ -482,8 +484,8 @@ AVX512 static void dwb_in33s1(const dwb_job *j, int b, int c, __mmask16 m, int i
                     s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, p1 + 2 * C), w3, s1);
                     s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m2, p2 + 2 * C), w6, s2);
                     float *op = orow + (size_t)ix * C;
-                    _mm512_mask_storeu_ps(op, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, op),
-                                                               _mm512_add_ps(_mm512_add_ps(s0, s1), s2)));
+                    __m512 sum = _mm512_add_ps(_mm512_add_ps(s0, s1), s2);
+                    _mm512_mask_storeu_ps(op, m, assign ? sum : _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
                 }
                 if (ix >= s->iw) break;
             }
@@ -497,7 +499,7 @@ AVX512 static void dwb_in33s1(const dwb_job *j, int b, int c, __mmask16 m, int i
                     sum = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qq[ky] + (size_t)ox * C), wk[ky * 3 + kx], sum);
                 }
             float *op = orow + (size_t)ix * C;
-            _mm512_mask_storeu_ps(op, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
+            _mm512_mask_storeu_ps(op, m, assign ? sum : _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
         }
     }
 }
@@ -607,11 +609,15 @@ void dl_depthwise_image(const dl_conv_shape *s, const float *in, const float *wt
 }
 
 int dl_depthwise_backward(const dl_conv_shape *s, const float *in, const float *wt, const float *g,
-                          float *grad_in, float *grad_w, float *acc)
+                          float *grad_in, float *grad_w, float *acc, bool assign_in)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (dl_cpu_level() < DL_ISA_AVX512) return -1;
     if (!grad_in && !grad_w) return 0;
+    const bool gather = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1;
+    /* the scatter path adds tap by tap: it starts from zeros */
+    if (grad_in && assign_in && !gather)
+        memset(grad_in, 0, sizeof(float) * (size_t)s->n * s->ih * s->iw * s->ic);
     const size_t C = (size_t)s->ic, T = (size_t)s->kh * s->kw;
     if (grad_w) memset(acc, 0, sizeof(float) * T * C);
     /* a band's output rows plus their input rows (in and grad_in) in half
@@ -619,7 +625,7 @@ int dl_depthwise_backward(const dl_conv_shape *s, const float *in, const float *
     size_t row_bytes = sizeof(float) * C * ((size_t)s->ow + 2 * (size_t)s->iw * s->sh);
     int band = (int)(dl_cpu_l2_bytes() / 2 / (row_bytes ? row_bytes : 1));
     if (band < 1) band = 1;
-    dwb_job j = {s, in, wt, g, grad_in, grad_w ? acc : NULL, band};
+    dwb_job j = {s, in, wt, g, grad_in, grad_w ? acc : NULL, band, assign_in && gather};
     int nb = (s->ic + 15) / 16;
     size_t work = (size_t)s->n * s->oh * s->ow * s->ic * s->kh * s->kw;
     int parts = dl_parallel_parts(work, 50000);
@@ -631,7 +637,7 @@ int dl_depthwise_backward(const dl_conv_shape *s, const float *in, const float *
             for (size_t t = 0; t < T; t++) grad_w[c * T + t] += acc[t * C + c];
     return 0;
 #else
-    (void)s; (void)in; (void)wt; (void)g; (void)grad_in; (void)grad_w; (void)acc;
+    (void)s; (void)in; (void)wt; (void)g; (void)grad_in; (void)grad_w; (void)acc; (void)assign_in;
     return -1;
 #endif
 }

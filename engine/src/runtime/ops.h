@@ -11,6 +11,7 @@
 #define DL_OPS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 
 /* Plain loops compiled for AVX-512, AVX2 and baseline, picked at run time
  * (GCC target_clones; not under ASan or clang). */
@@ -95,6 +96,13 @@ size_t dl_conv2d_backward_scratch_floats(const dl_conv_shape *s);
 void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w, const float *out,
                         const float *pre, float *grad_out, float *grad_in, float *grad_w,
                         float *grad_b, float *scratch);
+/* The same, but grad_in is overwritten instead of added to when assign_in
+ * (the executor's first write of a gradient buffer: then it need not be
+ * zeroed first; the 1x1 and 3x3 stride-1 depthwise paths on AVX-512 store
+ * directly, the others zero grad_in and add). */
+void dl_conv2d_backward_ex(const dl_conv_shape *s, const float *in, const float *w, const float *out,
+                           const float *pre, float *grad_out, float *grad_in, float *grad_w, float *grad_b,
+                           float *scratch, bool assign_in);
 
 /* Dense: in [n][k] (any NHWC flattened), w [m][k] (row = output unit), b [m]. */
 void dl_dense_forward(int n, int k, int m, const float *in, const float *w, const float *b, dl_act act,

@@ -339,7 +339,7 @@ static void *dw_run(void *arg)
 
 static void conv_backward_depthwise(const dl_conv_shape *s, const float *in, const float *w,
                                     const float *g, float *grad_in, float *grad_w,
-                                    float *scratch)
+                                    float *scratch, bool assign_in)
 {
     const size_t c = (size_t)s->ic;
     const size_t taps = (size_t)s->kh * (size_t)s->kw;
@@ -350,8 +350,10 @@ static void conv_backward_depthwise(const dl_conv_shape *s, const float *in, con
     for (size_t ch = 0; ch < c; ch++)
         for (size_t t = 0; t < taps; t++)
             wt[t * c + ch] = w[ch * taps + t];
-    if (dl_depthwise_backward(s, in, wt, g, grad_in, grad_w, parts) == 0)
+    if (dl_depthwise_backward(s, in, wt, g, grad_in, grad_w, parts, assign_in) == 0)
         return;
+    if (grad_in && assign_in)
+        memset(grad_in, 0, sizeof(float) * (size_t)s->n * s->ih * s->iw * c);
 
     int nt = dl_get_num_threads();
     if (nt > DW_MAX_THREADS)
@@ -393,6 +395,13 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
                         const float *pre, float *grad_out, float *grad_in, float *grad_w,
                         float *grad_b, float *scratch)
 {
+    dl_conv2d_backward_ex(s, in, w, out, pre, grad_out, grad_in, grad_w, grad_b, scratch, false);
+}
+
+void dl_conv2d_backward_ex(const dl_conv_shape *s, const float *in, const float *w, const float *out,
+                           const float *pre, float *grad_out, float *grad_in, float *grad_w, float *grad_b,
+                           float *scratch, bool assign_in)
+{
     const size_t oc = (size_t)s->oc;
     const size_t opix = (size_t)s->oh * (size_t)s->ow;     /* output pixels per image */
     const size_t ipix = (size_t)s->ih * (size_t)s->iw;
@@ -411,20 +420,23 @@ void dl_conv2d_backward(const dl_conv_shape *s, const float *in, const float *w,
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc, s->ic, m, 1.0f, g, s->oc,
                         in, s->ic, 1.0f, grad_w, s->ic);
         if (grad_in && dl_cpu_level() >= DL_ISA_AVX512) {
-            /* the forward's packed GEMM, adding into grad_in in its epilogue */
-            dl_epilogue ep = {.act = DL_ACT_NONE, .accumulate = 1};
+            /* the forward's packed GEMM, adding into grad_in in its epilogue
+             * (or storing: assign_in) */
+            dl_epilogue ep = {.act = DL_ACT_NONE, .accumulate = !assign_in};
             dl_gemm_pack_t(s->ic, s->oc, w, scratch);
             dl_gemm_packed(m, s->ic, s->oc, g, (size_t)s->oc, scratch, grad_in, (size_t)s->ic, &ep);
         } else if (grad_in) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, s->ic, s->oc, 1.0f, g, s->oc,
-                        w, s->ic, 1.0f, grad_in, s->ic);
+                        w, s->ic, assign_in ? 0.0f : 1.0f, grad_in, s->ic);
         }
         return;
     }
     if (conv_is_depthwise(s)) {
-        conv_backward_depthwise(s, in, w, g, grad_in, grad_w, scratch);
+        conv_backward_depthwise(s, in, w, g, grad_in, grad_w, scratch, assign_in);
         return;
     }
+    if (grad_in && assign_in) /* col2im adds */
+        memset(grad_in, 0, sizeof(float) * (size_t)s->n * ipix * (size_t)s->ic);
 
     /* im2col path, per image and per group (groups == 1 is one group). */
     const int groups = s->groups;
