@@ -378,7 +378,33 @@ AVX512 static void dwb_w33(const dwb_job *j, int b, int c, __mmask16 m, int oy0,
                     *r2 = img + (size_t)(ok2 ? iy + 2 : 0) * s->iw * C;
         const __mmask16 m0 = ok0 ? m : 0, m1 = ok1 ? m : 0, m2 = ok2 ? m : 0;
         size_t off = (size_t)(xa * s->sw - s->pl) * C;
-        for (int ox = xa; ox < xb; ox++, off += step) {
+        int ox_in = xa;
+        if (ok0 && ok1 && ok2 && s->sw == 1)
+            /* rows inside, stride 1: two outputs at a time share their
+             * middle input columns (4 loads a row instead of 6) and the
+             * gradient vector is loaded once, not once a row; each sum
+             * still adds its terms in the order of ox */
+            for (; ox_in + 1 < xb; ox_in += 2, off += 2 * C) {
+                const float *p0 = r0 + off, *p1 = r1 + off, *p2 = r2 + off;
+                const __m512 ga = _mm512_maskz_loadu_ps(m, go + (size_t)ox_in * C);
+                const __m512 gb = _mm512_maskz_loadu_ps(m, go + (size_t)(ox_in + 1) * C);
+                __m512 x0 = _mm512_maskz_loadu_ps(m, p0), x1 = _mm512_maskz_loadu_ps(m, p0 + C),
+                       x2 = _mm512_maskz_loadu_ps(m, p0 + 2 * C), x3 = _mm512_maskz_loadu_ps(m, p0 + 3 * C);
+                a0 = _mm512_fmadd_ps(gb, x1, _mm512_fmadd_ps(ga, x0, a0));
+                a1 = _mm512_fmadd_ps(gb, x2, _mm512_fmadd_ps(ga, x1, a1));
+                a2 = _mm512_fmadd_ps(gb, x3, _mm512_fmadd_ps(ga, x2, a2));
+                x0 = _mm512_maskz_loadu_ps(m, p1), x1 = _mm512_maskz_loadu_ps(m, p1 + C);
+                x2 = _mm512_maskz_loadu_ps(m, p1 + 2 * C), x3 = _mm512_maskz_loadu_ps(m, p1 + 3 * C);
+                a3 = _mm512_fmadd_ps(gb, x1, _mm512_fmadd_ps(ga, x0, a3));
+                a4 = _mm512_fmadd_ps(gb, x2, _mm512_fmadd_ps(ga, x1, a4));
+                a5 = _mm512_fmadd_ps(gb, x3, _mm512_fmadd_ps(ga, x2, a5));
+                x0 = _mm512_maskz_loadu_ps(m, p2), x1 = _mm512_maskz_loadu_ps(m, p2 + C);
+                x2 = _mm512_maskz_loadu_ps(m, p2 + 2 * C), x3 = _mm512_maskz_loadu_ps(m, p2 + 3 * C);
+                a6 = _mm512_fmadd_ps(gb, x1, _mm512_fmadd_ps(ga, x0, a6));
+                a7 = _mm512_fmadd_ps(gb, x2, _mm512_fmadd_ps(ga, x1, a7));
+                a8 = _mm512_fmadd_ps(gb, x3, _mm512_fmadd_ps(ga, x2, a8));
+            }
+        for (int ox = ox_in; ox < xb; ox++, off += step) {
             const float *p0 = r0 + off, *p1 = r1 + off, *p2 = r2 + off;
             const __m512 g0 = _mm512_maskz_loadu_ps(m0, go + (size_t)ox * C);
             const __m512 g1 = _mm512_maskz_loadu_ps(m1, go + (size_t)ox * C);
