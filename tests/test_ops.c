@@ -694,6 +694,35 @@ static void test_gemm_at_b(void)
     }
 }
 
+/* dl_add_backward_ex: stores where asked (NaN-filled targets never read),
+ * adds elsewhere, the same values as adding into zeros; x + x (one buffer
+ * for both) stores then adds; large counts run on the threads. */
+static void test_add_backward_assign(void)
+{
+    static const size_t counts[] = {37, 200003};
+    for (size_t t = 0; t < 2; t++) {
+        size_t n = counts[t];
+        float *y = rnd(n), *g0 = rnd(n), *g = malloc(sizeof(float) * n);
+        float *ra = calloc(n, sizeof(float)), *rb = calloc(n, sizeof(float));
+        float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+        memcpy(g, g0, sizeof(float) * n);
+        dl_add_backward(n, y, NULL, DL_ACT_RELU, g, ra, rb);
+        for (size_t i = 0; i < n; i++) a[i] = NAN, b[i] = rb[i] * 0.5f;
+        memcpy(g, g0, sizeof(float) * n);
+        dl_add_backward_ex(n, y, NULL, DL_ACT_RELU, g, a, b, true, false);
+        bool same = true;
+        for (size_t i = 0; i < n; i++) same = same && a[i] == ra[i] && b[i] == rb[i] * 1.5f;
+        CHECK(same, "add backward n=%zu: assign_a differs from adding into zeros", n);
+        for (size_t i = 0; i < n; i++) a[i] = NAN;
+        memcpy(g, g0, sizeof(float) * n);
+        dl_add_backward_ex(n, y, NULL, DL_ACT_RELU, g, a, a, true, false); /* x + x */
+        same = true;
+        for (size_t i = 0; i < n; i++) same = same && a[i] == ra[i] + ra[i];
+        CHECK(same, "add backward n=%zu: x + x with assign_a is not twice the gradient", n);
+        free(y); free(g0); free(g); free(ra); free(rb); free(a); free(b);
+    }
+}
+
 int main(void)
 {
     static const char *const isa[] = {"portable", "AVX2", "AVX-512"};
@@ -716,5 +745,6 @@ int main(void)
     }
     dl_cpu_level_force(-1);
     test_pool_dense_misc();
+    test_add_backward_assign();
     return tu_exit();
 }

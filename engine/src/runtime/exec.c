@@ -478,8 +478,8 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
     if (stop < 0) stop = 0;
     /* Every gradient buffer in [stop, from) starts at zero, since the ops
      * add into them; but a buffer whose first writer in this reverse pass
-     * is a convolution (its only target) is stored to by that convolution
-     * instead, and not zeroed: at batch 32 these are most of the bytes
+     * is a convolution or an add is stored to by that node instead, and
+     * not zeroed: at batch 32 these are most of the bytes
      * (MobileNetV2's expanded tensors). The rest lie one after the other in
      * the arena and are zeroed in runs on the engine's threads. grad[from]
      * is the seed, copied over. */
@@ -490,8 +490,9 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
             const dl_node *n = &g->nodes[i];
             int t0 = n->inputs[0], t1 = (n->op == DL_OP_ADD || n->op == DL_OP_MUL || n->op == DL_OP_CONCAT)
                                             ? n->inputs[1] : -1;
-            if (t0 >= stop && !(seen[t0] & 1)) seen[t0] = n->op == DL_OP_CONV2D ? 3 : 1;
-            if (t1 >= stop && !(seen[t1] & 1)) seen[t1] = 1;
+            bool stores = n->op == DL_OP_CONV2D || n->op == DL_OP_ADD;
+            if (t0 >= stop && !(seen[t0] & 1)) seen[t0] = stores ? 3 : 1;
+            if (t1 >= stop && !(seen[t1] & 1)) seen[t1] = stores ? 3 : 1;
         }
     }
     for (int i = stop; i < from;) {
@@ -525,7 +526,12 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
         }
         case DL_OP_ADD: {
             float *gb2 = n->inputs[1] >= stop ? e->grad[n->inputs[1]] : NULL;
-            dl_add_backward(count, y, e->pre[i], n->act, gy, gx, gb2);
+            /* first writes store (see the zeroing above); x + x: a stores, b adds */
+            bool sa = gx && store && store[n->inputs[0]] == 3;
+            if (sa) store[n->inputs[0]] = 1;
+            bool sb = gb2 && store && store[n->inputs[1]] == 3;
+            if (sb) store[n->inputs[1]] = 1;
+            dl_add_backward_ex(count, y, e->pre[i], n->act, gy, gx, gb2, sa, sb);
             break;
         }
         case DL_OP_MUL: {

@@ -120,6 +120,11 @@ void dl_dense_backward(int n, int k, int m, const float *in, const float *w, con
 void dl_add_forward(size_t count, const float *a, const float *b, dl_act act, float *out);
 void dl_add_backward(size_t count, const float *out, const float *pre, dl_act act, float *grad_out,
                      float *grad_a, float *grad_b);
+/* The same with stores instead of adds where asked (the executor's first
+ * write of a buffer; grad_a is done first, so x + x stores then adds), on
+ * the engine's threads when large. */
+void dl_add_backward_ex(size_t count, const float *out, const float *pre, dl_act act, float *grad_out,
+                        float *grad_a, float *grad_b, bool assign_a, bool assign_b);
 
 /* out = a * b, then activation. a is [n][hw][c]; b is [n][hw][c] (b_hw = hw)
  * or one value per channel, [n][1][c] (b_hw = 1: the squeeze-excitation

@@ -488,14 +488,53 @@ void dl_dense_backward(int n, int k, int m, const float *in, const float *w, con
 void dl_add_backward(size_t count, const float *out, const float *pre, dl_act act, float *grad_out,
                      float *grad_a, float *grad_b)
 {
-    dl_act_backward(act, out, pre, grad_out, count);
+    dl_add_backward_ex(count, out, pre, act, grad_out, grad_a, grad_b, false, false);
+}
+
+typedef struct {
+    size_t count;
+    const float *out, *pre;
+    dl_act act;
+    float *g, *ga, *gb;
+    bool assign_a, assign_b;
+} add_bw_job;
+
+DL_CLONES
+static void add_bw_range(const add_bw_job *j, size_t i0, size_t i1)
+{
+    float *g = j->g + i0;
+    const size_t n = i1 - i0;
+    dl_act_backward(j->act, j->out ? j->out + i0 : NULL, j->pre ? j->pre + i0 : NULL, g, n);
     /* Separate loops keep this right when grad_a == grad_b (x + x). */
-    if (grad_a)
-        for (size_t i = 0; i < count; i++)
-            grad_a[i] += grad_out[i];
-    if (grad_b)
-        for (size_t i = 0; i < count; i++)
-            grad_b[i] += grad_out[i];
+    if (j->ga) {
+        float *a = j->ga + i0;
+        if (j->assign_a) memcpy(a, g, sizeof(float) * n);
+        else for (size_t i = 0; i < n; i++) a[i] += g[i];
+    }
+    if (j->gb) {
+        float *b = j->gb + i0;
+        if (j->assign_b) memcpy(b, g, sizeof(float) * n);
+        else for (size_t i = 0; i < n; i++) b[i] += g[i];
+    }
+}
+
+static void add_bw_part(void *arg, int part, int nparts)
+{
+    const add_bw_job *j = arg;
+    /* cut on 16-float boundaries: no cache line is written by two threads */
+    size_t blocks = (j->count + 15) / 16;
+    size_t i0 = blocks * (size_t)part / (size_t)nparts * 16, i1 = blocks * (size_t)(part + 1) / (size_t)nparts * 16;
+    if (i1 > j->count) i1 = j->count;
+    if (i0 < i1) add_bw_range(j, i0, i1);
+}
+
+void dl_add_backward_ex(size_t count, const float *out, const float *pre, dl_act act, float *grad_out,
+                        float *grad_a, float *grad_b, bool assign_a, bool assign_b)
+{
+    add_bw_job j = {count, out, pre, act, grad_out, grad_a, grad_b, assign_a, assign_b};
+    int parts = dl_parallel_parts(count, AB_MIN_FLOATS);
+    if (parts > 1) dl_parallel(parts, add_bw_part, &j);
+    else add_bw_range(&j, 0, count);
 }
 
 /* ---------------------------------------------------------------- mul */
