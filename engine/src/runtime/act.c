@@ -152,10 +152,8 @@ typedef struct {
 static void act_part(void *arg, int part, int nparts)
 {
     const act_job *j = arg;
-    /* parts start on multiples of VL: only the last has a tail */
-    size_t blocks = (j->n + VL - 1) / VL;
-    size_t b0 = blocks * part / nparts, b1 = blocks * (part + 1) / nparts;
-    size_t i0 = b0 * VL, i1 = b1 * VL < j->n ? b1 * VL : j->n;
+    size_t i0, i1;
+    dl_part_range(j->n, VL, part, nparts, &i0, &i1); /* parts start on multiples of VL */
     if (i0 < i1) act_serial(j->a, j->x + i0, i1 - i0);
 }
 

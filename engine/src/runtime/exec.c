@@ -457,7 +457,8 @@ typedef struct {
 static void zero_part(void *arg, int part, int nparts)
 {
     const zero_job *z = arg;
-    size_t a = z->n * (size_t)part / (size_t)nparts, b = z->n * (size_t)(part + 1) / (size_t)nparts;
+    size_t a, b;
+    dl_part_range(z->n, 16, part, nparts, &a, &b);
     memset(z->p + a, 0, sizeof(float) * (b - a));
 }
 
@@ -484,16 +485,15 @@ int dl_exec_backward(dl_exec *e, int from, const float *seed, int stop, dl_error
      * the arena and are zeroed in runs on the engine's threads. grad[from]
      * is the seed, copied over. */
     unsigned char *store = stop < from ? calloc((size_t)g->n_nodes, 1) : NULL; /* NULL: zero them all */
-    if (store) {
-        unsigned char *seen = store; /* bit 0: written already; bit 1: stored by its first writer */
-        for (int i = from; i >= stop && i >= 1; i--) {
-            const dl_node *n = &g->nodes[i];
-            int t0 = n->inputs[0], t1 = (n->op == DL_OP_ADD || n->op == DL_OP_MUL || n->op == DL_OP_CONCAT)
-                                            ? n->inputs[1] : -1;
-            bool stores = n->op == DL_OP_CONV2D || n->op == DL_OP_ADD;
-            if (t0 >= stop && !(seen[t0] & 1)) seen[t0] = stores ? 3 : 1;
-            if (t1 >= stop && !(seen[t1] & 1)) seen[t1] = stores ? 3 : 1;
-        }
+    /* store[t]: bit 0, written already in this pass; bit 1, its first
+     * writer stores (cleared to 1 once it has) */
+    for (int i = from; store && i >= stop && i >= 1; i--) {
+        const dl_node *n = &g->nodes[i];
+        int t0 = n->inputs[0], t1 = (n->op == DL_OP_ADD || n->op == DL_OP_MUL || n->op == DL_OP_CONCAT)
+                                        ? n->inputs[1] : -1;
+        bool stores = n->op == DL_OP_CONV2D || n->op == DL_OP_ADD;
+        if (t0 >= stop && !(store[t0] & 1)) store[t0] = stores ? 3 : 1;
+        if (t1 >= stop && !(store[t1] & 1)) store[t1] = stores ? 3 : 1;
     }
     for (int i = stop; i < from;) {
         if (store && (store[i] & 2)) { i++; continue; }

@@ -31,6 +31,10 @@ typedef void (*dl_task_fn)(void *arg, int part, int nparts);
 void dl_parallel(int nparts, dl_task_fn fn, void *arg);
 /* Parts worth using for `work` units with `grain` units as a useful minimum. */
 int dl_parallel_parts(size_t work, size_t grain);
+/* Part `part` of nparts of the range [0, n) in elementwise passes: [*i0, *i1),
+ * cut on multiples of `align` elements (16 floats: no cache line written by
+ * two threads; only the last part has a tail), possibly empty. */
+void dl_part_range(size_t n, size_t align, int part, int nparts, size_t *i0, size_t *i1);
 
 /* ---------------------------------------------------------------- GEMM */
 

@@ -223,6 +223,14 @@ int dl_parallel_parts(size_t work, size_t grain)
     return by_work < (size_t)nt ? (int)by_work : nt;
 }
 
+void dl_part_range(size_t n, size_t align, int part, int nparts, size_t *i0, size_t *i1)
+{
+    size_t blocks = (n + align - 1) / align;
+    size_t b0 = blocks * (size_t)part / (size_t)nparts, b1 = blocks * (size_t)(part + 1) / (size_t)nparts;
+    *i0 = b0 * align < n ? b0 * align : n;
+    *i1 = b1 * align < n ? b1 * align : n;
+}
+
 void dl_parallel(int nparts, dl_task_fn fn, void *arg)
 {
     pool_t *pl = &g_pool;

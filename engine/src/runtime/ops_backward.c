@@ -521,10 +521,8 @@ static void add_bw_range(const add_bw_job *j, size_t i0, size_t i1)
 static void add_bw_part(void *arg, int part, int nparts)
 {
     const add_bw_job *j = arg;
-    /* cut on 16-float boundaries: no cache line is written by two threads */
-    size_t blocks = (j->count + 15) / 16;
-    size_t i0 = blocks * (size_t)part / (size_t)nparts * 16, i1 = blocks * (size_t)(part + 1) / (size_t)nparts * 16;
-    if (i1 > j->count) i1 = j->count;
+    size_t i0, i1;
+    dl_part_range(j->count, 16, part, nparts, &i0, &i1);
     if (i0 < i1) add_bw_range(j, i0, i1);
 }
 
