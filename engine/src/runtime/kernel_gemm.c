@@ -78,6 +78,7 @@ typedef struct {
     int ncols;          /* valid columns in this tile (<= NV * 16) */
     const dl_epilogue *ep;
     const float *pf, *pf2; /* the next panels, fetched meanwhile (weights streamed once), or NULL */
+    const long *seg;    /* full 12 x 32 tiles only: k segments (kernel_12x32), or NULL: one of k */
 } tile_args;
 
 /* The accumulator registers and their places in a [12][32] float buffer
@@ -92,24 +93,107 @@ typedef struct {
     OP(9, 1152) OP(10, 1280) OP(11, 1408)
 #define DL_ZMM_STORE(r, o) "vmovaps %%zmm" #r ", " #o "(%[out])\n\t"
 #define DL_ZMM_LOAD(r, o) "vmovaps " #o "(%[out]), %%zmm" #r "\n\t"
+#define DL_ZMM_STORE_B(r, o) "vmovaps %%zmm" #r ", " #o "(%[b])\n\t"
 
-/* The sums of the full 12 x 32 tile, written to out[12][32] (64-byte
- * aligned). Written out by hand because the compiler, given the same loop
- * in intrinsics, keeps twelve row pointers and so spills them to vector
- * registers and the stack; each reload of a spilled pointer (vmovq) takes
- * an issue slot on port 0, one of the two FMA ports (~8 % of the loop,
- * perf on Sapphire Rapids). Here the twelve rows are four base pointers
- * (rows 0-2, 3-5, 6-8, 9-11) plus lda and 2*lda, the k loop is unrolled by
- * four, and the prefetches are unconditional (the caller points them at
- * the panels themselves when there is nothing to fetch). Each sum is the
- * same FMA chain over k = 0..K-1 as the intrinsics' (vfmadd231ps acc += x *
- * w), so results are bit-identical to the other tile shapes. */
-AVX512 static void sums_12x32(const float *a, size_t lda, const float *b, size_t bstride, long k,
-                              const float *pf, const float *pf2, float *out)
+/* The full 12 x 32 tile, written out by hand because the compiler, given
+ * the same loop in intrinsics, keeps twelve row pointers and so spills them
+ * to vector registers and the stack; each reload of a spilled pointer
+ * (vmovq) takes an issue slot on port 0, one of the two FMA ports (~8 % of
+ * the loop, perf on Sapphire Rapids). Here the twelve rows are four base
+ * pointers (rows 0-2, 3-5, 6-8, 9-11) plus lda and 2*lda, the k loop is
+ * unrolled by four, and the prefetches are unconditional (the caller points
+ * them at the panels themselves when there is nothing to fetch).
+ *
+ * The k range is a list of segments, each a run of k steps with its own A
+ * and B starting points (one segment: a GEMM; one per kernel row: a direct
+ * convolution, whose A rows are input pixels read in place). Each sum is
+ * the same FMA chain (vfmadd231ps acc += x * w) in the same order as the
+ * intrinsics' tiles and an im2col GEMM, so results are bit-identical.
+ *
+ * The epilogue runs in the same asm while the sums are in registers: bias,
+ * ReLU/ReLU6, the store to C and the residual add (c2 = act(c + res)), with
+ * no round trip through memory. With c == NULL the sums go to out[12][32]
+ * instead (64-byte aligned) for the C epilogue's other cases. */
+typedef struct {
+    const float *a;     /* 0: A, plus each segment's byte offset */
+    long lda;           /* 8: bytes between A rows */
+    const float *b;     /* 16: the pair's first panel, plus each segment's byte offset */
+    long bs;            /* 24: bytes between the two panels */
+    const long *seg;    /* 32: {a_off, b_off, k} triples, ended by k < 0 */
+    float *out;         /* 40: sums when c == NULL */
+    float *c;           /* 48 */
+    long ldc;           /* 56: bytes */
+    const float *bias;  /* 64: 32 floats (zeros when none) */
+    long act;           /* 72: 0 none, 1 ReLU, 2 ReLU6 */
+    const float *res;   /* 80: or NULL */
+    long ld_res;        /* 88: bytes */
+    float *c2;          /* 96 */
+    long ld_c2;         /* 104: bytes */
+    long res_act;       /* 112: as act */
+} k12x32_args;
+
+/* The 24 accumulators in row order: OP(row base, index, byte column, reg) */
+#define DL_ROWS_12x32(OP, off0, off1)                                                              \
+    OP("%[a0]", "", off0, 0) OP("%[a0]", "", off1, 1) OP("%[a0]", ",%[ld]", off0, 2)                  \
+    OP("%[a0]", ",%[ld]", off1, 3) OP("%[a0]", ",%[ld],2", off0, 4) OP("%[a0]", ",%[ld],2", off1, 5)  \
+    OP("%[a3]", "", off0, 6) OP("%[a3]", "", off1, 7) OP("%[a3]", ",%[ld]", off0, 8)                  \
+    OP("%[a3]", ",%[ld]", off1, 9) OP("%[a3]", ",%[ld],2", off0, 10) OP("%[a3]", ",%[ld],2", off1, 11) \
+    OP("%[a6]", "", off0, 12) OP("%[a6]", "", off1, 13) OP("%[a6]", ",%[ld]", off0, 14)               \
+    OP("%[a6]", ",%[ld]", off1, 15) OP("%[a6]", ",%[ld],2", off0, 16) OP("%[a6]", ",%[ld],2", off1, 17) \
+    OP("%[a9]", "", off0, 18) OP("%[a9]", "", off1, 19) OP("%[a9]", ",%[ld]", off0, 20)               \
+    OP("%[a9]", ",%[ld]", off1, 21) OP("%[a9]", ",%[ld],2", off0, 22) OP("%[a9]", ",%[ld],2", off1, 23)
+#define DL_EACH_ACC(OP)                                                                            \
+    OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9) OP(10) OP(11) OP(12) OP(13) OP(14) OP(15) \
+    OP(16) OP(17) OP(18) OP(19) OP(20) OP(21) OP(22) OP(23)
+#define DL_BIAS(r) "vaddps %%zmm" #r ", %%zmm" DL_BIASREG_##r ", %%zmm" #r "\n\t"
+#define DL_MAX0(r) "vmaxps %%zmm26, %%zmm" #r ", %%zmm" #r "\n\t"
+#define DL_MIN6(r) "vminps %%zmm27, %%zmm" #r ", %%zmm" #r "\n\t"
+#define DL_ST(base, idx, off, r) "vmovups %%zmm" #r ", " #off "(" base idx ")\n\t"
+#define DL_ADDM(base, idx, off, r) "vaddps " #off "(" base idx "), %%zmm" #r ", %%zmm" #r "\n\t"
+/* Four row bases from the pointer in `src` and the stride in %[ld]. */
+#define DL_BASES(src)                                                                              \
+    "mov " src ", %[a0]\n\t"                                                                       \
+    "lea (%[a0],%[ld],2), %[a3]\n\t" "add %[ld], %[a3]\n\t"                                        \
+    "lea (%[a3],%[ld],2), %[a6]\n\t" "add %[ld], %[a6]\n\t"                                        \
+    "lea (%[a6],%[ld],2), %[a9]\n\t" "add %[ld], %[a9]\n\t"
+/* Activation code in %[k4] applied to every accumulator (zmm26 = 0, zmm27 = 6). */
+#define DL_ACT_ALL(label)                                                                          \
+    "test %[k4], %[k4]\n\t" "jz " label "f\n\t"                                                    \
+    DL_EACH_ACC(DL_MAX0)                                                                           \
+    "cmp $2, %[k4]\n\t" "jne " label "f\n\t"                                                       \
+    DL_EACH_ACC(DL_MIN6)                                                                           \
+    label ":\n\t"
+/* even accumulators take the first panel's bias (zmm24), odd the second's */
+#define DL_BIASREG_0 "24"
+#define DL_BIASREG_1 "25"
+#define DL_BIASREG_2 "24"
+#define DL_BIASREG_3 "25"
+#define DL_BIASREG_4 "24"
+#define DL_BIASREG_5 "25"
+#define DL_BIASREG_6 "24"
+#define DL_BIASREG_7 "25"
+#define DL_BIASREG_8 "24"
+#define DL_BIASREG_9 "25"
+#define DL_BIASREG_10 "24"
+#define DL_BIASREG_11 "25"
+#define DL_BIASREG_12 "24"
+#define DL_BIASREG_13 "25"
+#define DL_BIASREG_14 "24"
+#define DL_BIASREG_15 "25"
+#define DL_BIASREG_16 "24"
+#define DL_BIASREG_17 "25"
+#define DL_BIASREG_18 "24"
+#define DL_BIASREG_19 "25"
+#define DL_BIASREG_20 "24"
+#define DL_BIASREG_21 "25"
+#define DL_BIASREG_22 "24"
+#define DL_BIASREG_23 "25"
+
+AVX512 static void kernel_12x32(const k12x32_args *p, const float *pf, const float *pf2)
 {
-    const float *a3 = a + 3 * lda, *a6 = a + 6 * lda, *a9 = a + 9 * lda;
-    long ld = (long)(lda * sizeof(float)), bs = (long)(bstride * sizeof(float));
-    long k4 = k / 4, k1 = k % 4;
+    const float *a0, *a3, *a6, *a9, *b;
+    long k4, k1, ld = p->lda, bs = p->bs;
+    const long *seg = p->seg;
 #define DL_ROW(base, idx, d, acc0, acc1)                                                           \
     "vbroadcastss " #d "(" base idx "), %%zmm26\n\t"                                                 \
     "vfmadd231ps %%zmm24, %%zmm26, %%zmm" #acc0 "\n\t"                                               \
@@ -142,6 +226,18 @@ AVX512 static void sums_12x32(const float *a, size_t lda, const float *b, size_t
         "vmovaps %%zmm0, %%zmm16\n\t" "vmovaps %%zmm0, %%zmm17\n\t" "vmovaps %%zmm0, %%zmm18\n\t"
         "vmovaps %%zmm0, %%zmm19\n\t" "vmovaps %%zmm0, %%zmm20\n\t" "vmovaps %%zmm0, %%zmm21\n\t"
         "vmovaps %%zmm0, %%zmm22\n\t" "vmovaps %%zmm0, %%zmm23\n\t"
+        /* segments */
+        "10:\n\t"
+        "mov 16(%[seg]), %[k4]\n\t"
+        "test %[k4], %[k4]\n\t"
+        "js 20f\n\t"
+        "mov %[k4], %[k1]\n\t"
+        "shr $2, %[k4]\n\t"
+        "and $3, %[k1]\n\t"
+        DL_BASES("0(%[p])")
+        "add 0(%[seg]), %[a0]\n\t" "add 0(%[seg]), %[a3]\n\t" "add 0(%[seg]), %[a6]\n\t" "add 0(%[seg]), %[a9]\n\t"
+        "mov 16(%[p]), %[b]\n\t"
+        "add 8(%[seg]), %[b]\n\t"
         "test %[k4], %[k4]\n\t"
         "jz 2f\n\t"
         "1:\n\t"
@@ -156,24 +252,68 @@ AVX512 static void sums_12x32(const float *a, size_t lda, const float *b, size_t
         "dec %[k1]\n\t"
         "jnz 3b\n\t"
         "4:\n\t"
-        DL_ZMM_12x32(DL_ZMM_STORE)
-        : [a0] "+r"(a), [a3] "+r"(a3), [a6] "+r"(a6), [a9] "+r"(a9), [b] "+r"(b), [pf] "+r"(pf),
-          [pf2] "+r"(pf2), [k4] "+r"(k4), [k1] "+r"(k1)
-        : [ld] "r"(ld), [bs] "r"(bs), [out] "r"(out)
+        "add $24, %[seg]\n\t"
+        "jmp 10b\n\t"
+        "20:\n\t"
+        "mov 48(%[p]), %[b]\n\t"
+        "test %[b], %[b]\n\t"
+        "jnz 30f\n\t"
+        /* sums only */
+        "mov 40(%[p]), %[b]\n\t"
+        DL_ZMM_12x32(DL_ZMM_STORE_B)
+        "jmp 90f\n\t"
+        /* epilogue: bias, activation, C */
+        "30:\n\t"
+        "mov 64(%[p]), %[b]\n\t"
+        "vmovups 0(%[b]), %%zmm24\n\t"
+        "vmovups 64(%[b]), %%zmm25\n\t"
+        DL_EACH_ACC(DL_BIAS)
+        "vpxord %%zmm26, %%zmm26, %%zmm26\n\t"
+        "mov $0x40c00000, %k[k1]\n\t"
+        "vpbroadcastd %k[k1], %%zmm27\n\t"
+        "mov 72(%[p]), %[k4]\n\t"
+        DL_ACT_ALL("40")
+        "mov 56(%[p]), %[ld]\n\t"
+        DL_BASES("48(%[p])")
+        DL_ROWS_12x32(DL_ST, 0, 64)
+        /* residual: c2 = act(c + res) */
+        "mov 80(%[p]), %[b]\n\t"
+        "test %[b], %[b]\n\t"
+        "jz 90f\n\t"
+        "mov 88(%[p]), %[ld]\n\t"
+        DL_BASES("%[b]")
+        DL_ROWS_12x32(DL_ADDM, 0, 64)
+        "mov 112(%[p]), %[k4]\n\t"
+        DL_ACT_ALL("50")
+        "mov 104(%[p]), %[ld]\n\t"
+        DL_BASES("96(%[p])")
+        DL_ROWS_12x32(DL_ST, 0, 64)
+        "90:\n\t"
+        : [a0] "=&r"(a0), [a3] "=&r"(a3), [a6] "=&r"(a6), [a9] "=&r"(a9), [b] "=&r"(b), [pf] "+r"(pf),
+          [pf2] "+r"(pf2), [k4] "=&r"(k4), [k1] "=&r"(k1), [ld] "+r"(ld), [seg] "+r"(seg)
+        : [bs] "r"(bs), [p] "r"(p)
         : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
           "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
-          "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26");
+          "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27");
 #undef DL_ROW
 #undef DL_STEP
 #undef DL_ADVANCE
 }
+
+/* kernel_12x32's activation code, or -1 when its epilogue cannot apply it. */
+static inline int asm_act(dl_act a)
+{
+    return a == DL_ACT_NONE ? 0 : a == DL_ACT_RELU ? 1 : a == DL_ACT_RELU6 ? 2 : -1;
+}
+
+static const float zeros32[32] __attribute__((aligned(64)));
 
 /* The register tile: MR rows x NV 16-wide panels. MR and NV are compile-time
  * constants at every call site, so the accumulators live in registers. */
 AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const int ACT)
 {
     __m512 acc[MR_MAX][2];
-    if (MR == MR_MAX && NV == 2 && t->k > 0) {
+    if (MR == MR_MAX && NV == 2 && (t->k > 0 || t->seg)) {
         __attribute__((aligned(64))) float sums[MR_MAX][32];
         const float *b1 = t->bp + t->bstride;
         /* the epilogue's residual rows (a skip tensor, often out of cache,
@@ -185,8 +325,26 @@ AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const in
                 _mm_prefetch((const char *)r, _MM_HINT_T0);
                 _mm_prefetch((const char *)(r + 16), _MM_HINT_T0);
             }
-        sums_12x32(t->a, t->lda, t->bp, t->bstride, t->k, t->pf ? t->pf : t->bp, t->pf2 ? t->pf2 : b1,
-                   &sums[0][0]);
+        const long one[6] = {0, 0, t->k, 0, 0, -1};
+        k12x32_args p = {.a = t->a, .lda = (long)(t->lda * sizeof(float)), .b = t->bp,
+                         .bs = (long)(t->bstride * sizeof(float)), .seg = t->seg ? t->seg : one, .out = &sums[0][0]};
+        /* the asm epilogue: full tiles, activations it knows, C written (not added to) */
+        const dl_act act = ACT >= 0 ? (dl_act)ACT : e0->act;
+        if (t->ncols == 32 && !e0->accumulate && e0->act != DL_ACT_SILU && asm_act(act) >= 0 && (!e0->res || asm_act(e0->res_act) >= 0)) {
+            p.c = t->c + t->col;
+            p.ldc = (long)(t->ldc * sizeof(float));
+            p.bias = e0->bias ? e0->bias + t->col : zeros32;
+            p.act = asm_act(act);
+            if (e0->res) {
+                p.res = e0->res + t->col;
+                p.ld_res = (long)(e0->ld_res * sizeof(float));
+                p.c2 = e0->c2 + t->col;
+                p.ld_c2 = (long)(e0->ld_c2 * sizeof(float));
+                p.res_act = asm_act(e0->res_act);
+            }
+        }
+        kernel_12x32(&p, t->pf ? t->pf : t->bp, t->pf2 ? t->pf2 : b1);
+        if (p.c) return;
         for (int i = 0; i < MR; i++)
             for (int v = 0; v < NV; v++) acc[i][v] = _mm512_load_ps(&sums[i][v * 16]);
         goto epilogue;
@@ -327,7 +485,7 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
         big += (MR_MAX - big % MR_MAX) % MR_MAX;
         if (big > mc) mc = big;
     }
-    tile_args t;
+    tile_args t = {0};
     t.k = K;
     t.lda = j->lda;
     t.bstride = (size_t)K * 16;
