@@ -646,6 +646,76 @@ static void test_pw_dw_banded(void)
     }
 }
 
+/* dl_conv2d_rows on convolutions with few input channels (a network's first
+ * layer), which read their input pixels in place (the direct path) on
+ * AVX-512, against the whole-image im2col + GEMM path (same bits) and the
+ * reference: kernels 3, 5 and 7, strides 1 and 2, TF-SAME padding (none at
+ * the left) and explicit padding on every side (edge columns on both
+ * sides), 32 and 64 output channels (one and two panel pairs) and 40 (not
+ * direct), with and without a fused residual, computed band by band
+ * through row windows as the banded executor does. */
+static void test_conv_rows_direct(void)
+{
+    static const int ks[] = {3, 5, 7}, ics[] = {1, 3, 4, 16}, ocs[] = {32, 64, 40};
+    for (int t = 0; t < 36; t++) {
+        const int k = ks[t % 3], st = 1 + (t / 3) % 2, pad_kind = (t / 6) % 2;
+        dl_conv_shape s;
+        memset(&s, 0, sizeof s);
+        s.n = 1;
+        s.ih = 23 + t % 5;
+        s.iw = 37 + (t * 7) % 31; /* > 12 interior columns per row, and leftovers */
+        s.ic = ics[t % 4];
+        s.oc = ocs[(t / 12) % 3];
+        s.kh = s.kw = k;
+        s.sh = s.sw = st;
+        s.groups = 1;
+        s.act = (dl_act)(t % 3);
+        int pb, pr;
+        if (pad_kind == 0) {
+            dl_same_padding(s.ih, k, st, &s.oh, &s.pt, &pb);
+            dl_same_padding(s.iw, k, st, &s.ow, &s.pl, &pr);
+        } else {
+            s.pt = s.pl = k / 2; /* PyTorch style: as much at the top and left */
+            s.oh = (s.ih + 2 * s.pt - k) / st + 1;
+            s.ow = (s.iw + 2 * s.pl - k) / st + 1;
+        }
+        const bool res = t % 2;
+        size_t in_n = (size_t)s.ih * s.iw * s.ic, out_n = (size_t)s.oh * s.ow * s.oc;
+        float *in = rnd(in_n), *w = rnd((size_t)s.oc * k * k * s.ic), *b = rnd(s.oc);
+        for (size_t i = 0; i < in_n; i++) in[i] *= 3; /* reach relu6's upper clip */
+        float *r = rnd(out_n), *o1 = rnd(out_n), *o2 = rnd(out_n), *c1 = rnd(out_n), *c2 = rnd(out_n), *ref = rnd(out_n);
+        float *packed = rnd(dl_conv2d_packed_floats(&s) + 1);
+        float *scratch = rnd(dl_conv2d_scratch_floats(&s) + dl_conv2d_rows_scratch_floats(&s, s.oh) + 1);
+        dl_conv2d_pack(&s, w, packed);
+        const bool packs = dl_conv2d_packed_floats(&s) > 0;
+        dl_conv2d_forward_ex(&s, in, w, packs ? packed : NULL, b, o1, scratch, res ? r : NULL, DL_ACT_RELU6, c1);
+        ref_conv(&s, in, w, b, ref);
+        double d = maxdiff(o1, ref, out_n);
+        CHECK(d < 1e-4, "direct %d: im2col path vs reference %g", t, d);
+        if (packs && dl_conv2d_rows_ok(&s)) {
+            /* bands of 4 output rows; the input window holds just the rows
+             * they read, so the padding moves with in_lo */
+            for (int y0 = 0; y0 < s.oh; y0 += 4) {
+                int y1 = y0 + 4 < s.oh ? y0 + 4 : s.oh;
+                int lo = y0 * st - s.pt, hi = (y1 - 1) * st - s.pt + k;
+                if (lo < 0) lo = 0;
+                if (hi > s.ih) hi = s.ih;
+                dl_rows_io io = {.in = in + (size_t)lo * s.iw * s.ic, .in_lo = lo, .out = o2, .out_lo = 0};
+                if (res) {
+                    io.res = r;
+                    io.out2 = c2;
+                }
+                dl_conv2d_rows(&s, &io, packed, b, y0, y1, DL_ACT_RELU6, scratch);
+            }
+            CHECK(memcmp(o1, o2, sizeof(float) * out_n) == 0, "direct %d (k%d s%d ic%d oc%d pad %d,%d): rows differ from im2col",
+                  t, k, st, s.ic, s.oc, s.pt, s.pl);
+            if (res) CHECK(memcmp(c1, c2, sizeof(float) * out_n) == 0, "direct %d: residual output differs", t);
+        }
+        free(in); free(w); free(b); free(r); free(o1); free(o2); free(c1); free(c2); free(ref); free(packed);
+        free(scratch);
+    }
+}
+
 /* dl_gemm_at_b_acc (a 1x1 convolution's weight gradient on AVX-512) against
  * a double reference: ragged tiles (m not a multiple of 12, n not of 16 or
  * 32), k over several L2 blocks, C accumulated from its starting values,
@@ -737,6 +807,7 @@ int main(void)
         test_act_exp();
         test_threads_identical();
         test_pw_dw_banded();
+        test_conv_rows_direct();
         test_winograd();
         test_gemm_at_b();
         for (int t = 0; t < 120; t++) test_conv_backward(t);

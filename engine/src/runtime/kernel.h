@@ -63,6 +63,16 @@ typedef struct {
 void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float *packed, float *c,
                     size_t ldc, const dl_epilogue *ep);
 
+/* One tile of 12 rows x 32 columns (panel pair `pair` of W packed for k)
+ * whose k range is a list of segments: seg holds {a_off, b_off, len}
+ * triples (bytes from a, bytes from the pair's first panel, k steps), ended
+ * by len < 0; rows are a + i * lda. A direct convolution reads its input
+ * pixels in place this way, one segment per kernel row. c, ep->res and
+ * ep->c2 point at the tile's row 0 (column 0); ep->act must not be SiLU.
+ * Each sum is the FMA chain over the segments in order. AVX-512 only. */
+void dl_gemm_tile_seg(const float *a, size_t lda, const long *seg, const float *packed, int k, int pair, float *c,
+                      size_t ldc, const dl_epilogue *ep);
+
 /* C[m][n] (ldc) += A^T B, A [k][m] (lda), B [k][n] (ldb), both read in
  * place (nothing packed): a 1x1 convolution's weight gradient, with k the
  * pixels of the batch, A the output gradient and B the input. Each C

@@ -98,7 +98,7 @@ AVX512 INLINE __m512 px16_generic(const dw_job *j, int oy, int ox, int c, __mmas
  * constant at each call site. */
 AVX512 INLINE void row16_3x3(const float *r0, const float *r1, const float *r2, const float *wt, size_t C,
                              bool ok0, bool ok1, bool ok2, const float *bias, __mmask16 m, float *o, int ow,
-                             int iw, int sw, int pl, int xa, int xb, const dl_act ACT)
+                             int iw, int sw, int pl, int xa, int xb, const dl_act ACT, const bool FULL)
 {
     const __m512 zero = _mm512_setzero_ps();
     const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias) : zero;
@@ -116,17 +116,25 @@ AVX512 INLINE void row16_3x3(const float *r0, const float *r1, const float *r2, 
             for (int x = xa; x < xb; x++, off += step, op += C) {
                 const float *p0 = r0 + off, *p1 = r1 + off, *p2 = r2 + off;
                 /* one short chain per window row: FMA latency, not the
-                 * scheduler, limits a single 9-long chain */
-                __m512 a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p0), w0, b);
-                __m512 a1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p1), w3);
-                __m512 a2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p2), w6);
-                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p0 + C), w1, a0);
-                a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p1 + C), w4, a1);
-                a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p2 + C), w7, a2);
-                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p0 + 2 * C), w2, a0);
-                a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p1 + 2 * C), w5, a1);
-                a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p2 + 2 * C), w8, a2);
-                _mm512_mask_storeu_ps(op, m, dl_act16(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), ACT));
+                 * scheduler, limits a single 9-long chain. Whole vectors
+                 * (FULL) load and store unmasked: a masked store cannot
+                 * forward, and loads that may alias it (same address bits
+                 * 0-11: 4K aliasing between input and output rows) wait for
+                 * it to retire. */
+#define LD(p) (FULL ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p))
+                __m512 a0 = _mm512_fmadd_ps(LD(p0), w0, b);
+                __m512 a1 = _mm512_mul_ps(LD(p1), w3);
+                __m512 a2 = _mm512_mul_ps(LD(p2), w6);
+                a0 = _mm512_fmadd_ps(LD(p0 + C), w1, a0);
+                a1 = _mm512_fmadd_ps(LD(p1 + C), w4, a1);
+                a2 = _mm512_fmadd_ps(LD(p2 + C), w7, a2);
+                a0 = _mm512_fmadd_ps(LD(p0 + 2 * C), w2, a0);
+                a1 = _mm512_fmadd_ps(LD(p1 + 2 * C), w5, a1);
+                a2 = _mm512_fmadd_ps(LD(p2 + 2 * C), w8, a2);
+#undef LD
+                __m512 y = dl_act16(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), ACT);
+                if (FULL) _mm512_storeu_ps(op, y);
+                else _mm512_mask_storeu_ps(op, m, y);
             }
             ox = xb - 1;
             continue;
@@ -233,8 +241,10 @@ AVX512 static void dw_rows_512(const dw_job *j, int oy0, int oy1)
                 }
                 const float *bc = j->bias ? j->bias + c : NULL;
 #define ROW(A)                                                                                             \
-    row16_3x3(r[0], r[1], r[2], j->wt + c, (size_t)C, ok[0], ok[1], ok[2], bc, m, orow + c, s->ow, s->iw, s->sw, \
-              s->pl, xa, xb, A)
+    (m == 0xffff ? row16_3x3(r[0], r[1], r[2], j->wt + c, (size_t)C, ok[0], ok[1], ok[2], bc, m, orow + c, s->ow, \
+                             s->iw, s->sw, s->pl, xa, xb, A, true)                                              \
+                 : row16_3x3(r[0], r[1], r[2], j->wt + c, (size_t)C, ok[0], ok[1], ok[2], bc, m, orow + c, s->ow, \
+                             s->iw, s->sw, s->pl, xa, xb, A, false))
                 switch (s->act) {
                 case DL_ACT_RELU: ROW(DL_ACT_RELU); break;
                 case DL_ACT_RELU6: ROW(DL_ACT_RELU6); break;

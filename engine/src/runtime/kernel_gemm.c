@@ -435,6 +435,24 @@ static void silu_rows(int m0, int m1, int c0, int c1, float *c, size_t ldc, cons
     }
 }
 
+void dl_gemm_tile_seg(const float *a, size_t lda, const long *seg, const float *packed, int k, int pair, float *c,
+                      size_t ldc, const dl_epilogue *ep)
+{
+    tile_args t = {0};
+    t.k = k;
+    t.a = a;
+    t.lda = lda;
+    t.bstride = (size_t)k * 16;
+    t.bp = packed + (size_t)pair * 2 * t.bstride;
+    t.c = c;
+    t.ldc = ldc;
+    t.col = pair * 32;
+    t.ncols = 32;
+    t.ep = ep;
+    t.seg = seg;
+    tile_nv2(&t, MR_MAX);
+}
+
 typedef struct {
     int m, n, k;
     const float *a;
@@ -760,6 +778,12 @@ void dl_gemm_packed(int m, int n, int k, const float *a, size_t lda, const float
                     size_t ldc, const dl_epilogue *ep)
 {
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)packed; (void)c; (void)ldc; (void)ep;
+}
+
+void dl_gemm_tile_seg(const float *a, size_t lda, const long *seg, const float *packed, int k, int pair, float *c,
+                      size_t ldc, const dl_epilogue *ep)
+{
+    (void)a; (void)lda; (void)seg; (void)packed; (void)k; (void)pair; (void)c; (void)ldc; (void)ep;
 }
 
 int dl_gemm_at_b_acc(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c,

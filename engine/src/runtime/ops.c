@@ -129,6 +129,73 @@ static void im2col(const dl_conv_shape *s, const float *in, int c0, int icg, flo
     }
 }
 
+/* Direct convolution: the packed GEMM's 12 x 32 tile reads 12 output
+ * pixels' input windows in place, one k segment per kernel row (kw * ic
+ * consecutive floats of an input row), instead of copying them out by
+ * im2col first. For layers with few input channels (a network's first
+ * layer: im2col writes and re-reads 9 floats per input float there, 1.3 MB
+ * for 224 x 224 RGB) and weights that stay in L2 while each output row
+ * meets them all. Same sums as im2col's GEMM (rows of the window that fall
+ * in the padding are skipped: they only add zeros). */
+#define DIRECT_MAX_KH 16
+static bool conv_direct_ok(const dl_conv_shape *s)
+{
+    return conv_uses_packed_gemm(s) && !conv_is_pointwise(s) && s->oc % 32 == 0 && s->ic <= 16 &&
+           s->kh <= DIRECT_MAX_KH && !dl_act_is_post(s->act) && s->act != DL_ACT_SILU &&
+           (size_t)s->kh * s->kw * s->ic * s->oc * sizeof(float) <= dl_cpu_l2_bytes() / 4;
+}
+
+/* Output rows [r0, r1) of one image (s->n ignored) to out (row r0's first
+ * pixel; ep->res and ep->c2 likewise); col: im2col room for the pixels
+ * whose windows cross the left or right edge, (r1 - r0) * ow * K floats. */
+static void conv_direct_rows(const dl_conv_shape *s, const float *in, const float *packed, const dl_epilogue *ep,
+                             float *out, int r0, int r1, float *col)
+{
+    const int K = s->kh * s->kw * s->ic, kwc = s->kw * s->ic, pairs = s->oc / 32;
+    /* output columns whose windows lie inside the input row: [xa, xb) */
+    int xa = (s->pl + s->sw - 1) / s->sw;
+    int xb = s->iw - s->kw + s->pl >= 0 ? (s->iw - s->kw + s->pl) / s->sw + 1 : 0;
+    if (xb > s->ow) xb = s->ow;
+    if (xa > xb) xa = xb;
+    const int nt = (xb - xa) / 12, xe = xa + 12 * nt;
+    long seg[3 * (DIRECT_MAX_KH + 1)];
+    for (int oy = r0; oy < r1; oy++) {
+        const size_t px0 = (size_t)(oy - r0) * s->ow; /* pixel index of (oy, 0) from row r0 */
+        const int iy0 = oy * s->sh - s->pt;
+        int ns = 0;
+        for (int ky = 0; ky < s->kh; ky++) {
+            int iy = iy0 + ky;
+            if (iy < 0 || iy >= s->ih) continue;
+            seg[3 * ns] = (long)iy * s->iw * s->ic * (long)sizeof(float);
+            seg[3 * ns + 1] = (long)ky * kwc * 16 * (long)sizeof(float);
+            seg[3 * ns + 2] = kwc;
+            ns++;
+        }
+        seg[3 * ns + 2] = -1;
+        dl_epilogue e = *ep;
+        for (int q = 0; q < nt; q++) {
+            const int ox = xa + 12 * q;
+            const size_t px = px0 + (size_t)ox;
+            const float *a = in + (size_t)(ox * s->sw - s->pl) * s->ic;
+            e.res = ep->res ? ep->res + px * ep->ld_res : NULL;
+            e.c2 = ep->res ? ep->c2 + px * ep->ld_c2 : NULL;
+            for (int p = 0; p < pairs; p++)
+                dl_gemm_tile_seg(a, (size_t)s->sw * s->ic, seg, packed, K, p, out + px * s->oc, (size_t)s->oc, &e);
+        }
+        /* the edges: im2col and the GEMM */
+        const int edge[2][2] = {{0, xa}, {xe, s->ow}};
+        for (int k = 0; k < 2; k++) {
+            const int x0 = edge[k][0], x1 = edge[k][1];
+            if (x0 >= x1) continue;
+            const size_t px = px0 + (size_t)x0;
+            im2col(s, in, 0, s->ic, col, (size_t)oy * s->ow + x0, (size_t)oy * s->ow + x1);
+            e.res = ep->res ? ep->res + px * ep->ld_res : NULL;
+            e.c2 = ep->res ? ep->c2 + px * ep->ld_c2 : NULL;
+            dl_gemm_packed(x1 - x0, s->oc, K, col, (size_t)K, packed, out + px * s->oc, (size_t)s->oc, &e);
+        }
+    }
+}
+
 /* Rows per OpenBLAS call on the portable path: the block of C is finished
  * (bias, activation, residual) while it is still in cache. */
 static size_t blas_block_rows(int cols)
@@ -338,6 +405,10 @@ void dl_conv2d_rows(const dl_conv_shape *s, const dl_rows_io *io, const float *p
     if (conv_is_pointwise(s)) {
         dl_gemm_packed((int)pix, s->oc, s->ic, io->in + (size_t)(oy0 - io->in_lo) * s->iw * s->ic, (size_t)s->ic,
                        packed, out, (size_t)s->oc, &ep);
+        return;
+    }
+    if (conv_direct_ok(s)) {
+        conv_direct_rows(&t, io->in, packed, &ep, out, r0, r1, scratch);
         return;
     }
     const int K = s->kh * s->kw * s->ic;
