@@ -130,18 +130,20 @@ typedef struct {
     float *c2;          /* 96 */
     long ld_c2;         /* 104: bytes */
     long res_act;       /* 112: as act */
+    long mask1;         /* 120: columns 16-31 present (0xffff: all 32) */
 } k12x32_args;
 
-/* The 24 accumulators in row order: OP(row base, index, byte column, reg) */
-#define DL_ROWS_12x32(OP, off0, off1)                                                              \
-    OP("%[a0]", "", off0, 0) OP("%[a0]", "", off1, 1) OP("%[a0]", ",%[ld]", off0, 2)                  \
-    OP("%[a0]", ",%[ld]", off1, 3) OP("%[a0]", ",%[ld],2", off0, 4) OP("%[a0]", ",%[ld],2", off1, 5)  \
-    OP("%[a3]", "", off0, 6) OP("%[a3]", "", off1, 7) OP("%[a3]", ",%[ld]", off0, 8)                  \
-    OP("%[a3]", ",%[ld]", off1, 9) OP("%[a3]", ",%[ld],2", off0, 10) OP("%[a3]", ",%[ld],2", off1, 11) \
-    OP("%[a6]", "", off0, 12) OP("%[a6]", "", off1, 13) OP("%[a6]", ",%[ld]", off0, 14)               \
-    OP("%[a6]", ",%[ld]", off1, 15) OP("%[a6]", ",%[ld],2", off0, 16) OP("%[a6]", ",%[ld],2", off1, 17) \
-    OP("%[a9]", "", off0, 18) OP("%[a9]", "", off1, 19) OP("%[a9]", ",%[ld]", off0, 20)               \
-    OP("%[a9]", ",%[ld]", off1, 21) OP("%[a9]", ",%[ld],2", off0, 22) OP("%[a9]", ",%[ld],2", off1, 23)
+/* The 24 accumulators in row order: OPE(row base, index, byte column, reg)
+ * for the first panel's (even registers), OPO for the second's (odd). */
+#define DL_ROWS_12x32(OPE, OPO, off0, off1)                                                        \
+    OPE("%[a0]", "", off0, 0) OPO("%[a0]", "", off1, 1) OPE("%[a0]", ",%[ld]", off0, 2)                \
+    OPO("%[a0]", ",%[ld]", off1, 3) OPE("%[a0]", ",%[ld],2", off0, 4) OPO("%[a0]", ",%[ld],2", off1, 5) \
+    OPE("%[a3]", "", off0, 6) OPO("%[a3]", "", off1, 7) OPE("%[a3]", ",%[ld]", off0, 8)                \
+    OPO("%[a3]", ",%[ld]", off1, 9) OPE("%[a3]", ",%[ld],2", off0, 10) OPO("%[a3]", ",%[ld],2", off1, 11) \
+    OPE("%[a6]", "", off0, 12) OPO("%[a6]", "", off1, 13) OPE("%[a6]", ",%[ld]", off0, 14)             \
+    OPO("%[a6]", ",%[ld]", off1, 15) OPE("%[a6]", ",%[ld],2", off0, 16) OPO("%[a6]", ",%[ld],2", off1, 17) \
+    OPE("%[a9]", "", off0, 18) OPO("%[a9]", "", off1, 19) OPE("%[a9]", ",%[ld]", off0, 20)             \
+    OPO("%[a9]", ",%[ld]", off1, 21) OPE("%[a9]", ",%[ld],2", off0, 22) OPO("%[a9]", ",%[ld],2", off1, 23)
 #define DL_EACH_ACC(OP)                                                                            \
     OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9) OP(10) OP(11) OP(12) OP(13) OP(14) OP(15) \
     OP(16) OP(17) OP(18) OP(19) OP(20) OP(21) OP(22) OP(23)
@@ -150,6 +152,15 @@ typedef struct {
 #define DL_MIN6(r) "vminps %%zmm27, %%zmm" #r ", %%zmm" #r "\n\t"
 #define DL_ST(base, idx, off, r) "vmovups %%zmm" #r ", " #off "(" base idx ")\n\t"
 #define DL_ADDM(base, idx, off, r) "vaddps " #off "(" base idx "), %%zmm" #r ", %%zmm" #r "\n\t"
+/* the same under mask k1 (the second panel of a tile narrower than 32) */
+#define DL_STM(base, idx, off, r) "vmovups %%zmm" #r ", " #off "(" base idx ")%{%%k1%}\n\t"
+#define DL_ADDMM(base, idx, off, r) "vaddps " #off "(" base idx "), %%zmm" #r ", %%zmm" #r "%{%%k1%}\n\t"
+/* C's 12 rows from the bases: whole vectors when k1 is full (a masked
+ * store cannot forward to later loads), else the second panel masked */
+#define DL_STORE_ROWS(label)                                                                       \
+    "cmpl $0xffff, 120(%[p])\n\t" "jne " label "f\n\t"                                            \
+    DL_ROWS_12x32(DL_ST, DL_ST, 0, 64) "jmp 1" label "f\n\t"                                       \
+    label ":\n\t" DL_ROWS_12x32(DL_ST, DL_STM, 0, 64) "1" label ":\n\t"
 /* Four row bases from the pointer in `src` and the stride in %[ld]. */
 #define DL_BASES(src)                                                                              \
     "mov " src ", %[a0]\n\t"                                                                       \
@@ -264,9 +275,10 @@ AVX512 static void kernel_12x32(const k12x32_args *p, const float *pf, const flo
         "jmp 90f\n\t"
         /* epilogue: bias, activation, C */
         "30:\n\t"
+        "kmovw 120(%[p]), %%k1\n\t"
         "mov 64(%[p]), %[b]\n\t"
         "vmovups 0(%[b]), %%zmm24\n\t"
-        "vmovups 64(%[b]), %%zmm25\n\t"
+        "vmovups 64(%[b]), %%zmm25%{%%k1%}%{z%}\n\t"
         DL_EACH_ACC(DL_BIAS)
         "vpxord %%zmm26, %%zmm26, %%zmm26\n\t"
         "mov $0x40c00000, %k[k1]\n\t"
@@ -275,29 +287,38 @@ AVX512 static void kernel_12x32(const k12x32_args *p, const float *pf, const flo
         DL_ACT_ALL("40")
         "mov 56(%[p]), %[ld]\n\t"
         DL_BASES("48(%[p])")
-        DL_ROWS_12x32(DL_ST, 0, 64)
+        DL_STORE_ROWS("60")
         /* residual: c2 = act(c + res) */
         "mov 80(%[p]), %[b]\n\t"
         "test %[b], %[b]\n\t"
         "jz 90f\n\t"
         "mov 88(%[p]), %[ld]\n\t"
         DL_BASES("%[b]")
-        DL_ROWS_12x32(DL_ADDM, 0, 64)
+        DL_ROWS_12x32(DL_ADDM, DL_ADDMM, 0, 64)
         "mov 112(%[p]), %[k4]\n\t"
         DL_ACT_ALL("50")
         "mov 104(%[p]), %[ld]\n\t"
         DL_BASES("96(%[p])")
-        DL_ROWS_12x32(DL_ST, 0, 64)
+        DL_STORE_ROWS("70")
         "90:\n\t"
         : [a0] "=&r"(a0), [a3] "=&r"(a3), [a6] "=&r"(a6), [a9] "=&r"(a9), [b] "=&r"(b), [pf] "+r"(pf),
           [pf2] "+r"(pf2), [k4] "=&r"(k4), [k1] "=&r"(k1), [ld] "+r"(ld), [seg] "+r"(seg)
         : [bs] "r"(bs), [p] "r"(p)
         : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
           "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
-          "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27");
+          "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "k1");
 #undef DL_ROW
 #undef DL_STEP
 #undef DL_ADVANCE
+}
+
+/* A 16-float store under mask m, unmasked when m is full: a masked store
+ * cannot forward to later loads, and loads whose address bits 0-11 match
+ * it (4K aliasing, common between activation rows) wait for it to retire. */
+AVX512 INLINE void store16(float *p, __mmask16 m, __m512 v)
+{
+    if (m == (__mmask16)0xffff) _mm512_storeu_ps(p, v);
+    else _mm512_mask_storeu_ps(p, m, v);
 }
 
 /* kernel_12x32's activation code, or -1 when its epilogue cannot apply it. */
@@ -330,11 +351,12 @@ AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const in
                          .bs = (long)(t->bstride * sizeof(float)), .seg = t->seg ? t->seg : one, .out = &sums[0][0]};
         /* the asm epilogue: full tiles, activations it knows, C written (not added to) */
         const dl_act act = ACT >= 0 ? (dl_act)ACT : e0->act;
-        if (t->ncols == 32 && !e0->accumulate && e0->act != DL_ACT_SILU && asm_act(act) >= 0 && (!e0->res || asm_act(e0->res_act) >= 0)) {
+        if (t->ncols > 16 && !e0->accumulate && e0->act != DL_ACT_SILU && asm_act(act) >= 0 && (!e0->res || asm_act(e0->res_act) >= 0)) {
             p.c = t->c + t->col;
             p.ldc = (long)(t->ldc * sizeof(float));
             p.bias = e0->bias ? e0->bias + t->col : zeros32;
             p.act = asm_act(act);
+            p.mask1 = t->ncols >= 32 ? 0xffff : (long)((1u << (t->ncols - 16)) - 1u);
             if (e0->res) {
                 p.res = e0->res + t->col;
                 p.ld_res = (long)(e0->ld_res * sizeof(float));
@@ -377,11 +399,10 @@ epilogue:;
         for (int i = 0; i < MR; i++) {
             __m512 y = act512(_mm512_add_ps(acc[i][v], bias), act);
             if (ep->accumulate) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, t->c + (size_t)i * t->ldc + col));
-            _mm512_mask_storeu_ps(t->c + (size_t)i * t->ldc + col, m, y);
+            store16(t->c + (size_t)i * t->ldc + col, m, y);
             if (ep->res && ep->act != DL_ACT_SILU && ep->res_act != DL_ACT_SILU) {
                 __m512 r = _mm512_maskz_loadu_ps(m, ep->res + (size_t)i * ep->ld_res + col);
-                _mm512_mask_storeu_ps(ep->c2 + (size_t)i * ep->ld_c2 + col, m,
-                                      act512(_mm512_add_ps(y, r), ep->res_act));
+                store16(ep->c2 + (size_t)i * ep->ld_c2 + col, m, act512(_mm512_add_ps(y, r), ep->res_act));
             }
         }
     }
@@ -674,8 +695,8 @@ AVX512 INLINE void atb_tile(const float *a, size_t lda, const float *b, size_t l
         if (NV > 1) atb_12x32(ap, (long)(lda * 4), bp, (long)(ldb * 4), k1 - k0, m, &acc[0][0]);
         else atb_12x16(ap, (long)(lda * 4), bp, (long)(ldb * 4), k1 - k0, m, &acc[0][0]);
         for (int i = 0; i < MR; i++) {
-            _mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, _mm512_load_ps(&acc[i][0]));
-            if (NV > 1) _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, _mm512_load_ps(&acc[i][16]));
+            store16(c + (size_t)i * ldc, m0, _mm512_load_ps(&acc[i][0]));
+            if (NV > 1) store16(c + (size_t)i * ldc + 16, m1, _mm512_load_ps(&acc[i][16]));
         }
         return;
     }
@@ -695,8 +716,8 @@ AVX512 INLINE void atb_tile(const float *a, size_t lda, const float *b, size_t l
         }
     }
     for (int i = 0; i < MR; i++) {
-        _mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, acc[i][0]);
-        if (NV > 1) _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, acc[i][1]);
+        store16(c + (size_t)i * ldc, m0, acc[i][0]);
+        if (NV > 1) store16(c + (size_t)i * ldc + 16, m1, acc[i][1]);
     }
 }
 

@@ -50,6 +50,18 @@ int dl_thread_serial(int on)
     return was;
 }
 
+/* OpenBLAS (pthreads build) starts its threads when the library loads, and
+ * they spin (sched_yield) for about 0.1 s after that and after every
+ * threaded call before they sleep. At the start of a process that is just
+ * when the first images are classified (a plug-in run, a CLI call): on two
+ * cores the spinner takes the core the engine's second thread needs (batch
+ * 1 on 2 threads measured 4.9 ms instead of 3.2 in a fresh process). The
+ * forward does not use BLAS where the engine's own kernels run, so its
+ * threads are stopped here; OpenBLAS starts them again by itself at the
+ * next call that needs them (its exec_blas checks). Weak: other BLAS
+ * builds lack the symbol, and then nothing is done. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
 void dl_set_num_threads(int n)
 {
     if (n <= 0) {
@@ -58,6 +70,7 @@ void dl_set_num_threads(int n)
     }
     g_threads = n;
     openblas_set_num_threads(n);
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
 }
 
 int dl_get_num_threads(void)
