@@ -159,6 +159,7 @@ static int plan_lean(dl_exec *e)
         slot[i] = s;
         size_t c = round16(dl_node_out_count(&g->nodes[i]) * e->batch);
         if (c > slot_floats) slot_floats = c;
+        if (dl_node_out_count(&g->nodes[i]) > e->lean_img_floats) e->lean_img_floats = dl_node_out_count(&g->nodes[i]);
     }
     e->lean_act = malloc(sizeof(float *) * N);
     e->lean_arena = nslots ? alloc_floats(slot_floats * nslots) : NULL;
@@ -237,15 +238,23 @@ int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err)
     e->bands = dl_band_plan_new(g, e->packed);
 
     size_t per = dl_band_plan_scratch_floats(e->bands), parts = batch < 64 ? (size_t)(batch > 4 ? batch : 4) : 64;
-    if (per && per * parts > e->scratch_floats) {
-        float *s = alloc_floats(per * parts);
+    /* image-parallel forwards (dl_exec_forward): a convolution's and a
+     * chain's scratch for each part */
+    size_t img = round16(scratch > per ? scratch : per), ip = (size_t)dl_get_num_threads();
+    if (ip < 2) ip = 2;
+    if (ip > (size_t)batch) ip = (size_t)batch;
+    if (ip > DL_IMG_PARTS_MAX) ip = DL_IMG_PARTS_MAX;
+    e->img_scratch_floats = batch > 1 ? img : 0;
+    size_t want = per * parts > img * ip ? per * parts : img * ip;
+    if (want > e->scratch_floats) {
+        float *s = alloc_floats(want);
         if (!s) {
             dl_exec_free(e);
             return dl_fail(err, DL_ERR_NOMEM, "cannot allocate scratch");
         }
         free(e->scratch);
         e->scratch = s;
-        e->scratch_floats = per * parts;
+        e->scratch_floats = want;
     }
     return 0;
 too_big:
@@ -260,34 +269,25 @@ static uint64_t next_rand(uint64_t *s)
     return x * 0x2545f4914f6cdd1dull;
 }
 
-int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
+/* Nodes [1, last] on images [b0, b0 + B) of the batch (A: the activation
+ * table; every tensor is B images further on), with `scratch` as the
+ * convolutions' scratch and part_scratch as a band chain's (NULL: the
+ * executor's, chains split over the threads). */
+#define IMG(node) dl_exec_image(e, A, node, b0, b0)
+static int forward_nodes(dl_exec *e, float *const *A, int last, int b0, int B, float *scratch, float *part_scratch,
+                         bool keep_pre, dl_error *err)
 {
     const dl_graph *g = e->g;
-    const int B = e->batch;
-    if (last < 0 || last >= g->n_nodes) last = g->n_nodes - 1;
-    if (input != e->act[0]) /* callers may preprocess straight into the input slot */
-        memcpy(e->act[0], input, sizeof(float) * dl_node_out_count(&g->nodes[0]) * B);
-    /* a training executor's weights change between forwards (optimiser
-     * steps, checkpoints, finite differences): repack them */
-    if (e->training || e->wgrad) pack_all(e);
-    /* lean: intermediate outputs may go to shared slots (runtime.h) */
-    const bool keep_pre = e->grad || e->training;
-    e->pre_kept = keep_pre;
-    float *const *A = e->act;
-    if (e->lean && !e->grad && !e->training) {
-        if (!e->lean_act && plan_lean(e)) return dl_fail(err, DL_ERR_NOMEM, "cannot allocate the lean forward's buffers");
-        A = e->lean_act;
-    }
     for (int i = 1; i <= last; i++) {
         const dl_node *n = &g->nodes[i];
         const dl_node *a = &g->nodes[n->inputs[0]];
-        const float *x = A[n->inputs[0]];
-        float *y = A[i];
+        const float *x = IMG(n->inputs[0]);
+        float *y = IMG(i);
         size_t count = dl_node_out_count(n) * B;
         /* hswish/silu keep their input for the backward pass */
         dl_act act = post_act_in(n, keep_pre) ? DL_ACT_NONE : n->act;
         int chain_end = dl_band_chain_at(e->bands, i, last);
-        if (chain_end >= 0 && dl_band_chain_run(e, e->bands, i, A) == 0) {
+        if (chain_end >= 0 && dl_band_chain_run_images(e, e->bands, i, A, b0, b0 + B, part_scratch) == 0) {
             i = chain_end;
             continue;
         }
@@ -304,7 +304,7 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
                 dl_conv_shape s2 = conv_shape(g, nx, B);
                 if (dl_conv_pw_dw_forward(&s, x, e->packed[i], n->bias >= 0 ? g->tensors[n->bias].data : NULL, y,
                                           &s2, e->packed[i + 1],
-                                          nx->bias >= 0 ? g->tensors[nx->bias].data : NULL, A[i + 1]) == 0) {
+                                          nx->bias >= 0 ? g->tensors[nx->bias].data : NULL, IMG(i + 1)) == 0) {
                     i++;
                     break;
                 }
@@ -322,22 +322,22 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
              * kernel made them, so it runs like classify */
             const float *pk = (e->training || e->wgrad) && dl_conv2d_packed_winograd(&s) ? NULL : e->packed[i];
             dl_conv2d_forward_ex(&s, x, g->tensors[n->weight].data, pk,
-                                 n->bias >= 0 ? g->tensors[n->bias].data : NULL, y, e->scratch,
-                                 other >= 0 ? A[other] : NULL, other >= 0 ? nx->act : DL_ACT_NONE,
-                                 other >= 0 ? A[i + 1] : NULL);
+                                 n->bias >= 0 ? g->tensors[n->bias].data : NULL, y, scratch,
+                                 other >= 0 ? IMG(other) : NULL, other >= 0 ? nx->act : DL_ACT_NONE,
+                                 other >= 0 ? IMG(i + 1) : NULL);
             if (other >= 0) i++;
             break;
         }
         case DL_OP_ADD:
-            dl_add_forward(count, x, A[n->inputs[1]], act, y);
+            dl_add_forward(count, x, IMG(n->inputs[1]), act, y);
             break;
         case DL_OP_MUL: {
             const dl_node *b = &g->nodes[n->inputs[1]];
-            dl_mul_forward(B, n->h * n->w, n->c, b->h * b->w, x, A[n->inputs[1]], act, y);
+            dl_mul_forward(B, n->h * n->w, n->c, b->h * b->w, x, IMG(n->inputs[1]), act, y);
             break;
         }
         case DL_OP_CONCAT:
-            dl_concat_forward((size_t)B * n->h * n->w, a->c, g->nodes[n->inputs[1]].c, x, A[n->inputs[1]], y);
+            dl_concat_forward((size_t)B * n->h * n->w, a->c, g->nodes[n->inputs[1]].c, x, IMG(n->inputs[1]), y);
             break;
         case DL_OP_AVGPOOL: {
             dl_pool_shape s = pool_shape(g, n, B);
@@ -375,9 +375,70 @@ int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
             return dl_fail(err, DL_ERR_UNSUPPORTED, "node %s: op %s not executable", n->name, dl_op_name(n->op));
         }
         if (post_act_in(n, keep_pre)) {
-            if (keep_pre && needs_pre(n)) memcpy(e->pre[i], y, sizeof(float) * count);
+            if (keep_pre && needs_pre(n)) memcpy(e->pre[i] + (size_t)b0 * dl_node_out_count(n), y, sizeof(float) * count);
             dl_act_forward(n->act, y, count);
         }
+    }
+    return 0;
+}
+#undef IMG
+
+typedef struct {
+    dl_exec *e;
+    float *const *A;
+    int last, batch;
+    size_t per;      /* scratch floats per part */
+    int rc[DL_IMG_PARTS_MAX];
+    dl_error err[DL_IMG_PARTS_MAX];
+} img_job;
+
+static void img_part(void *arg, int part, int nparts)
+{
+    img_job *j = arg;
+    int b0 = (int)((long)j->batch * part / nparts), b1 = (int)((long)j->batch * (part + 1) / nparts);
+    float *sc = j->e->scratch + (size_t)part * j->per;
+    int was = dl_thread_serial(1);
+    j->rc[part] = b0 < b1 ? forward_nodes(j->e, j->A, j->last, b0, b1 - b0, sc, sc, false, &j->err[part]) : 0;
+    dl_thread_serial(was);
+}
+
+int dl_exec_forward(dl_exec *e, const float *input, int last, dl_error *err)
+{
+    const dl_graph *g = e->g;
+    const int B = e->batch;
+    if (last < 0 || last >= g->n_nodes) last = g->n_nodes - 1;
+    if (input != e->act[0]) /* callers may preprocess straight into the input slot */
+        memcpy(e->act[0], input, sizeof(float) * dl_node_out_count(&g->nodes[0]) * B);
+    /* a training executor's weights change between forwards (optimiser
+     * steps, checkpoints, finite differences): repack them */
+    if (e->training || e->wgrad) pack_all(e);
+    /* lean: intermediate outputs may go to shared slots (runtime.h) */
+    const bool keep_pre = e->grad || e->training;
+    e->pre_kept = keep_pre;
+    float *const *A = e->act;
+    if (e->lean && !e->grad && !e->training) {
+        if (!e->lean_act && plan_lean(e)) return dl_fail(err, DL_ERR_NOMEM, "cannot allocate the lean forward's buffers");
+        A = e->lean_act;
+    }
+    /* Inference on several images with several threads: each thread runs
+     * the whole network on its share of the images with serial kernels (no
+     * hand-off per layer, each core's activations in its own L2; the same
+     * kernels, so the same values), when the scratch allows it. */
+    int parts = keep_pre || B < 2 ? 1 : dl_parallel_parts((size_t)B, 1);
+    if (parts > DL_IMG_PARTS_MAX) parts = DL_IMG_PARTS_MAX;
+    /* (the result must then be in the arena: slots hold parts apart) */
+    if (parts > 1 && e->img_scratch_floats && (size_t)parts * e->img_scratch_floats <= e->scratch_floats &&
+        A[last] == e->act[last]) {
+        img_job j = {.e = e, .A = A, .last = last, .batch = B, .per = e->img_scratch_floats};
+        dl_parallel(parts, img_part, &j);
+        for (int p = 0; p < parts; p++)
+            if (j.rc[p]) {
+                if (err) *err = j.err[p];
+                return j.rc[p];
+            }
+    } else {
+        int rc = forward_nodes(e, A, last, 0, B, e->scratch, NULL, keep_pre, err);
+        if (rc) return rc;
     }
     if (A[last] != e->act[last]) /* the caller reads it */
         memcpy(e->act[last], A[last], sizeof(float) * dl_node_out_count(&g->nodes[last]) * B);

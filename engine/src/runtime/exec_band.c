@@ -165,6 +165,7 @@ typedef struct {
     int own0[MAX_STAGES], own1[MAX_STAGES]; /* rows of each stage this part writes to the arena */
     bool keep;                              /* windows are also streamed to the arena */
     float *const *act;                      /* the forward's activation table */
+    int b0;                                 /* first image of the forward's part (dl_exec_image) */
 } chain_state;
 
 /* First row of buffer k that a stage of the chain still reads. */
@@ -213,10 +214,20 @@ static void copy_out(float *dst, const float *src, size_t n)
 }
 #endif
 
-/* Image b of node's output in the forward's activation table. */
-static float *img(const dl_exec *e, float *const *act, int node, int b)
+/* (declared in runtime.h; here so that exec.c calls into this file and not
+ * the other way round) */
+float *dl_exec_image(const dl_exec *e, float *const *act, int node, int b0, int b)
 {
-    return act[node] + (size_t)b * dl_node_out_count(&e->g->nodes[node]);
+    size_t count = dl_node_out_count(&e->g->nodes[node]);
+    size_t first = act == e->lean_act && act[node] != e->act[node] ? e->lean_img_floats : count;
+    return act[node] + (size_t)b0 * first + (size_t)(b - b0) * count;
+}
+
+/* Image b of node's output in the forward's activation table (images from
+ * x->b0 on belong to this part of an image-parallel forward). */
+static float *img(const dl_exec *e, const chain_state *x, int node, int b)
+{
+    return dl_exec_image(e, x->act, node, x->b0, b);
 }
 
 /* Computes rows [done, need) of every stage in order; windows first drop
@@ -249,14 +260,14 @@ static void run_rows(const dl_exec *e, const band_chain *c, chain_state *x, int 
                 io.in = x->base[st->in_buf];
                 io.in_lo = x->lo[st->in_buf];
             } else {
-                io.in = img(e, x->act, st->in_node, b);
+                io.in = img(e, x, st->in_node, b);
             }
             if (st->add >= 0) {
                 if (st->res_buf >= 0) {
                     io.res = x->base[st->res_buf];
                     io.res_lo = x->lo[st->res_buf];
                 } else {
-                    io.res = img(e, x->act, st->res_node, b);
+                    io.res = img(e, x, st->res_node, b);
                 }
                 io.out2 = x->base[st->add_buf];
                 io.out2_lo = x->lo[st->add_buf];
@@ -270,7 +281,7 @@ static void run_rows(const dl_exec *e, const band_chain *c, chain_state *x, int 
                 int r1 = x->need[k] < x->own1[k] ? x->need[k] : x->own1[k];
                 if (r0 >= r1) continue;
                 size_t row = c->buf[bi].row;
-                float *dst = img(e, x->act, c->buf[bi].node, b) + (size_t)r0 * row;
+                float *dst = img(e, x, c->buf[bi].node, b) + (size_t)r0 * row;
                 const float *src = x->base[bi] + (size_t)(r0 - x->lo[bi]) * row;
                 /* read after the chain: soon, keep it cached; else stream it */
                 if (c->buf[bi].outside) memcpy(dst, src, sizeof(float) * row * (size_t)(r1 - r0));
@@ -465,6 +476,8 @@ typedef struct {
     const band_chain *c;
     float *const *act;
     int split;          /* > 1: image 0's rows split in this many parts; else images split */
+    int b0, b1;         /* the images */
+    float *scratch;     /* NULL: the executor's, a slot per part */
 } chain_job;
 
 static void chain_part(void *arg, int part, int nparts)
@@ -475,18 +488,20 @@ static void chain_part(void *arg, int part, int nparts)
     const int OH = c->st[c->n - 1].s.oh;
     /* windows only where nothing may read the activations afterwards */
     const bool lean = e->lean && !e->grad && !e->training;
-    float *scratch = e->scratch + (size_t)part * c->scratch;
+    float *scratch = j->scratch ? j->scratch : e->scratch + (size_t)part * c->scratch;
     chain_state x;
     memset(&x, 0, sizeof x);
     x.keep = !lean;
     x.act = j->act;
+    x.b0 = j->b0;
     int b0 = 0, b1 = 1, R0 = 0, R1 = OH;
     if (j->split > 1) {
         R0 = (int)((long)OH * part / nparts);
         R1 = (int)((long)OH * (part + 1) / nparts);
     } else {
-        b0 = (int)((long)e->batch * part / nparts);
-        b1 = (int)((long)e->batch * (part + 1) / nparts);
+        const int nb = j->b1 - j->b0;
+        b0 = j->b0 + (int)((long)nb * part / nparts);
+        b1 = j->b0 + (int)((long)nb * (part + 1) / nparts);
     }
     for (int b = b0; b < b1; b++) {
         float *w = scratch + c->im2col;
@@ -498,7 +513,7 @@ static void chain_part(void *arg, int part, int nparts)
                 x.base[k] = w;
                 w += ((size_t)c->buf[k].cap * c->buf[k].row + 15) & ~(size_t)15;
             } else {
-                x.base[k] = img(e, j->act, c->buf[k].node, b);
+                x.base[k] = img(e, &x, c->buf[k].node, b);
             }
         }
         run_image(e, c, &x, b, scratch, R0, R1);
@@ -511,7 +526,7 @@ int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first, float 
     for (int i = 0; p && i < p->n; i++)
         if (p->c[i].first == first) c = &p->c[i];
     if (!c) return -1;
-    chain_job j = {e, c, act, 1};
+    chain_job j = {e, c, act, 1, 0, e->batch, NULL};
     /* parts run whole images, or (one image) bands of rows, each with its
      * kernels single-threaded (the pool is busy: nested calls run inline),
      * so threads meet once per chain rather than once per layer and band */
@@ -525,5 +540,18 @@ int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first, float 
     if (j.split > parts) j.split = parts;
     if (parts > 1) dl_parallel(parts, chain_part, &j);
     else chain_part(&j, 0, 1);
+    return 0;
+}
+
+int dl_band_chain_run_images(const dl_exec *e, const dl_band_plan *p, int first, float *const *act, int b0, int b1,
+                             float *scratch)
+{
+    if (!scratch) return dl_band_chain_run(e, p, first, act);
+    const band_chain *c = NULL;
+    for (int i = 0; p && i < p->n; i++)
+        if (p->c[i].first == first) c = &p->c[i];
+    if (!c) return -1;
+    chain_job j = {e, c, act, 1, b0, b1, scratch};
+    chain_part(&j, 0, 1);
     return 0;
 }

@@ -22,6 +22,8 @@ typedef struct {
     float *out;
     int isa;
     int oy0, oy1; /* rows to compute */
+    int c0, c1;   /* channels to compute (AVX-512 path; 16-aligned c0) */
+    bool by_channels; /* parts split the channels, not the rows */
 } dw_job;
 
 /* Columns whose window lies fully inside the input: [*a, *b). */
@@ -220,8 +222,8 @@ AVX512 static void dw_rows_512(const dw_job *j, int oy0, int oy1)
         const int iy0 = oy * s->sh - s->pt;
         int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = s->ih - iy0 < s->kh ? s->ih - iy0 : s->kh;
         if (ky1 < ky0) ky1 = ky0;
-        for (int c = 0; c < C; c += 16) {
-            int left = C - c;
+        for (int c = j->c0; c < j->c1; c += 16) {
+            int left = j->c1 - c;
             __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
             __m512 b = j->bias ? _mm512_maskz_loadu_ps(m, j->bias + c) : _mm512_setzero_ps();
             if (s->kh > MAXK) {
@@ -607,6 +609,17 @@ static void dwb_part(void *arg, int part, int nparts)
 static void dw_part(void *arg, int part, int nparts)
 {
     const dw_job *j = arg;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (j->by_channels) { /* AVX-512 only */
+        dw_job q = *j;
+        int nb = (j->s->oc + 15) / 16;
+        int b0 = (int)((long)nb * part / nparts), b1 = (int)((long)nb * (part + 1) / nparts);
+        q.c0 = b0 * 16;
+        q.c1 = b1 * 16 < j->s->oc ? b1 * 16 : j->s->oc;
+        if (q.c0 < q.c1) dw_rows_512(&q, j->oy0, j->oy1);
+        return;
+    }
+#endif
     int rows = j->oy1 - j->oy0;
     int oy0 = j->oy0 + (int)((long)rows * part / nparts), oy1 = j->oy0 + (int)((long)rows * (part + 1) / nparts);
     if (oy0 >= oy1) return;
@@ -629,11 +642,18 @@ void dl_depthwise_rows(const dl_conv_shape *s, const float *in, const float *wt,
     if (oy0 < 0) oy0 = 0;
     if (oy1 > s->oh) oy1 = s->oh;
     if (oy0 >= oy1) return;
-    dw_job j = {s, in, wt, bias, out, dl_cpu_level(), oy0, oy1};
+    dw_job j = {s, in, wt, bias, out, dl_cpu_level(), oy0, oy1, 0, s->oc, false};
     size_t work = (size_t)(oy1 - oy0) * s->ow * s->oc * s->kh * s->kw;
     /* ~50k multiply-adds is worth waking a thread */
     int parts = dl_parallel_parts(work, 50000);
-    if (parts > oy1 - oy0) parts = oy1 - oy0;
+    /* Small maps (7x7) are split by channel blocks: rows split unevenly
+     * there (3 + 4), and the 1x1 expansion before splits its output by
+     * columns (dl_gemm_packed on few rows), so each thread then reads the
+     * channels its own core wrote. Per-channel sums: same bits. */
+    int blocks = (s->oc + 15) / 16;
+    j.by_channels = j.isa >= DL_ISA_AVX512 && parts > 1 && (size_t)s->ih * s->iw < 48 * (size_t)parts &&
+                    blocks >= parts;
+    if (!j.by_channels && parts > oy1 - oy0) parts = oy1 - oy0;
     if (parts > 1) dl_parallel(parts, dw_part, &j);
     else dw_part(&j, 0, 1);
 }

@@ -22,7 +22,7 @@
 /* Spin iterations (each a pause, ~40-140 cycles) before a worker sleeps or
  * the caller yields its core: long enough to bridge the gap between layers,
  * short enough not to starve other processes on a busy machine. */
-#define SPIN_ITERS 2000
+#define SPIN_ITERS 20000
 
 static inline void cpu_relax(void)
 {

@@ -117,6 +117,7 @@ typedef struct {
     size_t arena_floats;
     float *scratch;
     size_t scratch_floats;
+    size_t img_scratch_floats; /* scratch of one part of an image-parallel forward (0: none) */
     float **packed;      /* [n_nodes] weights packed for this CPU's kernels, or NULL (exec.c) */
     float *packed_arena;
     /* backward (allocated by dl_exec_enable_backward) */
@@ -137,7 +138,18 @@ typedef struct {
     float **lean_act;    /* [n_nodes] lean forwards' outputs: the arena for the input, output and
                           * features, shared slots reused by liveness for the rest */
     float *lean_arena;
+    size_t lean_img_floats; /* a shared slot's floats per image (the largest node in one) */
 } dl_exec;
+
+/* Image b of node's output in a forward's activation table act (e->act or
+ * e->lean_act): act[node] + b * (floats per image), except in a part of an
+ * image-parallel lean forward, whose images [b0, ...) start at b0 times
+ * the shared slots' per-image size (parts then never overlap in a slot
+ * that nodes of different sizes share). b0 = 0: the plain layout. */
+float *dl_exec_image(const dl_exec *e, float *const *act, int node, int b0, int b);
+
+/* Most parts an inference forward splits a batch into (one per thread). */
+#define DL_IMG_PARTS_MAX 8
 
 int dl_exec_init(dl_exec *e, const dl_graph *g, int batch, dl_error *err);
 void dl_exec_free(dl_exec *e);
@@ -170,6 +182,11 @@ int dl_band_chain_at(const dl_band_plan *p, int node, int last);
  * scratch per thread), act: the forward's activation table (e->act, or
  * e->lean_act). -1 if no chain starts there. */
 int dl_band_chain_run(const dl_exec *e, const dl_band_plan *p, int first, float *const *act);
+/* The same on images [b0, b1) only, on the calling thread, with `scratch`
+ * (dl_band_plan_scratch_floats) as its scratch; scratch NULL: as
+ * dl_band_chain_run on the whole batch. */
+int dl_band_chain_run_images(const dl_exec *e, const dl_band_plan *p, int first, float *const *act, int b0, int b1,
+                             float *scratch);
 /* 1 if node lies in a chain: its node range, and whether lean forwards keep
  * its output in a window only (no storage needed in act[]). */
 int dl_band_span(const dl_band_plan *p, int node, int *first, int *last, bool *windowed);
