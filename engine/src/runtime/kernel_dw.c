@@ -74,6 +74,16 @@ static void dw_rows_portable(const dw_job *j, int oy0, int oy1)
 
 /* ---------------------------------------------------------------- AVX-512 */
 
+/* A 16-float store under mask m, unmasked when m is full: a masked store
+ * cannot forward to later loads, and loads whose address bits 0-11 match
+ * it (4K aliasing between the rows read and the rows written) wait until
+ * it retires. */
+AVX512 INLINE void st16(float *p, __mmask16 m, __m512 v)
+{
+    if (m == (__mmask16)0xffff) _mm512_storeu_ps(p, v);
+    else _mm512_mask_storeu_ps(p, m, v);
+}
+
 /* One output pixel, channels [c, c+16) under mask m, every tap checked. */
 AVX512 INLINE __m512 px16_generic(const dw_job *j, int oy, int ox, int c, __mmask16 m, __m512 acc)
 {
@@ -136,7 +146,7 @@ AVX512 INLINE void row16_3x3(const float *r0, const float *r1, const float *r2, 
 #undef LD
                 __m512 y = dl_act16(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), ACT);
                 if (FULL) _mm512_storeu_ps(op, y);
-                else _mm512_mask_storeu_ps(op, m, y);
+                else st16(op, m, y);
             }
             ox = xb - 1;
             continue;
@@ -155,7 +165,7 @@ AVX512 INLINE void row16_3x3(const float *r0, const float *r1, const float *r2, 
                 a[ky] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), ok ? wk[ky * 3 + kx] : zero, a[ky]);
             }
         }
-        _mm512_mask_storeu_ps(o + (size_t)ox * C, m, dl_act16(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]), ACT));
+        st16(o + (size_t)ox * C, m, dl_act16(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]), ACT));
     }
 }
 
@@ -188,7 +198,7 @@ AVX512 INLINE void dw_row16(const dl_conv_shape *s, const float *const *rows, in
                         for (int i = 0; i < NB; i++) acc[i] = _mm512_fmadd_ps(v[i * SW + kx], wv, acc[i]);
                     }
                 }
-                for (int i = 0; i < NB; i++) _mm512_mask_storeu_ps(o + (size_t)(ox + i) * C, m, dl_act16(acc[i], act));
+                for (int i = 0; i < NB; i++) st16(o + (size_t)(ox + i) * C, m, dl_act16(acc[i], act));
             }
         }
         if (ox >= s->ow) break;
@@ -203,7 +213,7 @@ AVX512 INLINE void dw_row16(const dl_conv_shape *s, const float *const *rows, in
                                       _mm512_maskz_loadu_ps(m, w + kx * C), acc);
             }
         }
-        _mm512_mask_storeu_ps(o + (size_t)ox * C, m, dl_act16(acc, act));
+        st16(o + (size_t)ox * C, m, dl_act16(acc, act));
     }
 }
 
@@ -228,7 +238,7 @@ AVX512 static void dw_rows_512(const dw_job *j, int oy0, int oy1)
             __m512 b = j->bias ? _mm512_maskz_loadu_ps(m, j->bias + c) : _mm512_setzero_ps();
             if (s->kh > MAXK) {
                 for (int ox = 0; ox < s->ow; ox++)
-                    _mm512_mask_storeu_ps(orow + (size_t)ox * C + c, m,
+                    st16(orow + (size_t)ox * C + c, m,
                                           dl_act16(px16_generic(j, oy, ox, c, m, b), s->act));
                 continue;
             }
@@ -449,7 +459,7 @@ AVX512 static void dwb_w33(const dwb_job *j, int b, int c, __mmask16 m, int oy0,
                 }
         }
     }
-#define ST(k, v) _mm512_mask_storeu_ps(A + (k) * C, m, v)
+#define ST(k, v) st16(A + (k) * C, m, v)
     ST(0, a0); ST(1, a1); ST(2, a2); ST(3, a3); ST(4, a4); ST(5, a5); ST(6, a6); ST(7, a7); ST(8, a8);
 #undef ST
 }
@@ -473,7 +483,7 @@ AVX512 static void dwb_w_generic(const dwb_job *j, int b, int c, __mmask16 m, in
                     a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, j->g + (((size_t)b * s->oh + oy) * s->ow + ox) * C + c),
                                         _mm512_maskz_loadu_ps(m, img + ((size_t)iy * s->iw + ix) * C), a);
                 }
-                _mm512_mask_storeu_ps(A, m, a);
+                st16(A, m, a);
             }
         }
 }
@@ -523,7 +533,7 @@ AVX512 static void dwb_in33s1(const dwb_job *j, int b, int c, __mmask16 m, int i
                     s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m2, p2 + 2 * C), w6, s2);
                     float *op = orow + (size_t)ix * C;
                     __m512 sum = _mm512_add_ps(_mm512_add_ps(s0, s1), s2);
-                    _mm512_mask_storeu_ps(op, m, assign ? sum : _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
+                    st16(op, m, assign ? sum : _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
                 }
                 if (ix >= s->iw) break;
             }
@@ -537,7 +547,7 @@ AVX512 static void dwb_in33s1(const dwb_job *j, int b, int c, __mmask16 m, int i
                     sum = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qq[ky] + (size_t)ox * C), wk[ky * 3 + kx], sum);
                 }
             float *op = orow + (size_t)ix * C;
-            _mm512_mask_storeu_ps(op, m, assign ? sum : _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
+            st16(op, m, assign ? sum : _mm512_add_ps(_mm512_maskz_loadu_ps(m, op), sum));
         }
     }
 }
@@ -560,7 +570,7 @@ AVX512 static void dwb_in_generic(const dwb_job *j, int b, int c, __mmask16 m, i
                     if (ix < 0 || ix >= s->iw) continue;
                     float *op = out + ((size_t)iy * s->iw + ix) * C;
                     __m512 gv = _mm512_maskz_loadu_ps(m, j->g + (((size_t)b * s->oh + oy) * s->ow + ox) * C + c);
-                    _mm512_mask_storeu_ps(op, m, _mm512_fmadd_ps(gv, w, _mm512_maskz_loadu_ps(m, op)));
+                    st16(op, m, _mm512_fmadd_ps(gv, w, _mm512_maskz_loadu_ps(m, op)));
                 }
             }
         }
