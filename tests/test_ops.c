@@ -716,6 +716,48 @@ static void test_conv_rows_direct(void)
     }
 }
 
+/* dl_gemm_packed on row counts that are multiples of 7 but not of 12 (the
+ * 7-row, 48-column tiles: a 7x7 map at batch 1), with every epilogue the
+ * asm applies and column counts that leave one or two panels to the other
+ * tiles: against a double reference, and bit for bit against the same
+ * product computed one row at a time (1-row tiles: the same FMA chains). */
+static void test_gemm_7rows(void)
+{
+    if (dl_cpu_level() < DL_ISA_AVX512) return;
+    static const int ms[] = {7, 49, 98, 35}, ns[] = {48, 160, 96, 1280, 64}, ks[] = {5, 160, 33};
+    for (int t = 0; t < 20; t++) {
+        const int m = ms[t % 4], n = ns[t % 5], k = ks[t % 3];
+        const bool res = t % 2;
+        const dl_act act = (dl_act)(t % 3);
+        float *a = rnd((size_t)m * k), *w = rnd((size_t)n * k), *bias = rnd(n), *r = rnd((size_t)m * n);
+        float *c1 = rnd((size_t)m * n), *c2 = rnd((size_t)m * n), *d1 = rnd((size_t)m * n), *d2 = rnd((size_t)m * n);
+        float *packed = rnd(dl_gemm_packed_floats(n, k) + 1);
+        for (size_t i = 0; i < (size_t)m * k; i++) a[i] *= 3;
+        dl_gemm_pack(n, k, w, packed);
+        dl_epilogue ep = {.bias = t % 4 == 3 ? NULL : bias, .act = act, .res = res ? r : NULL, .ld_res = (size_t)n,
+                          .res_act = DL_ACT_RELU6, .c2 = d1, .ld_c2 = (size_t)n};
+        dl_gemm_packed(m, n, k, a, (size_t)k, packed, c1, (size_t)n, &ep);
+        for (int i = 0; i < m; i++) {
+            dl_epilogue e1 = ep;
+            e1.res = res ? r + (size_t)i * n : NULL;
+            e1.c2 = d2 + (size_t)i * n;
+            dl_gemm_packed(1, n, k, a + (size_t)i * k, (size_t)k, packed, c2 + (size_t)i * n, (size_t)n, &e1);
+        }
+        double worst = 0;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double acc = ep.bias ? bias[j] : 0;
+                for (int q = 0; q < k; q++) acc += (double)a[(size_t)i * k + q] * w[(size_t)j * k + q];
+                double d = fabs(ref_act(act, (float)acc) - c1[(size_t)i * n + j]);
+                if (d > worst) worst = d;
+            }
+        CHECK(worst < 1e-4 * (1 + k / 32.0), "gemm7 %d (m%d n%d k%d): |c - ref| %g", t, m, n, k, worst);
+        CHECK(memcmp(c1, c2, sizeof(float) * m * n) == 0, "gemm7 %d (m%d n%d k%d): differs from 1-row tiles", t, m, n, k);
+        if (res) CHECK(memcmp(d1, d2, sizeof(float) * m * n) == 0, "gemm7 %d: residual output differs", t);
+        free(a); free(w); free(bias); free(r); free(c1); free(c2); free(d1); free(d2); free(packed);
+    }
+}
+
 /* dl_gemm_at_b_acc (a 1x1 convolution's weight gradient on AVX-512) against
  * a double reference: ragged tiles (m not a multiple of 12, n not of 16 or
  * 32), k over several L2 blocks, C accumulated from its starting values,
@@ -808,6 +850,7 @@ int main(void)
         test_threads_identical();
         test_pw_dw_banded();
         test_conv_rows_direct();
+        test_gemm_7rows();
         test_winograd();
         test_gemm_at_b();
         for (int t = 0; t < 120; t++) test_conv_backward(t);

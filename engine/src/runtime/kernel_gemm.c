@@ -321,13 +321,165 @@ AVX512 INLINE void store16(float *p, __mmask16 m, __m512 v)
     else _mm512_mask_storeu_ps(p, m, v);
 }
 
+/* The 7 x 48 tile (three panels, 21 accumulators): the same k loop and
+ * epilogue as kernel_12x32 for maps whose rows are a multiple of 7 but not
+ * of 12 (MobileNet's 7x7 stage at batch 1: 49 rows would otherwise be tiles
+ * of 12, 10, 9, 9, 9 rows, four of them in the compiler's slower loop). Per
+ * k step 3 panel loads and 7 broadcasts feed 21 FMAs, still FMA-bound.
+ * Full 48 columns only, epilogue in the asm always (the caller checks);
+ * prefetches: the next triple, at pf. Same FMA chains as every tile. */
+#define DL_EACH21(OP)                                                                              \
+    OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9) OP(10) OP(11) OP(12) OP(13) OP(14) OP(15) \
+    OP(16) OP(17) OP(18) OP(19) OP(20)
+#define DL_B3_0 "24"
+#define DL_B3_1 "25"
+#define DL_B3_2 "26"
+#define DL_B3_3 "24"
+#define DL_B3_4 "25"
+#define DL_B3_5 "26"
+#define DL_B3_6 "24"
+#define DL_B3_7 "25"
+#define DL_B3_8 "26"
+#define DL_B3_9 "24"
+#define DL_B3_10 "25"
+#define DL_B3_11 "26"
+#define DL_B3_12 "24"
+#define DL_B3_13 "25"
+#define DL_B3_14 "26"
+#define DL_B3_15 "24"
+#define DL_B3_16 "25"
+#define DL_B3_17 "26"
+#define DL_B3_18 "24"
+#define DL_B3_19 "25"
+#define DL_B3_20 "26"
+#define DL_BIAS3(r) "vaddps %%zmm" #r ", %%zmm" DL_B3_##r ", %%zmm" #r "\n\t"
+#define DL_MAX0_3(r) "vmaxps %%zmm27, %%zmm" #r ", %%zmm" #r "\n\t"
+#define DL_MIN6_3(r) "vminps %%zmm28, %%zmm" #r ", %%zmm" #r "\n\t"
+#define DL_ACT_ALL3(label)                                                                         \
+    "test %[k4], %[k4]\n\t" "jz " label "f\n\t"                                                    \
+    DL_EACH21(DL_MAX0_3)                                                                           \
+    "cmp $2, %[k4]\n\t" "jne " label "f\n\t"                                                       \
+    DL_EACH21(DL_MIN6_3)                                                                           \
+    label ":\n\t"
+/* rows: a0 (0-2), a3 (3-5), a6 (6) with "", ld, 2*ld */
+#define DL_ROWS_7x48(OP)                                                                           \
+    OP("%[a0]", "", 0, 0) OP("%[a0]", "", 64, 1) OP("%[a0]", "", 128, 2)                               \
+    OP("%[a0]", ",%[ld]", 0, 3) OP("%[a0]", ",%[ld]", 64, 4) OP("%[a0]", ",%[ld]", 128, 5)             \
+    OP("%[a0]", ",%[ld],2", 0, 6) OP("%[a0]", ",%[ld],2", 64, 7) OP("%[a0]", ",%[ld],2", 128, 8)       \
+    OP("%[a3]", "", 0, 9) OP("%[a3]", "", 64, 10) OP("%[a3]", "", 128, 11)                             \
+    OP("%[a3]", ",%[ld]", 0, 12) OP("%[a3]", ",%[ld]", 64, 13) OP("%[a3]", ",%[ld]", 128, 14)          \
+    OP("%[a3]", ",%[ld],2", 0, 15) OP("%[a3]", ",%[ld],2", 64, 16) OP("%[a3]", ",%[ld],2", 128, 17)    \
+    OP("%[a6]", "", 0, 18) OP("%[a6]", "", 64, 19) OP("%[a6]", "", 128, 20)
+#define DL_BASES3(src)                                                                             \
+    "mov " src ", %[a0]\n\t"                                                                       \
+    "lea (%[a0],%[ld],2), %[a3]\n\t" "add %[ld], %[a3]\n\t"                                        \
+    "lea (%[a3],%[ld],2), %[a6]\n\t" "add %[ld], %[a6]\n\t"
+
+AVX512 static void kernel_7x48(const k12x32_args *p, const float *pf)
+{
+    const float *a0, *a3, *a6, *b;
+    long k4, k1, ld = p->lda, bs = p->bs;
+    const long *seg = p->seg;
+#define DL_ROW3(base, idx, d, r0, r1, r2)                                                          \
+    "vbroadcastss " #d "(" base idx "), %%zmm27\n\t"                                                 \
+    "vfmadd231ps %%zmm24, %%zmm27, %%zmm" #r0 "\n\t"                                                 \
+    "vfmadd231ps %%zmm25, %%zmm27, %%zmm" #r1 "\n\t"                                                 \
+    "vfmadd231ps %%zmm26, %%zmm27, %%zmm" #r2 "\n\t"
+#define DL_STEP3(d, bd)                                                                            \
+    "vmovups " #bd "(%[b]), %%zmm24\n\t"                                                           \
+    "vmovups " #bd "(%[b],%[bs]), %%zmm25\n\t"                                                      \
+    "vmovups " #bd "(%[b],%[bs],2), %%zmm26\n\t"                                                    \
+    "prefetcht0 " #bd "(%[pf])\n\t"                                                                \
+    "prefetcht0 " #bd "(%[pf],%[bs])\n\t"                                                          \
+    "prefetcht0 " #bd "(%[pf],%[bs],2)\n\t"                                                        \
+    DL_ROW3("%[a0]", "", d, 0, 1, 2) DL_ROW3("%[a0]", ",%[ld]", d, 3, 4, 5)                         \
+    DL_ROW3("%[a0]", ",%[ld],2", d, 6, 7, 8) DL_ROW3("%[a3]", "", d, 9, 10, 11)                     \
+    DL_ROW3("%[a3]", ",%[ld]", d, 12, 13, 14) DL_ROW3("%[a3]", ",%[ld],2", d, 15, 16, 17)           \
+    DL_ROW3("%[a6]", "", d, 18, 19, 20)
+#define DL_ADVANCE3(n)                                                                             \
+    "add $" #n "*4, %[a0]\n\t"                                                                     \
+    "add $" #n "*4, %[a3]\n\t"                                                                     \
+    "add $" #n "*4, %[a6]\n\t"                                                                     \
+    "add $" #n "*64, %[b]\n\t"                                                                     \
+    "add $" #n "*64, %[pf]\n\t"
+#define DL_ZERO3(r) "vpxord %%zmm" #r ", %%zmm" #r ", %%zmm" #r "\n\t"
+    __asm__ volatile(
+        DL_EACH21(DL_ZERO3)
+        "10:\n\t"
+        "mov 16(%[seg]), %[k4]\n\t"
+        "test %[k4], %[k4]\n\t"
+        "js 20f\n\t"
+        "mov %[k4], %[k1]\n\t"
+        "shr $2, %[k4]\n\t"
+        "and $3, %[k1]\n\t"
+        DL_BASES3("0(%[p])")
+        "add 0(%[seg]), %[a0]\n\t" "add 0(%[seg]), %[a3]\n\t" "add 0(%[seg]), %[a6]\n\t"
+        "mov 16(%[p]), %[b]\n\t"
+        "add 8(%[seg]), %[b]\n\t"
+        "test %[k4], %[k4]\n\t"
+        "jz 2f\n\t"
+        "1:\n\t"
+        DL_STEP3(0, 0) DL_STEP3(4, 64) DL_STEP3(8, 128) DL_STEP3(12, 192) DL_ADVANCE3(4)
+        "dec %[k4]\n\t"
+        "jnz 1b\n\t"
+        "2:\n\t"
+        "test %[k1], %[k1]\n\t"
+        "jz 4f\n\t"
+        "3:\n\t"
+        DL_STEP3(0, 0) DL_ADVANCE3(1)
+        "dec %[k1]\n\t"
+        "jnz 3b\n\t"
+        "4:\n\t"
+        "add $24, %[seg]\n\t"
+        "jmp 10b\n\t"
+        "20:\n\t"
+        /* epilogue: bias, activation, C */
+        "mov 64(%[p]), %[b]\n\t"
+        "vmovups 0(%[b]), %%zmm24\n\t"
+        "vmovups 64(%[b]), %%zmm25\n\t"
+        "vmovups 128(%[b]), %%zmm26\n\t"
+        DL_EACH21(DL_BIAS3)
+        "vpxord %%zmm27, %%zmm27, %%zmm27\n\t"
+        "mov $0x40c00000, %k[k1]\n\t"
+        "vpbroadcastd %k[k1], %%zmm28\n\t"
+        "mov 72(%[p]), %[k4]\n\t"
+        DL_ACT_ALL3("40")
+        "mov 56(%[p]), %[ld]\n\t"
+        DL_BASES3("48(%[p])")
+        DL_ROWS_7x48(DL_ST)
+        /* residual: c2 = act(c + res) */
+        "mov 80(%[p]), %[b]\n\t"
+        "test %[b], %[b]\n\t"
+        "jz 90f\n\t"
+        "mov 88(%[p]), %[ld]\n\t"
+        DL_BASES3("%[b]")
+        DL_ROWS_7x48(DL_ADDM)
+        "mov 112(%[p]), %[k4]\n\t"
+        DL_ACT_ALL3("50")
+        "mov 104(%[p]), %[ld]\n\t"
+        DL_BASES3("96(%[p])")
+        DL_ROWS_7x48(DL_ST)
+        "90:\n\t"
+        : [a0] "=&r"(a0), [a3] "=&r"(a3), [a6] "=&r"(a6), [b] "=&r"(b), [pf] "+r"(pf), [k4] "=&r"(k4),
+          [k1] "=&r"(k1), [ld] "+r"(ld), [seg] "+r"(seg)
+        : [bs] "r"(bs), [p] "r"(p)
+        : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20",
+          "xmm24", "xmm25", "xmm26", "xmm27", "xmm28");
+#undef DL_ROW3
+#undef DL_STEP3
+#undef DL_ADVANCE3
+#undef DL_ZERO3
+}
+
 /* kernel_12x32's activation code, or -1 when its epilogue cannot apply it. */
 static inline int asm_act(dl_act a)
 {
     return a == DL_ACT_NONE ? 0 : a == DL_ACT_RELU ? 1 : a == DL_ACT_RELU6 ? 2 : -1;
 }
 
-static const float zeros32[32] __attribute__((aligned(64)));
+/* the bias of a layer without one (kernel_12x32 reads 32, kernel_7x48 48) */
+static const float zeros48[48] __attribute__((aligned(64)));
 
 /* The register tile: MR rows x NV 16-wide panels. MR and NV are compile-time
  * constants at every call site, so the accumulators live in registers. */
@@ -354,7 +506,7 @@ AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const in
         if (t->ncols > 16 && !e0->accumulate && e0->act != DL_ACT_SILU && asm_act(act) >= 0 && (!e0->res || asm_act(e0->res_act) >= 0)) {
             p.c = t->c + t->col;
             p.ldc = (long)(t->ldc * sizeof(float));
-            p.bias = e0->bias ? e0->bias + t->col : zeros32;
+            p.bias = e0->bias ? e0->bias + t->col : zeros48;
             p.act = asm_act(act);
             p.mask1 = t->ncols >= 32 ? 0xffff : (long)((1u << (t->ncols - 16)) - 1u);
             if (e0->res) {
@@ -531,9 +683,39 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
     t.ldc = j->ldc;
     dl_epilogue ep = *j->ep;
     t.ep = &ep;
+    /* 7-row tiles of three panels where rows come in sevens, not twelves
+     * (kernel_7x48), with the epilogues its asm applies */
+    const dl_epilogue *je = j->ep;
+    const bool asm_ep = !je->accumulate && je->act != DL_ACT_SILU && asm_act(je->act) >= 0 &&
+                        (!je->res || asm_act(je->res_act) >= 0);
     for (int mb = m0; mb < m1; mb += mc) {
         int me = mb + mc < m1 ? mb + mc : m1;
-        for (int p = p0; p < p1; p += 2) {
+        int p = p0;
+        const int rows = me - mb;
+        if (asm_ep && rows % 7 == 0 && rows % MR_MAX != 0 && rows <= 8 * MR_MAX) {
+            const long one[6] = {0, 0, K, 0, 0, -1};
+            for (; p + 3 <= p1 && (p + 3) * 16 <= j->n; p += 3) {
+                const float *bp = j->packed + (size_t)p * K * 16;
+                const int col = p * 16;
+                for (int i = mb; i < me; i += 7) {
+                    k12x32_args a = {.a = j->a + (size_t)i * j->lda, .lda = (long)(j->lda * sizeof(float)), .b = bp,
+                                     .bs = (long)((size_t)K * 16 * sizeof(float)), .seg = one,
+                                     .c = j->c + (size_t)i * j->ldc + col, .ldc = (long)(j->ldc * sizeof(float)),
+                                     .bias = je->bias ? je->bias + col : zeros48, .act = asm_act(je->act)};
+                    if (je->res) {
+                        a.res = je->res + (size_t)i * je->ld_res + col;
+                        a.ld_res = (long)(je->ld_res * sizeof(float));
+                        a.c2 = je->c2 + (size_t)i * je->ld_c2 + col;
+                        a.ld_c2 = (long)(je->ld_c2 * sizeof(float));
+                        a.res_act = asm_act(je->res_act);
+                    }
+                    /* the first row tile fetches the next triple */
+                    bool fetch = stream_w && i == mb && p + 6 <= p1;
+                    kernel_7x48(&a, fetch ? bp + (size_t)3 * K * 16 : bp);
+                }
+            }
+        }
+        for (; p < p1; p += 2) {
             int nv = p1 - p >= 2 ? 2 : 1;
             t.bp = j->packed + (size_t)p * K * 16;
             t.col = p * 16;
