@@ -250,6 +250,7 @@ def train_rows(net, driver, model, batch, threads, rounds, steps, use_cpu):
         clock = time.process_time if use_cpu else time.perf_counter
         for r in range(rounds):
             for who in (['dermlens', 'pytorch'] if r % 2 == 0 else ['pytorch', 'dermlens']):
+                settle()
                 if who == 'dermlens':
                     j = run_json([driver, 'train', model, str(batch), str(t), str(steps)])
                     times[who] += j['cpu_ms' if use_cpu else 'times_ms']
@@ -268,6 +269,17 @@ def train_rows(net, driver, model, batch, threads, rounds, steps, use_cpu):
         p.requires_grad_(False)
     net.eval()
     return rows
+
+
+def settle():
+    """Let the previous contender's idle threads stop before the next one is
+    timed. PyTorch runs in this process and its intra-op threads keep
+    spinning for a while after a forward; a contender started right after
+    shared a core with them (measured: DermLens' first 2-4 forwards on 2
+    threads took 6-8 ms instead of 3.2 when launched just after PyTorch's
+    turn, fine 0.5 s later). ONNX Runtime, a separate node process that
+    takes ~0.1 s to start, was barely touched, so the rows were unfair."""
+    time.sleep(0.3)
 
 
 def main():
@@ -399,6 +411,7 @@ def main():
                 order = order[r % len(order):] + order[:r % len(order)]
                 for who in order:
                     key = 'cpu_ms' if args.cpu else 'times_ms'
+                    settle()
                     if who == 'base':
                         j = run_json([args.baseline_driver, 'time', args.model, str(b), str(t), str(args.reps)])
                         times[who] += j[key]
