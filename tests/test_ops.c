@@ -724,9 +724,9 @@ static void test_conv_rows_direct(void)
 static void test_gemm_7rows(void)
 {
     if (dl_cpu_level() < DL_ISA_AVX512) return;
-    static const int ms[] = {7, 49, 98, 35}, ns[] = {48, 160, 96, 1280, 64}, ks[] = {5, 160, 33};
-    for (int t = 0; t < 20; t++) {
-        const int m = ms[t % 4], n = ns[t % 5], k = ks[t % 3];
+    static const int ms[] = {7, 49, 98, 35, 196, 784}, ns[] = {48, 160, 96, 1280, 64}, ks[] = {5, 160, 33};
+    for (int t = 0; t < 30; t++) {
+        const int m = ms[t % 6], n = ns[t % 5], k = ks[t % 3];
         const bool res = t % 2;
         const dl_act act = (dl_act)(t % 3);
         float *a = rnd((size_t)m * k), *w = rnd((size_t)n * k), *bias = rnd(n), *r = rnd((size_t)m * n);
@@ -754,6 +754,14 @@ static void test_gemm_7rows(void)
         CHECK(worst < 1e-4 * (1 + k / 32.0), "gemm7 %d (m%d n%d k%d): |c - ref| %g", t, m, n, k, worst);
         CHECK(memcmp(c1, c2, sizeof(float) * m * n) == 0, "gemm7 %d (m%d n%d k%d): differs from 1-row tiles", t, m, n, k);
         if (res) CHECK(memcmp(d1, d2, sizeof(float) * m * n) == 0, "gemm7 %d: residual output differs", t);
+        /* 2 threads: rows split in sevens or columns in single panels */
+        int was = dl_get_num_threads();
+        dl_set_num_threads(2);
+        ep.c2 = d2;
+        dl_gemm_packed(m, n, k, a, (size_t)k, packed, c2, (size_t)n, &ep);
+        dl_set_num_threads(was);
+        CHECK(memcmp(c1, c2, sizeof(float) * m * n) == 0, "gemm7 %d (m%d n%d k%d): 2 threads differ", t, m, n, k);
+        if (res) CHECK(memcmp(d1, d2, sizeof(float) * m * n) == 0, "gemm7 %d: 2 threads' residual output differs", t);
         free(a); free(w); free(bias); free(r); free(c1); free(c2); free(d1); free(d2); free(packed);
     }
 }

@@ -652,6 +652,10 @@ static int tile_rows(int r, int s)
     return tail / q + (u < tail % q ? 1 : 0);
 }
 
+/* Most rows of a block that kernel_7x48 takes (more: 12-row tiles lose
+ * less to a remainder). */
+#define SEVEN_MAX_ROWS 120
+
 /* Rows [m0, m1) x panels [p0, p1). */
 AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
 {
@@ -676,6 +680,9 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
         big += (MR_MAX - big % MR_MAX) % MR_MAX;
         if (big > mc) mc = big;
     }
+    /* a range kernel_7x48 takes whole (rows in sevens) stays one block */
+    const int range = m1 - m0;
+    if (range % 7 == 0 && range % MR_MAX != 0 && range <= SEVEN_MAX_ROWS && mc < range) mc = range;
     tile_args t = {0};
     t.k = K;
     t.lda = j->lda;
@@ -692,7 +699,7 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
         int me = mb + mc < m1 ? mb + mc : m1;
         int p = p0;
         const int rows = me - mb;
-        if (asm_ep && rows % 7 == 0 && rows % MR_MAX != 0 && rows <= 8 * MR_MAX) {
+        if (asm_ep && rows % 7 == 0 && rows % MR_MAX != 0 && rows <= SEVEN_MAX_ROWS) {
             const long one[6] = {0, 0, K, 0, 0, -1};
             for (; p + 3 <= p1 && (p + 3) * 16 <= j->n; p += 3) {
                 const float *bp = j->packed + (size_t)p * K * 16;
@@ -746,16 +753,30 @@ static void gemm_part(void *arg, int part, int nparts)
     const gemm_job *j = arg;
     const int np = (j->n + 15) / 16;
     if (j->split_rows) {
-        /* row ranges on MR boundaries */
-        int tiles = (j->m + MR_MAX - 1) / MR_MAX;
+        /* row ranges on tile boundaries: 12 rows, or 7 where rows come in
+         * sevens and every part is one kernel_7x48 block (196 rows of a
+         * 14x14 map on 2 threads: 98 + 98 rows, not 96 + 100) */
+        const int unit = j->m % 7 == 0 && j->m % MR_MAX != 0 && j->n % 48 == 0 &&
+                                 j->m <= nparts * SEVEN_MAX_ROWS && j->m / 7 >= nparts
+                             ? 7
+                             : MR_MAX;
+        int tiles = (j->m + unit - 1) / unit;
         int t0 = (int)((long)tiles * part / nparts), t1 = (int)((long)tiles * (part + 1) / nparts);
-        int m0 = t0 * MR_MAX, m1 = t1 * MR_MAX < j->m ? t1 * MR_MAX : j->m;
+        int m0 = t0 * unit, m1 = t1 * unit < j->m ? t1 * unit : j->m;
         if (m0 < m1) gemm_block(j, m0, m1, 0, np);
     } else {
-        /* panel-pair ranges */
-        int pairs = (np + 1) / 2;
-        int q0 = (int)((long)pairs * part / nparts), q1 = (int)((long)pairs * (part + 1) / nparts);
-        int p0 = q0 * 2, p1 = q1 * 2 < np ? q1 * 2 : np;
+        /* panel-pair ranges; single panels when pairs do not divide evenly
+         * and panels do (160 columns on 2 threads: 5 + 5 panels, not 4 + 6) */
+        int p0, p1;
+        if (((np + 1) / 2) % nparts != 0 && np % nparts == 0) {
+            p0 = np / nparts * part;
+            p1 = np / nparts * (part + 1);
+        } else {
+            int pairs = (np + 1) / 2;
+            int q0 = (int)((long)pairs * part / nparts), q1 = (int)((long)pairs * (part + 1) / nparts);
+            p0 = q0 * 2;
+            p1 = q1 * 2 < np ? q1 * 2 : np;
+        }
         if (p0 < p1) gemm_block(j, 0, j->m, p0, p1);
     }
 }
