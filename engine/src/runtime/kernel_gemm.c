@@ -161,6 +161,17 @@ typedef struct {
     "cmpl $0xffff, 120(%[p])\n\t" "jne " label "f\n\t"                                            \
     DL_ROWS_12x32(DL_ST, DL_ST, 0, 64) "jmp 1" label "f\n\t"                                       \
     label ":\n\t" DL_ROWS_12x32(DL_ST, DL_STM, 0, 64) "1" label ":\n\t"
+/* The head of the asm kernels' segment loop (label 10): the next segment's
+ * k split into k4 (steps of four) and k1, or on to label 20 when the list
+ * ends (k < 0). */
+#define DL_SEG_HEAD                                                                                \
+    "10:\n\t"                                                                                      \
+    "mov 16(%[seg]), %[k4]\n\t"                                                                    \
+    "test %[k4], %[k4]\n\t"                                                                        \
+    "js 20f\n\t"                                                                                   \
+    "mov %[k4], %[k1]\n\t"                                                                         \
+    "shr $2, %[k4]\n\t"                                                                            \
+    "and $3, %[k1]\n\t"
 /* Four row bases from the pointer in `src` and the stride in %[ld]. */
 #define DL_BASES(src)                                                                              \
     "mov " src ", %[a0]\n\t"                                                                       \
@@ -237,14 +248,7 @@ AVX512 static void kernel_12x32(const k12x32_args *p, const float *pf, const flo
         "vmovaps %%zmm0, %%zmm16\n\t" "vmovaps %%zmm0, %%zmm17\n\t" "vmovaps %%zmm0, %%zmm18\n\t"
         "vmovaps %%zmm0, %%zmm19\n\t" "vmovaps %%zmm0, %%zmm20\n\t" "vmovaps %%zmm0, %%zmm21\n\t"
         "vmovaps %%zmm0, %%zmm22\n\t" "vmovaps %%zmm0, %%zmm23\n\t"
-        /* segments */
-        "10:\n\t"
-        "mov 16(%[seg]), %[k4]\n\t"
-        "test %[k4], %[k4]\n\t"
-        "js 20f\n\t"
-        "mov %[k4], %[k1]\n\t"
-        "shr $2, %[k4]\n\t"
-        "and $3, %[k1]\n\t"
+        DL_SEG_HEAD
         DL_BASES("0(%[p])")
         "add 0(%[seg]), %[a0]\n\t" "add 0(%[seg]), %[a3]\n\t" "add 0(%[seg]), %[a6]\n\t" "add 0(%[seg]), %[a9]\n\t"
         "mov 16(%[p]), %[b]\n\t"
@@ -405,13 +409,7 @@ AVX512 static void kernel_7x48(const k12x32_args *p, const float *pf)
 #define DL_ZERO3(r) "vpxord %%zmm" #r ", %%zmm" #r ", %%zmm" #r "\n\t"
     __asm__ volatile(
         DL_EACH21(DL_ZERO3)
-        "10:\n\t"
-        "mov 16(%[seg]), %[k4]\n\t"
-        "test %[k4], %[k4]\n\t"
-        "js 20f\n\t"
-        "mov %[k4], %[k1]\n\t"
-        "shr $2, %[k4]\n\t"
-        "and $3, %[k1]\n\t"
+        DL_SEG_HEAD
         DL_BASES3("0(%[p])")
         "add 0(%[seg]), %[a0]\n\t" "add 0(%[seg]), %[a3]\n\t" "add 0(%[seg]), %[a6]\n\t"
         "mov 16(%[p]), %[b]\n\t"
