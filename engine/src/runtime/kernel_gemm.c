@@ -172,6 +172,28 @@ typedef struct {
     "mov %[k4], %[k1]\n\t"                                                                         \
     "shr $2, %[k4]\n\t"                                                                            \
     "and $3, %[k1]\n\t"
+/* The rest of a segment: its k steps four at a time, then one at a time
+ * (STEP(a_offset, b_offset), ADVANCE(n)), then on to the next segment
+ * (label 10); label 20 follows, where the list has ended. */
+#define DL_SEG_LOOP(STEP, ADVANCE)                                                                 \
+    "add 8(%[seg]), %[b]\n\t"                                                                      \
+    "test %[k4], %[k4]\n\t"                                                                        \
+    "jz 2f\n\t"                                                                                    \
+    "1:\n\t"                                                                                       \
+    STEP(0, 0) STEP(4, 64) STEP(8, 128) STEP(12, 192) ADVANCE(4)                                   \
+    "dec %[k4]\n\t"                                                                                \
+    "jnz 1b\n\t"                                                                                   \
+    "2:\n\t"                                                                                       \
+    "test %[k1], %[k1]\n\t"                                                                        \
+    "jz 4f\n\t"                                                                                    \
+    "3:\n\t"                                                                                       \
+    STEP(0, 0) ADVANCE(1)                                                                          \
+    "dec %[k1]\n\t"                                                                                \
+    "jnz 3b\n\t"                                                                                   \
+    "4:\n\t"                                                                                       \
+    "add $24, %[seg]\n\t"                                                                          \
+    "jmp 10b\n\t"                                                                                  \
+    "20:\n\t"
 /* Four row bases from the pointer in `src` and the stride in %[ld]. */
 #define DL_BASES(src)                                                                              \
     "mov " src ", %[a0]\n\t"                                                                       \
@@ -252,24 +274,7 @@ AVX512 static void kernel_12x32(const k12x32_args *p, const float *pf, const flo
         DL_BASES("0(%[p])")
         "add 0(%[seg]), %[a0]\n\t" "add 0(%[seg]), %[a3]\n\t" "add 0(%[seg]), %[a6]\n\t" "add 0(%[seg]), %[a9]\n\t"
         "mov 16(%[p]), %[b]\n\t"
-        "add 8(%[seg]), %[b]\n\t"
-        "test %[k4], %[k4]\n\t"
-        "jz 2f\n\t"
-        "1:\n\t"
-        DL_STEP(0, 0) DL_STEP(4, 64) DL_STEP(8, 128) DL_STEP(12, 192) DL_ADVANCE(4)
-        "dec %[k4]\n\t"
-        "jnz 1b\n\t"
-        "2:\n\t"
-        "test %[k1], %[k1]\n\t"
-        "jz 4f\n\t"
-        "3:\n\t"
-        DL_STEP(0, 0) DL_ADVANCE(1)
-        "dec %[k1]\n\t"
-        "jnz 3b\n\t"
-        "4:\n\t"
-        "add $24, %[seg]\n\t"
-        "jmp 10b\n\t"
-        "20:\n\t"
+        DL_SEG_LOOP(DL_STEP, DL_ADVANCE)
         "mov 48(%[p]), %[b]\n\t"
         "test %[b], %[b]\n\t"
         "jnz 30f\n\t"
@@ -413,24 +418,7 @@ AVX512 static void kernel_7x48(const k12x32_args *p, const float *pf)
         DL_BASES3("0(%[p])")
         "add 0(%[seg]), %[a0]\n\t" "add 0(%[seg]), %[a3]\n\t" "add 0(%[seg]), %[a6]\n\t"
         "mov 16(%[p]), %[b]\n\t"
-        "add 8(%[seg]), %[b]\n\t"
-        "test %[k4], %[k4]\n\t"
-        "jz 2f\n\t"
-        "1:\n\t"
-        DL_STEP3(0, 0) DL_STEP3(4, 64) DL_STEP3(8, 128) DL_STEP3(12, 192) DL_ADVANCE3(4)
-        "dec %[k4]\n\t"
-        "jnz 1b\n\t"
-        "2:\n\t"
-        "test %[k1], %[k1]\n\t"
-        "jz 4f\n\t"
-        "3:\n\t"
-        DL_STEP3(0, 0) DL_ADVANCE3(1)
-        "dec %[k1]\n\t"
-        "jnz 3b\n\t"
-        "4:\n\t"
-        "add $24, %[seg]\n\t"
-        "jmp 10b\n\t"
-        "20:\n\t"
+        DL_SEG_LOOP(DL_STEP3, DL_ADVANCE3)
         /* epilogue: bias, activation, C */
         "mov 64(%[p]), %[b]\n\t"
         "vmovups 0(%[b]), %%zmm24\n\t"
@@ -479,6 +467,31 @@ static inline int asm_act(dl_act a)
 /* the bias of a layer without one (kernel_12x32 reads 32, kernel_7x48 48) */
 static const float zeros48[48] __attribute__((aligned(64)));
 
+/* The asm kernels apply e's epilogue, act standing for e->act: activations
+ * they know, C written (not added to), no SiLU pass after. */
+static inline bool asm_epilogue_ok(const dl_epilogue *e, dl_act act)
+{
+    return !e->accumulate && e->act != DL_ACT_SILU && asm_act(act) >= 0 && (!e->res || asm_act(e->res_act) >= 0);
+}
+
+/* p's epilogue fields for the tile at row `row` (of e's res and c2), column
+ * col, with C at c (the tile's first element). */
+static void asm_epilogue_args(k12x32_args *p, const dl_epilogue *e, dl_act act, size_t row, int col, float *c,
+                              size_t ldc)
+{
+    p->c = c;
+    p->ldc = (long)(ldc * sizeof(float));
+    p->bias = e->bias ? e->bias + col : zeros48;
+    p->act = asm_act(act);
+    if (e->res) {
+        p->res = e->res + row * e->ld_res + col;
+        p->ld_res = (long)(e->ld_res * sizeof(float));
+        p->c2 = e->c2 + row * e->ld_c2 + col;
+        p->ld_c2 = (long)(e->ld_c2 * sizeof(float));
+        p->res_act = asm_act(e->res_act);
+    }
+}
+
 /* The register tile: MR rows x NV 16-wide panels. MR and NV are compile-time
  * constants at every call site, so the accumulators live in registers. */
 AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const int ACT)
@@ -501,19 +514,9 @@ AVX512 INLINE void tile(const tile_args *t, const int MR, const int NV, const in
                          .bs = (long)(t->bstride * sizeof(float)), .seg = t->seg ? t->seg : one, .out = &sums[0][0]};
         /* the asm epilogue: full tiles, activations it knows, C written (not added to) */
         const dl_act act = ACT >= 0 ? (dl_act)ACT : e0->act;
-        if (t->ncols > 16 && !e0->accumulate && e0->act != DL_ACT_SILU && asm_act(act) >= 0 && (!e0->res || asm_act(e0->res_act) >= 0)) {
-            p.c = t->c + t->col;
-            p.ldc = (long)(t->ldc * sizeof(float));
-            p.bias = e0->bias ? e0->bias + t->col : zeros48;
-            p.act = asm_act(act);
+        if (t->ncols > 16 && asm_epilogue_ok(e0, act)) {
+            asm_epilogue_args(&p, e0, act, 0, t->col, t->c + t->col, t->ldc);
             p.mask1 = t->ncols >= 32 ? 0xffff : (long)((1u << (t->ncols - 16)) - 1u);
-            if (e0->res) {
-                p.res = e0->res + t->col;
-                p.ld_res = (long)(e0->ld_res * sizeof(float));
-                p.c2 = e0->c2 + t->col;
-                p.ld_c2 = (long)(e0->ld_c2 * sizeof(float));
-                p.res_act = asm_act(e0->res_act);
-            }
         }
         kernel_12x32(&p, t->pf ? t->pf : t->bp, t->pf2 ? t->pf2 : b1);
         if (p.c) return;
@@ -691,8 +694,7 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
     /* 7-row tiles of three panels where rows come in sevens, not twelves
      * (kernel_7x48), with the epilogues its asm applies */
     const dl_epilogue *je = j->ep;
-    const bool asm_ep = !je->accumulate && je->act != DL_ACT_SILU && asm_act(je->act) >= 0 &&
-                        (!je->res || asm_act(je->res_act) >= 0);
+    const bool asm_ep = asm_epilogue_ok(je, je->act);
     for (int mb = m0; mb < m1; mb += mc) {
         int me = mb + mc < m1 ? mb + mc : m1;
         int p = p0;
@@ -704,16 +706,8 @@ AVX512 static void gemm_block(const gemm_job *j, int m0, int m1, int p0, int p1)
                 const int col = p * 16;
                 for (int i = mb; i < me; i += 7) {
                     k12x32_args a = {.a = j->a + (size_t)i * j->lda, .lda = (long)(j->lda * sizeof(float)), .b = bp,
-                                     .bs = (long)((size_t)K * 16 * sizeof(float)), .seg = one,
-                                     .c = j->c + (size_t)i * j->ldc + col, .ldc = (long)(j->ldc * sizeof(float)),
-                                     .bias = je->bias ? je->bias + col : zeros48, .act = asm_act(je->act)};
-                    if (je->res) {
-                        a.res = je->res + (size_t)i * je->ld_res + col;
-                        a.ld_res = (long)(je->ld_res * sizeof(float));
-                        a.c2 = je->c2 + (size_t)i * je->ld_c2 + col;
-                        a.ld_c2 = (long)(je->ld_c2 * sizeof(float));
-                        a.res_act = asm_act(je->res_act);
-                    }
+                                     .bs = (long)((size_t)K * 16 * sizeof(float)), .seg = one};
+                    asm_epilogue_args(&a, je, je->act, (size_t)i, col, j->c + (size_t)i * j->ldc + col, j->ldc);
                     /* the first row tile fetches the next triple */
                     bool fetch = stream_w && i == mb && p + 6 <= p1;
                     kernel_7x48(&a, fetch ? bp + (size_t)3 * K * 16 : bp);
